@@ -1,0 +1,23 @@
+"""The `satbench` command line: one subcommand per pillar, each defined next to the code it drives."""
+
+import argparse
+import sys
+
+from languages import cli as languages_cli
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="satbench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    languages_cli.add_commands(commands)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except ValueError as error:
+        # Bad input (unknown name, impossible length, bad config, corrupt file): one line naming it, exit 2.
+        print(f"satbench: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
