@@ -1,0 +1,179 @@
+"""Linear probes: do the hidden states hold the quantities a counter machine would keep?
+
+Saturated transformers can recognize counting languages by averaging, which yields prefix ratios such as
+(#a - #b) / i (Merrill, Sabharwal & Smith 2022; Bhattamishra et al. 2020). We fit a linear map from each layer's
+hidden state at column i to the counter value of the prefix of length i, on half of the strings, and score it on the
+other half. A randomly initialised model of the same config is probed the same way as the control: a probe can read
+a counter off random features too (a uniform average of embeddings already is a count ratio), and only the gap
+between trained and control says that training built the representation.
+"""
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import balanced_accuracy_score, r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from languages import PAD
+
+# language name -> (the symbol that counts +1, the symbol that counts -1)
+COUNTER_SYMBOLS = {"anbn": ("a", "b"), "majority": ("a", "b"), "equal": ("a", "b"), "dyck1": ("(", ")")}
+RIDGE_ALPHA = 1.0  # on standardised features, so the same penalty means the same thing for every layer and model
+
+
+def _running_count(s, up: str, down: str) -> np.ndarray:
+    """(len(s) + 1,) running #up - #down; entry i is the count over the prefix s[:i]."""
+    steps = [1 if x == up else -1 if x == down else 0 for x in s]
+    return np.concatenate([[0], np.cumsum(steps, dtype=np.int64)])
+
+
+def _per_length(count: np.ndarray) -> np.ndarray:
+    """count[i] / i, with 0 at i = 0 (the empty prefix has no ratio)."""
+    i = np.arange(len(count), dtype=np.float64)
+    return np.divide(count, i, out=np.zeros(len(count)), where=i > 0)
+
+
+def counter_targets(language_name, strings) -> dict[str, list[np.ndarray]]:
+    """Counter values of every prefix of every string.
+
+    Entry i of a string's array belongs to the prefix of length i, which is token column i (column 0 is BOS, the
+    empty prefix). Targets, by language (a language object with a .name works too):
+      "count_diff"  (#a - #b) / i, float        anbn, majority, equal
+      "depth"       (#( - #)) / i, float        dyck1 (the running depth; negative after an unmatched ")")
+      "balanced"    prefix is balanced, bool    equal (#a = #b), dyck1 (depth 0 and never below 0)
+    Ratios are 0 at i = 0; "balanced" is True there, as the empty prefix is balanced. Probes skip column 0 anyway.
+    A language with no counter gives {}.
+    """
+    name = getattr(language_name, "name", language_name)
+    if name not in COUNTER_SYMBOLS:
+        return {}
+    up, down = COUNTER_SYMBOLS[name]
+    counts = [_running_count(s, up, down) for s in strings]
+    out: dict[str, list[np.ndarray]] = {}
+    if name in ("anbn", "majority", "equal"):
+        out["count_diff"] = [_per_length(c) for c in counts]
+    if name == "dyck1":
+        out["depth"] = [_per_length(c) for c in counts]
+        out["balanced"] = [(c == 0) & (np.minimum.accumulate(c) >= 0) for c in counts]
+    if name == "equal":
+        out["balanced"] = [c == 0 for c in counts]
+    return out
+
+
+def _rows(hidden: np.ndarray, tokens: np.ndarray, target, strings: np.ndarray):
+    """Features (L + 1, N, d) and targets (N,) for columns 1 .. len(target[b]) - 1 of the given strings."""
+    feats, ys = [], []
+    for b in strings:
+        y = np.asarray(target[b])
+        cols = np.arange(1, len(y))
+        if len(y) > tokens.shape[1] or (tokens[b, cols] == PAD).any():
+            raise ValueError(f"string {b}: {len(y) - 1} prefix targets but fewer real token columns")
+        feats.append(hidden[:, b, cols])
+        ys.append(y[1:])
+    return np.concatenate(feats, axis=1), np.concatenate(ys)
+
+
+def probe_layers(hidden, tokens, target, seed: int, kind: str | None = None) -> dict[str, float]:
+    """Fit one linear probe per layer from hidden states to a per-prefix target; score it on held-out strings.
+
+    hidden: (L + 1, B, T, d) residual stream; tokens: (B, T) with PAD after each string; target: B per-string arrays
+    aligned with the token columns (see `counter_targets`). Column 0 (BOS) is left out. The strings, not the
+    positions, are split in half (seeded): positions of one string share its prefix, so a position split would let
+    the probe memorise strings.
+    kind: "continuous" (StandardScaler + Ridge, scored by R^2 on the held-out half) or "flag" (StandardScaler +
+    class-balanced LogisticRegression, scored by balanced accuracy, so chance is 0.5 however rare the flag is);
+    default: "flag" for a bool target, else "continuous".
+    Returns {"r2_layer0", ..., "r2_layer{L}"} or {"bacc_layer0", ...}; NaN for a layer whose halves lack the variety
+    to fit or score (one string, a constant target, one class).
+    """
+    hidden = hidden.detach().float().cpu().numpy() if torch.is_tensor(hidden) else np.asarray(hidden, np.float32)
+    tokens = tokens.detach().cpu().numpy() if torch.is_tensor(tokens) else np.asarray(tokens)
+    if len(target) != tokens.shape[0] or hidden.shape[1] != tokens.shape[0]:
+        sizes = f"{hidden.shape[1]}, {tokens.shape[0]}, {len(target)}"
+        raise ValueError(f"hidden, tokens and target disagree on the number of strings: {sizes}")
+    if kind is None:
+        kind = "flag" if all(np.asarray(y).dtype == bool for y in target) else "continuous"
+    metric = {"continuous": "r2", "flag": "bacc"}[kind]
+    n_layers = hidden.shape[0]
+    nan = {f"{metric}_layer{layer}": float("nan") for layer in range(n_layers)}
+
+    order = np.random.default_rng(seed).permutation(tokens.shape[0])
+    half = len(order) // 2
+    if half == 0:
+        return nan
+    x_train, y_train = _rows(hidden, tokens, target, order[:half])
+    x_test, y_test = _rows(hidden, tokens, target, order[half:])
+    if len(np.unique(y_train)) < 2 or len(np.unique(y_test)) < 2:
+        return nan
+
+    out = {}
+    for layer in range(n_layers):
+        if not (np.isfinite(x_train[layer]).all() and np.isfinite(x_test[layer]).all()):
+            out[f"{metric}_layer{layer}"] = float("nan")  # overflowed states (a saturated model) carry no probe
+            continue
+        if kind == "continuous":
+            probe = make_pipeline(StandardScaler(), Ridge(alpha=RIDGE_ALPHA))
+            probe.fit(x_train[layer], y_train)
+            score = r2_score(y_test, probe.predict(x_test[layer]))
+        else:
+            probe = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
+            probe.fit(x_train[layer], y_train)
+            score = balanced_accuracy_score(y_test, probe.predict(x_test[layer]))
+        out[f"{metric}_layer{layer}"] = float(score)
+    return out
+
+
+@torch.no_grad()
+def hidden_states(model, tokens: torch.Tensor) -> torch.Tensor:
+    """(L + 1, B, T, d) residual stream of the exact forward (eval mode; the training mode is put back)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(tokens, internals=True)["hidden"]
+    finally:
+        model.train(was_training)
+
+
+def random_init_like(model, seed: int, config=None):
+    """A freshly initialised model of the same class and config (default: model.config), on the same device.
+
+    Seeded inside a forked RNG so that building the control does not move the caller's random stream.
+    """
+    config = model.config if config is None else config
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        control = type(model)(config)
+    return control.to(device)
+
+
+def linear_probe_metrics(model, dataset_split, language, seed: int, config=None, max_strings: int = 512):
+    """Linear probes for every counter target of `language`, on the trained model and on a random-init control.
+
+    dataset_split: has .tokens (B, T) and .strings (B,); the first max_strings strings are used. Language: a name or
+    a language object. config: the model's config for the control (default model.config).
+    Keys, for each target of `counter_targets` and each layer l (metric r2 for a float target, bacc for a flag):
+      probe_{target}_{metric}_layer{l}, probe_{target}_{metric}_best            trained model (best = max over layers)
+      probe_control_{target}_{metric}_layer{l}, probe_control_{target}_{metric}_best
+    {} for a language without counter targets.
+    """
+    strings = list(dataset_split.strings[:max_strings])
+    targets = counter_targets(language, strings)
+    if not targets:
+        return {}
+    tokens = dataset_split.tokens[:max_strings]
+    device = next(model.parameters()).device
+    tokens = torch.as_tensor(tokens).to(device)
+    control = random_init_like(model, seed, config)
+    out: dict[str, float] = {}
+    for prefix, net in (("probe", model), ("probe_control", control)):
+        hidden = hidden_states(net, tokens)
+        for name, target in targets.items():
+            scores = probe_layers(hidden, tokens, target, seed)
+            for key, value in scores.items():
+                out[f"{prefix}_{name}_{key}"] = value
+            metric = next(iter(scores)).split("_layer")[0]
+            finite = [v for v in scores.values() if np.isfinite(v)]
+            out[f"{prefix}_{name}_{metric}_best"] = max(finite) if finite else float("nan")
+    return out
