@@ -5,11 +5,14 @@ import sys
 
 from languages import cli as languages_cli
 
+from . import commands as bench_commands
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="satbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     languages_cli.add_commands(commands)
+    bench_commands.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0

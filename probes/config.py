@@ -1,0 +1,348 @@
+"""Bench configs: a YAML grid, checked against typed sections, expanded into cells.
+
+A config has the top-level keys `name`, `languages`, `seeds` and the sections `model`, `data`, `train`, `eval`,
+`probes`. Any scalar field may be given as a list instead: the list is an axis, and the grid is the product of all
+axes. A cell is one fully resolved point of the grid: one language, one seed, one value for every field.
+
+Every check runs before any work, so a typo costs one line and nothing is written.
+"""
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from languages import get_language
+from models import ModelConfig
+
+
+class ConfigError(ValueError):
+    """One line naming the key and what is wrong with it."""
+
+
+@dataclass
+class DataConfig:
+    train_lengths: tuple[int, int] = (1, 20)
+    test_lengths: tuple[int, int] = (1, 40)
+    train_size: int = 2000
+    test_per_length: int = 40
+    label_kind: str = "membership"  # membership | prefix
+
+    def __post_init__(self):
+        for key in ("train_lengths", "test_lengths"):
+            lo, hi = getattr(self, key)
+            if not 0 <= lo <= hi:
+                raise ConfigError(f"data.{key}: [{lo}, {hi}] is not a range 0 <= lo <= hi")
+        if self.test_lengths[1] < self.train_lengths[1]:
+            raise ConfigError("data.test_lengths: the test range must reach at least as far as the training range")
+        _check_positive("data.train_size", self.train_size)
+        _check_positive("data.test_per_length", self.test_per_length)
+        _check_choice("data.label_kind", self.label_kind, ("membership", "prefix"))
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 3e-3
+    schedule: str = "cosine"  # constant | cosine | linear
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    clip: float = 1.0  # per-member gradient norm; 0 turns clipping off
+    log_every: int = 50
+    bf16: bool = False  # autocast on CUDA only; ignored on the CPU
+
+    def __post_init__(self):
+        _check_positive("train.steps", self.steps)
+        _check_positive("train.batch_size", self.batch_size)
+        _check_positive("train.lr", self.lr)
+        _check_positive("train.log_every", self.log_every)
+        _check_choice("train.schedule", self.schedule, ("constant", "cosine", "linear"))
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
+            raise ConfigError("train: warmup_steps, weight_decay and clip must be >= 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas: {list(self.betas)} must lie in [0, 1)")
+
+
+@dataclass
+class EvalConfig:
+    # Parameter scales c at which f(x; c*theta) is evaluated; `inf` is the exact saturated limit.
+    scales: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 1000.0, math.inf])
+    threshold: float = 0.99  # accuracy on the training lengths at which a language counts as recognized
+    batch_size: int = 1024
+
+    def __post_init__(self):
+        if not self.scales or any(not c > 0 for c in self.scales):
+            raise ConfigError(f"eval.scales: {self.scales} must be a non-empty list of positive numbers or inf")
+        if 1.0 not in self.scales:
+            raise ConfigError("eval.scales: must contain 1 (the trained model itself)")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"eval.threshold: {self.threshold} must lie in (0, 1]")
+        _check_positive("eval.batch_size", self.batch_size)
+
+
+@dataclass
+class ProbeConfig:
+    enabled: bool = True  # norm growth, saturation, heads and linear probes for every cell
+    strings: int = 256  # held-out strings the probes look at
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "probes": ProbeConfig}
+TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", *SECTIONS}
+# Fields of ModelConfig the harness fills in itself.
+DERIVED = {"model.vocab_size"}
+DEFAULT_VOCAB_SIZE = 8  # 3 specials + up to 5 symbols; fixed per config so a cell never depends on its neighbours
+
+
+def _check_positive(path, value):
+    if not value > 0:
+        raise ConfigError(f"{path}: {value} must be > 0")
+
+
+def _check_choice(path, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _suggest(word, options):
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --- type checks -----------------------------------------------------------------------------------------------
+
+def _is_scalar(value, kind):
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _matches(value, annotation):
+    """Does `value` (as YAML parsed it) fit the field's annotation?"""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        parts = typing.get_args(annotation)
+        return isinstance(value, (list, tuple)) and len(value) == len(parts) and all(
+            _matches(v, p) for v, p in zip(value, parts))
+    if origin is list:
+        (part,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_matches(v, part) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(annotation))
+    return _is_scalar(value, annotation)
+
+
+def _type_name(annotation):
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _parse_scales(path, values):
+    if not isinstance(values, list):
+        raise ConfigError(f"{path}: expected a list of scales such as [1, 10, 1000, inf], got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, str) and v.strip().lower() in ("inf", ".inf", "infinity"):
+            out.append(math.inf)
+        elif _is_scalar(v, float):
+            out.append(float(v))
+        else:
+            raise ConfigError(f"{path}: {v!r} is not a number or inf")
+    return out
+
+
+def _axis_values(path, value, annotation):
+    """The list of values this field takes across the grid (one value when it is not an axis)."""
+    if path == "eval.scales":  # a list evaluated on every model, never an axis
+        return [_parse_scales(path, value)]
+    if _matches(value, annotation):
+        return [list(value) if isinstance(value, tuple) else value]
+    if isinstance(value, list) and value and all(_matches(v, annotation) for v in value):
+        return value
+    if annotation is float and _is_scalar(value, int):
+        return [float(value)]
+    raise ConfigError(f"{path}: {value!r} is not a {_type_name(annotation)} (or a list of them, for an axis)")
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+
+def load_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise ConfigError(f"{path}:{line} is not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    raw.setdefault("name", path.stem)
+    return raw
+
+
+def apply_overrides(raw, overrides):
+    """`train.steps=300 seeds=[0,1]`: each value is parsed as YAML and set at its dotted path."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        node[leaf] = value
+    return raw
+
+
+@dataclass
+class Grid:
+    name: str
+    raw: dict  # the config as given, after overrides: what the run directory records
+    cells: list[dict]
+
+
+def expand(raw):
+    """Check every key and value, then return the grid's cells (each a plain, JSON-able dict)."""
+    for key in raw:
+        if key not in TOP_LEVEL:
+            raise ConfigError(f"unknown key '{key}'{_suggest(key, TOP_LEVEL)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"name: {name!r} must be a non-empty string without '/'")
+
+    languages = raw.get("languages")
+    if isinstance(languages, str):
+        languages = [languages]
+    if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
+        raise ConfigError("languages: expected a non-empty list of language names")
+    if languages == ["all"]:
+        from languages import language_names
+        languages = language_names()
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(_is_scalar(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"seeds: {seeds!r} must be a non-empty list of non-negative integers")
+    vocab_size = raw.get("vocab_size", DEFAULT_VOCAB_SIZE)
+    if not _is_scalar(vocab_size, int) or vocab_size < 3:
+        raise ConfigError(f"vocab_size: {vocab_size!r} must be an integer >= 3")
+    for language in languages:
+        needed = get_language(language).vocab_size  # unknown names raise with a suggestion
+        if needed > vocab_size:
+            raise ConfigError(f"vocab_size: {vocab_size} is too small for '{language}', which needs {needed}")
+
+    axes = {"language": languages, "seed": seeds}
+    for section, cls in SECTIONS.items():
+        given = raw.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{section}: expected a mapping, got {given!r}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f"{section}.{f.name}" not in DERIVED}
+        for key in given:
+            if key not in fields:
+                raise ConfigError(f"unknown key '{section}.{key}'{_suggest(key, fields)}")
+        for key, annotation in fields.items():
+            if key in given:
+                axes[f"{section}.{key}"] = _axis_values(f"{section}.{key}", given[key], annotation)
+
+    cells = []
+    for values in itertools.product(*axes.values()):
+        flat = dict(zip(axes, values))
+        cell = {"language": flat.pop("language"), "seed": flat.pop("seed"), "vocab_size": vocab_size}
+        for section in SECTIONS:
+            cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
+        cells.append(resolve(cell))
+    return Grid(name=name, raw=raw, cells=cells)
+
+
+def resolve(cell):
+    """Fill in defaults and run each section's checks; returns the canonical cell dict."""
+    out = {"language": cell["language"], "seed": cell["seed"], "vocab_size": cell["vocab_size"]}
+    for section, cls in SECTIONS.items():
+        given = dict(cell.get(section, {}))
+        if section == "model":
+            given["vocab_size"] = cell["vocab_size"]
+        try:
+            obj = cls(**given)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(section) else f"{section}: {message}") from None
+        resolved = dataclasses.asdict(obj)
+        resolved.pop("vocab_size", None)
+        out[section] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}
+    return out
+
+
+def load_grid(path, overrides=()):
+    return expand(apply_overrides(load_yaml(path), overrides))
+
+
+# --- cells -----------------------------------------------------------------------------------------------------
+
+def _json_default(value):
+    raise TypeError(f"not JSON-able: {value!r}")
+
+
+def canonical_json(obj):
+    # inf is written as the string "inf" so that rows stay strict JSON.
+    return json.dumps(_encode_inf(obj), sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _encode_inf(obj):
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: _encode_inf(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode_inf(v) for v in obj]
+    return obj
+
+
+def cell_hash(cell):
+    return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]
+
+
+def group_key(cell):
+    """Cells that differ only in language and seed share a model shape and training recipe: one stacked ensemble."""
+    shared = {k: v for k, v in cell.items() if k not in ("language", "seed")}
+    return canonical_json(shared)
+
+
+def model_config(cell):
+    return ModelConfig(vocab_size=cell["vocab_size"], **cell["model"])
+
+
+def data_config(cell):
+    return DataConfig(**cell["data"])
+
+
+def train_config(cell):
+    return TrainConfig(**cell["train"])
+
+
+def eval_config(cell):
+    return EvalConfig(**cell["eval"])

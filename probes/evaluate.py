@@ -1,0 +1,74 @@
+"""Recognition: accuracy and cross-entropy of every member, per test length, at every parameter scale c.
+
+Scale c evaluates f(x; c*theta) (every parameter multiplied by c, as in the paper); `inf` evaluates the exact
+saturated limit, with every attention layer replaced by saturated attention.
+"""
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from models import saturate, saturated_limit
+
+from .train import stack_splits
+
+
+def scale_name(c):
+    return "inf" if math.isinf(c) else f"{c:g}"
+
+
+def at_scale(model, c):
+    if math.isinf(c):
+        return saturated_limit(model)
+    if c == 1:
+        return contextlib.nullcontext()
+    return saturate(model, c)
+
+
+@torch.no_grad()
+def member_logits(ensemble, tokens, batch_size):
+    """Membership logits (M, N) for stacked test tokens (M, N, T), in chunks of `batch_size` strings."""
+    chunks = [ensemble(tokens[:, i:i + batch_size])["logit"].float() for i in range(0, tokens.shape[1], batch_size)]
+    return torch.cat(chunks, dim=1)
+
+
+def evaluate_ensemble(ensemble, test_splits, train_lengths, eval_cfg, device):
+    """Returns, per member, a flat dict of recognition metrics (see `recognition_metrics`)."""
+    data = stack_splits(test_splits, device)
+    real = data.lengths >= 0
+    per_scale = {}
+    ensemble.eval()
+    for c in eval_cfg.scales:
+        with at_scale(ensemble, c):
+            logits = member_logits(ensemble, data.tokens, eval_cfg.batch_size)
+        # A logit that overflowed at a large scale is a wrong answer, not a crash.
+        finite = torch.isfinite(logits)
+        correct = ((logits > 0).float() == data.labels) & finite
+        ce = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), data.labels, reduction="none")
+        per_scale[scale_name(c)] = (correct.cpu(), ce.cpu(), (~finite & real).sum(dim=1).cpu())
+    lengths, real = data.lengths.cpu(), real.cpu()
+    return [recognition_metrics({name: tuple(x[i] for x in values) for name, values in per_scale.items()},
+                                lengths[i], real[i], train_lengths, eval_cfg.threshold)
+            for i in range(len(test_splits))]
+
+
+def recognition_metrics(per_scale, lengths, real, train_lengths, threshold):
+    lo, hi = train_lengths
+    in_train = real & (lengths >= lo) & (lengths <= hi)
+    longer = real & (lengths > hi)
+    metrics = {"acc": {}, "acc_long": {}, "ce": {}, "recognized": {}, "nonfinite": {},
+               "acc_by_length": {}, "ce_by_length": {}}
+    for name, (correct, ce, nonfinite) in per_scale.items():
+        acc = correct[in_train].float().mean().item()
+        metrics["acc"][name] = acc
+        metrics["acc_long"][name] = correct[longer].float().mean().item() if longer.any() else math.nan
+        metrics["ce"][name] = ce[in_train].mean().item()
+        metrics["recognized"][name] = acc >= threshold
+        metrics["nonfinite"][name] = int(nonfinite)
+        metrics["acc_by_length"][name] = {int(n): correct[real & (lengths == n)].float().mean().item()
+                                          for n in lengths[real].unique().tolist()}
+        metrics["ce_by_length"][name] = {int(n): ce[real & (lengths == n)].mean().item()
+                                         for n in lengths[real].unique().tolist()}
+    return metrics

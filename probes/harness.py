@@ -1,0 +1,138 @@
+"""The bench: config -> cells -> datasets -> trained ensembles -> probes -> one JSON row per cell.
+
+Cells that differ only in language and seed train together as one stacked ensemble. Finished cells (found by their
+config hash in the run's rows) are skipped, so an interrupted bench resumes where it stopped.
+"""
+
+import json
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from languages import make_dataset
+
+from . import config as C
+from .evaluate import evaluate_ensemble
+from .member_probes import probe_member, training_probe
+from .results import append_row, read_run, rows_files
+from .train import train_ensemble
+
+RESULTS_ROOT = Path("results/runs")
+
+
+def pick_device(name=None):
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def versions():
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "sklearn": sklearn.__version__}
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def prepare_run_dir(grid, run_dir, force):
+    """Record the config in the run directory; a directory that holds a different config is refused."""
+    run_dir = Path(run_dir)
+    recorded = run_dir / "config.yaml"
+    text = yaml.safe_dump(grid.raw, sort_keys=False)
+    if recorded.exists() and not force:
+        if yaml.safe_load(recorded.read_text()) != yaml.safe_load(text):
+            raise C.ConfigError(f"{run_dir} holds rows of a different config: pass --force to discard them, or "
+                                f"name=<other> to start a new run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if force:
+        for path in rows_files(run_dir):
+            path.unlink()
+    recorded.write_text(text)
+    return run_dir
+
+
+def build_dataset(cell, cache):
+    data = cell["data"]
+    key = C.canonical_json([cell["language"], cell["seed"], cell["vocab_size"], data])
+    if key not in cache:
+        cache[key] = make_dataset(cell["language"], train_lengths=tuple(data["train_lengths"]),
+                                  test_lengths=tuple(data["test_lengths"]), train_size=data["train_size"],
+                                  test_per_length=data["test_per_length"], seed=cell["seed"],
+                                  label_kind=data["label_kind"], vocab_size=cell["vocab_size"])
+    return cache[key]
+
+
+def run_group(cells, device, dataset_cache, progress=True):
+    """Train and measure one shape group; returns one row per cell."""
+    start = time.time()
+    first = cells[0]
+    model_cfg, train_cfg, eval_cfg = C.model_config(first), C.train_config(first), C.eval_config(first)
+    probe_cfg = first["probes"]
+    datasets = [build_dataset(cell, dataset_cache) for cell in cells]
+    probe_tokens = [d.test.tokens[:probe_cfg["strings"]] for d in datasets]
+    on_log = training_probe(probe_tokens, device) if probe_cfg["enabled"] else None
+    ensemble, logs = train_ensemble(model_cfg, train_cfg, [c["seed"] for c in cells], [d.train for d in datasets],
+                                    device, on_log=on_log, progress=progress)
+    recognition = evaluate_ensemble(ensemble, [d.test for d in datasets], first["data"]["train_lengths"], eval_cfg,
+                                    device)
+    rows = []
+    for i, (cell, dataset) in enumerate(zip(cells, datasets)):
+        metrics = dict(recognition[i])
+        if probe_cfg["enabled"]:
+            metrics["probes"] = probe_member(ensemble.member(i), model_cfg, dataset, logs[i], probe_cfg, cell["seed"],
+                                             device)
+        rows.append({"hash": C.cell_hash(cell), "config": C._encode_inf(cell), "metrics": metrics, "log": logs[i],
+                     "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
+    seconds = time.time() - start
+    for row in rows:
+        row.update({"seconds": seconds / len(rows), "group_seconds": seconds, "group_members": len(rows)})
+    return rows
+
+
+def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None):
+    """Run every unfinished cell of `grid` (or of `cells`, a subset such as one shard); returns the run directory."""
+    device = pick_device(device)
+    run_dir = prepare_run_dir(grid, run_dir or RESULTS_ROOT / grid.name, force)
+    cells = grid.cells if cells is None else cells
+    finished = {row["hash"] for row in read_run(run_dir)}
+    todo = [c for c in cells if C.cell_hash(c) not in finished]
+    groups = defaultdict(list)
+    for cell in todo:
+        groups[C.group_key(cell)].append(cell)
+
+    context = {"versions": versions(), "device": device_name(device)}
+    dataset_cache = {}
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"cells ({grid.name})", disable=not progress)
+    for group in groups.values():
+        for row in run_group(group, device, dataset_cache, progress=progress):
+            row.update(context)
+            append_row(run_dir / rows_name, row)
+            bar.update(1)
+    bar.close()
+    return run_dir
+
+
+def load_rows_with_config(run_dir):
+    """Rows of a run restricted to the cells of the config it records (older rows of other cells are ignored)."""
+    run_dir = Path(run_dir)
+    rows = read_run(run_dir)
+    recorded = run_dir / "config.yaml"
+    if recorded.exists():
+        grid = C.expand(yaml.safe_load(recorded.read_text()))
+        wanted = {C.cell_hash(c) for c in grid.cells}
+        rows = [r for r in rows if r["hash"] in wanted]
+    return rows
+
+
+def dump_json(obj):
+    return json.dumps(obj, indent=1, sort_keys=True)

@@ -1,0 +1,81 @@
+"""The rows of a run: one JSON line per finished cell, appended atomically, read back with torn lines repaired.
+
+A run directory holds `config.yaml` (the grid as run) and one or more rows files `cells*.jsonl` (one per shard when a
+bench is split). A kill in mid-write can leave a last line without its newline; reading repairs the file by cutting
+that line off, so its cell counts as unfinished and is rerun.
+"""
+
+import json
+import os
+from pathlib import Path
+
+ROWS_GLOB = "cells*.jsonl"
+
+
+class CorruptResults(ValueError):
+    pass
+
+
+def append_row(path, row):
+    """One write of one complete line on an O_APPEND descriptor, then fsync: a reader sees all of it or none."""
+    line = (json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def repair(path):
+    """Cut a torn last line off `path`; returns True when something was cut."""
+    data = Path(path).read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+    return True
+
+
+def read_rows(path, fix=True):
+    """Rows of one file. A torn last line is repaired (or skipped, with fix=False); a bad line elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    if fix:
+        repair(path)
+    lines = path.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:  # torn, not repaired
+        lines.pop()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CorruptResults(f"{path}:{number}: not a JSON row (the file is corrupt; delete the line to rerun "
+                                 "that cell)") from None
+        if not isinstance(row, dict) or "hash" not in row or "config" not in row:
+            raise CorruptResults(f"{path}:{number}: a row needs 'hash' and 'config'")
+        rows.append(row)
+    return rows
+
+
+def rows_files(run_dir):
+    return sorted(Path(run_dir).glob(ROWS_GLOB))
+
+
+def read_run(run_dir, fix=True):
+    """All rows of a run directory, merged over its rows files; the latest row of a cell wins."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CorruptResults(f"no run directory at {run_dir}")
+    by_hash = {}
+    for path in rows_files(run_dir):
+        for row in read_rows(path, fix=fix):
+            by_hash[row["hash"]] = row
+    return list(by_hash.values())

@@ -1,0 +1,137 @@
+"""Training one stacked ensemble: every cell of one shape group is a member, trained in the same forward pass.
+
+Each member keeps its own data, its own batch order (a generator seeded by the cell's seed) and its own initial
+weights (the Ensemble seeds member i from its cell's seed), so a cell's result does not depend on which other cells
+share its group.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from models import Ensemble
+
+from .config import TrainConfig
+
+
+@dataclass
+class StackedSplit:
+    """The splits of M datasets padded to one (M, N, T) block; `count[i]` rows of member i are real."""
+
+    tokens: torch.Tensor  # (M, N, T) long
+    labels: torch.Tensor  # (M, N) float
+    prefix_labels: torch.Tensor | None  # (M, N, T) float, -1 where there is no label
+    lengths: torch.Tensor  # (M, N) long, -1 on padding rows
+    count: torch.Tensor  # (M,) long
+
+
+def stack_splits(splits, device):
+    M = len(splits)
+    N = max(len(s.labels) for s in splits)
+    T = max(s.tokens.shape[1] for s in splits)
+    tokens = torch.zeros(M, N, T, dtype=torch.long)
+    labels = torch.zeros(M, N)
+    lengths = torch.full((M, N), -1, dtype=torch.long)
+    has_prefix = splits[0].prefix_labels is not None
+    prefix = torch.full((M, N, T), -1.0) if has_prefix else None
+    for i, s in enumerate(splits):
+        n, t = s.tokens.shape
+        tokens[i, :n, :t] = s.tokens
+        labels[i, :n] = s.labels
+        lengths[i, :n] = s.lengths
+        if has_prefix:
+            prefix[i, :n, :t] = s.prefix_labels
+    count = torch.tensor([len(s.labels) for s in splits])
+    to = lambda x: None if x is None else x.to(device)  # noqa: E731
+    return StackedSplit(to(tokens), to(labels), to(prefix), to(lengths), to(count))
+
+
+def member_losses(out, labels, prefix_labels=None):
+    """Each member's own mean loss, shape (M,): the ensemble minimises their sum."""
+    if prefix_labels is None:
+        losses = F.binary_cross_entropy_with_logits(out["logit"].float(), labels, reduction="none")
+        return losses.mean(dim=-1)
+    known = prefix_labels >= 0
+    losses = F.binary_cross_entropy_with_logits(out["prefix_logits"].float(), prefix_labels.clamp(min=0),
+                                                reduction="none")
+    return (losses * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
+
+
+def learning_rate_factor(cfg: TrainConfig):
+    def factor(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.schedule == "linear":
+            return 1 - progress
+        return 1.0
+    return factor
+
+
+def inverse_temperature(step, steps, maximum):
+    """The `anneal` surrogate's beta: geometric from 1 at the first step to `maximum` at the last."""
+    return maximum ** (step / max(1, steps - 1))
+
+
+def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, on_log=None, progress=True):
+    """Train M members (one per seed and split) together; returns the ensemble and each member's training log.
+
+    `on_log(step, ensemble)` may return a list of M dicts merged into the log at each logged step (the probes use it
+    to follow saturation over training).
+    """
+    ensemble = Ensemble(model_cfg, seeds).to(device)
+    data = stack_splits(train_splits, device)
+    M = len(seeds)
+    # Batch order: one generator per member, so a member's batches do not depend on its neighbours.
+    batch_index = torch.stack([
+        (torch.rand(train_cfg.steps, train_cfg.batch_size, generator=torch.Generator().manual_seed(seed))
+         * data.count[i].item()).long()
+        for i, seed in enumerate(seeds)]).to(device)  # (M, steps, B)
+    members = torch.arange(M, device=device)[:, None]
+
+    optimizer = torch.optim.AdamW(ensemble.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
+                                  weight_decay=train_cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(train_cfg))
+    anneal = model_cfg.attention != "soft" and model_cfg.surrogate == "anneal"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=train_cfg.bf16 and device.type == "cuda")
+    logs = [[] for _ in range(M)]
+
+    ensemble.train()
+    for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
+        if anneal:
+            ensemble.set_inverse_temperature(inverse_temperature(step, train_cfg.steps, model_cfg.anneal_max))
+        idx = batch_index[:, step]  # (M, B)
+        tokens = data.tokens[members, idx]
+        labels = data.labels[members, idx]
+        prefix = None if data.prefix_labels is None else data.prefix_labels[members, idx]
+        with autocast:
+            out = ensemble(tokens)
+        losses = member_losses(out, labels, prefix)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        grad_norms = ensemble.clip_grad_norm_(train_cfg.clip) if train_cfg.clip > 0 else None
+        optimizer.step()
+        schedule.step()
+
+        if step % train_cfg.log_every == 0 or step == train_cfg.steps - 1:
+            with torch.no_grad():
+                accuracy = ((out["logit"] > 0).float() == labels).float().mean(dim=-1)
+                norms = ensemble.parameter_norm()
+            extra = on_log(step + 1, ensemble) if on_log else None
+            for i in range(M):
+                entry = {"step": step + 1, "loss": losses[i].item(), "batch_acc": accuracy[i].item(),
+                         "norm": norms[i].item()}
+                if grad_norms is not None:
+                    entry["grad_norm"] = grad_norms[i].item()
+                if extra:
+                    entry.update(extra[i])
+                logs[i].append(entry)
+    ensemble.eval()
+    if anneal:
+        ensemble.set_inverse_temperature(1.0)
+    return ensemble, logs

@@ -1,0 +1,153 @@
+"""The bench harness end to end on a tiny grid: expansion, rows, resume, kill, torn lines, bad configs, report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from probes import config as C
+from probes.cli import main
+from probes.results import read_run, repair
+
+TINY = {
+    "name": "tiny",
+    "languages": ["first", "majority"],
+    "seeds": [0, 1],
+    "model": {"attention": ["soft", "hard"], "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
+    "data": {"train_lengths": [1, 6], "test_lengths": [1, 9], "train_size": 200, "test_per_length": 6},
+    "train": {"steps": 30, "batch_size": 16, "log_every": 10, "lr": 0.01},
+    "eval": {"scales": [1, 1000, "inf"]},
+    "probes": {"enabled": False},
+}
+
+
+def write_config(tmp_path, config=TINY, name="tiny.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def bench(tmp_path, *args, config=None):
+    path = write_config(tmp_path, config or TINY)
+    return main(["bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", *args])
+
+
+def test_grid_expands_every_axis():
+    grid = C.expand(TINY)
+    assert len(grid.cells) == 2 * 2 * 2
+    assert {(c["language"], c["seed"], c["model"]["attention"]) for c in grid.cells} == {
+        (lang, seed, att) for lang in ["first", "majority"] for seed in [0, 1] for att in ["soft", "hard"]}
+    assert len({C.cell_hash(c) for c in grid.cells}) == 8
+    assert len({C.group_key(c) for c in grid.cells}) == 2  # one stacked ensemble per attention variant
+    assert grid.cells[0]["eval"]["scales"][-1] == float("inf")
+
+
+def test_dotted_overrides_set_values_and_axes():
+    grid = C.expand(C.apply_overrides(TINY, ["train.steps=5", "seeds=[3]", "model.d_model=[8,16]"]))
+    assert {c["train"]["steps"] for c in grid.cells} == {5}
+    assert {c["seed"] for c in grid.cells} == {3}
+    assert {c["model"]["d_model"] for c in grid.cells} == {8, 16}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stpes=3", "unknown key 'train.stpes' (did you mean 'steps'?)"),
+    ("model.attention=sofft", "model.attention"),
+    ("train.lr=fast", "train.lr"),
+    ("languages=[dyk1]", "unknown language 'dyk1' (did you mean 'dyck1'?)"),
+    ("data.train_lengths=[5,2]", "data.train_lengths"),
+    ("train.steps=-1", "train.steps"),
+])
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, override, message):
+    assert bench(tmp_path, override) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_rows_written_then_rerun_skips_them(tmp_path):
+    assert bench(tmp_path, "--no-report") == 0
+    rows_file = tmp_path / "run" / "cells.jsonl"
+    rows = read_run(tmp_path / "run")
+    assert len(rows) == 8
+    expected = {C.cell_hash(c) for c in C.expand(TINY).cells}
+    assert {r["hash"] for r in rows} == expected
+    row = rows[0]
+    for key in ("config", "metrics", "versions", "device", "seconds", "log"):
+        assert key in row
+    assert set(row["metrics"]["acc"]) == {"1", "1000", "inf"}
+    assert set(row["metrics"]["acc_by_length"]["1"]) == {str(n) for n in range(1, 10)}
+    before = rows_file.read_bytes()
+    assert bench(tmp_path, "--no-report") == 0
+    assert rows_file.read_bytes() == before  # nothing rerun
+
+
+def test_torn_last_line_is_repaired_and_its_cell_rerun(tmp_path):
+    assert bench(tmp_path, "--no-report") == 0
+    rows_file = tmp_path / "run" / "cells.jsonl"
+    lines = rows_file.read_bytes().splitlines(keepends=True)
+    torn_hash = json.loads(lines[-1])["hash"]
+    rows_file.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    assert repair(rows_file) is True
+    assert torn_hash not in {r["hash"] for r in read_run(tmp_path / "run")}
+    rows_file.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    assert bench(tmp_path, "--no-report") == 0
+    rows = read_run(tmp_path / "run")
+    assert len(rows) == 8 and torn_hash in {r["hash"] for r in rows}
+
+
+def test_corrupt_line_in_the_middle_is_one_clear_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "cells.jsonl").write_text('{"hash": "x", "config": {}}\nnot json\n{"hash": "y", "config": {}}\n')
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cells.jsonl:2" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_dir_of_another_config_is_refused(tmp_path, capsys):
+    assert bench(tmp_path, "--no-report", "train.steps=5") == 0
+    assert bench(tmp_path, "--no-report", "train.steps=6") == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_killed_bench_resumes_to_the_same_rows(tmp_path):
+    config = dict(TINY, train=dict(TINY["train"], steps=400))
+    path = write_config(tmp_path, config)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "probes.cli", "bench", str(path), "--run-dir", str(run), "--quiet",
+               "--no-report"]
+    process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    rows_file = run / "cells.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if rows_file.exists() and rows_file.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = {r["hash"] for r in read_run(run)}
+    assert 0 < len(done_before) < 8, "the kill should land between the first and the last group"
+    subprocess.run(command, cwd=Path(__file__).parents[1], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    rows = read_run(run)
+    assert {r["hash"] for r in rows} == {C.cell_hash(c) for c in C.expand(config).cells}
+    assert rows_file.read_bytes().count(b"\n") == 8  # no cell written twice
+
+
+def test_report_has_the_tables_and_figures(tmp_path, capsys):
+    assert bench(tmp_path) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Recognition" in report and "### Soft vs saturated" in report
+    assert "| first " in report and "| majority " in report
+    assert "soft c=inf" in report and "hard c=1" in report
+    for figure in ("recognition_heatmap", "accuracy_vs_length", "accuracy_vs_scale"):
+        assert (tmp_path / "run" / "figures" / f"{figure}.png").stat().st_size > 1000
+    assert main(["compare", str(tmp_path / "run"), str(tmp_path / "run")]) == 0
+    assert "(+0.000)" in capsys.readouterr().out
