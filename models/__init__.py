@@ -1,0 +1,42 @@
+"""Recognizers with soft, saturated or hard attention, the saturation operations, stacked ensembles and checkpoints."""
+
+from models.attention import (
+    SURROGATES,
+    VARIANTS,
+    SelfAttention,
+    annealed_inverse_temperature,
+    hard_weights,
+    saturated_set,
+    saturated_weights,
+    soft_weights,
+    straight_through,
+)
+from models.ensemble import Ensemble
+from models.io import load, save
+from models.recognizer import BOS, EOS, PAD, ModelConfig, Recognizer, parameter_norm
+from models.saturation import attention_layers, saturate, saturated_limit, scale_attention
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "PAD",
+    "SURROGATES",
+    "VARIANTS",
+    "Ensemble",
+    "ModelConfig",
+    "Recognizer",
+    "SelfAttention",
+    "annealed_inverse_temperature",
+    "attention_layers",
+    "hard_weights",
+    "load",
+    "parameter_norm",
+    "saturate",
+    "saturated_limit",
+    "saturated_set",
+    "saturated_weights",
+    "save",
+    "scale_attention",
+    "soft_weights",
+    "straight_through",
+]

@@ -1,0 +1,168 @@
+"""Self-attention with three variants of the weighting: soft, saturated and hard.
+
+Given scores s_ij (query i, key j) and a boolean mask of the keys each query may see:
+
+    soft        softmax over the allowed keys. Disallowed keys get -inf before the softmax, so their weight is
+                exactly 0 at any scale; multiplying scores by a 0/1 mask instead would let a saturated model attend to
+                the future.
+    saturated   the c -> inf limit of softmax(c * s): uniform weight over
+                M_i = {j allowed : s_ij >= max over allowed k of s_ik - tol}, 0 elsewhere. The tolerance absorbs fp32
+                rounding, so scores that are equal in exact arithmetic tie.
+    hard        unique hard attention: all weight on the leftmost position of M_i, i.e. the leftmost argmax, with ties
+                decided by the same tolerance as `saturated`.
+
+The exact variants have zero gradient with respect to the scores, so training them needs a surrogate:
+
+    ste         straight-through: the forward pass uses the exact weights, the backward pass the gradient of softmax(s).
+    anneal      softmax(beta * s) while training, with the inverse temperature beta raised from 1 to `anneal_max` over
+                training (see `annealed_inverse_temperature`); exact weights at evaluation.
+
+A layer reads three knobs that are not parameters (so they are in no state_dict): `inverse_temperature` (anneal), and
+`logit_scale` and `exact_override`, which `models.saturation` sets for its scale sweeps.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VARIANTS = ("soft", "saturated", "hard")
+SURROGATES = ("ste", "anneal")
+
+
+def _rows_with_a_key(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(allowed with empty rows opened up, which rows had any allowed key).
+
+    A query that may see nothing (a row of an all-padding string) would give softmax(-inf, ..., -inf) = NaN, and a NaN
+    in the forward pass poisons the gradients of everything else in the batch. Such rows attend over all positions
+    internally and get weight 0 in the end.
+    """
+    has_key = allowed.any(dim=-1, keepdim=True)
+    return allowed | ~has_key, has_key
+
+
+def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """softmax over the allowed keys; disallowed keys get weight exactly 0. `allowed` broadcasts against `scores`."""
+    safe, has_key = _rows_with_a_key(allowed)
+    weights = scores.masked_fill(~safe, float("-inf")).softmax(dim=-1)
+    return torch.where(has_key, weights, 0.0)
+
+
+def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+    """Boolean mask of M = {j allowed : s_j >= max over allowed s - tol}, computed in fp32 or wider."""
+    if scores.dtype not in (torch.float32, torch.float64):
+        scores = scores.float()
+    masked = scores.masked_fill(~allowed, float("-inf"))
+    best = masked.amax(dim=-1, keepdim=True)
+    return allowed & (masked >= best - tol)
+
+
+def saturated_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+    """Uniform weight over the saturated set M (see `saturated_set`), 0 elsewhere; a row with no allowed key is 0."""
+    in_set = saturated_set(scores, allowed, tol).to(scores.dtype)
+    return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def hard_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+    """All weight on the leftmost position of the saturated set M: the leftmost argmax, ties decided within `tol`."""
+    in_set = saturated_set(scores, allowed, tol)
+    # The first True along the row is where the running count of members reaches 1 (vmap-safe, unlike one_hot).
+    leftmost = in_set & (in_set.cumsum(dim=-1) == 1)
+    return leftmost.to(scores.dtype)
+
+
+def straight_through(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """Forward value `exact`, gradient that of `surrogate`.
+
+    Where `exact` is 0 (disallowed keys, keys outside M) the value is exactly 0, since x + (0 - x) == 0 in floating
+    point; elsewhere it equals `exact` up to one rounding.
+    """
+    return surrogate + (exact - surrogate).detach()
+
+
+def annealed_inverse_temperature(progress: float, final: float) -> float:
+    """Inverse temperature for the `anneal` surrogate at `progress` in [0, 1] of training: 1 at the start, `final` at
+    the end, growing geometrically (final ** progress): equal stretches of training multiply it by equal factors.
+    """
+    progress = min(max(float(progress), 0.0), 1.0)
+    return float(final) ** progress
+
+
+def exact_weights(variant: str, scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+    """The evaluation-time weights of `variant` ('soft', 'saturated' or 'hard')."""
+    if variant == "soft":
+        return soft_weights(scores, allowed)
+    if variant == "saturated":
+        return saturated_weights(scores, allowed, tol)
+    if variant == "hard":
+        return hard_weights(scores, allowed, tol)
+    raise ValueError(f"attention variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention whose weighting is one of VARIANTS.
+
+    forward(x, allowed, need_weights) -> (output, weights or None), where `allowed` (broadcastable to (B, 1, T, T)) is
+    True where query i may attend to key j. When no weights are requested and the weighting is a softmax, the fused
+    scaled_dot_product_attention kernel computes the same thing without materialising the (T, T) weights.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.d_model % config.n_heads == 0
+        self.n_heads = config.n_heads
+        self.head_dim = config.d_model // config.n_heads
+        self.variant = config.attention
+        self.surrogate = config.surrogate
+        self.tol = config.tol
+        self.causal = config.causal
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        # Knobs, not parameters: set through Recognizer.set_inverse_temperature and models.saturation.
+        self.inverse_temperature = 1.0  # beta of the anneal surrogate while training
+        self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
+        self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
+        self.fused = True  # allow the fused softmax kernel when weights are not requested
+
+    def _mode(self) -> tuple[str, float]:
+        """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0)."""
+        if self.exact_override is not None:
+            return "exact", 0.0
+        if self.variant == "soft":
+            return "softmax", 1.0
+        if not self.training:
+            return "exact", 0.0
+        if self.surrogate == "anneal":
+            return "softmax", float(self.inverse_temperature)
+        return "ste", 0.0
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        scale = self.logit_scale / math.sqrt(self.head_dim)
+        mode, beta = self._mode()
+
+        if mode == "softmax" and not need_weights and self.fused:
+            # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
+            # outputs at padded queries differ from the explicit path but are never read.
+            if self.causal:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=beta * scale)
+            else:
+                safe, _ = _rows_with_a_key(allowed)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, scale=beta * scale)
+            weights = None
+        else:
+            scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, T)
+            if mode == "softmax":
+                weights = soft_weights(scores * beta if beta != 1.0 else scores, allowed)
+            elif mode == "exact":
+                weights = exact_weights(self.exact_override or self.variant, scores, allowed, self.tol)
+            else:
+                exact = exact_weights(self.variant, scores, allowed, self.tol)
+                weights = straight_through(exact, soft_weights(scores, allowed))
+            y = weights @ v
+
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y), (weights if need_weights else None)

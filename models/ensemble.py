@@ -1,0 +1,123 @@
+"""A stacked ensemble: M Recognizers of one config trained in a single forward pass.
+
+Every parameter carries a leading member axis (M, ...). The forward pass is torch.vmap over torch.func.functional_call
+of an ordinary Recognizer, so member i computes exactly what a standalone Recognizer with member i's parameters
+computes, by construction: the same code runs, and vmap turns each matmul into one batched matmul with the member axis
+folded into the batch. Member i is initialised exactly like `Recognizer(config)` built right after
+`torch.manual_seed(seeds[i])`.
+
+Training, per member:
+    loss       sum over members of each member's own mean loss; its gradient with respect to member i's slice is
+               member i's own gradient, since no parameter is shared.
+    clipping   `clip_grad_norm_` clips each member's gradient by that member's norm.
+    optimizer  plain torch.optim.AdamW over `ensemble.parameters()` is per member: Adam's moments, its update and the
+               decoupled weight decay are elementwise, so member i's slice evolves as it would under its own AdamW
+               (same lr, betas, eps and weight decay for every member; the step count is shared, which is harmless as
+               all members step together).
+
+All members share one attention variant: it selects Python control flow, which vmap cannot vary per member. Group cells
+by variant; members may differ in seed and, through their weights, in anything else.
+"""
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from models.recognizer import ModelConfig, Recognizer, check_state_dict, counts_toward_norm
+
+
+def _replace_parameter(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner, _, leaf = name.rpartition(".")
+    setattr(module.get_submodule(owner) if owner else module, leaf, nn.Parameter(value))
+
+
+class Ensemble(nn.Module):
+    def __init__(self, config: ModelConfig, seeds: list[int]):
+        super().__init__()
+        if len(seeds) == 0:
+            raise ValueError("ensemble.seeds: at least one seed is needed")
+        self.config = config
+        self.seeds = [int(s) for s in seeds]
+        members = []
+        for seed in self.seeds:
+            # Seed each member on its own, leaving the caller's random stream untouched.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                members.append(Recognizer(config))
+        params, _ = stack_module_state(members)
+        # `stacked` is a Recognizer whose parameters have the member axis in front. It is never called directly:
+        # forward() calls it through functional_call with one member's slices at a time, under vmap. Being a real
+        # submodule, it carries .to(device), train()/eval() and the attention knobs for all members at once.
+        self.stacked = copy.deepcopy(members[0])
+        for name, value in params.items():
+            _replace_parameter(self.stacked, name, value.detach().clone())
+
+    @property
+    def M(self) -> int:
+        return len(self.seeds)
+
+    def attention_layers(self):
+        return self.stacked.attention_layers()
+
+    def set_inverse_temperature(self, beta: float) -> None:
+        """Inverse temperature of the `anneal` surrogate, for every member and layer."""
+        self.stacked.set_inverse_temperature(beta)
+
+    def forward(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
+        """tokens (M, B, T), one batch per member, or (B, T) shared by all members. Returns Recognizer.forward's keys,
+        each with a leading member axis."""
+        if tokens.dim() == 3 and tokens.shape[0] != self.M:
+            raise ValueError(f"ensemble: tokens have {tokens.shape[0]} member batches but the ensemble has {self.M}")
+        params = dict(self.stacked.named_parameters())
+
+        def one_member(member_params, member_tokens):
+            return functional_call(self.stacked, member_params, (member_tokens,), {"internals": internals})
+
+        return torch.vmap(one_member, in_dims=(0, 0 if tokens.dim() == 3 else None))(params, tokens)
+
+    def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's parameters as a standalone Recognizer state_dict (copies)."""
+        return {name: value[i].detach().clone() for name, value in self.stacked.state_dict().items()}
+
+    @torch.no_grad()
+    def load_member_state_dict(self, i: int, state_dict: dict[str, torch.Tensor]) -> None:
+        """Overwrite member i with a standalone Recognizer state_dict of the same config."""
+        check_state_dict(self.config, state_dict, f"ensemble member {i}")
+        stacked = self.stacked.state_dict()
+        for name, value in state_dict.items():
+            stacked[name][i].copy_(value)
+
+    def member(self, i: int) -> Recognizer:
+        """A standalone copy of member i: same config, weights, device, train/eval mode and inverse temperature."""
+        with torch.random.fork_rng(devices=[]):
+            model = Recognizer(self.config)
+        model.load_state_dict(self.member_state_dict(i))
+        model.to(next(self.parameters()).device)
+        model.train(self.training)
+        for mine, theirs in zip(model.attention_layers(), self.attention_layers(), strict=True):
+            mine.inverse_temperature = theirs.inverse_temperature
+        return model
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Clip each member's gradient to l2 norm `max_norm`, as torch.nn.utils.clip_grad_norm_ would for that member
+        alone. Returns the (M,) pre-clip norms."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros(self.M, device=next(self.parameters()).device)
+        norms = torch.stack([g.reshape(self.M, -1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+        return norms
+
+    @torch.no_grad()
+    def parameter_norm(self) -> torch.Tensor:
+        """(M,) l2 norm of each member's parameters selected by models.recognizer.counts_toward_norm, in float64."""
+        squares = torch.zeros(self.M, dtype=torch.float64, device=next(self.parameters()).device)
+        for name, p in self.stacked.named_parameters():
+            if p.requires_grad and counts_toward_norm(name, p.shape[1:]):
+                squares += p.double().reshape(self.M, -1).pow(2).sum(dim=1)
+        return squares.sqrt()

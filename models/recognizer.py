@@ -1,0 +1,280 @@
+"""The recognizer: a small transformer that reads BOS + a string and says whether the string is in the language.
+
+Read top to bottom: the config, the positional encodings, the MLP, one block, the recognizer. The attention layer and
+its variants live in models/attention.py.
+
+Input convention: a (B, T) LongTensor with BOS in column 0, the string's symbols after it and PAD (= 0) after the
+string. Padding is derived from `tokens == PAD`; nothing else needs to be passed.
+"""
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.attention import SURROGATES, VARIANTS, SelfAttention
+
+# The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
+PAD = 0
+BOS = 1
+EOS = 2
+
+POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
+LAYER_NORMS = ("pre", "post", "none")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    d_model: int = 32
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 64
+    attention: str = "soft"  # soft | saturated | hard
+    surrogate: str = "ste"  # ste | anneal: how saturated and hard attention train (ignored for soft)
+    anneal_max: float = 30.0  # final inverse temperature of `anneal`: softmax(30 s) is within 1e-3 of saturated
+    # for score gaps above ~0.25, the scale a trained model's scores reach
+    tol: float = 1e-5  # saturated/hard tie tolerance on the scaled scores: ~100 fp32 ulps at |s| ~ 1
+    positional: str = "sinusoidal"  # none | sinusoidal | learned | fraction (i/n)
+    layer_norm: str = "pre"  # pre | post | none
+    causal: bool = True
+    bias: bool = True  # False makes every linear map and layer norm bias-free (homogeneity)
+    max_len: int = 1024  # longest input (BOS included) a `learned` positional encoding covers
+
+    def __post_init__(self):
+        for name, choices in (
+            ("attention", VARIANTS),
+            ("surrogate", SURROGATES),
+            ("positional", POSITIONALS),
+            ("layer_norm", LAYER_NORMS),
+        ):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"model.{name}: {value!r} is not one of {', '.join(choices)}")
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name}: {value!r} is not a positive integer")
+        if self.vocab_size <= EOS:
+            raise ValueError(f"model.vocab_size: {self.vocab_size} leaves no symbols after PAD, BOS and EOS (ids 0-2)")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model: {self.d_model} is not divisible by model.n_heads = {self.n_heads}")
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"model.d_model: {self.d_model} must be even for sinusoidal positions")
+        for name, low in (("anneal_max", 1.0), ("tol", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
+                raise ValueError(f"model.{name}: {value!r} is not a finite number >= {low:g}")
+        for name in ("causal", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model.{name}: {getattr(self, name)!r} is not true or false")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        """Build from a plain dict (JSON, YAML), rejecting unknown fields with one line."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ValueError(f"model.{key}: unknown field (known: {', '.join(sorted(known))})")
+        if "vocab_size" not in values:
+            raise ValueError("model.vocab_size: missing")
+        return cls(**values)
+
+
+def sinusoidal_table(n_positions: int, d_model: int, device=None) -> torch.Tensor:
+    """The (n_positions, d_model) table of Vaswani et al.: sin and cos of position / 10000^(2k/d)."""
+    position = torch.arange(n_positions, dtype=torch.float32, device=device)[:, None]
+    frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32, device=device) * (-math.log(1e4) / d_model))
+    table = torch.zeros(n_positions, d_model, device=device)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+class PositionalEncoding(nn.Module):
+    """Adds position information to the token embeddings, by `config.positional`:
+
+    none        nothing (a causal model can still recover 1/(i+1) by attending uniformly to BOS)
+    sinusoidal  the fixed table of Vaswani et al.; no parameters, any length
+    learned     a trained embedding per position, up to `max_len`
+    fraction    i/n, where i is the column (BOS = 0) and n the string's length, mapped into the residual stream by a
+                trained (1 -> d_model) vector. n is the whole string's length, so for a causal model a prefix logit
+                sees the length of the string it belongs to, not only its prefix.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.kind = config.positional
+        self.max_len = config.max_len
+        if self.kind == "sinusoidal":
+            # Not persistent: recomputed from the config, so checkpoints hold parameters only.
+            self.register_buffer("table", sinusoidal_table(config.max_len, config.d_model), persistent=False)
+        elif self.kind == "learned":
+            self.position_embedding = nn.Embedding(config.max_len, config.d_model)
+        elif self.kind == "fraction":
+            self.position_embedding = nn.Linear(1, config.d_model, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        T = tokens.shape[1]
+        if self.kind == "none":
+            return None
+        if self.kind == "sinusoidal":
+            table = self.table if T <= self.table.shape[0] else sinusoidal_table(T, self.table.shape[1], tokens.device)
+            return table[:T]
+        if self.kind == "learned":
+            if T > self.max_len:
+                raise ValueError(f"input length {T} exceeds model.max_len = {self.max_len} (learned positions)")
+            return self.position_embedding.weight[:T]
+        length = ((tokens != PAD).sum(dim=1, keepdim=True) - 1).clamp(min=1)  # symbols after BOS
+        column = torch.arange(T, device=tokens.device)
+        fraction = (column / length).unsqueeze(-1).to(self.position_embedding.weight.dtype)  # (B, T, 1)
+        return self.position_embedding(fraction)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward layer. ReLU keeps the model positively homogeneous when biases are off, and lets
+    hand-built constructions compute exact piecewise-linear functions."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
+
+    def forward(self, x):
+        return self.proj(F.relu(self.fc(x)))
+
+
+def layer_norm(config: ModelConfig) -> nn.Module:
+    if config.layer_norm == "none":
+        return nn.Identity()
+    return nn.LayerNorm(config.d_model, bias=config.bias)
+
+
+class Block(nn.Module):
+    """Attention then MLP, each in a residual branch; layer norm before the branch (pre), after the sum (post) or
+    nowhere (none)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.post_norm = config.layer_norm == "post"
+        self.ln_1 = layer_norm(config)
+        self.attn = SelfAttention(config)
+        self.ln_2 = layer_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, allowed, need_weights=False):
+        if self.post_norm:
+            a, weights = self.attn(x, allowed, need_weights)
+            x = self.ln_1(x + a)
+            x = self.ln_2(x + self.mlp(x))
+        else:
+            a, weights = self.attn(self.ln_1(x), allowed, need_weights)
+            x = x + a
+            x = x + self.mlp(self.ln_2(x))
+        return x, weights
+
+
+class Recognizer(nn.Module):
+    """A transformer that maps BOS + string (+ PAD) to a membership logit.
+
+    forward(tokens (B, T), internals=False) returns
+        "logit"          (B,)   membership logit: read at the last real position for a causal model, at BOS (column 0)
+                                for a bidirectional one
+        "prefix_logits"  (B, T) a logit per position; for a causal model position i sees BOS + s[:i], so it is the
+                                logit of the prefix of length i. 0 at PAD positions.
+    and with internals=True also
+        "hidden"         (L+1, B, T, d) residual stream after the embedding and after each block
+        "attn"           (L, B, H, T, T) attention weights actually used in this pass
+
+    model.train(): saturated and hard attention run their surrogate (config.surrogate); model.eval(): exact weights.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.positions = PositionalEncoding(config)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        # Pre-norm leaves the residual stream unnormalised, so it gets a final norm; post-norm ends normalised.
+        self.ln_f = layer_norm(config) if config.layer_norm == "pre" else nn.Identity()
+        self.head = nn.Linear(config.d_model, 1, bias=config.bias)
+
+    def attention_layers(self) -> list[SelfAttention]:
+        return [block.attn for block in self.blocks]
+
+    def set_inverse_temperature(self, beta: float) -> None:
+        """Inverse temperature of the `anneal` surrogate, for every attention layer (no effect on soft attention or
+        in eval mode). See models.attention.annealed_inverse_temperature for the schedule."""
+        for layer in self.attention_layers():
+            layer.inverse_temperature = float(beta)
+
+    def forward(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
+        B, T = tokens.shape
+        real = tokens != PAD  # (B, T)
+
+        # Which keys each query may see: real keys only, and for a causal model only those at or before the query.
+        allowed = real[:, None, None, :]  # (B, 1, 1, T), broadcast over heads and queries
+        if self.config.causal:
+            allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()  # (B, 1, T, T)
+
+        x = self.token_embedding(tokens)
+        position = self.positions(tokens)
+        if position is not None:
+            x = x + position
+
+        hidden, attn = [x], []
+        for block in self.blocks:
+            x, weights = block(x, allowed, need_weights=internals)
+            hidden.append(x)
+            attn.append(weights)
+
+        prefix_logits = self.head(self.ln_f(x)).squeeze(-1).masked_fill(~real, 0.0)  # (B, T)
+        if self.config.causal:
+            last = (real.sum(dim=1) - 1).clamp(min=0)
+            logit = prefix_logits.gather(1, last[:, None]).squeeze(1)
+        else:
+            logit = prefix_logits[:, 0]
+
+        out = {"logit": logit, "prefix_logits": prefix_logits}
+        if internals:
+            out["hidden"] = torch.stack(hidden)
+            out["attn"] = torch.stack(attn)
+        return out
+
+
+def counts_toward_norm(name: str, member_shape: torch.Size) -> bool:
+    """The parameter norm's rule (DESIGN.md): trainable non-scalar parameters, embeddings (token, learned or
+    fractional positions) excluded, as in the paper's protocol."""
+    return len(member_shape) > 0 and "embedding" not in name
+
+
+@torch.no_grad()
+def parameter_norm(model: Recognizer) -> float:
+    """l2 norm of the parameters selected by `counts_toward_norm`, in float64."""
+    total = 0.0
+    for name, p in model.named_parameters():
+        if p.requires_grad and counts_toward_norm(name, p.shape):
+            total += float(p.double().pow(2).sum())
+    return math.sqrt(total)
+
+
+def check_state_dict(config: ModelConfig, state_dict: dict, where: str) -> None:
+    """Raise ValueError with one line if `state_dict` does not fit a Recognizer built from `config`."""
+    with torch.device("meta"):
+        expected = Recognizer(config).state_dict()
+    for key, value in expected.items():
+        if key not in state_dict:
+            raise ValueError(f"{where}: missing parameter {key!r} required by its config")
+        got = tuple(state_dict[key].shape)
+        if got != tuple(value.shape):
+            raise ValueError(
+                f"{where}: parameter {key!r} has shape {got} but its config needs {tuple(value.shape)}"
+            )
+    for key in state_dict:
+        if key not in expected:
+            raise ValueError(f"{where}: unexpected parameter {key!r} for its config")

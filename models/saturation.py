@@ -1,0 +1,76 @@
+"""The three ways to push a model towards saturation, as context managers over a Recognizer or an Ensemble.
+
+    saturate(model, c)         every parameter multiplied by c: the paper's f(x; c * theta), with c = 1000 there
+    scale_attention(model, c)  only the attention scores multiplied by c: softmax(c * s) in every layer
+    saturated_limit(model)     every attention layer computes exact saturated attention: the c = inf point
+
+Each restores the model exactly on exit, also when the body raises. `saturate` keeps a copy of the parameters and
+copies it back, because dividing by c again would not give the original bits.
+"""
+
+import math
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from models.attention import SelfAttention
+
+
+def attention_layers(model: nn.Module) -> list[SelfAttention]:
+    """Every attention layer in a Recognizer, an Ensemble or any module holding them."""
+    return [m for m in model.modules() if isinstance(m, SelfAttention)]
+
+
+def _check_finite(what: str, c: float) -> float:
+    c = float(c)
+    if not math.isfinite(c):
+        raise ValueError(f"{what}: c = {c} is not finite; use saturated_limit(model) for the c = inf point")
+    return c
+
+
+@contextmanager
+def saturate(model: nn.Module, c: float):
+    """Multiply every parameter by c inside the block; the original values come back bit-exactly on exit."""
+    c = _check_finite("saturate", c)
+    params = list(model.parameters())
+    with torch.no_grad():
+        originals = [p.detach().clone() for p in params]
+        for p in params:
+            p.mul_(c)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for p, original in zip(params, originals, strict=True):
+                p.copy_(original)
+
+
+@contextmanager
+def scale_attention(model: nn.Module, c: float):
+    """Multiply the attention scores of every layer by c inside the block (on top of any scale already set)."""
+    c = _check_finite("scale_attention", c)
+    layers = attention_layers(model)
+    before = [layer.logit_scale for layer in layers]
+    for layer in layers:
+        layer.logit_scale = layer.logit_scale * c
+    try:
+        yield model
+    finally:
+        for layer, scale in zip(layers, before, strict=True):
+            layer.logit_scale = scale
+
+
+@contextmanager
+def saturated_limit(model: nn.Module):
+    """Every attention layer evaluates exact saturated attention inside the block, in train and eval mode alike
+    (it has no gradient with respect to the scores)."""
+    layers = attention_layers(model)
+    before = [layer.exact_override for layer in layers]
+    for layer in layers:
+        layer.exact_override = "saturated"
+    try:
+        yield model
+    finally:
+        for layer, override in zip(layers, before, strict=True):
+            layer.exact_override = override
