@@ -15,7 +15,7 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from languages import PAD
+from models import PAD
 
 # language name -> (the symbol that counts +1, the symbol that counts -1)
 COUNTER_SYMBOLS = {"anbn": ("a", "b"), "majority": ("a", "b"), "equal": ("a", "b"), "dyck1": ("(", ")")}

@@ -13,7 +13,6 @@ The training log is a list of dicts, one per logged step of ONE member, each wit
 """
 
 import math
-import re
 
 import numpy as np
 import torch
@@ -21,25 +20,17 @@ from scipy import stats
 from sklearn.linear_model import LinearRegression
 from torch import nn
 
-# Parameter names that are embeddings even when they are plain nn.Parameters (learned positional encodings).
-_EMBEDDING_NAME = re.compile(r"(^|\.)(\w*emb\w*|wte|wpe)(\.|$)", re.IGNORECASE)
+from models.recognizer import counts_toward_norm
 
 
 def counted_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """The parameters the paper's norm is taken over, as (name, tensor) pairs in registration order.
 
-    Rule: trainable (requires_grad) parameters with at least one dimension, excluding embeddings. A parameter is an
-    embedding if it belongs to an nn.Embedding module or a component of its dotted name contains "emb" (or is
-    nanoGPT's "wte"/"wpe"), which also catches learned positional encodings stored as bare parameters. Embeddings are
-    left out because their norm grows with the vocabulary and the paper's protocol leaves them out; 0-d parameters
-    (learned temperatures, scales) are left out because they are knobs, not weights.
+    Rule (models.counts_toward_norm, so that the total equals models.parameter_norm): trainable (requires_grad)
+    parameters with at least one dimension whose name does not contain "embedding" (token embedding, learned or
+    fractional positions). Embeddings are left out as in the paper's protocol; 0-d parameters are knobs, not weights.
     """
-    embedding_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    return [
-        (name, p)
-        for name, p in model.named_parameters()
-        if p.requires_grad and p.dim() > 0 and id(p) not in embedding_ids and not _EMBEDDING_NAME.search(name)
-    ]
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad and counts_toward_norm(name, p.shape)]
 
 
 def layer_of(name: str) -> str:

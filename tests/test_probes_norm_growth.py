@@ -105,9 +105,8 @@ def test_direction_cosines():
 class Toy(nn.Module):
     def __init__(self):
         super().__init__()
-        self.tok_emb = nn.Embedding(5, 4)
-        self.pos = nn.Embedding(8, 4)  # an embedding module under a name without "emb"
-        self.pos_emb_table = nn.Parameter(torch.ones(8, 4))
+        self.token_embedding = nn.Embedding(5, 4)
+        self.position_embedding = nn.Parameter(torch.ones(8, 4))
         self.blocks = nn.ModuleList([nn.Linear(4, 4) for _ in range(2)])
         self.head = nn.Linear(4, 1)
         self.temperature = nn.Parameter(torch.tensor(3.0))
@@ -127,6 +126,16 @@ def test_norm_per_layer_rule():
     vec = parameter_vector(model)
     assert vec.dtype == np.float32 and vec.shape == (4 * 4 * 2 + 4 * 2 + 4 + 1,)
     assert parameter_norm_total(per_layer) == pytest.approx(float(np.linalg.norm(vec.astype(np.float64))), rel=1e-6)
+
+
+def test_norm_per_layer_of_a_recognizer_matches_models_parameter_norm():
+    from models import ModelConfig, Recognizer, parameter_norm
+
+    torch.manual_seed(0)
+    model = Recognizer(ModelConfig(vocab_size=5, n_layers=2, positional="learned"))
+    per_layer = norm_per_layer(model)
+    assert set(per_layer) == {"blocks.0", "blocks.1", "ln_f", "head"}
+    assert parameter_norm_total(per_layer) == pytest.approx(parameter_norm(model), rel=1e-9)
 
 
 def test_layer_of():

@@ -1,0 +1,72 @@
+"""Saturation: how close a network already is to its c -> inf limit.
+
+Merrill et al. (2021) measure saturation as the cosine similarity between the representations of f(x; theta) and
+f(x; c * theta) for a large c (1000): near 1 means scaling the parameters up changes the direction of nothing, i.e.
+the attention already behaves as saturated attention. Decision agreement asks the same question of the output: does
+the classifier decide the same at c = 1 and at the exact saturated limit?
+"""
+
+import torch
+
+from models import PAD, saturate, saturated_limit
+
+
+@torch.no_grad()
+def _forward(model, tokens: torch.Tensor) -> dict:
+    return model(tokens, internals=True)
+
+
+class _EvalMode:
+    """Evaluate with the exact forward (model.eval()) and put the training mode back afterwards."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+def saturation_similarity(model, tokens: torch.Tensor, c: float = 1000.0) -> dict[str, float]:
+    """Per layer, cosine similarity between the hidden states of f(x; theta) and f(x; c * theta), averaged over the
+    real positions (tokens != PAD, BOS included) of all strings.
+
+    Returns {"sim_layer0": ..., ..., "sim_layer{L}": ..., "sim_mean": mean over layers 1..L}. Layer 0 is the residual
+    stream after the embedding; its similarity is 1 when the positional encoding scales with the parameters and below
+    1 when it is fixed (sinusoidal), so it is left out of sim_mean. The cosine is computed in float64 on states that
+    are normalised first, because the scaled states can be large enough to overflow a float32 dot product; a state
+    that is not finite gives NaN for its layer.
+    """
+    with _EvalMode(model):
+        h1 = _forward(model, tokens)["hidden"]
+        with saturate(model, c):
+            hc = _forward(model, tokens)["hidden"]
+    real = (tokens != PAD).to(h1.device)  # (B, T)
+    h1, hc = h1.double(), hc.double()
+    u = h1 / h1.norm(dim=-1, keepdim=True)
+    v = hc / hc.norm(dim=-1, keepdim=True)
+    cos = (u * v).sum(-1)  # (L + 1, B, T); NaN where a state is zero or not finite
+    out = {f"sim_layer{layer}": float(cos[layer][real].mean()) for layer in range(cos.shape[0])}
+    deep = [out[f"sim_layer{layer}"] for layer in range(1, cos.shape[0])]
+    out["sim_mean"] = float(sum(deep) / len(deep)) if deep else float("nan")
+    return out
+
+
+def decisions(model, tokens: torch.Tensor, limit: bool = False) -> torch.Tensor:
+    """(B,) bool accept decisions, logit > 0, of the exact forward; with limit=True at the saturated limit."""
+    with _EvalMode(model):
+        if limit:
+            with saturated_limit(model):
+                logit = _forward(model, tokens)["logit"]
+        else:
+            logit = _forward(model, tokens)["logit"]
+    return logit > 0
+
+
+def decision_agreement(model, tokens: torch.Tensor) -> float:
+    """Share of strings on which the model decides the same at c = 1 and at the saturated limit (c = inf), in [0, 1]."""
+    same = decisions(model, tokens) == decisions(model, tokens, limit=True)
+    return float(same.float().mean())

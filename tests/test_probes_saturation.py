@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from probes.saturation import decision_agreement, decisions, saturation_similarity
+
+VOCAB = 5
+
+
+def recognizer(**overrides):
+    from models import ModelConfig, Recognizer
+
+    config = dict(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=2, d_ff=16)
+    config.update(overrides)
+    return Recognizer(ModelConfig(**config))
+
+
+def random_tokens(n=16, length=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, VOCAB, (n, length + 1), generator=g)
+    tokens[:, 0] = 1
+    for b in range(n):  # PAD after strings of varying length
+        tokens[b, 1 + (b % length) + 1 :] = 0
+    return tokens
+
+
+def test_keys_ranges_and_state_restored():
+    torch.manual_seed(0)
+    model = recognizer()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sims = saturation_similarity(model, random_tokens())
+    assert set(sims) == {"sim_layer0", "sim_layer1", "sim_layer2", "sim_mean"}
+    for v in sims.values():
+        assert -1.0 - 1e-9 <= v <= 1.0 + 1e-9
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_c_equal_one_gives_similarity_one():
+    torch.manual_seed(0)
+    sims = saturation_similarity(recognizer(), random_tokens(), c=1.0)
+    assert all(v == pytest.approx(1.0, abs=1e-6) for v in sims.values())
+
+
+def test_layer0_similarity_depends_on_whether_positions_scale():
+    torch.manual_seed(0)
+    # learned positions and token embeddings both scale with c: the embedding layer keeps its direction exactly
+    assert saturation_similarity(recognizer(positional="learned"), random_tokens())["sim_layer0"] == pytest.approx(1.0)
+    # the sinusoidal table is fixed while the token embedding grows 1000x: the direction moves
+    assert saturation_similarity(recognizer(positional="sinusoidal"), random_tokens())["sim_layer0"] < 0.999
+
+
+def test_blocks_that_add_nothing_keep_similarity_one():
+    torch.manual_seed(0)
+    model = recognizer(positional="learned")
+    with torch.no_grad():
+        for block in model.blocks:  # every residual branch writes zero, so every layer equals the embedding
+            block.attn.proj.weight.zero_()
+            block.attn.proj.bias.zero_()
+            block.mlp.proj.weight.zero_()
+            block.mlp.proj.bias.zero_()
+    sims = saturation_similarity(model, random_tokens())
+    assert all(v == pytest.approx(1.0, abs=1e-6) for v in sims.values())
+
+
+def test_average_is_over_real_positions_only():
+    torch.manual_seed(0)
+    model = recognizer()
+    tokens = random_tokens(n=2, length=6)  # string 0 is short and padded, string 1 fills the row
+    n0, n1 = int((tokens[0] != 0).sum()), int((tokens[1] != 0).sum())
+    assert n0 < n1
+    both = saturation_similarity(model, tokens)
+    alone0 = saturation_similarity(model, tokens[:1, :n0])
+    alone1 = saturation_similarity(model, tokens[1:])
+    for key in ("sim_layer1", "sim_layer2"):
+        expected = (n0 * alone0[key] + n1 * alone1[key]) / (n0 + n1)
+        assert both[key] == pytest.approx(expected, abs=1e-6)
+
+
+def test_decision_agreement_in_unit_interval_and_matches_decisions():
+    torch.manual_seed(1)
+    model = recognizer()
+    tokens = random_tokens(n=64)
+    agreement = decision_agreement(model, tokens)
+    assert 0.0 <= agreement <= 1.0
+    manual = (decisions(model, tokens) == decisions(model, tokens, limit=True)).float().mean().item()
+    assert agreement == pytest.approx(manual)
+
+
+def test_tied_attention_agrees_with_its_saturated_limit():
+    torch.manual_seed(2)
+    model = recognizer()
+    with torch.no_grad():
+        # zero queries: every score is 0, so softmax is already the uniform saturated average
+        for block in model.blocks:
+            d = block.attn.qkv.weight.shape[1]
+            block.attn.qkv.weight[:d].zero_()
+            block.attn.qkv.bias[:d].zero_()
+    assert decision_agreement(model, random_tokens(n=64)) == 1.0
