@@ -83,6 +83,36 @@ def norm_log_entry(model: nn.Module, step: int, keep_params: bool = True) -> dic
     return entry
 
 
+@torch.no_grad()
+def member_norm_entries(ensemble: nn.Module, keep_params: bool = True) -> list[dict]:
+    """For a stacked models.Ensemble: one dict per member with "norm_per_layer" (as `norm_per_layer` would give for
+    ensemble.member(i)) and, if keep_params, "params" (as `parameter_vector`), read straight off the stacked
+    parameters (leading member axis) without building the members. Merge them into the members' log entries; the
+    entries' "norm" comes from Ensemble.parameter_norm, the same rule.
+    """
+    M = ensemble.M
+    squares = [{} for _ in range(M)]
+    parts = []
+    for name, p in ensemble.stacked.named_parameters():
+        if not (p.requires_grad and counts_toward_norm(name, p.shape[1:])):
+            continue
+        flat = p.detach().reshape(M, -1)
+        per_member = flat.double().pow(2).sum(dim=1).tolist()
+        key = layer_of(name)
+        for i in range(M):
+            squares[i][key] = squares[i].get(key, 0.0) + per_member[i]
+        if keep_params:
+            parts.append(flat.float().cpu())
+    vectors = torch.cat(parts, dim=1).numpy() if parts else np.zeros((M, 0), dtype=np.float32)
+    entries = []
+    for i in range(M):
+        entry = {"norm_per_layer": {key: math.sqrt(v) for key, v in squares[i].items()}}
+        if keep_params:
+            entry["params"] = vectors[i].copy()
+        entries.append(entry)
+    return entries
+
+
 def _clean(steps, values, positive: bool) -> tuple[np.ndarray, np.ndarray]:
     """Finite (step, value) pairs as float64; with positive=True only pairs where both are > 0 (for logs)."""
     t = np.asarray(steps, dtype=np.float64).reshape(-1)

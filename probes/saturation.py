@@ -40,11 +40,31 @@ def saturation_similarity(model, tokens: torch.Tensor, c: float = 1000.0) -> dic
     are normalised first, because the scaled states can be large enough to overflow a float32 dot product; a state
     that is not finite gives NaN for its layer.
     """
+    h1, hc = _hidden_pair(model, tokens, c)
+    return _similarity(h1, hc, tokens != PAD)
+
+
+def member_saturation_similarity(ensemble, tokens: torch.Tensor, c: float = 1000.0) -> list[dict[str, float]]:
+    """`saturation_similarity` of every member of a stacked models.Ensemble in one pass: a list of M dicts, member i's
+    equal to saturation_similarity(ensemble.member(i), member i's tokens). tokens: (B, T) shared by all members or
+    (M, B, T), one batch per member (members may be trained on different languages)."""
+    h1, hc = _hidden_pair(ensemble, tokens, c)  # (M, L + 1, B, T, d)
+    real = (tokens != PAD).expand(h1.shape[0], *tokens.shape[-2:])
+    return [_similarity(h1[i], hc[i], real[i]) for i in range(h1.shape[0])]
+
+
+def _hidden_pair(model, tokens: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of f(x; theta) and f(x; c * theta), exact forward."""
     with _EvalMode(model):
         h1 = _forward(model, tokens)["hidden"]
         with saturate(model, c):
             hc = _forward(model, tokens)["hidden"]
-    real = (tokens != PAD).to(h1.device)  # (B, T)
+    return h1, hc
+
+
+def _similarity(h1: torch.Tensor, hc: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+    """h1, hc: (L + 1, B, T, d); real: (B, T) bool. See `saturation_similarity` for the keys."""
+    real = real.to(h1.device)
     h1, hc = h1.double(), hc.double()
     u = h1 / h1.norm(dim=-1, keepdim=True)
     v = hc / hc.norm(dim=-1, keepdim=True)

@@ -11,6 +11,7 @@ from probes.norm_growth import (
     fit_power_law,
     fit_sqrt,
     layer_of,
+    member_norm_entries,
     norm_growth_metrics,
     norm_log_entry,
     norm_per_layer,
@@ -136,6 +137,21 @@ def test_norm_per_layer_of_a_recognizer_matches_models_parameter_norm():
     per_layer = norm_per_layer(model)
     assert set(per_layer) == {"blocks.0", "blocks.1", "ln_f", "head"}
     assert parameter_norm_total(per_layer) == pytest.approx(parameter_norm(model), rel=1e-9)
+
+
+def test_member_entries_of_an_ensemble_match_its_members():
+    from models import Ensemble, ModelConfig
+
+    ensemble = Ensemble(ModelConfig(vocab_size=5, n_layers=2, positional="fraction"), seeds=[0, 1, 2])
+    entries = member_norm_entries(ensemble)
+    norms = ensemble.parameter_norm()
+    assert len(entries) == 3
+    for i, entry in enumerate(entries):
+        member = ensemble.member(i)
+        assert entry["norm_per_layer"] == pytest.approx(norm_per_layer(member), rel=1e-9)
+        assert parameter_norm_total(entry["norm_per_layer"]) == pytest.approx(norms[i].item(), rel=1e-9)
+        np.testing.assert_array_equal(entry["params"], parameter_vector(member))
+    assert not np.array_equal(entries[0]["params"], entries[1]["params"])
 
 
 def test_layer_of():

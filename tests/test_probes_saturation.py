@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from probes.saturation import decision_agreement, decisions, saturation_similarity
+from probes.saturation import decision_agreement, decisions, member_saturation_similarity, saturation_similarity
 
 VOCAB = 5
 
@@ -98,3 +98,19 @@ def test_tied_attention_agrees_with_its_saturated_limit():
             block.attn.qkv.weight[:d].zero_()
             block.attn.qkv.bias[:d].zero_()
     assert decision_agreement(model, random_tokens(n=64)) == 1.0
+
+
+def test_ensemble_members_match_standalone_members():
+    from models import Ensemble, ModelConfig
+
+    ensemble = Ensemble(ModelConfig(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=2, d_ff=16), seeds=[0, 1])
+    ensemble.train()
+    shared = random_tokens()
+    per_member = torch.stack([random_tokens(seed=0), random_tokens(seed=1)])
+    for tokens in (shared, per_member):
+        sims = member_saturation_similarity(ensemble, tokens)
+        assert len(sims) == 2
+        for i in range(2):
+            alone = saturation_similarity(ensemble.member(i), tokens if tokens.dim() == 2 else tokens[i])
+            assert sims[i] == pytest.approx(alone, abs=1e-5)
+    assert ensemble.training
