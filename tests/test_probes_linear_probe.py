@@ -101,3 +101,73 @@ def test_probe_is_reproducible_from_the_seed():
     rng, hidden, tokens, lengths = planted(seed=4)
     target = [hidden[1, b, : n + 1, 0].numpy() for b, n in enumerate(lengths)]
     assert probe_layers(hidden, tokens, target, seed=7) == probe_layers(hidden, tokens, target, seed=7)
+
+
+# --- end to end on a Recognizer -------------------------------------------------------------------------------------
+
+
+def split_of(strings, alphabet="ab"):
+    """A stand-in for a dataset split: .strings and .tokens (BOS = 1, symbol k = 3 + k, PAD = 0 after)."""
+    from types import SimpleNamespace
+
+    T = max(len(s) for s in strings) + 1
+    tokens = torch.zeros(len(strings), T, dtype=torch.long)
+    for b, s in enumerate(strings):
+        tokens[b, : len(s) + 1] = torch.tensor([1] + [3 + alphabet.index(x) for x in s])
+    return SimpleNamespace(strings=strings, tokens=tokens)
+
+
+def counting_model():
+    """One causal layer whose head ties on every score, so it averages the value +1 ('a') / -1 ('b') / 0 (BOS) over
+    BOS and the prefix: dimension 3 of layer 1 holds (#a - #b) / (i + 1) at column i. Layer 0 holds only the
+    current symbol."""
+    from models import ModelConfig, Recognizer
+
+    d = 8
+    model = Recognizer(ModelConfig(vocab_size=5, d_model=d, n_heads=1, n_layers=1, d_ff=8, layer_norm="none",
+                                   positional="none"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.token_embedding.weight[3, 2] = 1.0
+        model.token_embedding.weight[4, 2] = -1.0
+        model.blocks[0].attn.qkv.weight[2 * d + 2, 2] = 1.0  # value reads dimension 2
+        model.blocks[0].attn.proj.weight[3, 2] = 1.0  # and writes to dimension 3
+    return model
+
+
+def random_strings(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list("ab"), size=rng.integers(6, 17))) for _ in range(n)]
+
+
+def test_linear_probe_metrics_finds_the_counter_the_model_computes():
+    from probes.linear_probe import linear_probe_metrics
+
+    model = counting_model()
+    split = split_of(random_strings(200))
+    before = torch.random.get_rng_state()
+    metrics = linear_probe_metrics(model, split, "majority", seed=0)
+    assert torch.equal(torch.random.get_rng_state(), before)  # building the control does not move the caller's RNG
+    assert set(metrics) == {f"{who}_count_diff_r2_{where}" for who in ("probe", "probe_control")
+                            for where in ("layer0", "layer1", "best")}
+    assert metrics["probe_count_diff_r2_layer1"] > 0.9
+    assert metrics["probe_count_diff_r2_layer0"] < metrics["probe_count_diff_r2_layer1"]
+    assert metrics["probe_count_diff_r2_best"] == metrics["probe_count_diff_r2_layer1"]
+    assert metrics == linear_probe_metrics(model, split, "majority", seed=0)
+
+
+def test_linear_probe_metrics_keys_for_dyck_and_languages_without_counters():
+    from models import ModelConfig, Recognizer
+    from probes.linear_probe import linear_probe_metrics
+
+    torch.manual_seed(0)
+    model = Recognizer(ModelConfig(vocab_size=5, d_model=8, n_heads=2, n_layers=2, d_ff=16))
+    rng = np.random.default_rng(1)
+    strings = ["".join(rng.choice(list("()"), size=rng.integers(4, 13))) for _ in range(120)]
+    metrics = linear_probe_metrics(model, split_of(strings, alphabet="()"), "dyck1", seed=0)
+    for who in ("probe", "probe_control"):
+        for layer in range(3):
+            assert f"{who}_depth_r2_layer{layer}" in metrics
+            assert 0.0 <= metrics[f"{who}_balanced_bacc_layer{layer}"] <= 1.0
+    assert linear_probe_metrics(model, split_of(["ab"]), "parity", seed=0) == {}
