@@ -15,6 +15,7 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from languages.base import FIRST_SYMBOL, get_language
 from models import PAD
 
 # language name -> (the symbol that counts +1, the symbol that counts -1)
@@ -148,32 +149,50 @@ def random_init_like(model, seed: int, config=None):
     return control.to(device)
 
 
+def decode_strings(tokens, alphabet: str) -> list[str]:
+    """The strings a batch of token rows spells: symbol id FIRST_SYMBOL + k is alphabet[k]; BOS and EOS are skipped
+    and a row ends at its first PAD."""
+    rows = tokens.tolist() if torch.is_tensor(tokens) else np.asarray(tokens).tolist()
+    strings = []
+    for row in rows:
+        symbols = []
+        for t in row:
+            if t == PAD:
+                break
+            if t >= FIRST_SYMBOL:
+                symbols.append(alphabet[t - FIRST_SYMBOL])
+        strings.append("".join(symbols))
+    return strings
+
+
 def linear_probe_metrics(model, dataset_split, language, seed: int, config=None, max_strings: int = 512):
     """Linear probes for every counter target of `language`, on the trained model and on a random-init control.
 
-    dataset_split: has .tokens (B, T) and .strings (B,); the first max_strings strings are used. Language: a name or
-    a language object. config: the model's config for the control (default model.config).
+    dataset_split: anything with .tokens (B, T); the first max_strings rows are used. The strings are decoded from
+    those tokens with the language's alphabet, so the targets line up with exactly what the model read. language: a
+    registered name or a language object (with .name and .alphabet). config: the model's config for the control
+    (default model.config).
     Keys, for each target of `counter_targets` and each layer l (metric r2 for a float target, bacc for a flag):
       probe_{target}_{metric}_layer{l}, probe_{target}_{metric}_best            trained model (best = max over layers)
       probe_control_{target}_{metric}_layer{l}, probe_control_{target}_{metric}_best
     {} for a language without counter targets.
     """
-    strings = list(dataset_split.strings[:max_strings])
-    targets = counter_targets(language, strings)
-    if not targets:
+    name = getattr(language, "name", language)
+    if name not in COUNTER_SYMBOLS:
         return {}
-    tokens = dataset_split.tokens[:max_strings]
+    alphabet = getattr(language, "alphabet", None) or get_language(name).alphabet
     device = next(model.parameters()).device
-    tokens = torch.as_tensor(tokens).to(device)
+    tokens = torch.as_tensor(dataset_split.tokens[:max_strings]).to(device)
+    targets = counter_targets(name, decode_strings(tokens, alphabet))
     control = random_init_like(model, seed, config)
     out: dict[str, float] = {}
     for prefix, net in (("probe", model), ("probe_control", control)):
         hidden = hidden_states(net, tokens)
-        for name, target in targets.items():
+        for target_name, target in targets.items():
             scores = probe_layers(hidden, tokens, target, seed)
             for key, value in scores.items():
-                out[f"{prefix}_{name}_{key}"] = value
+                out[f"{prefix}_{target_name}_{key}"] = value
             metric = next(iter(scores)).split("_layer")[0]
             finite = [v for v in scores.values() if np.isfinite(v)]
-            out[f"{prefix}_{name}_{metric}_best"] = max(finite) if finite else float("nan")
+            out[f"{prefix}_{target_name}_{metric}_best"] = max(finite) if finite else float("nan")
     return out

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -107,14 +108,18 @@ def test_probe_is_reproducible_from_the_seed():
 
 
 def split_of(strings, alphabet="ab"):
-    """A stand-in for a dataset split: .strings and .tokens (BOS = 1, symbol k = 3 + k, PAD = 0 after)."""
-    from types import SimpleNamespace
-
-    T = max(len(s) for s in strings) + 1
+    """A stand-in for a dataset split: .tokens (BOS = 1, symbol k = 3 + k, EOS = 2 at the end, PAD = 0 after)."""
+    T = max(len(s) for s in strings) + 2
     tokens = torch.zeros(len(strings), T, dtype=torch.long)
     for b, s in enumerate(strings):
-        tokens[b, : len(s) + 1] = torch.tensor([1] + [3 + alphabet.index(x) for x in s])
-    return SimpleNamespace(strings=strings, tokens=tokens)
+        tokens[b, : len(s) + 2] = torch.tensor([1] + [3 + alphabet.index(x) for x in s] + [2])
+    return SimpleNamespace(tokens=tokens)
+
+
+def test_decode_strings():
+    from probes.linear_probe import decode_strings
+
+    assert decode_strings(split_of(["abba", "", "b"]).tokens, "ab") == ["abba", "", "b"]
 
 
 def counting_model():
@@ -136,6 +141,11 @@ def counting_model():
     return model
 
 
+# Language objects as the probe reads them (name and alphabet), so these tests do not depend on the registry.
+MAJORITY = SimpleNamespace(name="majority", alphabet="ab")
+DYCK1 = SimpleNamespace(name="dyck1", alphabet="()")
+
+
 def random_strings(n, seed=0):
     rng = np.random.default_rng(seed)
     return ["".join(rng.choice(list("ab"), size=rng.integers(6, 17))) for _ in range(n)]
@@ -147,14 +157,14 @@ def test_linear_probe_metrics_finds_the_counter_the_model_computes():
     model = counting_model()
     split = split_of(random_strings(200))
     before = torch.random.get_rng_state()
-    metrics = linear_probe_metrics(model, split, "majority", seed=0)
+    metrics = linear_probe_metrics(model, split, MAJORITY, seed=0)
     assert torch.equal(torch.random.get_rng_state(), before)  # building the control does not move the caller's RNG
     assert set(metrics) == {f"{who}_count_diff_r2_{where}" for who in ("probe", "probe_control")
                             for where in ("layer0", "layer1", "best")}
     assert metrics["probe_count_diff_r2_layer1"] > 0.9
     assert metrics["probe_count_diff_r2_layer0"] < metrics["probe_count_diff_r2_layer1"]
     assert metrics["probe_count_diff_r2_best"] == metrics["probe_count_diff_r2_layer1"]
-    assert metrics == linear_probe_metrics(model, split, "majority", seed=0)
+    assert metrics == linear_probe_metrics(model, split, MAJORITY, seed=0)
 
 
 def test_linear_probe_metrics_keys_for_dyck_and_languages_without_counters():
@@ -165,7 +175,7 @@ def test_linear_probe_metrics_keys_for_dyck_and_languages_without_counters():
     model = Recognizer(ModelConfig(vocab_size=5, d_model=8, n_heads=2, n_layers=2, d_ff=16))
     rng = np.random.default_rng(1)
     strings = ["".join(rng.choice(list("()"), size=rng.integers(4, 13))) for _ in range(120)]
-    metrics = linear_probe_metrics(model, split_of(strings, alphabet="()"), "dyck1", seed=0)
+    metrics = linear_probe_metrics(model, split_of(strings, alphabet="()"), DYCK1, seed=0)
     for who in ("probe", "probe_control"):
         for layer in range(3):
             assert f"{who}_depth_r2_layer{layer}" in metrics
