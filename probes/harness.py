@@ -5,6 +5,7 @@ config hash in the run's rows) are skipped, so an interrupted bench resumes wher
 """
 
 import json
+import os
 import platform
 import time
 from collections import defaultdict
@@ -21,7 +22,7 @@ from languages import make_dataset
 from . import config as C
 from .evaluate import evaluate_ensemble
 from .member_probes import probe_member, training_probe
-from .results import append_row, read_run, rows_files
+from .results import append_row, check_one_config, read_run, repair, rows_files
 from .train import train_ensemble
 
 RESULTS_ROOT = Path("results/runs")
@@ -57,8 +58,17 @@ def prepare_run_dir(grid, run_dir, force):
     if force:
         for path in rows_files(run_dir):
             path.unlink()
-    recorded.write_text(text)
+    if force or not recorded.exists():
+        # Written once, and atomically: the shards of one bench start side by side and each of them reads it.
+        partial = run_dir / f".config.yaml.{os.getpid()}"
+        partial.write_text(text)
+        os.replace(partial, recorded)
     return run_dir
+
+
+def grid_hash(raw):
+    """Hash of the config as config.yaml records it; each row carries it, so rows of another config stand out."""
+    return C.cell_hash(yaml.safe_load(yaml.safe_dump(raw)))
 
 
 def build_dataset(cell, cache):
@@ -104,13 +114,16 @@ def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_
     device = pick_device(device)
     run_dir = prepare_run_dir(grid, run_dir or RESULTS_ROOT / grid.name, force)
     cells = grid.cells if cells is None else cells
-    finished = {row["hash"] for row in read_run(run_dir)}
+    # Other shards may be appending to their own rows files right now: only our own file may have a torn line cut off.
+    if (run_dir / rows_name).exists():
+        repair(run_dir / rows_name)
+    finished = {row["hash"] for row in read_run(run_dir, fix=False)}
     todo = [c for c in cells if C.cell_hash(c) not in finished]
     groups = defaultdict(list)
     for cell in todo:
         groups[C.group_key(cell)].append(cell)
 
-    context = {"versions": versions(), "device": device_name(device)}
+    context = {"versions": versions(), "device": device_name(device), "grid_hash": grid_hash(grid.raw)}
     dataset_cache = {}
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"cells ({grid.name})", disable=not progress)
     for group in groups.values():
@@ -128,7 +141,9 @@ def load_rows_with_config(run_dir):
     rows = read_run(run_dir)
     recorded = run_dir / "config.yaml"
     if recorded.exists():
-        grid = C.expand(yaml.safe_load(recorded.read_text()))
+        raw = yaml.safe_load(recorded.read_text())
+        check_one_config(run_dir, grid_hash(raw))
+        grid = C.expand(raw)
         wanted = {C.cell_hash(c) for c in grid.cells}
         rows = [r for r in rows if r["hash"] in wanted]
     return rows

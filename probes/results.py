@@ -69,6 +69,18 @@ def rows_files(run_dir):
     return sorted(Path(run_dir).glob(ROWS_GLOB))
 
 
+def check_one_config(run_dir, expected):
+    """Refuse a run whose rows were written under another config than the one it records (`grid_hash` of each row).
+
+    Shards started by hand with different overrides, or shard files copied in from another run, would otherwise mix
+    into one report. Rows without `grid_hash` (written by hand, or by an older satbench) are let through.
+    """
+    for path in rows_files(run_dir):
+        if any(row.get("grid_hash", expected) != expected for row in read_rows(path, fix=False)):
+            raise CorruptResults(f"{path}: rows of another config than {Path(run_dir) / 'config.yaml'} (shards run "
+                                 "with different configs?); move that file away, or rerun with --force")
+
+
 def read_run(run_dir, fix=True):
     """All rows of a run directory, merged over its rows files; the latest row of a cell wins."""
     run_dir = Path(run_dir)
