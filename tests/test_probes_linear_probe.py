@@ -181,3 +181,24 @@ def test_linear_probe_metrics_keys_for_dyck_and_languages_without_counters():
             assert f"{who}_depth_r2_layer{layer}" in metrics
             assert 0.0 <= metrics[f"{who}_balanced_bacc_layer{layer}"] <= 1.0
     assert linear_probe_metrics(model, split_of(["ab"]), "parity", seed=0) == {}
+
+
+@pytest.mark.parametrize("name", ["anbn", "majority", "equal", "dyck1"])
+def test_counter_languages_are_registered_with_the_symbols_the_targets_count(name):
+    import languages  # noqa: F401  (registers the built-in languages)
+    from languages.base import get_language
+    from probes.linear_probe import COUNTER_SYMBOLS
+
+    alphabet = get_language(name).alphabet
+    assert set(COUNTER_SYMBOLS[name]) <= set(alphabet)
+
+
+def test_decoded_strings_of_a_real_dataset_are_its_strings():
+    from languages import make_dataset
+    from probes.linear_probe import decode_strings
+
+    data = make_dataset("dyck1", train_lengths=(2, 10), test_lengths=(2, 12), train_size=50, test_per_length=4, seed=0)
+    assert decode_strings(data.test.tokens, "()") == list(data.test.strings)
+    targets = counter_targets("dyck1", data.test.strings)
+    # membership and the final balanced flag agree on Dyck-1 (a balanced whole string is a member)
+    assert [bool(t[-1]) for t in targets["balanced"]] == [bool(y) for y in data.test.labels.tolist()]
