@@ -1,0 +1,42 @@
+"""Formal languages with exact membership oracles and exact samplers, and the datasets built from them.
+
+Importing the package registers the built-in languages; plugins (entry-point group `satbench.languages`) are loaded
+the first time a name is looked up that is not built in, or when all names are listed.
+"""
+
+from languages import counter, dyck, regular  # noqa: F401  (importing a family file registers its languages)
+from languages.base import (
+    BOS,
+    EOS,
+    FIRST_SYMBOL,
+    PAD,
+    PLUGIN_GROUP,
+    Language,
+    PluginError,
+    UnknownLanguage,
+    get_language,
+    language_names,
+    load_plugins,
+    register,
+)
+from languages.dataset import Dataset, Split, make_dataset
+from languages.regular import DFALanguage
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "FIRST_SYMBOL",
+    "PAD",
+    "PLUGIN_GROUP",
+    "DFALanguage",
+    "Dataset",
+    "Language",
+    "PluginError",
+    "Split",
+    "UnknownLanguage",
+    "get_language",
+    "language_names",
+    "load_plugins",
+    "make_dataset",
+    "register",
+]

@@ -1,0 +1,189 @@
+"""Counter languages over letters: a^n b^n, a^n b^n c^n, majority and #a = #b.
+
+Each is sampled exactly uniformly: a^n b^n and a^n b^n c^n have one member per admissible length, and majority and
+equal draw the number of a's with binomial weights and then a uniform arrangement of that many a's.
+"""
+
+import math
+
+import numpy as np
+
+from languages.base import COUNTS_BOUNDS, Language, register
+from languages.counting import choose_weighted, random_index
+
+
+def arrangement(rng: np.random.Generator, n: int, a_count: int) -> str:
+    """A uniform string of n symbols with exactly a_count a's, the rest b's."""
+    return "".join(np.where(rng.permutation(n) < a_count, "a", "b"))
+
+
+def cross_swap(rng, s, left, right):
+    """s with one symbol of s[left] swapped with one of s[right] (ranges): same counts, wrong order."""
+    i = left.start + random_index(rng, len(left))
+    j = right.start + random_index(rng, len(right))
+    chars = list(s)
+    chars[i], chars[j] = chars[j], chars[i]
+    return "".join(chars)
+
+
+@register
+class AnBn(Language):
+    """a^n b^n, n >= 1: a block of a's followed by a block of b's of the same length."""
+
+    name = "anbn"
+    family = "counter"
+    alphabet = "ab"
+    negative_mixture = {"near_miss": 0.5, "edit": 0.2, "shuffle": 0.2, "random": 0.1}
+    shortcut_bounds = COUNTS_BOUNDS
+
+    def accepts(self, s: str) -> bool:
+        k = len(s) // 2
+        return k >= 1 and len(s) == 2 * k and s == "a" * k + "b" * k
+
+    def count(self, n: int) -> int:
+        return int(n >= 2 and n % 2 == 0)
+
+    def sample(self, rng, n):
+        return "a" * (n // 2) + "b" * (n // 2) if self.count(n) else None
+
+    def near_misses(self, rng, s):
+        # Same length: one count off by one each way (a^(k+1) b^(k-1), the length-matched form of a^k b^(k+1)),
+        # and three with the right counts in the wrong order, so that counting alone cannot separate them.
+        k = len(s) // 2
+        return ["a" * (k + 1) + "b" * (k - 1), "a" * (k - 1) + "b" * (k + 1),
+                "a" * (k - 1) + "ba" + "b" * (k - 1), "b" * k + "a" * k,
+                cross_swap(rng, s, range(0, k), range(k, 2 * k))]
+
+    def prefix_accepts(self, s):
+        # The only member prefix is a^k b^k where k is the length of the leading run of a's.
+        out = [False] * (len(s) + 1)
+        k = len(s) - len(s.lstrip("a"))
+        if k and s[k:2 * k] == "b" * k:
+            out[2 * k] = True
+        return out
+
+
+@register
+class AnBnCn(Language):
+    """a^n b^n c^n, n >= 1: blocks of a's, b's and c's, all three of the same length."""
+
+    name = "anbncn"
+    family = "counter"
+    alphabet = "abc"
+    negative_mixture = {"near_miss": 0.5, "edit": 0.2, "shuffle": 0.2, "random": 0.1}
+    shortcut_bounds = COUNTS_BOUNDS
+
+    def accepts(self, s: str) -> bool:
+        k = len(s) // 3
+        return k >= 1 and len(s) == 3 * k and s == "a" * k + "b" * k + "c" * k
+
+    def count(self, n: int) -> int:
+        return int(n >= 3 and n % 3 == 0)
+
+    def sample(self, rng, n):
+        k = n // 3
+        return "a" * k + "b" * k + "c" * k if self.count(n) else None
+
+    def near_misses(self, rng, s):
+        k = len(s) // 3
+        off_by_one = [(k + 1, k - 1, k), (k - 1, k + 1, k), (k, k + 1, k - 1), (k, k - 1, k + 1),
+                      (k + 1, k, k - 1), (k - 1, k, k + 1)]
+        a, b, c = off_by_one[random_index(rng, len(off_by_one))]
+        blocks = ["a" * k, "b" * k, "c" * k]
+        order = rng.permutation(3)
+        if list(order) == [0, 1, 2]:
+            order = order[::-1]
+        return ["a" * a + "b" * b + "c" * c,
+                "".join(blocks[i] for i in order),
+                cross_swap(rng, s, range(0, k), range(k, 2 * k)),
+                cross_swap(rng, s, range(k, 2 * k), range(2 * k, 3 * k)),
+                cross_swap(rng, s, range(0, k), range(2 * k, 3 * k))]
+
+    def prefix_accepts(self, s):
+        out = [False] * (len(s) + 1)
+        k = len(s) - len(s.lstrip("a"))
+        if k and s[k:2 * k] == "b" * k and s[2 * k:3 * k] == "c" * k:
+            out[3 * k] = True
+        return out
+
+
+@register
+class Majority(Language):
+    """Strings over {a, b} with strictly more a's than b's."""
+
+    name = "majority"
+    family = "counter"
+    alphabet = "ab"
+    decided_by = frozenset({"counts"})
+    negative_mixture = {"near_miss": 0.5, "edit": 0.3, "random": 0.2}  # a shuffle never changes membership
+
+    def accepts(self, s: str) -> bool:
+        a = s.count("a")
+        return a + s.count("b") == len(s) and 2 * a > len(s)
+
+    def count(self, n: int) -> int:
+        return sum(math.comb(n, a) for a in range(n // 2 + 1, n + 1))
+
+    def sample(self, rng, n):
+        counts = range(n // 2 + 1, n + 1)
+        if not counts:
+            return None
+        a = counts[choose_weighted(rng, [math.comb(n, a) for a in counts])]
+        return arrangement(rng, n, a)
+
+    def near_misses(self, rng, s):
+        # The closest non-members: a tie (even length) or b ahead by one (odd length), made by turning just enough
+        # of s's a's into b's, so the rest of s is unchanged.
+        n = len(s)
+        flips = s.count("a") - (n - 1) // 2 if n % 2 else s.count("a") - n // 2
+        where = [i for i, c in enumerate(s) if c == "a"]
+        chars = list(s)
+        for i in rng.choice(where, size=flips, replace=False):
+            chars[i] = "b"
+        return ["".join(chars)]
+
+    def prefix_accepts(self, s):
+        out, lead, ok = [False], 0, True
+        for c in s:
+            ok = ok and c in "ab"
+            lead += 1 if c == "a" else -1
+            out.append(ok and lead > 0)
+        return out
+
+
+@register
+class Equal(Language):
+    """Strings over {a, b} with as many a's as b's."""
+
+    name = "equal"
+    family = "counter"
+    alphabet = "ab"
+    decided_by = frozenset({"counts"})
+    negative_mixture = {"near_miss": 0.5, "edit": 0.3, "random": 0.2}  # a shuffle never changes membership
+
+    def accepts(self, s: str) -> bool:
+        a = s.count("a")
+        return a + s.count("b") == len(s) and 2 * a == len(s)
+
+    def count(self, n: int) -> int:
+        return math.comb(n, n // 2) if n % 2 == 0 else 0
+
+    def sample(self, rng, n):
+        return arrangement(rng, n, n // 2) if n % 2 == 0 else None
+
+    def near_misses(self, rng, s):
+        # One symbol flipped either way: the count difference becomes +2 or -2, the nearest it can be.
+        if not s:
+            return []
+        a_at = [i for i, c in enumerate(s) if c == "a"]
+        b_at = [i for i, c in enumerate(s) if c == "b"]
+        i, j = a_at[random_index(rng, len(a_at))], b_at[random_index(rng, len(b_at))]
+        return [s[:i] + "b" + s[i + 1:], s[:j] + "a" + s[j + 1:]]
+
+    def prefix_accepts(self, s):
+        out, lead, ok = [True], 0, True
+        for c in s:
+            ok = ok and c in "ab"
+            lead += 1 if c == "a" else -1
+            out.append(ok and lead == 0)
+        return out

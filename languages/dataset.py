@@ -1,0 +1,281 @@
+"""Datasets: balanced, length-matched members and non-members of a language, as padded token tensors.
+
+Layout of a split: column 0 holds BOS, columns 1..n the symbols of a string of length n, PAD after it. The membership
+label belongs to the last symbol (column n), which a causal model reads after seeing the whole string; no EOS is
+needed for that, so none is added (the width is 1 + the longest length of the split's range).
+
+Balance: labels are balanced within every length that has both members and non-members, so that neither the length
+nor its parity predicts the label. Lengths with no member (odd lengths for a^n b^n) are left out. Lengths with members
+but no non-members (even lengths of (aa)*) keep their members, and their share of non-members is drawn at the lengths
+that have them: labels are then balanced across lengths rather than within each, and the metadata says so.
+
+The test split holds `test_per_length` strings at each usable length of the test range. Strings of the training lengths
+are held out: a test string never occurs in the training split, so a length whose members all occur in training
+(a^n b^n has one member per length) has no test strings; the metadata names such lengths.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from languages.base import (
+    BOS,
+    FIRST_SYMBOL,
+    PAD,
+    Language,
+    PluginError,
+    checked_negative,
+    checked_sample,
+    get_language,
+)
+from languages.baselines import shortcut_baselines
+
+LABEL_KINDS = ("membership", "prefix")
+# Draws allowed per held-out string wanted before a length is declared short of held-out strings.
+HELD_OUT_TRIES = 50
+
+
+@dataclass
+class Split:
+    tokens: torch.Tensor  # (N, T) long: BOS, the symbols, PAD
+    lengths: torch.Tensor  # (N,) long: string length, BOS not counted
+    labels: torch.Tensor  # (N,) float: 1.0 member, 0.0 non-member
+    prefix_labels: torch.Tensor | None  # (N, T) float for label_kind "prefix": column i = accepts(s[:i]); -1 on PAD
+    strings: list[str]
+
+    def __len__(self):
+        return len(self.strings)
+
+
+@dataclass
+class Dataset:
+    language: str
+    label_kind: str
+    vocab_size: int
+    train: Split
+    test: Split
+    meta: dict
+    baselines: dict
+
+
+def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(1, 40), train_size=2000,
+                 test_per_length=50, seed=0, label_kind="membership", vocab_size=None) -> Dataset:
+    """Train and test splits of `language`, reproducible byte for byte from `seed`."""
+    lang = get_language(language)
+    train_lo, train_hi = _length_range("train_lengths", train_lengths)
+    test_lo, test_hi = _length_range("test_lengths", test_lengths)
+    _count("train_size", train_size, minimum=2)
+    _count("test_per_length", test_per_length, minimum=0)
+    _count("seed", seed, minimum=0)
+    if label_kind not in LABEL_KINDS:
+        raise ValueError(f"label_kind {label_kind!r} is not one of {', '.join(LABEL_KINDS)}")
+    if vocab_size is None:
+        vocab_size = lang.vocab_size
+    elif _count("vocab_size", vocab_size, minimum=1) < lang.vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} is too small for '{lang.name}', which needs {lang.vocab_size}")
+
+    train_rng, test_rng, order_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    notes = []
+
+    pos, neg = _plan(lang, range(train_lo, train_hi + 1), {}, notes, "train", total=train_size)
+    if not pos:
+        raise ValueError(f"language '{lang.name}' has no members of any length in {train_lo}..{train_hi}")
+    if not neg:
+        raise ValueError(f"language '{lang.name}' has no non-members of any length in {train_lo}..{train_hi}")
+    train = _draw(lang, train_rng, pos, neg, set(), notes, "train")
+
+    seen = {}  # (length, label) -> distinct training strings, which the test split must avoid
+    for s, label in train:
+        seen.setdefault((len(s), label), set()).add(s)
+    pos, neg = _plan(lang, range(test_lo, test_hi + 1), seen, notes, "test", per_length=test_per_length)
+    exclude = {s for s, _ in train}
+    test = _draw(lang, test_rng, pos, neg, exclude, notes, "test") if pos and neg else []
+    if test_per_length and not test:
+        notes.append("test: no usable length (no held-out member and non-member); the test split is empty")
+
+    train_split = _split(lang, train, 1 + train_hi, label_kind, order_rng)
+    test_split = _split(lang, test, 1 + test_hi, label_kind, order_rng)
+    meta = {
+        "seed": seed,
+        "train_lengths": [train_lo, train_hi],
+        "test_lengths": [test_lo, test_hi],
+        "train_size": train_size,
+        "test_per_length": test_per_length,
+        "uses_eos": False,
+        "negative_mixture": dict(lang.negative_mixture),
+        "decided_by": sorted(lang.decided_by),
+        "strings": {"train": len(train), "test": len(test)},
+        "distinct": {"train": len(set(train_split.strings)), "test": len(set(test_split.strings))},
+        "per_length": {"train": _per_length(train), "test": _per_length(test)},
+        "notes": notes,
+    }
+    baselines = shortcut_baselines(train_split, test_split, len(lang.alphabet), lang.decided_by)
+    return Dataset(lang.name, label_kind, vocab_size, train_split, test_split, meta, baselines)
+
+
+# ---- which lengths, how many of each label ---------------------------------------------------------------------
+
+
+def _members(lang, n):
+    """(members, non-members) of length n; for a language that cannot count, 1 stands for "some"."""
+    known = lang.count(n)
+    total = lang.strings_of_length(n)
+    if known is None:
+        probe = np.random.default_rng(n)
+        return int(checked_sample(lang, probe, n) is not None), int(checked_negative(lang, probe, n) is not None)
+    return known, total - known
+
+
+def _seen_count(seen, n, label):
+    return len(seen.get((n, label), ()))
+
+
+def _plan(lang, lengths, seen, notes, split, total=None, per_length=None):
+    """Strings wanted per length and label, as {length: count} for members and for non-members.
+
+    `seen` holds the training strings when planning the test split: only held-out strings count as available.
+    """
+    has_pos, has_neg, lopsided = {}, {}, {}
+    for n in lengths:
+        members, others = _members(lang, n)
+        has_pos[n] = members > _seen_count(seen, n, 1)
+        has_neg[n] = others > _seen_count(seen, n, 0)
+        # A length with only one label by definition ((aa)* at any length) is usable; one whose other label merely
+        # ran out of held-out strings is not, since its test strings would all carry one label.
+        lopsided[n] = members == 0 or others == 0
+    both = [n for n in lengths if has_pos[n] and has_neg[n]]
+    pos_only = [n for n in lengths if has_pos[n] and not has_neg[n] and lopsided[n]]
+    neg_only = [n for n in lengths if has_neg[n] and not has_pos[n] and lopsided[n]]
+    pos_lengths = sorted(both + pos_only)
+    # Non-members come from the lengths that also have members; only a language with no such length (one decided by
+    # its length) takes them from lengths without members.
+    neg_lengths = both or neg_only
+    if not pos_lengths or not neg_lengths:
+        return {}, {}
+    held = " held-out" if seen else ""
+    used = set(pos_lengths) | set(neg_lengths)
+    for missing, label in ((has_pos, "members"), (has_neg, "non-members")):
+        left_out = [n for n in lengths if n not in used and not missing[n]]
+        if left_out:
+            notes.append(f"{split}: no{held} {label} at {_lengths(left_out)}; left out")
+        used.update(left_out)
+    if pos_only:
+        notes.append(f"{split}: only members exist at {_lengths(pos_only)}; labels are balanced across lengths "
+                     f"(non-members drawn at {_ranges(neg_lengths)}), not within each")
+    if total is None:
+        total = per_length * len(set(pos_lengths) | set(neg_lengths))
+    return _spread(total // 2, pos_lengths), _spread(total - total // 2, neg_lengths)
+
+
+def _spread(k, lengths):
+    base, extra = divmod(k, len(lengths))
+    return {n: base + (i < extra) for i, n in enumerate(lengths)}
+
+
+def _draw(lang, rng, pos, neg, exclude, notes, split):
+    """[(string, label)] drawn length by length, members first; strings in `exclude` are redrawn."""
+    out = []
+    for n in sorted(set(pos) | set(neg)):
+        members = _draw_one_kind(checked_sample, lang, rng, n, pos.get(n, 0), exclude)
+        others = _draw_one_kind(checked_negative, lang, rng, n, neg.get(n, 0), exclude)
+        if len(members) < pos.get(n, 0) or len(others) < neg.get(n, 0):
+            if n in pos and n in neg:  # keep the length balanced
+                k = min(len(members), len(others))
+                members, others = members[:k], others[:k]
+            notes.append(f"{split}: length {n}: drew only {len(members)} members and {len(others)} non-members "
+                         f"not in the training split (wanted {pos.get(n, 0)} and {neg.get(n, 0)})")
+        out += [(s, 1) for s in members] + [(s, 0) for s in others]
+    return out
+
+
+def _draw_one_kind(draw, lang, rng, n, k, exclude):
+    out = []
+    tries = k if not exclude else HELD_OUT_TRIES * k + 200
+    while len(out) < k and tries > 0:
+        s = draw(lang, rng, n)
+        tries -= 1
+        if s is None:
+            break
+        if s not in exclude:
+            out.append(s)
+    return out
+
+
+def _per_length(pairs):
+    table = {}
+    for s, label in pairs:
+        row = table.setdefault(len(s), {"positive": 0, "negative": 0, "distinct": set()})
+        row["positive" if label else "negative"] += 1
+        row["distinct"].add(s)
+    return {n: {**row, "distinct": len(row["distinct"])} for n, row in sorted(table.items())}
+
+
+def _lengths(lengths):
+    return f"length {lengths[0]}" if len(lengths) == 1 else f"lengths {_ranges(lengths)}"
+
+
+def _ranges(lengths):
+    """[1, 3, 5, 6, 7] -> '1, 3, 5-7'."""
+    parts, start = [], None
+    for i, n in enumerate(lengths):
+        if start is None:
+            start = n
+        if i + 1 == len(lengths) or lengths[i + 1] != n + 1:
+            parts.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ", ".join(parts)
+
+
+# ---- tensors ----------------------------------------------------------------------------------------------------
+
+
+def _split(lang, pairs, width, label_kind, rng):
+    """Shuffled into a random order (the first rows of either split are a fair sample of it)."""
+    order = rng.permutation(len(pairs))
+    strings = [pairs[i][0] for i in order]
+    labels = np.array([pairs[i][1] for i in order], dtype=np.float32)
+    lengths = np.array([len(s) for s in strings], dtype=np.int64)
+    tokens = np.full((len(strings), width), PAD, dtype=np.int64)
+    tokens[:, 0] = BOS
+    symbols = np.arange(width - 1)[None, :] < lengths[:, None]
+    tokens[:, 1:][symbols] = _symbol_ids(lang, "".join(strings))
+    prefix = None
+    if label_kind == "prefix":
+        prefix = np.full((len(strings), width), -1.0, dtype=np.float32)
+        rows = []
+        for s, label in zip(strings, labels, strict=True):
+            row = lang.prefix_accepts(s)
+            if len(row) != len(s) + 1 or row[-1] != bool(label):
+                raise PluginError(f"language '{lang.name}': prefix_accepts({s!r}) disagrees with accepts()")
+            rows += row
+        prefix[np.arange(width)[None, :] <= lengths[:, None]] = rows
+        prefix = torch.from_numpy(prefix)
+    return Split(torch.from_numpy(tokens), torch.from_numpy(lengths), torch.from_numpy(labels), prefix, strings)
+
+
+def _symbol_ids(lang, text):
+    """Token ids of every symbol of text, vectorised: code points looked up in the sorted alphabet."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    alphabet = np.frombuffer(lang.alphabet.encode("utf-32-le"), dtype=np.uint32)
+    order = np.argsort(alphabet)
+    return FIRST_SYMBOL + order[np.searchsorted(alphabet[order], codes)]
+
+
+# ---- argument checks --------------------------------------------------------------------------------------------
+
+
+def _length_range(key, value):
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected a pair (lo, hi), got {value!r}") from None
+    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in (lo, hi)) or not 0 <= lo <= hi:
+        raise ValueError(f"{key}: ({lo!r}, {hi!r}) is not a range of lengths 0 <= lo <= hi")
+    return int(lo), int(hi)
+
+
+def _count(key, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
