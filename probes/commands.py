@@ -7,7 +7,9 @@ import torch
 
 from . import config as C
 from .harness import run_bench
+from .launch import check_flags, launch
 from .report import compare_runs, write_report
+from .shard import parse_shard, rows_name, select_shard
 
 CONFIGS = Path("configs")
 
@@ -22,6 +24,16 @@ def add_commands(commands):
     bench.add_argument("--run-dir", help="where rows and the report go (default: results/runs/<name>)")
     bench.add_argument("--no-report", action="store_true", help="only write rows")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    cluster = bench.add_argument_group("scale-out", "split the grid into shards; see probes/shard.py, probes/launch.py")
+    cluster.add_argument("--shard", metavar="i/n", help="run only shard i of n (counted from 0) here; writes no report")
+    cluster.add_argument("--launcher", choices=("local", "slurm"),
+                         help="run every shard as a submitit job and wait (needs: pip install -e .[cluster])")
+    cluster.add_argument("--jobs", type=int, metavar="N", help="number of shards and jobs (local default: one per GPU)")
+    cluster.add_argument("--partition", help="SLURM partition")
+    cluster.add_argument("--gpus-per-job", type=int, metavar="G", help="GPUs per SLURM job (default 1)")
+    cluster.add_argument("--time", type=int, metavar="MIN", help="time limit per job in minutes (SLURM default 1440)")
+    cluster.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
+                         help="one more `#SBATCH --KEY=VALUE`, such as account=lab or constraint=a100; repeatable")
     bench.set_defaults(run=bench_command)
 
     report = commands.add_parser("report", help="write report.md and figures/ for a run directory")
@@ -48,9 +60,21 @@ def bench_command(args):
     if config is not None and "=" in config:  # `satbench bench train.steps=10`: an override, not a file
         overrides.insert(0, config)
         config = None
-    grid = C.load_grid(config or default_config(), overrides)
-    run_dir = run_bench(grid, run_dir=args.run_dir, force=args.force, device=args.device, progress=not args.quiet)
-    report = None if args.no_report else write_report(run_dir)
+    check_flags(args)
+    shard = parse_shard(args.shard) if args.shard else None
+    config = config or default_config()
+    grid = C.load_grid(config, overrides)
+    if args.launcher:
+        run_dir, ok = launch(grid, args, config, overrides)
+        if not ok:
+            return 1
+    elif shard:
+        run_dir = run_bench(grid, run_dir=args.run_dir, device=args.device, progress=not args.quiet,
+                            rows_name=rows_name(*shard), cells=select_shard(grid.cells, *shard))
+    else:
+        run_dir = run_bench(grid, run_dir=args.run_dir, force=args.force, device=args.device, progress=not args.quiet)
+    # A single shard writes no report: the other shards may still be running, and the report is one set of files.
+    report = None if args.no_report or shard else write_report(run_dir)
     where = f"report: {report}" if report else f"rows: {run_dir}"
     print(f"satbench: {len(grid.cells)} cells in {time.time() - start:.1f} s; {where}")
     return 0
