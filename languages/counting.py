@@ -18,10 +18,14 @@ def uniform_below(rng: np.random.Generator, total: int) -> int:
     bits = (total - 1).bit_length()
     if bits == 0:
         return 0
-    nbytes = (bits + 7) // 8
-    shift = 8 * nbytes - bits
-    while True:  # rejection: accepted with probability > 1/2 per round
-        r = int.from_bytes(rng.bytes(nbytes), "little") >> shift
+    # Raw 64-bit words of the generator, the top `bits` bits kept; rejection accepts with probability > 1/2.
+    words = (bits + 63) // 64
+    shift = 64 * words - bits
+    while True:
+        if words == 1:
+            r = int(rng.bit_generator.random_raw()) >> shift
+        else:
+            r = int.from_bytes(rng.bit_generator.random_raw(words).tobytes(), "little") >> shift
         if r < total:
             return r
 

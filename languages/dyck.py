@@ -7,6 +7,7 @@ one such triple, so choosing the split with weight C(n, 2j) Cat(j) Cat(n/2 - j) 
 """
 
 import math
+from functools import cache
 
 import numpy as np
 
@@ -184,17 +185,13 @@ class Shuffle2(Language):
         return len(round_) + len(square) == len(s) and depth_profile_ok(round_, "(", ")") \
             and depth_profile_ok(square, "[", "]")
 
-    def _split_weights(self, n):
-        m = n // 2
-        return [math.comb(n, 2 * j) * catalan(j) * catalan(m - j) for j in range(m + 1)]
-
     def count(self, n: int) -> int:
-        return sum(self._split_weights(n)) if n % 2 == 0 else 0
+        return sum(shuffle_split_weights(n)) if n % 2 == 0 else 0
 
     def sample(self, rng, n):
         if n % 2:
             return None
-        j = choose_weighted(rng, self._split_weights(n))
+        j = choose_weighted(rng, shuffle_split_weights(n))
         round_at = np.zeros(n, dtype=bool)
         round_at[rng.choice(n, size=2 * j, replace=False)] = True
         return _interleave(round_at, dyck_word(rng, 2 * j), dyck_word(rng, n - 2 * j, "[", "]"))
@@ -227,6 +224,16 @@ class Shuffle2(Language):
         return out
 
 
+@cache
+def shuffle_split_weights(n):
+    """Weight of "2j of the n positions hold ( )": the members of length n with that split."""
+    m = n // 2
+    return [math.comb(n, 2 * j) * catalan(j) * catalan(m - j) for j in range(m + 1)]
+
+
 def _interleave(round_at, round_word, square_word):
-    round_symbols, square_symbols = iter(round_word), iter(square_word)
-    return "".join(next(round_symbols) if r else next(square_symbols) for r in round_at)
+    """The word with round_word at the positions where round_at is True and square_word elsewhere."""
+    out = np.empty(len(round_at), dtype=np.uint8)
+    out[round_at] = np.frombuffer(round_word.encode("ascii"), dtype=np.uint8)
+    out[~round_at] = np.frombuffer(square_word.encode("ascii"), dtype=np.uint8)
+    return out.tobytes().decode("ascii")
