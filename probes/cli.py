@@ -13,7 +13,12 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     languages_cli.add_commands(commands)
     bench_commands.add_commands(commands)
-    args = parser.parse_args(argv)
+    # Dotted overrides (key=value) may stand anywhere on the line, also after options.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         return args.run(args) or 0
     except ValueError as error:

@@ -89,9 +89,10 @@ def run_group(cells, device, dataset_cache, progress=True):
     model_cfg, train_cfg, eval_cfg = C.model_config(first), C.train_config(first), C.eval_config(first)
     probe_cfg = first["probes"]
     datasets = [build_dataset(cell, dataset_cache) for cell in cells]
-    probe_tokens = [d.test.tokens[:probe_cfg["strings"]] for d in datasets]
-    on_log = training_probe(probe_tokens, device) if probe_cfg["enabled"] else None
-    ensemble, logs = train_ensemble(model_cfg, train_cfg, [c["seed"] for c in cells], [d.train for d in datasets],
+    seeds = [c["seed"] for c in cells]
+    on_log = training_probe([d.test for d in datasets], probe_cfg["strings"], seeds, device) \
+        if probe_cfg["enabled"] else None
+    ensemble, logs = train_ensemble(model_cfg, train_cfg, seeds, [d.train for d in datasets],
                                     device, on_log=on_log, progress=progress)
     recognition = evaluate_ensemble(ensemble, [d.test for d in datasets], first["data"]["train_lengths"], eval_cfg,
                                     device)
@@ -99,8 +100,7 @@ def run_group(cells, device, dataset_cache, progress=True):
     for i, (cell, dataset) in enumerate(zip(cells, datasets)):
         metrics = dict(recognition[i])
         if probe_cfg["enabled"]:
-            metrics["probes"] = probe_member(ensemble.member(i), model_cfg, dataset, logs[i], probe_cfg, cell["seed"],
-                                             device)
+            metrics["probes"] = probe_member(ensemble.member(i), dataset, logs[i], probe_cfg["strings"], cell["seed"])
         rows.append({"hash": C.cell_hash(cell), "config": C._encode_inf(cell), "metrics": metrics, "log": logs[i],
                      "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
     seconds = time.time() - start
@@ -147,7 +147,3 @@ def load_rows_with_config(run_dir):
         wanted = {C.cell_hash(c) for c in grid.cells}
         rows = [r for r in rows if r["hash"] in wanted]
     return rows
-
-
-def dump_json(obj):
-    return json.dumps(obj, indent=1, sort_keys=True)

@@ -28,11 +28,16 @@ class StackedSplit:
     count: torch.Tensor  # (M,) long
 
 
-def stack_splits(splits, device):
+def stack_splits(splits, device, tokens_only=False):
+    """(M, N, T) blocks of the splits; with tokens_only, just the token block (for anything with `.tokens`)."""
     M = len(splits)
-    N = max(len(s.labels) for s in splits)
+    N = max(len(s.tokens) for s in splits)
     T = max(s.tokens.shape[1] for s in splits)
     tokens = torch.zeros(M, N, T, dtype=torch.long)
+    if tokens_only:
+        for i, s in enumerate(splits):
+            tokens[i, :s.tokens.shape[0], :s.tokens.shape[1]] = s.tokens
+        return tokens.to(device)
     labels = torch.zeros(M, N)
     lengths = torch.full((M, N), -1, dtype=torch.long)
     has_prefix = splits[0].prefix_labels is not None
@@ -101,6 +106,16 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=train_cfg.bf16 and device.type == "cuda")
     logs = [[] for _ in range(M)]
 
+    @torch.no_grad()
+    def log_step(step, out, labels, losses):
+        accuracy = ((out["logit"] > 0).float() == labels).float().mean(dim=-1)
+        norms = ensemble.parameter_norm()
+        extra = on_log(step, ensemble) if on_log else None
+        ensemble.train()  # probes may switch to eval mode
+        for i in range(M):
+            entry = {"step": step, "loss": losses[i].item(), "batch_acc": accuracy[i].item(), "norm": norms[i].item()}
+            logs[i].append(entry | (extra[i] if extra else {}))
+
     ensemble.train()
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
         if anneal:
@@ -112,25 +127,17 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         with autocast:
             out = ensemble(tokens)
         losses = member_losses(out, labels, prefix)
+        if step % train_cfg.log_every == 0:  # the parameters after `step` updates, and their loss on this batch
+            log_step(step, out, labels, losses)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        grad_norms = ensemble.clip_grad_norm_(train_cfg.clip) if train_cfg.clip > 0 else None
+        if train_cfg.clip > 0:
+            ensemble.clip_grad_norm_(train_cfg.clip)
         optimizer.step()
         schedule.step()
-
-        if step % train_cfg.log_every == 0 or step == train_cfg.steps - 1:
-            with torch.no_grad():
-                accuracy = ((out["logit"] > 0).float() == labels).float().mean(dim=-1)
-                norms = ensemble.parameter_norm()
-            extra = on_log(step + 1, ensemble) if on_log else None
-            for i in range(M):
-                entry = {"step": step + 1, "loss": losses[i].item(), "batch_acc": accuracy[i].item(),
-                         "norm": norms[i].item()}
-                if grad_norms is not None:
-                    entry["grad_norm"] = grad_norms[i].item()
-                if extra:
-                    entry.update(extra[i])
-                logs[i].append(entry)
+    with torch.no_grad(), autocast:
+        out = ensemble(tokens)
+    log_step(train_cfg.steps, out, labels, member_losses(out, labels, prefix))
     ensemble.eval()
     if anneal:
         ensemble.set_inverse_temperature(1.0)

@@ -81,7 +81,9 @@ def test_rows_written_then_rerun_skips_them(tmp_path):
     for key in ("config", "metrics", "versions", "device", "seconds", "log"):
         assert key in row
     assert set(row["metrics"]["acc"]) == {"1", "1000", "inf"}
-    assert set(row["metrics"]["acc_by_length"]["1"]) == {str(n) for n in range(1, 10)}
+    # Short lengths can be used up by training (splits are disjoint); every longer length is tested.
+    tested = set(row["metrics"]["acc_by_length"]["1"])
+    assert {"7", "8", "9"} <= tested <= {str(n) for n in range(1, 10)}
     before = rows_file.read_bytes()
     assert bench(tmp_path, "--no-report") == 0
     assert rows_file.read_bytes() == before  # nothing rerun
@@ -117,7 +119,7 @@ def test_a_run_dir_of_another_config_is_refused(tmp_path, capsys):
 
 
 def test_killed_bench_resumes_to_the_same_rows(tmp_path):
-    config = dict(TINY, train=dict(TINY["train"], steps=400))
+    config = dict(TINY, train=dict(TINY["train"], steps=150))
     path = write_config(tmp_path, config)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "probes.cli", "bench", str(path), "--run-dir", str(run), "--quiet",
