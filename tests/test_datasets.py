@@ -1,0 +1,219 @@
+"""Datasets: tensors that spell the strings, oracle labels, balance, held-out test strings, reproducibility, and
+shortcut baselines within the bounds of DESIGN.md section 3."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+import languages
+from languages import base, make_dataset
+
+BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
+           "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]
+
+# Languages whose membership is not a function of the length alone: length and parity must stay near chance.
+NOT_DECIDED_BY_LENGTH = [name for name in BUILTIN if name != "aa_star"]
+COUNTER_LANGUAGES = ["anbn", "anbncn", "dyck1", "shuffle2", "dyck2"]
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    return {name: make_dataset(name, seed=0) for name in BUILTIN}
+
+
+def decode(lang, split):
+    out = []
+    for row, n in zip(split.tokens.tolist(), split.lengths.tolist(), strict=True):
+        assert row[0] == languages.BOS and all(t == languages.PAD for t in row[n + 1:])
+        out.append("".join(lang.alphabet[t - languages.FIRST_SYMBOL] for t in row[1:n + 1]))
+    return out
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_tensors_spell_the_strings_and_labels_follow_the_oracle(datasets, name):
+    dataset, lang = datasets[name], languages.get_language(name)
+    assert dataset.vocab_size == lang.vocab_size and dataset.label_kind == "membership"
+    for split, hi in ((dataset.train, 20), (dataset.test, 40)):
+        assert split.tokens.dtype == torch.long and split.tokens.shape == (len(split.strings), 1 + hi)
+        assert split.labels.dtype == torch.float32 and split.prefix_labels is None
+        assert decode(lang, split) == split.strings
+        assert split.labels.tolist() == [float(lang.accepts(s)) for s in split.strings]
+        assert int(split.tokens.max()) < lang.vocab_size
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_splits_are_disjoint_and_sized(datasets, name):
+    dataset = datasets[name]
+    assert not set(dataset.train.strings) & set(dataset.test.strings)
+    assert len(dataset.train) == 2000
+    assert set(dataset.train.lengths.tolist()) <= set(range(1, 21))
+    per_length = Counter(dataset.test.lengths.tolist())
+    assert set(per_length.values()) <= {50}, "every usable test length holds test_per_length strings"
+    meta = dataset.meta
+    assert meta["distinct"] == {"train": len(set(dataset.train.strings)), "test": len(set(dataset.test.strings))}
+    assert meta["strings"] == {"train": len(dataset.train), "test": len(dataset.test)}
+    assert sum(r["positive"] + r["negative"] for r in meta["per_length"]["train"].values()) == 2000
+    assert meta["uses_eos"] is False
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_labels_are_balanced_within_each_length(datasets, name):
+    """Where a length has members and non-members, both labels are drawn equally often at that length, unless some
+    length of the split has members only (then the split is balanced across lengths, and says so)."""
+    dataset, lang = datasets[name], languages.get_language(name)
+    for split, key in ((dataset.train, "train"), (dataset.test, "test")):
+        labels = Counter(zip(split.lengths.tolist(), split.labels.tolist(), strict=True))
+        members_only = [n for n in set(split.lengths.tolist()) if lang.count(n) == lang.strings_of_length(n)]
+        across = any(note.startswith(f"{key}: only members exist") for note in dataset.meta["notes"])
+        assert across == bool(members_only)
+        for n in set(split.lengths.tolist()):
+            if 0 < lang.count(n) < lang.strings_of_length(n) and not across:
+                assert abs(labels[n, 1.0] - labels[n, 0.0]) <= 1, f"length {n}"
+        assert abs(sum(split.labels.tolist()) - len(split) / 2) <= 1
+
+
+@pytest.mark.parametrize("name", NOT_DECIDED_BY_LENGTH)
+def test_length_and_parity_shortcuts_stay_near_chance(datasets, name):
+    baselines = datasets[name].baselines
+    assert baselines["length"] <= 0.6 and baselines["parity"] <= 0.6
+    assert not baselines["length_by_definition"] and not baselines["parity_by_definition"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", COUNTER_LANGUAGES)
+def test_counts_shortcut_stays_below_80_percent_on_counter_languages(datasets, name, seed):
+    dataset = datasets[name] if seed == 0 else make_dataset(name, seed=seed)
+    assert dataset.baselines["counts"] <= 0.8
+    assert dataset.baselines["length"] <= 0.6 and dataset.baselines["parity"] <= 0.6
+
+
+def test_shortcuts_exact_by_definition_are_marked(datasets):
+    majority = datasets["majority"].baselines
+    assert majority["counts_by_definition"] and majority["counts"] > 0.95
+    aa_star = datasets["aa_star"].baselines
+    assert aa_star["parity_by_definition"] and aa_star["parity"] == 1.0
+    assert not any(datasets["anbn"].baselines[f"{s}_by_definition"] for s in ("length", "parity", "counts"))
+
+
+def test_lengths_without_members_are_left_out_and_noted(datasets):
+    anbn = datasets["anbn"]
+    assert set(anbn.train.lengths.tolist()) == set(range(2, 21, 2))
+    # a^n b^n has one member per length, all of them in training: the test split holds only longer lengths.
+    assert set(anbn.test.lengths.tolist()) == set(range(22, 41, 2))
+    assert any("no members at lengths 1, 3, 5" in note for note in anbn.meta["notes"])
+    assert any("no held-out members" in note for note in anbn.meta["notes"])
+
+
+def test_lengths_with_members_only_are_balanced_across_lengths(datasets):
+    aa_star = datasets["aa_star"]
+    lengths, labels = aa_star.train.lengths.numpy(), aa_star.train.labels.numpy()
+    assert (labels[lengths % 2 == 0] == 1).all() and (labels[lengths % 2 == 1] == 0).all()
+    assert labels.sum() == len(labels) / 2
+    assert any("balanced across lengths" in note for note in aa_star.meta["notes"])
+
+
+def test_held_out_strings_at_training_lengths(datasets):
+    dyck1 = datasets["dyck1"]
+    inside = [s for s in dyck1.test.strings if len(s) <= 20]
+    assert len(inside) >= 100 and not set(inside) & set(dyck1.train.strings)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_prefix_labels_follow_the_oracle_on_every_prefix(name):
+    dataset = make_dataset(name, train_size=200, test_per_length=4, label_kind="prefix", seed=3)
+    lang = languages.get_language(name)
+    for split in (dataset.train, dataset.test):
+        prefix = split.prefix_labels
+        assert prefix.shape == split.tokens.shape and prefix.dtype == torch.float32
+        for s, row, label in zip(split.strings, prefix.tolist(), split.labels.tolist(), strict=True):
+            assert row[:len(s) + 1] == [float(lang.accepts(s[:i])) for i in range(len(s) + 1)]
+            assert set(row[len(s) + 1:]) <= {-1.0}
+            assert row[len(s)] == label
+
+
+def fingerprint(dataset):
+    digest = hashlib.sha256()
+    for split in (dataset.train, dataset.test):
+        for tensor in (split.tokens, split.lengths, split.labels, split.prefix_labels):
+            digest.update(tensor.numpy().tobytes())
+        digest.update("\n".join(split.strings).encode())
+    return digest.hexdigest()
+
+
+def test_same_seed_same_bytes_even_across_processes():
+    """Reproducible to the byte, also under a different string-hash seed (no set ordering leaks into the data)."""
+    args = dict(train_size=300, test_per_length=6, label_kind="prefix")
+    here = fingerprint(make_dataset("shuffle2", seed=5, **args))
+    assert here == fingerprint(make_dataset("shuffle2", seed=5, **args))
+    assert here != fingerprint(make_dataset("shuffle2", seed=6, **args))
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_datasets import fingerprint; "
+            "from languages import make_dataset; "
+            "print(fingerprint(make_dataset('shuffle2', seed=5, train_size=300, test_per_length=6, "
+            "label_kind='prefix')))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == here
+
+
+def test_shared_vocab_size_keeps_the_token_ids():
+    small, shared = make_dataset("dyck1", train_size=100), make_dataset("dyck1", train_size=100, vocab_size=8)
+    assert shared.vocab_size == 8 and torch.equal(small.train.tokens, shared.train.tokens)
+    with pytest.raises(ValueError, match="vocab_size 4 is too small for 'dyck2', which needs 7"):
+        make_dataset("dyck2", vocab_size=4)
+
+
+def test_test_split_without_held_out_strings_is_empty_not_an_error():
+    dataset = make_dataset("anbn", train_lengths=(1, 10), test_lengths=(1, 10), train_size=100)
+    assert len(dataset.test) == 0 and dataset.test.tokens.shape == (0, 11)
+    assert dataset.baselines["length"] is None
+    assert any("the test split is empty" in note for note in dataset.meta["notes"])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"train_lengths": (5, 2)}, "train_lengths: \\(5, 2\\) is not a range"),
+    ({"test_lengths": (-1, 3)}, "test_lengths: \\(-1, 3\\) is not a range"),
+    ({"train_lengths": 7}, "train_lengths: expected a pair"),
+    ({"train_size": 1}, "train_size: expected an integer >= 2"),
+    ({"test_per_length": -5}, "test_per_length: expected an integer >= 0"),
+    ({"label_kind": "per_token"}, "label_kind 'per_token' is not one of membership, prefix"),
+    ({"train_lengths": (1, 1)}, "language 'anbn' has no members of any length in 1..1"),
+])
+def test_bad_arguments_get_one_clear_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_dataset("anbn", **kwargs)
+
+
+def test_a_sampler_that_disagrees_with_its_oracle_is_an_error(monkeypatch):
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
+
+    @languages.register
+    class Liar(languages.Language):
+        """Claims a's, accepts only b's."""
+
+        name = "liar"
+        alphabet = "ab"
+
+        def accepts(self, s):
+            return set(s) <= {"b"}
+
+        def sample(self, rng, n):
+            return "a" * n
+
+    with pytest.raises(languages.PluginError, match=r"language 'liar': sample\(rng, 1\) returned 'a', which is "
+                                                    r"rejected by its own accepts\(\)"):
+        make_dataset("liar")
+
+
+def test_balanced_even_with_an_odd_share_per_length():
+    dataset = make_dataset("dyck1", train_lengths=(2, 6), test_lengths=(2, 12), train_size=301, test_per_length=7)
+    labels = dataset.train.labels.numpy()
+    assert len(labels) == 301 and abs(labels.sum() - 150.5) <= 0.5
+    assert np.isin(dataset.train.lengths.numpy(), [2, 4, 6]).all()
