@@ -112,10 +112,11 @@ def make_executor(args, folder, name, jobs):
             executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         except RuntimeError as error:  # no srun on this machine
             raise ValueError(f"--launcher slurm: {error}") from None
-        partition = {"slurm_partition": args.partition} if args.partition else {}
+        # Left out rather than set to nothing: no partition means the cluster's default, no GPUs a CPU job.
+        optional = {"slurm_partition": args.partition, "gpus_per_node": gpus_per_job(args)}
         executor.update_parameters(name=name, timeout_min=args.time or SLURM_TIME_MIN, nodes=1, tasks_per_node=1,
-                                   gpus_per_node=gpus_per_job(args), slurm_array_parallelism=jobs,
-                                   slurm_additional_parameters=extra, **partition)
+                                   slurm_array_parallelism=jobs, slurm_additional_parameters=extra,
+                                   **{key: value for key, value in optional.items() if value})
     else:
         # The local executor itself, not AutoExecutor: only it takes `visible_gpus`, which `submit` sets per job.
         executor = submitit.LocalExecutor(folder=folder)
