@@ -5,6 +5,7 @@ equal draw the number of a's with binomial weights and then a uniform arrangemen
 """
 
 import math
+from functools import cache
 
 import numpy as np
 
@@ -125,11 +126,9 @@ class Majority(Language):
         return sum(math.comb(n, a) for a in range(n // 2 + 1, n + 1))
 
     def sample(self, rng, n):
-        counts = range(n // 2 + 1, n + 1)
-        if not counts:
+        if n == 0:
             return None
-        a = counts[choose_weighted(rng, [math.comb(n, a) for a in counts])]
-        return arrangement(rng, n, a)
+        return arrangement(rng, n, n // 2 + 1 + choose_weighted(rng, majority_weights(n)))
 
     def near_misses(self, rng, s):
         # The closest non-members: a tie (even length) or b ahead by one (odd length), made by turning just enough
@@ -149,6 +148,12 @@ class Majority(Language):
             lead += 1 if c == "a" else -1
             out.append(ok and lead > 0)
         return out
+
+
+@cache
+def majority_weights(n):
+    """Members of length n with n // 2 + 1, n // 2 + 2, ..., n a's."""
+    return [math.comb(n, a) for a in range(n // 2 + 1, n + 1)]
 
 
 @register

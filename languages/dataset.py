@@ -14,6 +14,7 @@ are held out: a test string never occurs in the training split, so a length whos
 (a^n b^n has one member per length) has no test strings; the metadata names such lengths.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,12 +119,13 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
 
 
 def _members(lang, n):
-    """(members, non-members) of length n; for a language that cannot count, 1 stands for "some"."""
+    """(members, non-members) of length n; for a language that cannot count them, inf stands for "some"."""
     known = lang.count(n)
     total = lang.strings_of_length(n)
     if known is None:
         probe = np.random.default_rng(n)
-        return int(checked_sample(lang, probe, n) is not None), int(checked_negative(lang, probe, n) is not None)
+        some = (checked_sample(lang, probe, n) is not None, checked_negative(lang, probe, n) is not None)
+        return tuple(math.inf if exists else 0 for exists in some)
     return known, total - known
 
 

@@ -217,3 +217,23 @@ def test_balanced_even_with_an_odd_share_per_length():
     labels = dataset.train.labels.numpy()
     assert len(labels) == 301 and abs(labels.sum() - 150.5) <= 0.5
     assert np.isin(dataset.train.lengths.numpy(), [2, 4, 6]).all()
+
+
+def test_a_language_that_cannot_count_still_gets_held_out_test_strings(monkeypatch):
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
+
+    @languages.register
+    class UncountedDyck(type(languages.get_language("dyck1"))):
+        """Dyck-1 without its counts, as a plugin might come."""
+
+        name = "uncounted_dyck1"
+
+        def count(self, n):
+            return None
+
+    dataset = make_dataset("uncounted_dyck1", train_size=400, test_per_length=10)
+    assert set(dataset.train.lengths.tolist()) == set(range(2, 21, 2))
+    inside = [s for s in dataset.test.strings if len(s) <= 20]
+    assert inside and not set(inside) & set(dataset.train.strings)
+    assert abs(sum(dataset.test.labels.tolist()) - len(dataset.test) / 2) <= 1

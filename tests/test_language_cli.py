@@ -1,0 +1,194 @@
+"""`satbench languages ...`: output, exit codes, one-line errors, and a plugin found through its entry point."""
+
+import argparse
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import languages
+from languages import base
+from languages import cli as languages_cli
+
+BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
+           "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]
+PLUGIN_SOURCE = Path(__file__).parent / "plugin"
+PLUGIN_DIST = "satbench-example-plugin"
+
+
+def satbench(capsys, *argv):
+    """Run `satbench languages ARGV` in process, as the entry point does: ValueError -> one line, exit 2."""
+    parser = argparse.ArgumentParser(prog="satbench")
+    languages_cli.add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["languages", *argv])
+    try:
+        code = args.run(args) or 0
+    except ValueError as error:
+        print(f"satbench: {error}", file=sys.stderr)
+        code = 2
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
+
+
+def test_list_shows_every_language_with_its_definition(capsys):
+    code, out, _ = satbench(capsys, "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "family", "alphabet", "definition"]
+    listed = {line.split()[0]: line for line in lines[1:]}
+    assert set(BUILTIN) <= set(listed)
+    assert listed["dyck2"].split(None, 3)[1:] == ["context-free", "()[]", languages.get_language("dyck2").definition]
+
+
+def test_sample_prints_members_of_the_exact_length(capsys):
+    code, out, _ = satbench(capsys, "sample", "dyck2", "--length", "10", "-n", "7", "--seed", "3")
+    strings = out.splitlines()
+    lang = languages.get_language("dyck2")
+    assert code == 0 and len(strings) == 7
+    assert all(len(s) == 10 and lang.accepts(s) for s in strings)
+    assert satbench(capsys, "sample", "dyck2", "-l", "10", "-n", "7", "--seed", "3")[1] == out
+    assert satbench(capsys, "sample", "dyck2", "-l", "10", "-n", "7", "--seed", "4")[1] != out
+
+
+def test_sample_negative_prints_non_members(capsys):
+    code, out, _ = satbench(capsys, "sample", "anbn", "-l", "12", "-n", "20", "--negative")
+    lang = languages.get_language("anbn")
+    assert code == 0
+    assert all(len(s) == 12 and not lang.accepts(s) for s in out.splitlines())
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["sample", "dyk1", "-l", "4"], "unknown language 'dyk1' (did you mean 'dyck1'?)"),
+    (["check", "dyk1"], "unknown language 'dyk1' (did you mean 'dyck1'?)"),
+    (["sample", "dyck1", "-l", "-3"], "--length must be >= 0, got -3"),
+    (["sample", "dyck1", "-l", "4", "-n", "-1"], "-n must be >= 0, got -1"),
+    (["sample", "anbn", "-l", "5"], "language 'anbn' has no members of length 5"),
+    (["sample", "aa_star", "-l", "4", "--negative"], "language 'aa_star' has no non-members of length 4"),
+    (["check"], "check: give one language name or --all"),
+    (["check", "dyck1", "--all"], "check: give one language name or --all"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = satbench(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err == f"satbench: {message}\n"
+
+
+def test_check_passes_a_builtin_and_prints_its_baselines(capsys):
+    code, out, _ = satbench(capsys, "check", "dyck1")
+    assert code == 0
+    assert out.startswith("dyck1      ok    length 0.5")
+    assert "parity" in out and "counts" in out
+
+
+def test_check_fails_a_sampler_that_disagrees_with_its_oracle(capsys, registry):
+    @languages.register
+    class Liar(languages.Language):
+        """Samples a's, accepts only b's."""
+
+        name = "liar"
+        alphabet = "ab"
+
+        def accepts(self, s):
+            return set(s) <= {"b"}
+
+        def sample(self, rng, n):
+            return "a" * n
+
+    code, out, _ = satbench(capsys, "check", "liar")
+    assert code == 1
+    assert "liar       FAIL" in out and "sample(rng, 1) returned 'a', which is not a member of length 1" in out
+    code, out, err = satbench(capsys, "sample", "liar", "-l", "2")
+    assert code == 2 and err == "satbench: language 'liar': sample(rng, 2) returned 'aa', which is rejected by " \
+                                "its own accepts()\n"
+
+
+def test_check_fails_a_language_its_length_parity_decides(capsys, registry):
+    @languages.register
+    class EvenLength(languages.DFALanguage):
+        """Strings over {a, b} of even length (undeclared: parity decides it)."""
+
+        name = "even_length"
+        alphabet = "ab"
+        transitions = {"even": {"a": "odd", "b": "odd"}, "odd": {"a": "even", "b": "even"}}
+        start = "even"
+        accepting = {"even"}
+
+    code, out, _ = satbench(capsys, "check", "even_length")
+    assert code == 1
+    assert "the parity shortcut scores 1.000 > 0.6 on the test split" in out
+
+
+def test_report_is_a_markdown_table_of_counts_and_baselines(capsys):
+    code, out, _ = satbench(capsys, "report")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("| language | family | alphabet | 0 | 1 | 2 |")
+    assert lines[0].endswith("| 12 | length | parity | counts+length |")
+    rows = {line.split("|")[1].strip(): line for line in lines[2:] if line.startswith("|")}
+    assert set(BUILTIN) <= set(rows)
+    assert "| 1 | 0 | 1 | 0 | 2 | 0 | 5 | 0 | 14 | 0 | 42 | 0 | 132 |" in rows["dyck1"]
+    assert rows["majority"].rstrip(" |").endswith("*")  # counts decide majority: marked
+    assert "* marks a shortcut" in out
+
+
+@pytest.mark.slow
+def test_check_all_passes(capsys):
+    code, out, _ = satbench(capsys, "check", "--all")
+    assert code == 0 and out.count(" ok ") >= len(BUILTIN)
+
+
+# ---- plugins ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory):
+    """tests/plugin installed into the running environment (from a copy, so no build files land in the tree);
+    uninstalled afterwards unless it was there before."""
+    try:
+        importlib.metadata.distribution(PLUGIN_DIST)
+        already = True
+    except importlib.metadata.PackageNotFoundError:
+        already = False
+    if not already:
+        source = tmp_path_factory.mktemp("plugin") / "plugin"
+        shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--disable-pip-version-check", str(source)], check=True, capture_output=True)
+    yield
+    if not already:
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", PLUGIN_DIST], check=True,
+                       capture_output=True)
+
+
+def satbench_command():
+    script = Path(sys.executable).parent / "satbench"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "probes.cli"]
+
+
+def test_plugin_language_appears_in_satbench_languages_list(installed_plugin):
+    out = subprocess.run([*satbench_command(), "languages", "list"], capture_output=True, text=True, check=True)
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    assert "palindrome" in rows
+    assert rows["palindrome"].split(None, 3)[1:] == ["context-free", "ab",
+                                                     "Strings over {a, b} that read the same backwards."]
+    assert set(BUILTIN) <= set(rows)
+
+
+def test_plugin_language_passes_check_and_builds_datasets(installed_plugin, capsys, registry, monkeypatch):
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    importlib.invalidate_caches()
+    code, out, _ = satbench(capsys, "check", "palindrome")
+    assert code == 0, out
+    dataset = languages.make_dataset("palindrome", train_size=200, test_per_length=4)
+    assert all(s == s[::-1] for s, y in zip(dataset.train.strings, dataset.train.labels.tolist(), strict=True) if y)
+    assert languages.get_language("palindrome").sample(np.random.default_rng(0), 0) == ""
