@@ -295,7 +295,6 @@ def load_plugins():
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
     for entry in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         try:
             loaded = entry.load()
@@ -304,6 +303,7 @@ def load_plugins():
                               f"{type(error).__name__}: {error}") from error
         if isinstance(loaded, type) and issubclass(loaded, Language) and _REGISTRY.get(loaded.name) is not loaded:
             register(loaded)
+    _plugins_loaded = True  # only after success: a broken plugin is reported on every lookup, not just the first
 
 
 def language_names() -> list[str]:
@@ -315,6 +315,8 @@ def get_language(name: str | Language) -> Language:
     """The language registered as `name` (one shared instance, so its counting tables are built once)."""
     if isinstance(name, Language):
         return name
+    if not isinstance(name, str):
+        raise UnknownLanguage(name, language_names())
     if name not in _REGISTRY:
         load_plugins()
     if name not in _REGISTRY:
