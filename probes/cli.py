@@ -6,6 +6,7 @@ import sys
 from languages import cli as languages_cli
 
 from . import commands as bench_commands
+from . import theory_check
 
 
 def main(argv=None) -> int:
@@ -13,6 +14,7 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     languages_cli.add_commands(commands)
     bench_commands.add_commands(commands)
+    theory_check.add_commands(commands)
     # Dotted overrides (key=value) may stand anywhere on the line, also after options.
     args, extra = parser.parse_known_args(argv)
     if extra:

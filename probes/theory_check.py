@@ -1,0 +1,364 @@
+"""The theory check: the hand-built constructions of models/constructions.py, per length, at the saturated limit and
+at finite attention scales c, beside the length n*(c) that softmax concentration predicts they fail at.
+
+    accuracy_table(name, lengths, scales)  rows {length, scale, strings, wrong, accuracy}; scale inf = saturated limit
+    n_star(name, c)                        first length at which the construction gets a test string wrong at scale c
+    predicted_n_star(name, c)              first length at which the concentration bound stops guaranteeing it
+    construction_rows(lengths)             one "hand-built" row per construction for the report's recognition table
+    `satbench construct NAME --lengths 1..1000 [--scales 10,100,1000,10000] [--samples K]`
+
+Which scale. A finite scale here is `scale_attention(model, c)`: every attention score multiplied by c, i.e.
+softmax(c * s), nothing else touched. That is exactly the quantity the concentration bound speaks about, and the
+constructions' thresholds (flags, margins) live in the residual stream, where they must stay put. `saturate(model, c)`,
+the paper's operation, multiplies every parameter by c instead: the scores then grow like c^2 (queries and keys both
+scale), and the feed-forward biases and the readout scale with them, so the flag values and margins move too and the
+bound no longer applies in its plain form. The saturated limit (`saturated_limit`) is the c = inf point of both.
+
+The test strings of a length n: every string when n <= 12; beyond, `samples` members (language.sample), `samples`
+negatives from the language's negative sampler (near misses, edits, shuffles, random strings), the near misses of
+every sampled member, and the construction's *critical* strings (`critical_strings`): the strings its finite-scale
+analysis says fail first, so that a measured n*(c) does not depend on whether a random draw happened to be hard.
+The draws of length n come from the seed (seed, n), so a length gives the same strings in any range.
+
+The prediction (`predicted_n_star`). Let s be the scores of the deciding head at the last query, A the keys it must
+attend to (for dyck1 and anbn: the flagged keys, any of which gives the right answer) and g the gap between the
+lowest score in A and every score outside A. Softmax puts mass
+
+    eps = sum_{j not in A} e^{c s_j} / sum_j e^{c s_j} <= (n_off e^{-c g} e^{c max_A}) / e^{c max_A} <= n e^{-c g}
+
+on the keys outside A (n_off <= n of the n + 1 keys are outside A, and the denominator has at least one term at
+max_A). Twice this is the l1 distance between softmax(c s) and its restriction to A, which is the bound
+||softmax(c s) - saturated(s)||_1 <= 2n exp(-c gap) with the saturated weights spread over A. The construction's
+output tolerates a leak up to `tolerated_leak(n)` (its output margin divided by the smallest attended value, see
+its docstring). So the decision is guaranteed while n e^{-c gap(n)} < tolerated_leak(n), and the predicted n*(c) is the
+first n where that fails. With gap(n) ~ 1/n that is n ln(2n) ~ c: n*(c) grows like c / ln c.
+
+The bound can only be early: the measured n*(c) is >= the predicted one. It is early by the factor that n e^{-c g}
+overestimates eps for the critical string, whose single attended key competes with n keys at score 0:
+eps = n / (n + e^{c g}). For dyck1 the critical string fails when c/n <= ln(n^2/(n+2)) and the bound gives up at
+c/n <= ln(2n(n+1)/(n+2)); the two logarithms differ by ln 2, so the measured n* exceeds the predicted one by a
+factor 1 + ln 2 / ln n: 1.1 to 1.3 for c between 10 and 10^4.
+
+fp32. At the saturated limit the decision has margin mu(n) = 1/(2(n+1)) in logit units and every quantity lies in
+[-1, 1], so fp32 (unit roundoff 2^-24 ~ 6e-8) decides correctly as long as the rounding of an average of n + 1
+terms of size 1/(n+1) stays below mu(n). A worst-case bound on that rounding, n * 2^-24 * max|partial sum| with
+partial sums up to 1/2 for the deepest strings, reaches mu(n) near n ~ 4000; the observed error grows like
+sqrt(n) and is far smaller (`margin_table` measures it). The other fp32 limit is the tie tolerance of saturated
+attention (tol = 1e-5 on the scores): unflagged keys join the attended set once the largest flag 1/(j*+1) falls below
+1e-5, i.e. past length 10^5. Neither is reached below length 1000.
+"""
+
+import itertools
+import math
+import re
+
+import numpy as np
+import torch
+
+from languages import BOS, get_language
+from models import saturated_limit, scale_attention
+from models.constructions import CONSTRUCTIONS, construct, get_construction
+
+EXHAUSTIVE_UP_TO = 12
+SCALES = (10.0, 100.0, 1000.0, 10000.0)
+REPORT_SCALES = (1.0, 1000.0, math.inf)
+# Strings per forward pass are capped so that one (B, T, T) attention tensor stays near 64 MB.
+ATTENTION_ELEMENTS = 1 << 24
+
+
+def scale_name(c: float) -> str:
+    return "inf" if math.isinf(c) else f"{c:g}"
+
+
+# ---- test strings ------------------------------------------------------------------------------------------------
+
+
+def critical_strings(name: str, n: int) -> list[str]:
+    """The strings of length n that a construction's analysis says are hardest (see its docstring).
+
+    dyck1    a member followed by ")(": one negative prefix, at column n - 1, whose flag 1/n is the smallest a
+             flag can be on a string of final depth 0; and the deepest member (n/2 opens then n/2 closes), whose
+             prefix ratios round the most.
+    anbn     a^(k-1) b^k a: one flagged a, at the last column, flag 1/(n+1); and a^k b^k itself.
+    majority the block strings with a lead of one and a tie (or a deficit of one), whose running sums are largest.
+    """
+    if name == "dyck1":
+        if n % 2 or n == 0:
+            return []
+        return ["()" * (n // 2 - 1) + ")(", "(" * (n // 2) + ")" * (n // 2)]
+    if name == "anbn":
+        if n % 2 or n == 0:
+            return []
+        k = n // 2
+        return ["a" * (k - 1) + "b" * k + "a", "a" * k + "b" * k]
+    if name == "majority":
+        if n == 0:
+            return []
+        lead = n // 2 + 1
+        return ["a" * lead + "b" * (n - lead), "a" * (n - lead) + "b" * lead, "a" * (n // 2) + "b" * (n - n // 2)]
+    return []
+
+
+def test_strings(name: str, n: int, samples: int = 8, seed: int = 0) -> tuple[list[str], list[bool]]:
+    """The test strings of length n (see the module docstring) and their labels from the language's oracle."""
+    language = get_language(name)
+    if n <= EXHAUSTIVE_UP_TO:
+        strings = ["".join(chars) for chars in itertools.product(language.alphabet, repeat=n)]
+    else:
+        rng = np.random.default_rng([seed, n])
+        found = []
+        for _ in range(samples):
+            member = language.sample(rng, n)
+            if member is not None:
+                found += [member, *language.near_misses(rng, member)]
+            negative = language.negative(rng, n)
+            if negative is not None:
+                found.append(negative)
+        found += critical_strings(name, n)
+        strings = sorted({s for s in found if len(s) == n})
+    return strings, [language.accepts(s) for s in strings]
+
+
+def encode(name: str, strings: list[str]) -> torch.Tensor:
+    """BOS + symbol ids, one row per string; the strings all have the same length, so there is no padding."""
+    language = get_language(name)
+    return torch.tensor([[BOS, *language.encode(s)] for s in strings], dtype=torch.long).reshape(len(strings), -1)
+
+
+def at_scale(model, c: float):
+    return saturated_limit(model) if math.isinf(c) else scale_attention(model, c)
+
+
+@torch.no_grad()
+def logits(model, tokens: torch.Tensor, c: float) -> torch.Tensor:
+    """Membership logits at attention scale c (inf: the saturated limit), in chunks that bound the memory."""
+    T = tokens.shape[1]
+    chunk = max(1, ATTENTION_ELEMENTS // (T * T))
+    with at_scale(model, c):
+        return torch.cat([model(tokens[i:i + chunk])["logit"] for i in range(0, len(tokens), chunk)])
+
+
+# ---- measurements ------------------------------------------------------------------------------------------------
+
+
+def length_rows(model, name: str, n: int, scales, samples: int, seed: int) -> list[dict]:
+    strings, labels = test_strings(name, n, samples, seed)
+    if not strings:
+        return []
+    tokens, labels = encode(name, strings), torch.tensor(labels)
+    rows = []
+    for c in scales:
+        wrong = int(((logits(model, tokens, c) > 0) != labels).sum())
+        rows.append({"length": n, "scale": c, "strings": len(strings), "wrong": wrong,
+                     "accuracy": 1.0 - wrong / len(strings)})
+    return rows
+
+
+def accuracy_table(name: str, lengths, scales=(math.inf, *SCALES), samples: int = 8, seed: int = 0) -> list[dict]:
+    """Rows {length, scale, strings, wrong, accuracy} for every length and every scale (inf = saturated limit)."""
+    model = construct(name)
+    return [row for n in lengths for row in length_rows(model, name, n, scales, samples, seed)]
+
+
+def n_star(name: str, c: float, lengths=range(1, 1001), samples: int = 8, seed: int = 0) -> int | None:
+    """The first length at which the construction gets a test string wrong at scale c; None if it never does."""
+    model = construct(name)
+    for n in lengths:
+        if any(row["wrong"] for row in length_rows(model, name, n, [c], samples, seed)):
+            return n
+    return None
+
+
+def first_failures(rows) -> dict[float, int | None]:
+    """n*(c) per scale from `accuracy_table` rows."""
+    out = {}
+    for row in sorted(rows, key=lambda r: r["length"]):
+        out.setdefault(row["scale"], None)
+        if row["wrong"] and out[row["scale"]] is None:
+            out[row["scale"]] = row["length"]
+    return out
+
+
+def predicted_n_star(name: str, c: float, max_length: int = 10**7) -> int | None:
+    """First n where n exp(-c gap(n)) >= tolerated_leak(n): where the concentration bound stops guaranteeing the
+    construction (module docstring). None where it never does (every score ties: gap = inf) up to max_length.
+
+    The guarantee n e^{-c/n} < leak holds for all small n and fails for all large n, so a doubling search followed by
+    bisection finds the crossing without a sweep.
+    """
+    construction = get_construction(name)
+
+    def guaranteed(n):
+        gap = construction.gap(n)
+        return math.isinf(gap) or n * math.exp(-c * gap) < construction.tolerated_leak(n)
+
+    hi = 1
+    while guaranteed(hi):
+        if hi >= max_length:
+            return None
+        hi = min(2 * hi, max_length)
+    lo = hi // 2  # guaranteed(lo) holds (or lo = 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if guaranteed(mid) else (lo, mid)
+    return hi
+
+
+@torch.no_grad()
+def margin_table(name: str, lengths, samples: int = 8, seed: int = 0) -> list[dict]:
+    """At the saturated limit, per length: the smallest signed logit over the test strings, in units of the margin
+    mu(n) = 1/(2(n+1)) (+1 for a correct answer exactly at the margin; exact arithmetic gives >= 1), and the largest
+    departure |logit/mu - round(logit/mu)| from the exact values, which are whole multiples of mu. The departure is the
+    fp32 rounding that would have to reach 1 for the decision to flip."""
+    model, rows = construct(name), []
+    for n in lengths:
+        strings, labels = test_strings(name, n, samples, seed)
+        if not strings:
+            continue
+        scaled = logits(model, encode(name, strings), math.inf).double() * (2 * (n + 1))
+        signed = torch.where(torch.tensor(labels), scaled, -scaled)
+        rows.append({"length": n, "min_margin": float(signed.min()),
+                     "rounding": float((scaled - scaled.round()).abs().max())})
+    return rows
+
+
+def construction_rows(lengths=(1, 40), scales=REPORT_SCALES, samples: int = 8, seed: int = 0) -> list[dict]:
+    """One row per construction for the report's recognition table, marked hand-built.
+
+    Each row: {"language", "variant": "hand-built", "construction", "lengths": (lo, hi), "strings",
+    "acc": {scale name: accuracy over every test string of every length lo..hi}, "acc_by_length":
+    {scale name: {length: accuracy}}, "scaling": "scale_attention"}. Scale names follow the report ("1", "1000",
+    "inf"); a finite scale multiplies the attention scores only (module docstring), inf is the saturated limit.
+    """
+    lo, hi = lengths
+    out = []
+    for name in CONSTRUCTIONS:
+        rows = accuracy_table(name, range(lo, hi + 1), scales, samples, seed)
+        acc, by_length = {}, {}
+        for c in scales:
+            mine = [r for r in rows if r["scale"] == c]
+            total = sum(r["strings"] for r in mine)
+            acc[scale_name(c)] = 1.0 - sum(r["wrong"] for r in mine) / total
+            by_length[scale_name(c)] = {r["length"]: r["accuracy"] for r in mine}
+        out.append({"language": name, "variant": "hand-built", "construction": name, "lengths": (lo, hi),
+                    "strings": sum(r["strings"] for r in rows if r["scale"] == scales[0]), "acc": acc,
+                    "acc_by_length": by_length, "scaling": "scale_attention"})
+    return out
+
+
+# ---- printing ----------------------------------------------------------------------------------------------------
+
+
+def length_bins(lengths: list[int]) -> list[list[int]]:
+    """Every length on its own up to 12 (or when there are few); beyond, bins 13-16, 17-32, 33-64, ... (powers of 2)."""
+    if len(lengths) <= 20:
+        return [[n] for n in lengths]
+    bins: dict[int, list[int]] = {}
+    for n in lengths:
+        key = n if n <= EXHAUSTIVE_UP_TO else max(16, 1 << (n - 1).bit_length())
+        bins.setdefault(key, []).append(n)
+    return [bins[key] for key in sorted(bins)]
+
+
+def accuracy_cell(wrong: int, total: int) -> str:
+    # Floored, so that a single wrong string never prints as 1.000.
+    return "1" if wrong == 0 else f"{math.floor(1000 * (1 - wrong / total)) / 1000:.3f}"
+
+
+def format_accuracy(rows, scales) -> str:
+    lengths = sorted({r["length"] for r in rows})
+    by_key = {(r["length"], r["scale"]): r for r in rows}
+    header = ["lengths", "strings", *("inf (saturated)" if math.isinf(c) else f"c={c:g}" for c in scales)]
+    lines = []
+    for part in length_bins(lengths):
+        label = str(part[0]) if len(part) == 1 else f"{part[0]}-{part[-1]}"
+        strings = sum(by_key[(n, scales[0])]["strings"] for n in part)
+        cells = [accuracy_cell(sum(by_key[(n, c)]["wrong"] for n in part), strings) for c in scales]
+        lines.append([label, str(strings), *cells])
+    return plain_table(header, lines)
+
+
+def format_n_star(name: str, measured: dict[float, int | None], scales, longest: int) -> str:
+    lines = []
+    for c in scales:
+        if math.isinf(c):
+            continue
+        found, predicted = measured.get(c), predicted_n_star(name, c)
+        ratio = f"{found / predicted:.2f}" if found and predicted else "-"
+        lines.append([f"{c:g}", str(found) if found else f"> {longest}",
+                      str(predicted) if predicted else "never (all scores tie)", ratio])
+    return plain_table(["c", "measured n*(c)", "predicted n*(c)", "measured / predicted"], lines)
+
+
+def plain_table(header: list[str], lines: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *lines])
+
+
+# ---- command line ------------------------------------------------------------------------------------------------
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'1..1000', '100', '1..12,100,500': lengths >= 0, in order, without repeats."""
+    lengths = []
+    for item in str(text).split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?", item)
+        if not match:
+            raise ValueError(f"--lengths: {item.strip()!r} in {text!r} is not a length or a range such as 1..1000")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"--lengths: range {item.strip()!r} ends before it starts")
+        lengths += range(lo, hi + 1)
+    return sorted(set(lengths))
+
+
+def parse_scales(text: str) -> list[float]:
+    scales = []
+    for item in str(text).split(","):
+        try:
+            c = float(item)
+        except ValueError:
+            raise ValueError(f"--scales: {item.strip()!r} in {text!r} is not a number") from None
+        if not c > 0 or math.isinf(c):
+            raise ValueError(f"--scales: {item.strip()!r} must be a finite number > 0 (the saturated limit is always "
+                             f"included)")
+        scales.append(c)
+    return scales
+
+
+def add_commands(commands):
+    parser = commands.add_parser(
+        "construct", help="a hand-built construction per length: saturated limit, finite scales, n*(c)",
+        description="Evaluate a hand-built construction (models/constructions.py) on every length: all strings up to "
+                    "length 12, sampled members and hard negatives beyond, at the saturated limit and with the "
+                    "attention scores multiplied by each c; then the measured first failing length n*(c) beside the "
+                    "one softmax concentration predicts.")
+    parser.add_argument("name", help=", ".join(CONSTRUCTIONS))
+    parser.add_argument("--lengths", default="1..100", help="lengths such as 1..1000 or 1..12,100,500 (default 1..100)")
+    parser.add_argument("--scales", default=",".join(f"{c:g}" for c in SCALES),
+                        help="finite attention scales c (default 10,100,1000,10000)")
+    parser.add_argument("--samples", type=int, default=8,
+                        help="members and negatives drawn per length beyond 12 (default 8), plus near misses and the "
+                             "construction's critical strings")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=construct_command)
+
+
+def construct_command(args) -> int:
+    construction = get_construction(args.name)
+    lengths = parse_lengths(args.lengths)
+    scales = [math.inf, *parse_scales(args.scales)]
+    if args.samples < 0:
+        raise ValueError(f"--samples must be >= 0, got {args.samples}")
+    rows = accuracy_table(construction.name, lengths, scales, args.samples, args.seed)
+    print(f"{construction.name}: {construction.summary}")
+    print(f"lengths {lengths[0]}..{lengths[-1]}: every string up to length {EXHAUSTIVE_UP_TO}; beyond, {args.samples} "
+          f"members, {args.samples} negatives, near misses and critical strings per length (seed {args.seed}). "
+          f"c multiplies the attention scores; inf is the saturated limit.")
+    print()
+    print(format_accuracy(rows, scales))
+    print()
+    print(format_n_star(construction.name, first_failures(rows), scales, lengths[-1]))
+    return 0
