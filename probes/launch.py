@@ -127,6 +127,8 @@ def make_executor(args, folder, name, jobs):
 def submit(executor, launcher, shards, n, grid, run_dir, device):
     """Submit shard i of n for every i in `shards`; returns {i: job}."""
     job = ShardJob()
+    if not shards:
+        return {}
     if launcher == "slurm":
         with executor.batch():  # one job array rather than n separate submissions
             return {i: executor.submit(job, grid, run_dir, i, n, device) for i in shards}

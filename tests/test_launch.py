@@ -101,8 +101,8 @@ def children(pid):
 
 @pytest.mark.slow
 def test_a_killed_job_loses_only_its_unfinished_cells(tmp_path):
-    # Four shape groups, two per shard; long enough that the kill lands while shard 1 trains its second group.
-    raw = C.apply_overrides(TINY, ["model.d_model=[16,24]", "train.steps=150"])
+    # Four shape groups, two per shard: each shard trains a short group, then a long one, during which the kill lands.
+    raw = C.apply_overrides(TINY, ["train.steps=[10,60]"])
     config, run = write_config(tmp_path, raw), tmp_path / "run"
     command = [sys.executable, "-m", "probes.cli", "bench", str(config), "--run-dir", str(run), "--quiet",
                "--no-report", "--launcher", "local", "--jobs", "2"]
