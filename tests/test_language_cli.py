@@ -1,10 +1,15 @@
 """`satbench languages ...`: output, exit codes, one-line errors, and a plugin found through its entry point."""
 
 import argparse
+import base64
+import hashlib
 import importlib.metadata
+import importlib.util
 import shutil
 import subprocess
 import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -160,14 +165,46 @@ def installed_plugin(tmp_path_factory):
     except importlib.metadata.PackageNotFoundError:
         already = False
     if not already:
-        source = tmp_path_factory.mktemp("plugin") / "plugin"
+        work = tmp_path_factory.mktemp("plugin")
+        source = work / "plugin"
         shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        target = source if can_build_wheels() else handmade_wheel(source, work)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--disable-pip-version-check", str(source)], check=True, capture_output=True)
+                        "--no-index", "--disable-pip-version-check", str(target)], check=True, capture_output=True)
     yield
     if not already:
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", PLUGIN_DIST], check=True,
                        capture_output=True)
+
+
+def can_build_wheels():
+    """setuptools builds wheels itself from 70.1 on, earlier only with the `wheel` package (a fresh Python 3.11
+    venv has setuptools 65 and no `wheel`); the install must not reach the network to fetch either."""
+    return any(importlib.util.find_spec(name) is not None for name in ("setuptools.command.bdist_wheel", "wheel"))
+
+
+def handmade_wheel(source, out_dir):
+    """The plugin as a pure-Python wheel built from its pyproject.toml: one module, metadata and entry points."""
+    pyproject = tomllib.loads((source / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    dist = project["name"].replace("-", "_")
+    info = f"{dist}-{project['version']}.dist-info"
+    files = {f"{module}.py": (source / f"{module}.py").read_bytes()
+             for module in pyproject["tool"]["setuptools"]["py-modules"]}
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    files[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: satbench tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{info}/entry_points.txt"] = "".join(
+        f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in entries.items())
+        for group, entries in project["entry-points"].items())
+    files = {path: data.encode() if isinstance(data, str) else data for path, data in files.items()}
+    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+              f"{len(data)}" for path, data in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
+    wheel = out_dir / f"{dist}-{project['version']}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
 
 
 def satbench_command():
