@@ -51,9 +51,11 @@ attention (tol = 1e-5 on the scores): unflagged keys join the attended set once 
 import itertools
 import math
 import re
+import sys
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from languages import BOS, get_language
 from models import saturated_limit, scale_attention
@@ -99,7 +101,7 @@ def critical_strings(name: str, n: int) -> list[str]:
     return []
 
 
-def test_strings(name: str, n: int, samples: int = 8, seed: int = 0) -> tuple[list[str], list[bool]]:
+def evaluation_strings(name: str, n: int, samples: int = 8, seed: int = 0) -> tuple[list[str], list[bool]]:
     """The test strings of length n (see the module docstring) and their labels from the language's oracle."""
     language = get_language(name)
     if n <= EXHAUSTIVE_UP_TO:
@@ -142,7 +144,7 @@ def logits(model, tokens: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def length_rows(model, name: str, n: int, scales, samples: int, seed: int) -> list[dict]:
-    strings, labels = test_strings(name, n, samples, seed)
+    strings, labels = evaluation_strings(name, n, samples, seed)
     if not strings:
         return []
     tokens, labels = encode(name, strings), torch.tensor(labels)
@@ -154,10 +156,20 @@ def length_rows(model, name: str, n: int, scales, samples: int, seed: int) -> li
     return rows
 
 
-def accuracy_table(name: str, lengths, scales=(math.inf, *SCALES), samples: int = 8, seed: int = 0) -> list[dict]:
+def accuracy_table(name: str, lengths, scales=(math.inf, *SCALES), samples: int = 8, seed: int = 0,
+                   progress: bool = False) -> list[dict]:
     """Rows {length, scale, strings, wrong, accuracy} for every length and every scale (inf = saturated limit)."""
     model = construct(name)
-    return [row for n in lengths for row in length_rows(model, name, n, scales, samples, seed)]
+    # The cost grows like length^2 (attention), so a long range shows a progress bar weighted by it.
+    lengths = list(lengths)
+    bar = tqdm(total=sum((n + 1) ** 2 for n in lengths), disable=not progress, unit="pos^2", unit_scale=True,
+               desc=name, file=sys.stderr)
+    rows = []
+    for n in lengths:
+        rows += length_rows(model, name, n, scales, samples, seed)
+        bar.update((n + 1) ** 2)
+    bar.close()
+    return rows
 
 
 def n_star(name: str, c: float, lengths=range(1, 1001), samples: int = 8, seed: int = 0) -> int | None:
@@ -206,19 +218,26 @@ def predicted_n_star(name: str, c: float, max_length: int = 10**7) -> int | None
 
 @torch.no_grad()
 def margin_table(name: str, lengths, samples: int = 8, seed: int = 0) -> list[dict]:
-    """At the saturated limit, per length: the smallest signed logit over the test strings, in units of the margin
-    mu(n) = 1/(2(n+1)) (+1 for a correct answer exactly at the margin; exact arithmetic gives >= 1), and the largest
-    departure |logit/mu - round(logit/mu)| from the exact values, which are whole multiples of mu. The departure is the
-    fp32 rounding that would have to reach 1 for the decision to flip."""
-    model, rows = construct(name), []
+    """How close fp32 comes to flipping a decision at the saturated limit, per length.
+
+    Each row: "min_margin", the smallest signed logit over the test strings (positive for a right answer) in units
+    of the margin mu(n) = 1/(2(n+1)), and "rounding", the largest |fp32 logit - fp64 logit| over the strings in the
+    same units: the same model in float64 stands in for exact arithmetic. A decision can only flip once the rounding
+    reaches the margin, i.e. "rounding" reaches 1.
+    """
+    model32 = construct(name)
+    model64 = construct(name).double()
+    rows = []
     for n in lengths:
-        strings, labels = test_strings(name, n, samples, seed)
+        strings, labels = evaluation_strings(name, n, samples, seed)
         if not strings:
             continue
-        scaled = logits(model, encode(name, strings), math.inf).double() * (2 * (n + 1))
-        signed = torch.where(torch.tensor(labels), scaled, -scaled)
-        rows.append({"length": n, "min_margin": float(signed.min()),
-                     "rounding": float((scaled - scaled.round()).abs().max())})
+        tokens, mu = encode(name, strings), 1.0 / (2 * (n + 1))
+        single = logits(model32, tokens, math.inf).double()
+        exact = logits(model64, tokens, math.inf)
+        signed = torch.where(torch.tensor(labels), single, -single)
+        rows.append({"length": n, "min_margin": float(signed.min()) / mu,
+                     "rounding": float((single - exact).abs().max()) / mu})
     return rows
 
 
@@ -278,14 +297,16 @@ def format_accuracy(rows, scales) -> str:
     return plain_table(header, lines)
 
 
-def format_n_star(name: str, measured: dict[float, int | None], scales, longest: int) -> str:
+def format_n_star(name: str, measured: dict[float, int | None], scales, first: int, longest: int) -> str:
     lines = []
     for c in scales:
         if math.isinf(c):
             continue
         found, predicted = measured.get(c), predicted_n_star(name, c)
-        ratio = f"{found / predicted:.2f}" if found and predicted else "-"
-        lines.append([f"{c:g}", str(found) if found else f"> {longest}",
+        ratio = f"{found / predicted:.2f}" if found and predicted and found != first else "-"
+        # Failing at the first length tested says only that n*(c) is at most that length.
+        shown = f"<= {found}" if found and found == first and first > 1 else str(found) if found else f"> {longest}"
+        lines.append([f"{c:g}", shown,
                       str(predicted) if predicted else "never (all scores tie)", ratio])
     return plain_table(["c", "measured n*(c)", "predicted n*(c)", "measured / predicted"], lines)
 
@@ -352,7 +373,7 @@ def construct_command(args) -> int:
     scales = [math.inf, *parse_scales(args.scales)]
     if args.samples < 0:
         raise ValueError(f"--samples must be >= 0, got {args.samples}")
-    rows = accuracy_table(construction.name, lengths, scales, args.samples, args.seed)
+    rows = accuracy_table(construction.name, lengths, scales, args.samples, args.seed, progress=sys.stderr.isatty())
     print(f"{construction.name}: {construction.summary}")
     print(f"lengths {lengths[0]}..{lengths[-1]}: every string up to length {EXHAUSTIVE_UP_TO}; beyond, {args.samples} "
           f"members, {args.samples} negatives, near misses and critical strings per length (seed {args.seed}). "
@@ -360,5 +381,5 @@ def construct_command(args) -> int:
     print()
     print(format_accuracy(rows, scales))
     print()
-    print(format_n_star(construction.name, first_failures(rows), scales, lengths[-1]))
+    print(format_n_star(construction.name, first_failures(rows), scales, lengths[0], lengths[-1]))
     return 0
