@@ -16,9 +16,20 @@ class CorruptResults(ValueError):
     pass
 
 
+def _rounded(obj, digits=6):
+    """Floats to `digits` significant digits: measured accuracies carry no more, and rows stay small."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v, digits) for v in obj]
+    return obj
+
+
 def append_row(path, row):
     """One write of one complete line on an O_APPEND descriptor, then fsync: a reader sees all of it or none."""
-    line = (json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode()
+    line = (json.dumps(_rounded(row), sort_keys=True, allow_nan=True) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, line)

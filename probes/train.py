@@ -107,7 +107,15 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     logs = [[] for _ in range(M)]
 
     @torch.no_grad()
-    def log_step(step, out, labels, losses):
+    def log_step(step, tokens, labels, prefix):
+        """Loss, accuracy and norm of the parameters after `step` updates, on the batch about to be trained on.
+
+        Runs before that batch's training forward: the probes rescale the parameters in place, which must not
+        happen between a forward pass and its backward pass.
+        """
+        with autocast:
+            out = ensemble(tokens)
+        losses = member_losses(out, labels, prefix)
         accuracy = ((out["logit"] > 0).float() == labels).float().mean(dim=-1)
         norms = ensemble.parameter_norm()
         extra = on_log(step, ensemble) if on_log else None
@@ -116,28 +124,28 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
             entry = {"step": step, "loss": losses[i].item(), "batch_acc": accuracy[i].item(), "norm": norms[i].item()}
             logs[i].append(entry | (extra[i] if extra else {}))
 
+    def batch(step):
+        idx = batch_index[:, step]  # (M, B)
+        prefix = None if data.prefix_labels is None else data.prefix_labels[members, idx]
+        return data.tokens[members, idx], data.labels[members, idx], prefix
+
     ensemble.train()
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
         if anneal:
             ensemble.set_inverse_temperature(inverse_temperature(step, train_cfg.steps, model_cfg.anneal_max))
-        idx = batch_index[:, step]  # (M, B)
-        tokens = data.tokens[members, idx]
-        labels = data.labels[members, idx]
-        prefix = None if data.prefix_labels is None else data.prefix_labels[members, idx]
+        tokens, labels, prefix = batch(step)
+        if step % train_cfg.log_every == 0:
+            log_step(step, tokens, labels, prefix)
         with autocast:
             out = ensemble(tokens)
         losses = member_losses(out, labels, prefix)
-        if step % train_cfg.log_every == 0:  # the parameters after `step` updates, and their loss on this batch
-            log_step(step, out, labels, losses)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         if train_cfg.clip > 0:
             ensemble.clip_grad_norm_(train_cfg.clip)
         optimizer.step()
         schedule.step()
-    with torch.no_grad(), autocast:
-        out = ensemble(tokens)
-    log_step(train_cfg.steps, out, labels, member_losses(out, labels, prefix))
+    log_step(train_cfg.steps, *batch(train_cfg.steps - 1))
     ensemble.eval()
     if anneal:
         ensemble.set_inverse_temperature(1.0)
