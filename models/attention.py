@@ -31,22 +31,20 @@ VARIANTS = ("soft", "saturated", "hard")
 SURROGATES = ("ste", "anneal")
 
 
-def _rows_with_a_key(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(allowed with empty rows opened up, which rows had any allowed key).
+def open_empty_rows(allowed: torch.Tensor) -> torch.Tensor:
+    """`allowed` with every row that allows no key opened to all keys.
 
-    A query that may see nothing (a row of an all-padding string) would give softmax(-inf, ..., -inf) = NaN, and a NaN
-    in the forward pass poisons the gradients of everything else in the batch. Such rows attend over all positions
-    internally and get weight 0 in the end.
+    Only the queries of an all-padding string allow no key. Left empty, such a row gives softmax(-inf, ..., -inf) = NaN,
+    and a NaN in the forward pass poisons the gradients of the whole batch; opened, it gives finite outputs that are
+    never read. Cheap: it works on the boolean mask, which has no head axis.
     """
-    has_key = allowed.any(dim=-1, keepdim=True)
-    return allowed | ~has_key, has_key
+    return allowed | ~allowed.any(dim=-1, keepdim=True)
 
 
 def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """softmax over the allowed keys; disallowed keys get weight exactly 0. `allowed` broadcasts against `scores`."""
-    safe, has_key = _rows_with_a_key(allowed)
-    weights = scores.masked_fill(~safe, float("-inf")).softmax(dim=-1)
-    return torch.where(has_key, weights, 0.0)
+    """softmax over the allowed keys; disallowed keys get weight exactly 0. `allowed` broadcasts against `scores`; a row
+    that allows no key is treated as allowing every key (see `open_empty_rows`)."""
+    return scores.masked_fill(~open_empty_rows(allowed), float("-inf")).softmax(dim=-1)
 
 
 def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
@@ -59,7 +57,8 @@ def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> to
 
 
 def saturated_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """Uniform weight over the saturated set M (see `saturated_set`), 0 elsewhere; a row with no allowed key is 0."""
+    """Uniform weight over the saturated set M (see `saturated_set`), 0 elsewhere; a row with no allowed key is 0
+    (the Recognizer opens such rows first, see `open_empty_rows`)."""
     in_set = saturated_set(scores, allowed, tol).to(scores.dtype)
     return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
@@ -123,7 +122,9 @@ class SelfAttention(nn.Module):
         self.inverse_temperature = 1.0  # beta of the anneal surrogate while training
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
-        self.fused = True  # allow the fused softmax kernel when weights are not requested
+        # Devices on which a softmax pass without requested weights uses the fused scaled_dot_product_attention kernel.
+        # Not the CPU: there an Ensemble's vmap has no batching rule for the fused kernel and would loop over members.
+        self.fused_devices: tuple[str, ...] = ("cuda",)
 
     def _mode(self) -> tuple[str, float]:
         """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0)."""
@@ -144,19 +145,19 @@ class SelfAttention(nn.Module):
         scale = self.logit_scale / math.sqrt(self.head_dim)
         mode, beta = self._mode()
 
-        if mode == "softmax" and not need_weights and self.fused:
+        if mode == "softmax" and not need_weights and q.device.type in self.fused_devices:
             # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
             # outputs at padded queries differ from the explicit path but are never read.
             if self.causal:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=beta * scale)
             else:
-                safe, _ = _rows_with_a_key(allowed)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, scale=beta * scale)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=open_empty_rows(allowed), scale=beta * scale)
             weights = None
         else:
-            scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, T)
+            # Scaling q rather than the scores touches hd values per position instead of T.
+            scores = (q * (beta * scale if mode == "softmax" else scale)) @ k.transpose(-2, -1)  # (B, H, T, T)
             if mode == "softmax":
-                weights = soft_weights(scores * beta if beta != 1.0 else scores, allowed)
+                weights = soft_weights(scores, allowed)
             elif mode == "exact":
                 weights = exact_weights(self.exact_override or self.variant, scores, allowed, self.tol)
             else:

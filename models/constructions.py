@@ -13,11 +13,13 @@ residual stream is a set of named scalar channels (below). d_model = 16 makes th
 Notation. The string has n symbols; column 0 holds BOS and column i the i-th symbol, so a causal query at column i
 sees i + 1 keys. Every construction starts with a *uniform* head: query and key weights are 0, all scores are exactly
 0, and softmax(c * 0) is the uniform average at every c, the same as the saturated limit. Averaging the channel that
-is 1 at BOS gives u_i = 1/(i+1), which stands in for a positional encoding: thresholds of size 1/(i+1) are written as
-multiples of u_i, which is how every decision below keeps a margin that shrinks like 1/n without knowing n.
+is 1 at BOS gives U_i = 1/(i+1), which stands in for a positional encoding: thresholds of size 1/(i+1) are written as
+multiples of U_i, which is how every decision below keeps a margin that shrinks like 1/n without knowing n.
 
 Decisions are read at the last column, n, as the sign of the logit (accept when logit > 0), with margin
-mu(n) = 1/(2(n+1)) on each side. fp32 carries about 7 significant digits, so a margin of 5e-4 at n = 1000 sits four
+mu(n) = 1/(2(n+1)) on each side. A test such as "balance == 0" becomes |DIFF_n| < U_n/2: the tolerance
+1/(2(n+1)) sits halfway between the exact value 0 and the nearest wrong value 1/(n+1), so it must be (and is) below
+1/n and scale with it. fp32 carries about 7 significant digits, so a margin of 5e-4 at n = 1000 sits four
 orders of magnitude above the rounding of an average of +-1/(n+1) terms (see probes/theory_check.py for the length
 where fp32 would run out).
 """
@@ -163,8 +165,9 @@ def dyck1() -> Recognizer:
         FLAG_i = relu(g_i) - relu(g_i - U_i) = clamp(g_i, 0, U_i)
                = U_i = 1/(i+1) if depth_i <= -1 (g_i >= U_i), exactly 0 if depth_i >= 0 (g_i <= -U_i)
     Layer 2, selecting head: score_ij = FLAG_j, value FLAG_j -> Y.
-        Saturated: Y_n = max_j FLAG_j = 1/(j*+1) for the earliest negative prefix j*, else Y_n = 0 (all scores tie at
-        exactly 0, so a member gives the same Y = 0 at every c).
+        Saturated: Y_n = max_j FLAG_j = 1/(j*+1) for the earliest negative prefix j* (or the mean of the flags within
+        the tie tolerance of it, all >= 1/n), else Y_n = 0 (all scores tie at exactly 0, so a member gives the same
+        Y = 0 at every c).
     Feed-forward 2: ABS_i = |DIFF_i|.
     Readout at column n:
         logit = U_n/2 - ABS_n - Y_n

@@ -53,6 +53,7 @@ class Ensemble(nn.Module):
         self.stacked = copy.deepcopy(members[0])
         for name, value in params.items():
             _replace_parameter(self.stacked, name, value.detach().clone())
+        self.chunk_size: int | None = None  # members per vmap chunk; None = all at once
 
     @property
     def M(self) -> int:
@@ -75,7 +76,8 @@ class Ensemble(nn.Module):
         def one_member(member_params, member_tokens):
             return functional_call(self.stacked, member_params, (member_tokens,), {"internals": internals})
 
-        return torch.vmap(one_member, in_dims=(0, 0 if tokens.dim() == 3 else None))(params, tokens)
+        in_dims = (0, 0 if tokens.dim() == 3 else None)
+        return torch.vmap(one_member, in_dims=in_dims, chunk_size=self.chunk_size)(params, tokens)
 
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's parameters as a standalone Recognizer state_dict (copies)."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.attention import SURROGATES, VARIANTS, SelfAttention
+from models.attention import SURROGATES, VARIANTS, SelfAttention, open_empty_rows
 
 # The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
 PAD = 0
@@ -221,6 +221,7 @@ class Recognizer(nn.Module):
         allowed = real[:, None, None, :]  # (B, 1, 1, T), broadcast over heads and queries
         if self.config.causal:
             allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()  # (B, 1, T, T)
+        allowed = open_empty_rows(allowed)  # only all-padding strings have queries that may see nothing
 
         x = self.token_embedding(tokens)
         position = self.positions(tokens)

@@ -1,0 +1,140 @@
+"""Attention variants on raw scores: soft, saturated, hard, and the surrogates that train the exact ones."""
+
+import pytest
+import torch
+
+from models.attention import (
+    annealed_inverse_temperature,
+    hard_weights,
+    open_empty_rows,
+    saturated_set,
+    saturated_weights,
+    soft_weights,
+    straight_through,
+)
+
+TOL = 1e-5
+
+
+def scores_with_planted_ties(seed, rows=64, T=9, near_ties=True):
+    """Random scores where each row's maximum is shared by some other positions, exactly or (with `near_ties`) within
+    TOL/2, and every other score sits at least 0.5 below it. Returns (scores, allowed, expected saturated set)."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, T, generator=g)
+    allowed = torch.rand(rows, T, generator=g) < 0.8
+    allowed[:, 0] = True
+    expected = torch.zeros(rows, T, dtype=torch.bool)
+    for r in range(rows):
+        cols = allowed[r].nonzero().flatten()
+        top = float(scores[r, cols].max()) + 1.0
+        ties = cols[torch.randperm(len(cols), generator=g)[: 1 + r % 3]]
+        scores[r, cols] = torch.minimum(scores[r, cols], torch.tensor(top - 0.5))
+        for n, j in enumerate(ties):
+            scores[r, j] = top - (TOL / 2 if n == 2 and near_ties else 0.0)  # the third tie is off by TOL/2
+        expected[r, ties] = True
+        # A disallowed key may score higher than everything; it must be ignored.
+        if (~allowed[r]).any():
+            scores[r, (~allowed[r]).nonzero()[0]] = top + 3.0
+    return scores, allowed, expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_saturated_set_finds_planted_ties_including_ties_within_tol(seed):
+    scores, allowed, expected = scores_with_planted_ties(seed)
+    assert torch.equal(saturated_set(scores, allowed, TOL), expected)
+    weights = saturated_weights(scores, allowed, TOL)
+    counts = expected.sum(dim=1, keepdim=True).float()
+    assert torch.allclose(weights, expected.float() / counts)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_softmax_of_scaled_scores_converges_to_saturated_on_exact_ties(seed):
+    scores, allowed, _ = scores_with_planted_ties(seed, near_ties=False)
+    limit = saturated_weights(scores, allowed, TOL)
+    errors = [float((soft_weights(c * scores, allowed) - limit).abs().max()) for c in (1, 4, 16, 64)]
+    assert errors[0] > 0.05  # at c = 1 softmax is far from saturated on these scores
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:], strict=False)), errors
+    assert errors[-1] < 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_softmax_of_scaled_scores_approaches_saturated_with_ties_within_tol(seed):
+    # Scores TOL/2 apart tie under `saturated`, and softmax(c * s) treats them as tied while c * TOL is small: the
+    # distance is bounded by the non-ties' leftover weight plus the split of the near-tie, about c * TOL / 2.
+    scores, allowed, _ = scores_with_planted_ties(seed)
+    limit = saturated_weights(scores, allowed, TOL)
+    for c in (1.0, 4.0, 16.0, 64.0, 256.0):
+        error = float((soft_weights(c * scores, allowed) - limit).abs().max())
+        assert error <= scores.shape[1] * torch.exp(torch.tensor(-0.5 * c)).item() + c * TOL / 2, (c, error)
+    assert error < 1e-3
+
+
+def test_masked_keys_get_exactly_zero_weight_at_any_scale():
+    scores, allowed, _ = scores_with_planted_ties(3)
+    for c in (1.0, 1e3, 1e6):
+        for weights in (soft_weights(c * scores, allowed), saturated_weights(c * scores, allowed, TOL),
+                        hard_weights(c * scores, allowed, TOL)):
+            assert torch.all(weights[~allowed] == 0)
+            assert torch.allclose(weights.sum(dim=1), torch.ones(len(scores)))
+
+
+def test_hard_picks_the_leftmost_argmax_among_allowed_keys():
+    scores = torch.tensor([
+        [0.0, 2.0, 1.0, 2.0],  # tie at 1 and 3: leftmost is 1
+        [5.0, 2.0, 2.0, 1.0],  # 0 is larger but disallowed: leftmost of the tie 1, 2
+        [1.0, 1.0, 1.0, 1.0],  # all tied: 0
+        [0.0, 1.0, 3.0, 3.0 + TOL / 4],  # within tol counts as a tie: 2
+        [0.0, 1.0, 3.0, 3.1],  # a real gap: 3
+    ])
+    allowed = torch.ones_like(scores, dtype=torch.bool)
+    allowed[1, 0] = False
+    picked = hard_weights(scores, allowed, TOL)
+    assert torch.equal(picked, torch.nn.functional.one_hot(torch.tensor([1, 1, 0, 2, 3]), 4).float())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hard_matches_a_reference_leftmost_argmax(seed):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 3, (50, 7), generator=g).float()  # many exact ties
+    allowed = torch.rand(50, 7, generator=g) < 0.7
+    allowed[:, 3] = True
+    picked = hard_weights(scores, allowed, TOL)
+    for r in range(50):
+        best = max(float(scores[r, j]) for j in range(7) if allowed[r, j])
+        leftmost = next(j for j in range(7) if allowed[r, j] and float(scores[r, j]) == best)
+        assert picked[r].nonzero().flatten().tolist() == [leftmost]
+
+
+def test_straight_through_forward_is_exact_and_gradient_is_softmax():
+    scores, allowed, _ = scores_with_planted_ties(4, rows=16)
+    upstream = torch.randn(scores.shape, generator=torch.Generator().manual_seed(9))
+    for exact_fn in (lambda s: saturated_weights(s, allowed, TOL), lambda s: hard_weights(s, allowed, TOL)):
+        s1 = scores.clone().requires_grad_(True)
+        ste = straight_through(exact_fn(s1), soft_weights(s1, allowed))
+        assert torch.allclose(ste, exact_fn(scores), atol=1e-7)
+        assert torch.all(ste[exact_fn(scores) == 0] == 0)  # exact zeros stay exact
+        (ste * upstream).sum().backward()
+        s2 = scores.clone().requires_grad_(True)
+        (soft_weights(s2, allowed) * upstream).sum().backward()
+        assert torch.equal(s1.grad, s2.grad)
+        assert s1.grad.abs().sum() > 0
+
+
+def test_rows_without_allowed_keys_give_no_nan():
+    scores = torch.randn(3, 5, requires_grad=True)
+    allowed = torch.zeros(3, 5, dtype=torch.bool)
+    allowed[0, :2] = True
+    for weights in (soft_weights(scores, allowed), saturated_weights(scores, allowed, TOL),
+                    hard_weights(scores, allowed, TOL)):
+        assert torch.isfinite(weights).all()
+        assert torch.all(weights[0, 2:] == 0)
+    soft_weights(scores, allowed).sum().backward()
+    assert torch.isfinite(scores.grad).all()
+    assert torch.equal(open_empty_rows(allowed)[1:], torch.ones(2, 5, dtype=torch.bool))
+
+
+def test_anneal_schedule_runs_geometrically_from_one_to_the_final_value():
+    assert annealed_inverse_temperature(0.0, 30.0) == 1.0
+    assert annealed_inverse_temperature(1.0, 30.0) == pytest.approx(30.0)
+    assert annealed_inverse_temperature(0.5, 100.0) == pytest.approx(10.0)
+    assert annealed_inverse_temperature(-1.0, 30.0) == 1.0 and annealed_inverse_temperature(2.0, 30.0) == 30.0

@@ -1,0 +1,169 @@
+"""The stacked Ensemble: member i must behave exactly like a standalone Recognizer built from seed i."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import BOS, PAD, Ensemble, ModelConfig, Recognizer, parameter_norm
+
+SEEDS = [11, 3, 7]
+
+
+def config(**overrides):
+    values = dict(vocab_size=6, d_model=16, n_heads=2, n_layers=2, d_ff=32)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def standalone(cfg, seed):
+    torch.manual_seed(seed)
+    return Recognizer(cfg)
+
+
+def member_batches(seed=0, M=3, B=5, T=9):
+    """(M, B, T) tokens, a different padded batch per member, and (M, B) labels."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, 6, (M, B, T), generator=g)
+    tokens[..., 0] = BOS
+    lengths = torch.randint(1, T + 1, (M, B, 1), generator=g)
+    tokens = tokens.masked_fill(torch.arange(T) >= lengths, PAD)
+    return tokens, torch.randint(0, 2, (M, B), generator=g).float()
+
+
+def ensemble_loss(out, labels):
+    """Sum over members of each member's own mean loss (membership and prefix logits both take part)."""
+    per_member = F.binary_cross_entropy_with_logits(out["logit"], labels, reduction="none").mean(dim=1)
+    return (per_member + out["prefix_logits"].pow(2).mean(dim=(1, 2))).sum()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(attention="soft"), dict(attention="saturated"), dict(attention="hard"),
+     dict(attention="saturated", surrogate="anneal"), dict(attention="soft", causal=False, positional="learned",
+                                                            layer_norm="post", bias=False)],
+    ids=["soft", "saturated-ste", "hard-ste", "saturated-anneal", "soft-bidirectional"],
+)
+def test_member_matches_standalone_outputs_and_gradients(overrides):
+    cfg = config(**overrides)
+    ensemble = Ensemble(cfg, SEEDS).train()
+    ensemble.set_inverse_temperature(2.5)
+    tokens, labels = member_batches()
+    out = ensemble(tokens, internals=True)
+    ensemble_loss(out, labels).backward()
+    grads = dict(ensemble.stacked.named_parameters())
+    for i, seed in enumerate(SEEDS):
+        model = standalone(cfg, seed).train()
+        model.set_inverse_temperature(2.5)
+        for name, p in model.named_parameters():
+            assert torch.equal(p, grads[name][i]), name  # initialised exactly like the standalone model
+        alone = model(tokens[i], internals=True)
+        for key in ("logit", "prefix_logits", "hidden", "attn"):
+            assert torch.allclose(out[key][i], alone[key], atol=1e-5), key
+        ensemble_loss({k: v[None] for k, v in alone.items()}, labels[i : i + 1]).backward()
+        for name, p in model.named_parameters():
+            assert torch.allclose(grads[name].grad[i], p.grad, atol=1e-5, rtol=1e-4), name
+    ensemble.eval()
+    with torch.no_grad():
+        evaluated = ensemble(tokens)["logit"]
+        for i, seed in enumerate(SEEDS):
+            assert torch.allclose(evaluated[i], standalone(cfg, seed).eval()(tokens[i])["logit"], atol=1e-5)
+
+
+def test_shared_tokens_broadcast_to_every_member_and_chunking_changes_nothing():
+    ensemble = Ensemble(config(), SEEDS)
+    tokens, _ = member_batches()
+    shared = ensemble(tokens[0])["logit"]
+    assert torch.allclose(shared, ensemble(tokens[0].expand(len(SEEDS), -1, -1))["logit"])
+    ensemble.chunk_size = 2
+    assert torch.allclose(shared, ensemble(tokens[0])["logit"], atol=1e-6)
+    with pytest.raises(ValueError, match="2 member batches but the ensemble has 3"):
+        ensemble(tokens[:2])
+
+
+def test_building_an_ensemble_leaves_the_global_random_stream_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    Ensemble(config(), SEEDS)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_member_export_and_import_round_trip():
+    cfg = config()
+    ensemble = Ensemble(cfg, SEEDS)
+    tokens, _ = member_batches()
+    exported = ensemble.member_state_dict(1)
+    assert set(exported) == set(standalone(cfg, 0).state_dict())
+    copy = ensemble.member(1)
+    assert isinstance(copy, Recognizer) and copy.config == cfg
+    assert torch.allclose(copy(tokens[1])["logit"], ensemble(tokens)["logit"][1], atol=1e-5)
+
+    replacement = standalone(cfg, 99).state_dict()
+    ensemble.load_member_state_dict(0, replacement)
+    assert torch.allclose(ensemble(tokens)["logit"][0], standalone(cfg, 99)(tokens[0])["logit"], atol=1e-5)
+    assert all(torch.equal(ensemble.member_state_dict(1)[k], exported[k]) for k in exported)  # neighbours untouched
+
+    wrong = standalone(config(d_model=8), 0).state_dict()
+    with pytest.raises(ValueError, match=r"ensemble member 2: parameter 'token_embedding.weight' has shape \(6, 8\)"):
+        ensemble.load_member_state_dict(2, wrong)
+
+
+def test_per_member_clipping_matches_clip_grad_norm_on_each_member():
+    cfg = config()
+    ensemble = Ensemble(cfg, SEEDS)
+    tokens, labels = member_batches(1)
+    (100 * ensemble_loss(ensemble(tokens), labels)).backward()
+    grads = {name: p.grad.clone() for name, p in ensemble.stacked.named_parameters()}
+    norms = ensemble.clip_grad_norm_(0.5)
+    assert norms.shape == (len(SEEDS),)
+    for i in range(len(SEEDS)):
+        model = ensemble.member(i)
+        for name, p in model.named_parameters():
+            p.grad = grads[name][i].clone()
+        expected = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        assert torch.allclose(norms[i], expected, rtol=1e-5)
+        for name, p in model.named_parameters():
+            assert torch.allclose(ensemble.stacked.get_parameter(name).grad[i], p.grad, atol=1e-7, rtol=1e-5)
+    assert (norms > 0.5).all()  # the test really clipped
+
+
+def test_one_adamw_over_the_stack_steps_each_member_like_its_own_adamw():
+    # No biases: a key bias has zero gradient in exact arithmetic (softmax ignores a shift shared by all keys), and Adam
+    # would blow its rounding noise, which differs between a batched and a single matmul, up to full-size steps.
+    cfg = config(attention="saturated", bias=False)
+    ensemble = Ensemble(cfg, SEEDS).train()
+    models = [standalone(cfg, seed).train() for seed in SEEDS]
+    optimizer = torch.optim.AdamW(ensemble.parameters(), lr=1e-2, weight_decay=0.1)
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1) for m in models]
+    for step in range(3):
+        tokens, labels = member_batches(step)
+        ensemble_loss(ensemble(tokens), labels).backward()
+        ensemble.clip_grad_norm_(1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        for i, (model, opt) in enumerate(zip(models, optimizers, strict=True)):
+            ensemble_loss({k: v[None] for k, v in model(tokens[i]).items()}, labels[i : i + 1]).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+    for i, model in enumerate(models):
+        for name, p in model.named_parameters():
+            assert torch.allclose(ensemble.stacked.get_parameter(name)[i], p, atol=1e-5), name
+
+
+def test_parameter_norm_per_member():
+    ensemble = Ensemble(config(positional="learned"), SEEDS)
+    norms = ensemble.parameter_norm()
+    assert norms.shape == (len(SEEDS),)
+    for i in range(len(SEEDS)):
+        assert norms[i].item() == pytest.approx(parameter_norm(ensemble.member(i)), rel=1e-12)
+
+
+def test_internals_and_mode_carry_a_member_axis():
+    ensemble = Ensemble(config(attention="hard"), SEEDS).eval()
+    tokens, _ = member_batches()
+    out = ensemble(tokens, internals=True)
+    assert out["hidden"].shape == (3, 3, 5, 9, 16)
+    assert out["attn"].shape == (3, 2, 5, 2, 9, 9)
+    assert not ensemble.member(0).training
+    assert ensemble.M == 3

@@ -1,0 +1,127 @@
+"""saturate, scale_attention and saturated_limit: what they compute and that they always put the model back."""
+
+import pytest
+import torch
+
+from models import BOS, PAD, Ensemble, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
+
+
+def config(**overrides):
+    values = dict(vocab_size=6, d_model=16, n_heads=2, n_layers=2, d_ff=32)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def build(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return Recognizer(config(**overrides))
+
+
+def batch(seed=0, rows=6, T=10):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, 6, (rows, T), generator=g)
+    tokens[:, 0] = BOS
+    lengths = torch.randint(2, T + 1, (rows, 1), generator=g)
+    return tokens.masked_fill(torch.arange(T) >= lengths, PAD)
+
+
+def bits(model):
+    return [p.detach().clone().view(torch.int32) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("attention", ["soft", "saturated", "hard"])
+def test_saturated_causal_model_gives_future_and_padding_exactly_zero_weight(attention):
+    model = build(attention=attention).eval()
+    tokens = batch(1)
+    T = tokens.shape[1]
+    padded_keys = (tokens == PAD)[None, :, None, None, :]
+    future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
+    for context in (lambda: saturate(model, 1000.0), lambda: saturated_limit(model)):
+        with context():
+            attn = model(tokens, internals=True)["attn"]
+        assert torch.isfinite(attn).all()
+        assert torch.all(attn[..., future] == 0)
+        assert torch.all(attn[padded_keys.expand_as(attn)] == 0)
+
+
+def test_saturate_scales_every_parameter_and_restores_bit_exactly():
+    model = build()
+    before = bits(model)
+    params = [p.detach().clone() for p in model.parameters()]
+    with saturate(model, 1000.0) as same:
+        assert same is model
+        for p, original in zip(model.parameters(), params, strict=True):
+            assert torch.equal(p, original * 1000.0)
+    assert all(torch.equal(a, b) for a, b in zip(bits(model), before, strict=True))
+
+
+def test_saturate_restores_bit_exactly_after_an_exception():
+    model = build()
+    before = bits(model)
+    with pytest.raises(RuntimeError, match="boom"), saturate(model, 3.7):  # 3.7 * x / 3.7 != x for many x
+        raise RuntimeError("boom")
+    assert all(torch.equal(a, b) for a, b in zip(bits(model), before, strict=True))
+
+
+def test_saturate_and_friends_accept_an_ensemble():
+    ensemble = Ensemble(config(), seeds=[0, 1])
+    before = bits(ensemble)
+    tokens = batch(2)
+    with saturate(ensemble, 7.0):
+        scaled = ensemble(tokens)["logit"]
+    assert all(torch.equal(a, b) for a, b in zip(bits(ensemble), before, strict=True))
+    with saturate(ensemble.member(1), 7.0) as member:
+        assert torch.allclose(scaled[1], member(tokens)["logit"], atol=1e-4)
+    with saturated_limit(ensemble):
+        limit = ensemble(tokens)["logit"]
+    with saturated_limit(ensemble.member(0)) as member:
+        assert torch.allclose(limit[0], member(tokens)["logit"], atol=1e-5)
+    with scale_attention(ensemble, 5.0):
+        sharpened = ensemble(tokens)["logit"]
+    with scale_attention(ensemble.member(1), 5.0) as member:
+        assert torch.allclose(sharpened[1], member(tokens)["logit"], atol=1e-5)
+    assert not torch.allclose(sharpened, ensemble(tokens)["logit"], atol=1e-3)
+
+
+def test_saturated_limit_equals_a_saturated_model_with_the_same_weights():
+    soft = build(seed=5, attention="soft").eval()
+    trained_saturated = build(seed=5, attention="saturated").eval()
+    tokens = batch(3)
+    with saturated_limit(soft):
+        out = soft(tokens, internals=True)
+    reference = trained_saturated(tokens, internals=True)
+    assert torch.equal(out["attn"], reference["attn"])
+    assert torch.allclose(out["logit"], reference["logit"])
+    assert soft.blocks[0].attn.exact_override is None  # knob restored
+
+
+def test_scale_attention_approaches_the_saturated_limit():
+    # Without positions, equal tokens have equal keys: layer 0 has exact ties, which both sides must split evenly.
+    model = build(seed=6, positional="none").eval()
+    tokens = batch(4)
+    with torch.no_grad(), saturated_limit(model):
+        limit = model(tokens, internals=True)["attn"][0]  # layer 0: its scores do not depend on the scale upstream
+    assert ((limit > 0) & (limit < 1)).any()  # some query splits its attention over a tie
+    distances = []
+    for c in (1.0, 10.0, 1e3):
+        with torch.no_grad(), scale_attention(model, c):
+            distances.append(float((model(tokens, internals=True)["attn"][0] - limit).abs().max()))
+    assert distances[0] > distances[1] > distances[2]
+    assert distances[2] < 1e-3
+    assert all(layer.logit_scale == 1.0 for layer in model.attention_layers())
+
+
+def test_knobs_are_restored_after_an_exception():
+    model = build()
+    with pytest.raises(KeyError), scale_attention(model, 100.0), saturated_limit(model):
+        assert all(layer.exact_override == "saturated" for layer in model.attention_layers())
+        raise KeyError("x")
+    assert all(layer.logit_scale == 1.0 and layer.exact_override is None for layer in model.attention_layers())
+
+
+def test_infinite_scale_is_refused_with_a_pointer_to_saturated_limit():
+    model = build()
+    with pytest.raises(ValueError, match="saturated_limit"), saturate(model, float("inf")):
+        pass
+    with pytest.raises(ValueError, match="saturated_limit"), scale_attention(model, float("inf")):
+        pass
