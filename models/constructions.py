@@ -44,7 +44,7 @@ IS_B = 3  # 1 for the second symbol
 U = 4  # layer 1: 1/(i+1), the mean of BOS_CH
 DIFF = 5  # layer 1: (#first - #second)/(i+1), the mean of SYM
 BETA = 6  # layer 1: #second/(i+1), the mean of IS_B
-FLAG = 7  # layer 1 feed-forward: u_i where position i is a violation, exactly 0 elsewhere
+FLAG = 7  # layer 1 feed-forward: U_i where position i is a violation, exactly 0 elsewhere
 Y = 8  # layer 2: the attended mean of FLAG
 ABS = 9  # layer 2 feed-forward: |DIFF|
 

@@ -37,7 +37,8 @@ The bound can only be early: the measured n*(c) is >= the predicted one. It is e
 overestimates eps for the critical string, whose single attended key competes with n keys at score 0:
 eps = n / (n + e^{c g}). For dyck1 the critical string fails when c/n <= ln(n^2/(n+2)) and the bound gives up at
 c/n <= ln(2n(n+1)/(n+2)); the two logarithms differ by ln 2, so the measured n* exceeds the predicted one by a
-factor 1 + ln 2 / ln n: 1.1 to 1.3 for c between 10 and 10^4.
+factor of about 1 + ln 2 / ln n: 1.1 to 1.2 for c between 100 and 10^4. At c = 10 the lengths are so short that
+whole steps count: failures need an even length (a balanced string), and 8 / 5 = 1.6.
 
 fp32. At the saturated limit the decision has margin mu(n) = 1/(2(n+1)) in logit units and every quantity lies in
 [-1, 1], so fp32 (unit roundoff 2^-24 ~ 6e-8) decides correctly as long as the rounding of an average of n + 1
@@ -248,6 +249,7 @@ def construction_rows(lengths=(1, 40), scales=REPORT_SCALES, samples: int = 8, s
     "acc": {scale name: accuracy over every test string of every length lo..hi}, "acc_by_length":
     {scale name: {length: accuracy}}, "scaling": "scale_attention"}. Scale names follow the report ("1", "1000",
     "inf"); a finite scale multiplies the attention scores only (module docstring), inf is the saturated limit.
+    "acc" pools the strings, so the exhaustive lengths up to 12 (8190 strings) weigh most; "acc_by_length" has each.
     """
     lo, hi = lengths
     out = []
