@@ -78,6 +78,10 @@ class TrainConfig:
 class EvalConfig:
     # Parameter scales c at which f(x; c*theta) is evaluated; `inf` is the exact saturated limit.
     scales: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 1000.0, math.inf])
+    # What c multiplies: every parameter (the paper's saturate(model, c)) or the attention logits alone. Only the
+    # latter converges to the `inf` column for every architecture: with biases, layer norm or residual connections the
+    # network is not homogeneous, and c*theta changes more than the attention.
+    scaling: str = "parameters"  # parameters | attention
     threshold: float = 0.99  # accuracy on the training lengths at which a language counts as recognized
     batch_size: int = 1024
 
@@ -89,6 +93,7 @@ class EvalConfig:
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"eval.threshold: {self.threshold} must lie in (0, 1]")
         _check_positive("eval.batch_size", self.batch_size)
+        _check_choice("eval.scaling", self.scaling, ("parameters", "attention"))
 
 
 @dataclass
@@ -326,9 +331,15 @@ def cell_hash(cell):
     return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]
 
 
+# Fields that may differ between the members of one stacked ensemble: each member has its own data, initial
+# weights and weight decay.
+PER_MEMBER = ("language", "seed", "train.weight_decay")
+
+
 def group_key(cell):
-    """Cells that differ only in language and seed share a model shape and training recipe: one stacked ensemble."""
-    shared = {k: v for k, v in cell.items() if k not in ("language", "seed")}
+    """Cells that differ only in per-member fields share a model shape and recipe: one stacked ensemble."""
+    shared = {k: v for k, v in cell.items() if k not in PER_MEMBER}
+    shared["train"] = {k: v for k, v in cell["train"].items() if f"train.{k}" not in PER_MEMBER}
     return canonical_json(shared)
 
 

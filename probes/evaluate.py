@@ -1,7 +1,8 @@
 """Recognition: accuracy and cross-entropy of every member, per test length, at every parameter scale c.
 
-Scale c evaluates f(x; c*theta) (every parameter multiplied by c, as in the paper); `inf` evaluates the exact
-saturated limit, with every attention layer replaced by saturated attention.
+Scale c evaluates f(x; c*theta) (every parameter multiplied by c, as in the paper) or, with eval.scaling=attention,
+the model with its attention logits multiplied by c; `inf` evaluates the exact saturated limit, with every attention
+layer replaced by saturated attention.
 """
 
 import contextlib
@@ -10,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models import saturate, saturated_limit
+from models import saturate, saturated_limit, scale_attention
 
 from .train import stack_splits
 
@@ -19,12 +20,12 @@ def scale_name(c):
     return "inf" if math.isinf(c) else f"{c:g}"
 
 
-def at_scale(model, c):
+def at_scale(model, c, scaling="parameters"):
     if math.isinf(c):
         return saturated_limit(model)
     if c == 1:
         return contextlib.nullcontext()
-    return saturate(model, c)
+    return saturate(model, c) if scaling == "parameters" else scale_attention(model, c)
 
 
 @torch.no_grad()
@@ -41,7 +42,7 @@ def evaluate_ensemble(ensemble, test_splits, train_lengths, eval_cfg, device):
     per_scale = {}
     ensemble.eval()
     for c in eval_cfg.scales:
-        with at_scale(ensemble, c):
+        with at_scale(ensemble, c, eval_cfg.scaling):
             logits = member_logits(ensemble, data.tokens, eval_cfg.batch_size)
         # A logit that overflowed at a large scale is a wrong answer, not a crash.
         finite = torch.isfinite(logits)

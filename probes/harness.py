@@ -92,8 +92,9 @@ def run_group(cells, device, dataset_cache, progress=True):
     seeds = [c["seed"] for c in cells]
     on_log = training_probe([d.test for d in datasets], probe_cfg["strings"], seeds, device) \
         if probe_cfg["enabled"] else None
-    ensemble, logs = train_ensemble(model_cfg, train_cfg, seeds, [d.train for d in datasets],
-                                    device, on_log=on_log, progress=progress)
+    ensemble, logs = train_ensemble(model_cfg, train_cfg, seeds, [d.train for d in datasets], device,
+                                    weight_decays=[c["train"]["weight_decay"] for c in cells], on_log=on_log,
+                                    progress=progress)
     recognition = evaluate_ensemble(ensemble, [d.test for d in datasets], first["data"]["train_lengths"], eval_cfg,
                                     device)
     rows = []

@@ -215,6 +215,7 @@ def write_report(run_dir, header=None, extra_sections=()):
               f"- config: `{run_dir / 'config.yaml'}`",
               f"- a cell reads `mean±std (max)` of accuracy over seeds on held-out strings of the training lengths; "
               f"✓ marks a language recognized (best seed >= {threshold}). `c=inf` is the exact saturated limit.",
+              f"- scale c multiplies {_scaling_words(rows)}.",
               f"- theory column: soft / saturated / hard (UHAT), from `probes/theory.yaml`; sources at the end.", ""]
     for title, part in settings(table):
         suffix = f" ({title})" if title else ""
@@ -231,7 +232,9 @@ def write_report(run_dir, header=None, extra_sections=()):
         lines += [f"![recognition heatmap](figures/recognition_heatmap{tag}.png)",
                   f"![accuracy vs length](figures/accuracy_vs_length{tag}.png)",
                   f"![accuracy vs scale](figures/accuracy_vs_scale{tag}.png)", ""]
-    for section in extra_sections:
+    from .report_probes import probe_sections  # imports this module's helpers
+
+    for section in (probe_sections, *extra_sections):
         lines += section(rows, table, run_dir)
     lines += ["## Sources", ""] + [f"- `{key}`: {text}" for key, text in theory["sources"].items()]
     path = run_dir / "report.md"
@@ -239,6 +242,15 @@ def write_report(run_dir, header=None, extra_sections=()):
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
     return path
+
+
+def _scaling_words(rows):
+    scaling = {row["config"]["eval"].get("scaling", "parameters") for row in rows}
+    words = {"parameters": "every parameter (f(x; c*theta), the paper's operation; with biases, layer norm and "
+                           "residual connections this changes more than the attention, so finite c need not approach "
+                           "the c=inf column)",
+             "attention": "the attention logits alone (these columns approach the c=inf column as c grows)"}
+    return " / ".join(words[s] for s in sorted(scaling))
 
 
 def _in_setting(row, part):

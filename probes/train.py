@@ -83,8 +83,12 @@ def inverse_temperature(step, steps, maximum):
     return maximum ** (step / max(1, steps - 1))
 
 
-def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, on_log=None, progress=True):
+def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,
+                   progress=True):
     """Train M members (one per seed and split) together; returns the ensemble and each member's training log.
+
+    `weight_decays` gives each member its own decoupled weight decay (default: train_cfg.weight_decay for all), so
+    that a weight-decay axis does not split a shape group.
 
     `on_log(step, ensemble)` may return a list of M dicts merged into the log at each logged step (the probes use it
     to follow saturation over training).
@@ -99,8 +103,12 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         for i, seed in enumerate(seeds)]).to(device)  # (M, steps, B)
     members = torch.arange(M, device=device)[:, None]
 
+    # AdamW with the decay applied by hand, per member, exactly where torch's AdamW applies it: p *= 1 - lr * wd,
+    # before the Adam update.
     optimizer = torch.optim.AdamW(ensemble.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
-                                  weight_decay=train_cfg.weight_decay)
+                                  weight_decay=0.0)
+    decay = torch.tensor(weight_decays if weight_decays is not None else [train_cfg.weight_decay] * M,
+                         dtype=torch.float32, device=device)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(train_cfg))
     anneal = model_cfg.attention != "soft" and model_cfg.surrogate == "anneal"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=train_cfg.bf16 and device.type == "cuda")
@@ -143,6 +151,11 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         losses.sum().backward()
         if train_cfg.clip > 0:
             ensemble.clip_grad_norm_(train_cfg.clip)
+        if decay.any():
+            with torch.no_grad():
+                keep = 1 - schedule.get_last_lr()[0] * decay
+                for p in ensemble.parameters():
+                    p.mul_(keep.view(-1, *[1] * (p.dim() - 1)))
         optimizer.step()
         schedule.step()
     log_step(train_cfg.steps, *batch(train_cfg.steps - 1))
