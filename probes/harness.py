@@ -4,7 +4,6 @@ Cells that differ only in language and seed train together as one stacked ensemb
 config hash in the run's rows) are skipped, so an interrupted bench resumes where it stopped.
 """
 
-import json
 import os
 import platform
 import time
@@ -21,7 +20,7 @@ from languages import make_dataset
 
 from . import config as C
 from .evaluate import evaluate_ensemble
-from .member_probes import probe_member, training_probe
+from .member_probes import probe_ensemble, training_probe
 from .results import append_row, check_one_config, read_run, repair, rows_files
 from .train import train_ensemble
 
@@ -97,11 +96,12 @@ def run_group(cells, device, dataset_cache, progress=True):
                                     progress=progress)
     recognition = evaluate_ensemble(ensemble, [d.test for d in datasets], first["data"]["train_lengths"], eval_cfg,
                                     device)
+    probes = probe_ensemble(ensemble, datasets, logs, probe_cfg["strings"], seeds) if probe_cfg["enabled"] else None
     rows = []
     for i, (cell, dataset) in enumerate(zip(cells, datasets)):
         metrics = dict(recognition[i])
-        if probe_cfg["enabled"]:
-            metrics["probes"] = probe_member(ensemble.member(i), dataset, logs[i], probe_cfg["strings"], cell["seed"])
+        if probes:
+            metrics["probes"] = probes[i]
         rows.append({"hash": C.cell_hash(cell), "config": C._encode_inf(cell), "metrics": metrics, "log": logs[i],
                      "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
     seconds = time.time() - start

@@ -63,7 +63,7 @@ def saturated_attention(model, tokens: torch.Tensor) -> torch.Tensor:
         model.train(was_training)
 
 
-def head_statistics(model, tokens: torch.Tensor) -> dict[str, float]:
+def head_statistics(model, tokens: torch.Tensor, attn: torch.Tensor | None = None) -> dict[str, float]:
     """Per-head statistics of positions attended at the saturated limit, over the real queries of `tokens`.
 
     Keys, for layer l and head h:
@@ -76,8 +76,9 @@ def head_statistics(model, tokens: torch.Tensor) -> dict[str, float]:
     mean-like. A majority vote over queries does not depend on string length, unlike a threshold on the mean count
     (an averaging head's count grows with the length), and a head that splits on most queries is averaging in the
     typical case, which is the behaviour the counting constructions rely on. Queries are those of `query_mask_for`.
+    `attn`: the saturated-limit weights when already computed (e.g. for a whole ensemble in one pass).
     """
-    attn = saturated_attention(model, tokens)
+    attn = saturated_attention(model, tokens) if attn is None else attn
     qmask = query_mask_for(model, tokens)
     counts = positions_attended(attn, qmask, tokens != PAD)  # (L, B, H, T)
     valid = qmask.cpu().numpy()  # (B, T)
@@ -106,10 +107,10 @@ def head_statistics(model, tokens: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def attended_counts(model, tokens: torch.Tensor) -> np.ndarray:
+def attended_counts(model, tokens: torch.Tensor, attn: torch.Tensor | None = None) -> np.ndarray:
     """Positions attended by every real query of every head at the saturated limit, as one flat int64 array (the raw
-    data of the histogram over all heads of a run). Same queries as `head_statistics`."""
-    attn = saturated_attention(model, tokens)
+    data of the histogram over all heads of a run). Same queries and `attn` as `head_statistics`."""
+    attn = saturated_attention(model, tokens) if attn is None else attn
     qmask = query_mask_for(model, tokens)
     counts = positions_attended(attn, qmask, tokens != PAD)  # (L, B, H, T)
     valid = qmask.cpu().numpy()[None, :, None, :]

@@ -177,19 +177,25 @@ def linear_probe_metrics(model, dataset_split, language, seed: int, config=None,
       probe_control_{target}_{metric}_layer{l}, probe_control_{target}_{metric}_best
     {} for a language without counter targets.
     """
+    if getattr(language, "name", language) not in COUNTER_SYMBOLS:
+        return {}
+    tokens = torch.as_tensor(dataset_split.tokens[:max_strings]).to(next(model.parameters()).device)
+    control = random_init_like(model, seed, config)
+    return probe_scores(hidden_states(model, tokens), hidden_states(control, tokens), tokens, language, seed)
+
+
+def probe_scores(hidden, control_hidden, tokens, language, seed: int) -> dict[str, float]:
+    """`linear_probe_metrics` from hidden states already computed, (L + 1, B, T, d) for the trained model and for
+    its random-init control (e.g. sliced out of one pass over a whole ensemble)."""
     name = getattr(language, "name", language)
     if name not in COUNTER_SYMBOLS:
         return {}
     alphabet = getattr(language, "alphabet", None) or get_language(name).alphabet
-    device = next(model.parameters()).device
-    tokens = torch.as_tensor(dataset_split.tokens[:max_strings]).to(device)
     targets = counter_targets(name, decode_strings(tokens, alphabet))
-    control = random_init_like(model, seed, config)
     out: dict[str, float] = {}
-    for prefix, net in (("probe", model), ("probe_control", control)):
-        hidden = hidden_states(net, tokens)
+    for prefix, states in (("probe", hidden), ("probe_control", control_hidden)):
         for target_name, target in targets.items():
-            scores = probe_layers(hidden, tokens, target, seed)
+            scores = probe_layers(states, tokens, target, seed)
             for key, value in scores.items():
                 out[f"{prefix}_{target_name}_{key}"] = value
             metric = next(iter(scores)).split("_layer")[0]

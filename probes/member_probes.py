@@ -2,9 +2,10 @@
 
 During training (`training_probe`), at every logged step and for every member at once: the parameter norm per layer,
 saturation similarity per layer, and the cosine of the parameter vector with the previous logged one and with the
-initial one (the vectors themselves stay in memory, never in the rows). After training (`probe_member`), on the
-member as a standalone Recognizer: norm-growth fits, decision agreement between c = 1 and the saturated limit, head
-statistics at the saturated limit, and linear probes for counter values beside a random-init control.
+initial one (the vectors themselves stay in memory, never in the rows). After training (`probe_ensemble`), per
+member: norm-growth fits, decision agreement between c = 1 and the saturated limit, head
+statistics at the saturated limit, and linear probes for counter values beside a random-init control, computed
+for all members in a few passes over the ensemble.
 """
 
 import math
@@ -12,10 +13,12 @@ import math
 import numpy as np
 import torch
 
+from models import Ensemble, saturated_limit
+
 from .heads import attended_counts, head_statistics
-from .linear_probe import linear_probe_metrics
+from .linear_probe import probe_scores
 from .norm_growth import cosine, member_norm_entries, norm_growth_metrics
-from .saturation import decision_agreement, member_saturation_similarity
+from .saturation import member_saturation_similarity
 from .train import stack_splits
 
 
@@ -27,7 +30,7 @@ def probe_strings(split, n, seed):
 
 
 class _Subset:
-    """The slice of a split that linear_probe_metrics reads."""
+    """Probe strings and their tokens."""
 
     def __init__(self, tokens, strings):
         self.tokens, self.strings = tokens, strings
@@ -54,20 +57,42 @@ def training_probe(splits, n_strings, seeds, device):
     return on_log
 
 
-def probe_member(model, dataset, log, n_strings, seed):
-    """Flat dict of every probe's numbers for one trained member."""
-    tokens, strings = probe_strings(dataset.test, n_strings, seed)
-    tokens = tokens.to(next(model.parameters()).device)
-    out = norm_growth_metrics(log)
-    consecutive = [e["cos_prev"] for e in log if np.isfinite(e.get("cos_prev", math.nan))]
-    if consecutive:
-        out.update(cos_first_last=log[-1]["cos_first"], cos_consecutive_last=consecutive[-1],
-                   cos_consecutive_min=min(consecutive))
-    out.update({k: v for k, v in log[-1].items() if k.startswith("sim_")})
-    out["decision_agreement"] = decision_agreement(model, tokens)
-    out.update(head_statistics(model, tokens))
-    counts = np.bincount(attended_counts(model, tokens))
-    out["attended_histogram"] = {int(k): int(v) for k, v in enumerate(counts) if v}
-    out.update(linear_probe_metrics(model, _Subset(tokens.cpu(), strings), dataset.language, seed,
-                                    max_strings=n_strings))
-    return out
+@torch.no_grad()
+def probe_ensemble(ensemble, datasets, logs, n_strings, seeds):
+    """Every probe's numbers for every member, as a list of flat dicts.
+
+    Three passes over the whole ensemble serve all members: the exact forward (hidden states for the linear probes),
+    the saturated limit (attention for the head statistics) and the untrained ensemble of the same seeds (the linear
+    probes' random-init control: member i starts from exactly those weights).
+    """
+    device = next(ensemble.parameters()).device
+    subsets = [_Subset(*probe_strings(d.test, n_strings, seed)) for d, seed in zip(datasets, seeds)]
+    tokens = stack_splits(subsets, device, tokens_only=True)  # (M, n, T); members with fewer strings are padded
+    was_training = ensemble.training
+    ensemble.eval()
+    exact = ensemble(tokens, internals=True)
+    with saturated_limit(ensemble):
+        limit = ensemble(tokens, internals=True)
+    control = Ensemble(ensemble.config, seeds).to(device).eval()(tokens, internals=True)["hidden"]
+    ensemble.train(was_training)
+
+    results = []
+    for i, (dataset, log, subset) in enumerate(zip(datasets, logs, subsets)):
+        n = len(subset.strings)
+        member_tokens = tokens[i, :n]
+        out = norm_growth_metrics(log)
+        consecutive = [e["cos_prev"] for e in log if np.isfinite(e.get("cos_prev", math.nan))]
+        if consecutive:
+            out.update(cos_first_last=log[-1]["cos_first"], cos_consecutive_last=consecutive[-1],
+                       cos_consecutive_min=min(consecutive))
+        out.update({k: v for k, v in log[-1].items() if k.startswith("sim_")})
+        agree = (exact["logit"][i, :n] > 0) == (limit["logit"][i, :n] > 0)
+        out["decision_agreement"] = agree.float().mean().item()
+        attn = limit["attn"][i][:, :n]
+        out.update(head_statistics(ensemble, member_tokens, attn=attn))
+        counts = np.bincount(attended_counts(ensemble, member_tokens, attn=attn))
+        out["attended_histogram"] = {int(k): int(v) for k, v in enumerate(counts) if v}
+        out.update(probe_scores(exact["hidden"][i][:, :n], control[i][:, :n], member_tokens, dataset.language,
+                                seeds[i]))
+        results.append(out)
+    return results

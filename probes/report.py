@@ -216,7 +216,7 @@ def write_report(run_dir, header=None, extra_sections=()):
               f"- a cell reads `mean±std (max)` of accuracy over seeds on held-out strings of the training lengths; "
               f"✓ marks a language recognized (best seed >= {threshold}). `c=inf` is the exact saturated limit.",
               f"- scale c multiplies {_scaling_words(rows)}.",
-              f"- theory column: soft / saturated / hard (UHAT), from `probes/theory.yaml`; sources at the end.", ""]
+              "- theory column: soft / saturated / hard (UHAT), from `probes/theory.yaml`; sources at the end.", ""]
     for title, part in settings(table):
         suffix = f" ({title})" if title else ""
         tag = "" if not title else "-" + "".join(ch if ch.isalnum() else "_" for ch in title)[:80]

@@ -153,3 +153,28 @@ def test_report_has_the_tables_and_figures(tmp_path, capsys):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").stat().st_size > 1000
     assert main(["compare", str(tmp_path / "run"), str(tmp_path / "run")]) == 0
     assert "(+0.000)" in capsys.readouterr().out
+
+
+def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path):
+    config = dict(TINY, languages=["majority", "dyck1"], probes={"enabled": True, "strings": 24},
+                  train=dict(TINY["train"], weight_decay=[0.0, 0.1]))
+    assert bench(tmp_path, config=config) == 0
+    rows = read_run(tmp_path / "run")
+    assert len(rows) == 16
+    for row in rows:
+        probes = row["metrics"]["probes"]
+        for key in ("growth_gamma", "gamma", "sqrt_r2", "norm_ratio", "sim_mean", "sim_layer1", "decision_agreement",
+                    "attended_mean", "split_share", "argmax_like_share", "l0h0_argmax_like", "cos_first_last"):
+            assert key in probes, key
+        assert 0 <= probes["decision_agreement"] <= 1
+        assert sum(probes["attended_histogram"].values()) > 0
+        target = "count_diff_r2" if row["config"]["language"] == "majority" else "depth_r2"
+        assert f"probe_{target}_best" in probes and f"probe_control_{target}_best" in probes
+        assert [e["step"] for e in row["log"]] == [0, 10, 20, 30]
+        assert all("norm_per_layer" in e and "sim_mean" in e for e in row["log"])
+    report = (tmp_path / "run" / "report.md").read_text()
+    for section in ("## Norm growth and saturation", "### Weight decay", "## Attention heads under saturation",
+                    "## Counter representations"):
+        assert section in report
+    for figure in ("norm_growth", "saturation_over_training", "head_histogram"):
+        assert (tmp_path / "run" / "figures" / f"{figure}.png").exists()
