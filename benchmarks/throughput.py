@@ -2,21 +2,27 @@
 
 Both train the same thing: per model, a batch of random padded strings, binary cross-entropy on the membership logit,
 backward, gradient clipping at norm 1 and an AdamW step. The unit is model-steps per second: one optimizer step of one
-model. The loop may be timed on a subset of the models (--loop-members K); since each of its models steps on its own,
-its model-steps/s does not depend on how many models it loops over, so timing a subset is fair and much quicker.
+model. Each configuration is timed in rounds that alternate loop and ensemble, and the median round is reported, so
+that a machine whose load changes during the run treats both alike.
+
+The loop may be timed on a subset of the models (--loop-members K): each of its models steps on its own, so its
+model-steps/s does not depend on how many models it loops over, and a subset is fair and much quicker.
 
     python benchmarks/throughput.py                        # CPU shape: d=32, 2 layers, 4 heads, T=32, batch 32, M=32
     python benchmarks/throughput.py --device cuda --members 256 --d-model 64 --seq-len 64 --batch 64 \\
         --loop-members 16 --variant soft saturated         # GPU shape
 
-Prints one line per variant and then one JSON line per variant.
+Prints one line per variant, then one JSON line per variant.
 """
 
 import argparse
+import ctypes
 import json
 import platform
+import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,7 +32,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from
 
 from models import BOS, EOS, PAD, VARIANTS, Ensemble, ModelConfig, Recognizer  # noqa: E402
 
-VOCAB = 6  # PAD, BOS, EOS and three symbols
+VOCAB = EOS + 4  # PAD, BOS, EOS and three symbols
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks of up to 32 MiB for reuse instead of handing them back to the kernel.
+
+    PyTorch's CPU tensors come straight from malloc. By default glibc returns large freed blocks to the kernel, and the
+    next tensor of that size page-faults its memory in again, which costs as much as the arithmetic on it. The
+    ensemble's tensors are M times larger than one model's, so it pays this far more often than the loop. Returns
+    whether the setting took (False off glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def random_batches(generator, members, batch, seq_len, device):
@@ -39,24 +61,19 @@ def random_batches(generator, members, batch, seq_len, device):
     return tokens.to(device), labels.to(device)
 
 
-
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def make_optimizer(params, device):
-    return torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda")
-
-
-def time_loop(config, seeds, tokens, labels, steps, warmup, device):
-    """Model-steps/s of a Python loop over standalone Recognizers, one AdamW each."""
+def loop_trainer(config, seeds, tokens, labels, device):
+    """One training step of every standalone Recognizer, each with its own AdamW."""
     models, optimizers = [], []
     for seed in seeds:
         torch.manual_seed(seed)
         model = Recognizer(config).to(device).train()
         models.append(model)
-        optimizers.append(make_optimizer(model.parameters(), device))
+        optimizers.append(torch.optim.AdamW(model.parameters(), lr=1e-3))
 
     def step():
         for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
@@ -66,20 +83,13 @@ def time_loop(config, seeds, tokens, labels, steps, warmup, device):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return len(models) * steps / (time.perf_counter() - start)
+    return step, len(models)
 
 
-def time_ensemble(config, seeds, tokens, labels, steps, warmup, device):
-    """Model-steps/s of one Ensemble: the sum of the members' mean losses, per-member clipping, one AdamW."""
+def ensemble_trainer(config, seeds, tokens, labels, device):
+    """One training step of the Ensemble: sum of the members' mean losses, per-member clipping, one AdamW."""
     ensemble = Ensemble(config, seeds).to(device).train()
-    optimizer = make_optimizer(ensemble.parameters(), device)
+    optimizer = torch.optim.AdamW(ensemble.parameters(), lr=1e-3)
 
     def step():
         logits = ensemble(tokens)["logit"]  # (M, B)
@@ -89,14 +99,33 @@ def time_ensemble(config, seeds, tokens, labels, steps, warmup, device):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
+    return step, ensemble.M
+
+
+def time_steps(step, steps, device) -> float:
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
     synchronize(device)
-    return ensemble.M * steps / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def measure(config, args, seeds, tokens, labels, device):
+    """Median model-steps/s of loop and ensemble over alternating rounds, and warnings raised while warming up."""
+    loop, loop_models = loop_trainer(config, seeds[: args.loop_members], tokens, labels, device)
+    ensemble, members = ensemble_trainer(config, seeds, tokens, labels, device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(args.warmup):
+            loop()
+            ensemble()
+    loop_rates, ensemble_rates = [], []
+    for _ in range(args.rounds):
+        loop_rates.append(loop_models * args.steps / time_steps(loop, args.steps, device))
+        ensemble_rates.append(members * args.steps / time_steps(ensemble, args.steps, device))
+    notes = sorted({str(w.message).splitlines()[0] for w in caught})
+    return statistics.median(loop_rates), statistics.median(ensemble_rates), notes
 
 
 def main(argv=None) -> int:
@@ -110,41 +139,49 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=32, help="T, BOS included")
     parser.add_argument("--batch", type=int, default=32, help="strings per model per step")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds; the median is reported")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--variant", nargs="+", default=["soft"], choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                        help="leave glibc's default of returning large freed blocks to the kernel")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    loop_members = args.loop_members or args.members
-    if not 1 <= loop_members <= args.members:
-        parser.error(f"--loop-members: {loop_members} is not between 1 and --members = {args.members}")
+    args.loop_members = args.loop_members or args.members
+    if not 1 <= args.loop_members <= args.members:
+        parser.error(f"--loop-members: {args.loop_members} is not between 1 and --members = {args.members}")
+    allocator = "glibc default"
+    if args.keep_freed_memory and device.type == "cpu" and keep_freed_memory():
+        allocator = "glibc keeps freed blocks <= 32 MiB"
     seeds = list(range(args.members))
-    generator = torch.Generator().manual_seed(0)
-    tokens, labels = random_batches(generator, args.members, args.batch, args.seq_len, device)
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, " \
-        f"{torch.get_num_threads()} threads"
+    tokens, labels = random_batches(torch.Generator().manual_seed(0), args.members, args.batch, args.seq_len, device)
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {allocator}"
 
-    results = []
+    rows = []
     for variant in args.variant:
         config = ModelConfig(vocab_size=VOCAB, d_model=args.d_model, n_heads=args.heads, n_layers=args.layers,
                              d_ff=args.d_ff or 2 * args.d_model, attention=variant, max_len=args.seq_len)
-        loop = time_loop(config, seeds[:loop_members], tokens, labels, args.steps, args.warmup, device)
-        ensemble = time_ensemble(config, seeds, tokens, labels, args.steps, args.warmup, device)
-        row = {"variant": variant, "device": str(device), "hardware": hardware, "torch": torch.__version__,
-               "members": args.members, "loop_members": loop_members, "d_model": args.d_model,
-               "d_ff": config.d_ff, "layers": args.layers, "heads": args.heads, "seq_len": args.seq_len,
-               "batch": args.batch, "steps": args.steps, "loop_model_steps_per_s": round(loop, 1),
-               "ensemble_model_steps_per_s": round(ensemble, 1), "ratio": round(ensemble / loop, 2)}
-        results.append(row)
-        subset = f", timed on {loop_members} of {args.members} models" if loop_members < args.members else ""
-        print(f"{variant:9s} {device.type} ({hardware}) d={args.d_model} L={args.layers} H={args.heads} "
-              f"T={args.seq_len} B={args.batch} M={args.members}: loop {loop:,.1f} model-steps/s{subset}; "
-              f"ensemble {ensemble:,.1f} model-steps/s; ratio {ensemble / loop:.2f}x", flush=True)
-    for row in results:
+        loop, ensemble, notes = measure(config, args, seeds, tokens, labels, device)
+        rows.append({"variant": variant, "device": device.type, "hardware": hardware, "torch": torch.__version__,
+                     "members": args.members, "loop_members": args.loop_members, "d_model": args.d_model,
+                     "d_ff": config.d_ff, "layers": args.layers, "heads": args.heads, "seq_len": args.seq_len,
+                     "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                     "loop_model_steps_per_s": round(loop, 1), "ensemble_model_steps_per_s": round(ensemble, 1),
+                     "ratio": round(ensemble / loop, 2), "warnings": notes})
+        subset = f" (timed on {args.loop_members} of {args.members} models)" if args.loop_members < args.members else ""
+        print(f"{variant} on {device.type} [{hardware}] d={args.d_model} L={args.layers} H={args.heads} "
+              f"T={args.seq_len} B={args.batch} M={args.members}: loop {loop:,.1f} model-steps/s{subset}, "
+              f"ensemble {ensemble:,.1f} model-steps/s, ratio {ensemble / loop:.2f}x", flush=True)
+        for note in notes:
+            print(f"  warning while warming up: {note}", flush=True)
+    for row in rows:
         print(json.dumps(row))
     return 0
 

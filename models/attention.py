@@ -41,17 +41,26 @@ def open_empty_rows(allowed: torch.Tensor) -> torch.Tensor:
     return allowed | ~allowed.any(dim=-1, keepdim=True)
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where `allowed`, -inf elsewhere: added to the scores, it takes disallowed keys out of any softmax or maximum.
+
+    Adding the mask is one pass over the scores, and its gradient passes through unchanged; `masked_fill` would copy
+    the scores first and mask the gradient again on the way back.
+    """
+    return torch.zeros_like(allowed, dtype=dtype).masked_fill_(~allowed, float("-inf"))
+
+
 def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """softmax over the allowed keys; disallowed keys get weight exactly 0. `allowed` broadcasts against `scores`; a row
     that allows no key is treated as allowing every key (see `open_empty_rows`)."""
-    return scores.masked_fill(~open_empty_rows(allowed), float("-inf")).softmax(dim=-1)
+    return (scores + additive_mask(open_empty_rows(allowed), scores.dtype)).softmax(dim=-1)
 
 
 def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
     """Boolean mask of M = {j allowed : s_j >= max over allowed s - tol}, computed in fp32 or wider."""
     if scores.dtype not in (torch.float32, torch.float64):
         scores = scores.float()
-    masked = scores.masked_fill(~allowed, float("-inf"))
+    masked = scores + additive_mask(allowed, scores.dtype)
     best = masked.amax(dim=-1, keepdim=True)
     return allowed & (masked >= best - tol)
 

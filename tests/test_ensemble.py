@@ -167,3 +167,22 @@ def test_internals_and_mode_carry_a_member_axis():
     assert out["attn"].shape == (3, 2, 5, 2, 9, 9)
     assert not ensemble.member(0).training
     assert ensemble.M == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_each_layer_makes_one_fused_attention_call_for_all_members():
+    # vmap must fold the member axis into the fused kernel's batch; a per-member fallback would be M calls per layer.
+    cfg = config()
+    ensemble = Ensemble(cfg, SEEDS).cuda().train()
+    tokens, labels = member_batches()
+    tokens, labels = tokens.cuda(), labels.cuda()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        out = ensemble(tokens)
+        ensemble_loss(out, labels).backward()
+    fused_calls = sum(event.count for event in profile.key_averages()
+                      if event.key.startswith("aten::_scaled_dot_product_") and "backward" not in event.key)
+    assert fused_calls == cfg.n_layers
+    for i, seed in enumerate(SEEDS):
+        model = standalone(cfg, seed).cuda().train()
+        assert torch.allclose(out["logit"][i], model(tokens[i])["logit"], atol=1e-4)
