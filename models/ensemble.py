@@ -109,7 +109,9 @@ class Ensemble(nn.Module):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
             return torch.zeros(self.M, device=next(self.parameters()).device)
-        norms = torch.stack([g.reshape(self.M, -1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+        # The norm of the per-tensor norms, as torch.nn.utils.clip_grad_norm_ computes it, one row per member.
+        per_tensor = torch.stack([torch.linalg.vector_norm(g.reshape(self.M, -1), dim=1) for g in grads])
+        norms = torch.linalg.vector_norm(per_tensor, dim=0)
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))

@@ -34,8 +34,7 @@ class ModelConfig:
     d_ff: int = 64
     attention: str = "soft"  # soft | saturated | hard
     surrogate: str = "ste"  # ste | anneal: how saturated and hard attention train (ignored for soft)
-    anneal_max: float = 30.0  # final inverse temperature of `anneal`: softmax(30 s) is within 1e-3 of saturated
-    # for score gaps above ~0.25, the scale a trained model's scores reach
+    anneal_max: float = 30.0  # final inverse temperature of `anneal`: at 30 a key 0.25 below the best keeps < 1e-3
     tol: float = 1e-5  # saturated/hard tie tolerance on the scaled scores: ~100 fp32 ulps at |s| ~ 1
     positional: str = "sinusoidal"  # none | sinusoidal | learned | fraction (i/n)
     layer_norm: str = "pre"  # pre | post | none
