@@ -66,12 +66,14 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def loop_trainer(config, seeds, tokens, labels, device):
+def loop_trainer(config, seeds, tokens, labels, device, compiled=False):
     """One training step of every standalone Recognizer, each with its own AdamW."""
     models, optimizers = [], []
     for seed in seeds:
         torch.manual_seed(seed)
         model = Recognizer(config).to(device).train()
+        if compiled:
+            model.compile()
         models.append(model)
         optimizers.append(torch.optim.AdamW(model.parameters(), lr=1e-3))
 
@@ -86,9 +88,11 @@ def loop_trainer(config, seeds, tokens, labels, device):
     return step, len(models)
 
 
-def ensemble_trainer(config, seeds, tokens, labels, device):
+def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False):
     """One training step of the Ensemble: sum of the members' mean losses, per-member clipping, one AdamW."""
     ensemble = Ensemble(config, seeds).to(device).train()
+    if compiled:
+        ensemble.compile()
     optimizer = torch.optim.AdamW(ensemble.parameters(), lr=1e-3)
 
     def step():
@@ -113,8 +117,8 @@ def time_steps(step, steps, device) -> float:
 
 def measure(config, args, seeds, tokens, labels, device):
     """Median model-steps/s of loop and ensemble over alternating rounds, and warnings raised while warming up."""
-    loop, loop_models = loop_trainer(config, seeds[: args.loop_members], tokens, labels, device)
-    ensemble, members = ensemble_trainer(config, seeds, tokens, labels, device)
+    loop, loop_models = loop_trainer(config, seeds[: args.loop_members], tokens, labels, device, args.compile)
+    ensemble, members = ensemble_trainer(config, seeds, tokens, labels, device, args.compile)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(args.warmup):
@@ -144,6 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--variant", nargs="+", default=["soft"], choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every model, loop and ensemble alike (compiled while warming up)")
     parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
                         help="leave glibc's default of returning large freed blocks to the kernel")
     args = parser.parse_args(argv)
@@ -172,11 +178,12 @@ def main(argv=None) -> int:
         rows.append({"variant": variant, "device": device.type, "hardware": hardware, "torch": torch.__version__,
                      "members": args.members, "loop_members": args.loop_members, "d_model": args.d_model,
                      "d_ff": config.d_ff, "layers": args.layers, "heads": args.heads, "seq_len": args.seq_len,
-                     "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                     "batch": args.batch, "steps": args.steps, "rounds": args.rounds, "compiled": args.compile,
                      "loop_model_steps_per_s": round(loop, 1), "ensemble_model_steps_per_s": round(ensemble, 1),
                      "ratio": round(ensemble / loop, 2), "warnings": notes})
         subset = f" (timed on {args.loop_members} of {args.members} models)" if args.loop_members < args.members else ""
-        print(f"{variant} on {device.type} [{hardware}] d={args.d_model} L={args.layers} H={args.heads} "
+        how = ", compiled" if args.compile else ""
+        print(f"{variant}{how} on {device.type} [{hardware}] d={args.d_model} L={args.layers} H={args.heads} "
               f"T={args.seq_len} B={args.batch} M={args.members}: loop {loop:,.1f} model-steps/s{subset}, "
               f"ensemble {ensemble:,.1f} model-steps/s, ratio {ensemble / loop:.2f}x", flush=True)
         for note in notes:
