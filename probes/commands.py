@@ -38,6 +38,7 @@ def add_commands(commands):
 
     report = commands.add_parser("report", help="write report.md and figures/ for a run directory")
     report.add_argument("run_dir")
+    report.add_argument("--header", help="a paragraph for the top of the report (e.g. the command and machine)")
     report.set_defaults(run=report_command)
 
     compare = commands.add_parser("compare", help="the recognition tables of two runs side by side")
@@ -81,7 +82,7 @@ def bench_command(args):
 
 
 def report_command(args):
-    print(f"satbench: report: {write_report(args.run_dir)}")
+    print(f"satbench: report: {write_report(args.run_dir, header=args.header)}")
     return 0
 
 

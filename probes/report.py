@@ -54,7 +54,8 @@ def long_table(rows):
         fields = flatten(row["config"])
         metrics = row["metrics"]
         for scale, acc in metrics["acc"].items():
-            records.append({**fields, "hash": row["hash"], "variant": fields["model.attention"], "scale": scale,
+            records.append({**fields, "hash": row["hash"], "acc_over": metrics.get("acc_over", "training lengths"),
+                            "variant": fields["model.attention"], "scale": scale,
                             "scale_value": scale_value(scale), "acc": acc, "acc_long": metrics["acc_long"][scale],
                             "ce": metrics["ce"][scale]})
     if not records:
@@ -64,7 +65,7 @@ def long_table(rows):
 
 def setting_columns(table):
     """Config fields that vary across the run, besides those every table already splits by."""
-    fixed = {"hash", "language", "seed", "model.attention", "variant", "scale", "scale_value", "acc", "acc_long", "ce"}
+    fixed = {"hash", "acc_over", "language", "seed", "model.attention", "variant", "scale", "scale_value", "acc", "acc_long", "ce"}
     columns = []
     for column in table.columns:
         if column in fixed:
@@ -87,6 +88,9 @@ def settings(table):
 
 def summary(values, threshold):
     """mean +- std (max) over seeds, with a check mark when the best seed reaches the threshold."""
+    values = values.dropna()
+    if values.empty:
+        return "—"
     mean, std, best = values.mean(), values.std(ddof=0), values.max()
     mark = " ✓" if best >= threshold else ""
     return f"{mean:.3f}±{std:.3f} ({best:.3f}){mark}"
@@ -114,13 +118,31 @@ def recognition_table(table, threshold, theory, column="acc"):
     grouped = table.groupby(["language", "variant", "scale"])[column]
     out = {}
     for (language, variant, scale), values in grouped:
-        out.setdefault(language, {})[f"{variant} c={scale}"] = summary(values.dropna(), threshold) \
-            if values.notna().any() else "—"
+        out.setdefault(language, {})[f"{variant} c={scale}"] = summary(values, threshold)
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame = frame[[f"{v} c={s}" for v in variants for s in scales if f"{v} c={s}" in frame.columns]]
     frame.insert(0, "theory (soft/sat/hard)", [theory_cell(lang, theory) for lang in frame.index])
+    # † : no held-out string at the training lengths; accuracy over all test lengths (see evaluate.py)
+    everywhere = set(table.loc[table["acc_over"] != "training lengths", "language"])
+    frame.index = [f"{lang} †" if lang in everywhere else lang for lang in frame.index]
+    flags = contradictions(table, threshold, theory)
+    frame.insert(1, "vs theory", [flags.get(lang.removesuffix(" †"), "") for lang in frame.index])
     frame.index.name = "language"
     return frame.sort_index()
+
+
+def contradictions(table, threshold, theory):
+    """Learned cells that contradict the theory table: a variant that theory says cannot recognize the language, yet
+    a seed of it reaches the threshold on lengths beyond training (any finite set of lengths can be memorised, so
+    only length generalization contradicts an impossibility result). Evaluated as trained, at c=1."""
+    flags = {}
+    as_trained = table[table["scale"] == "1"]
+    for (language, variant), part in as_trained.groupby(["language", "variant"]):
+        predicted = theory["languages"].get(language, {}).get(variant)
+        best = part["acc_long"].max()
+        if predicted == "no" and best >= threshold:
+            flags.setdefault(language, []).append(f"⚠ {variant} generalizes ({best:.3f}) where theory says no")
+    return {language: "; ".join(found) for language, found in flags.items()}
 
 
 def soft_vs_saturated_table(table, threshold):

@@ -5,11 +5,12 @@ bench is split). A kill in mid-write can leave a last line without its newline; 
 that line off, so its cell counts as unfinished and is rerun.
 """
 
+import gzip
 import json
 import os
 from pathlib import Path
 
-ROWS_GLOB = "cells*.jsonl"
+ROWS_GLOBS = ("cells*.jsonl", "cells*.jsonl.gz")  # gzip: published runs, read-only
 
 
 class CorruptResults(ValueError):
@@ -56,9 +57,14 @@ def read_rows(path, fix=True):
     path = Path(path)
     if not path.exists():
         return []
-    if fix:
+    compressed = path.suffix == ".gz"
+    if fix and not compressed:
         repair(path)
-    lines = path.read_bytes().split(b"\n")
+    data = path.read_bytes()
+    try:
+        lines = (gzip.decompress(data) if compressed else data).split(b"\n")
+    except (OSError, EOFError):
+        raise CorruptResults(f"{path}: not a gzip file") from None
     if lines and lines[-1] == b"":
         lines.pop()
     elif lines:  # torn, not repaired
@@ -77,7 +83,7 @@ def read_rows(path, fix=True):
 
 
 def rows_files(run_dir):
-    return sorted(Path(run_dir).glob(ROWS_GLOB))
+    return sorted(path for pattern in ROWS_GLOBS for path in Path(run_dir).glob(pattern))
 
 
 def check_one_config(run_dir, expected):

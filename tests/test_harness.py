@@ -178,3 +178,18 @@ def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path):
         assert section in report
     for figure in ("norm_growth", "saturation_over_training", "head_histogram"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").exists()
+
+
+def test_published_gzip_rows_are_read(tmp_path):
+    import gzip
+    import shutil
+
+    assert bench(tmp_path, "--no-report") == 0
+    published = tmp_path / "published"
+    published.mkdir()
+    shutil.copy(tmp_path / "run" / "config.yaml", published / "config.yaml")
+    (published / "cells.jsonl.gz").write_bytes(gzip.compress((tmp_path / "run" / "cells.jsonl").read_bytes()))
+    assert {r["hash"] for r in read_run(published)} == {r["hash"] for r in read_run(tmp_path / "run")}
+    assert main(["report", str(published)]) == 0
+    (published / "cells.jsonl.gz").write_bytes(b"not gzip")
+    assert main(["report", str(published)]) == 2
