@@ -149,11 +149,14 @@ def length_rows(model, name: str, n: int, scales, samples: int, seed: int) -> li
     if not strings:
         return []
     tokens, labels = encode(name, strings), torch.tensor(labels)
+    limit = logits(model, tokens, math.inf)
     rows = []
     for c in scales:
-        wrong = int(((logits(model, tokens, c) > 0) != labels).sum())
+        out = limit if math.isinf(c) else logits(model, tokens, c)
+        wrong = int(((out > 0) != labels).sum())
+        # "identical": every logit equals the saturated limit's bit for bit (a head whose scores all tie exactly).
         rows.append({"length": n, "scale": c, "strings": len(strings), "wrong": wrong,
-                     "accuracy": 1.0 - wrong / len(strings)})
+                     "accuracy": 1.0 - wrong / len(strings), "identical": torch.equal(out, limit)})
     return rows
 
 
@@ -351,6 +354,17 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
+def describe_strings(lengths: list[int], samples: int, seed: int) -> str:
+    parts = []
+    if lengths[0] <= EXHAUSTIVE_UP_TO:
+        parts.append(f"every string up to length {EXHAUSTIVE_UP_TO}")
+    if lengths[-1] > EXHAUSTIVE_UP_TO:
+        drawn = (f"{samples} members, {samples} negatives, the members' near misses and the critical strings"
+                 if samples else "the construction's critical strings only")
+        parts.append(f"{drawn} per length{' beyond' if parts else ''}" + (f" (seed {seed})" if samples else ""))
+    return "; ".join(parts)
+
+
 def add_commands(commands):
     parser = commands.add_parser(
         "construct", help="a hand-built construction per length: saturated limit, finite scales, n*(c)",
@@ -377,11 +391,13 @@ def construct_command(args) -> int:
         raise ValueError(f"--samples must be >= 0, got {args.samples}")
     rows = accuracy_table(construction.name, lengths, scales, args.samples, args.seed, progress=sys.stderr.isatty())
     print(f"{construction.name}: {construction.summary}")
-    print(f"lengths {lengths[0]}..{lengths[-1]}: every string up to length {EXHAUSTIVE_UP_TO}; beyond, {args.samples} "
-          f"members, {args.samples} negatives, near misses and critical strings per length (seed {args.seed}). "
+    print(f"lengths {lengths[0]}..{lengths[-1]}: {describe_strings(lengths, args.samples, args.seed)}. "
           f"c multiplies the attention scores; inf is the saturated limit.")
     print()
     print(format_accuracy(rows, scales))
+    same = ", ".join(f"c={c:g} {'yes' if all(r['identical'] for r in rows if r['scale'] == c) else 'no'}"
+                     for c in scales if not math.isinf(c))
+    print(f"every logit bit-identical to the saturated limit: {same}")
     print()
     print(format_n_star(construction.name, first_failures(rows), scales, lengths[0], lengths[-1]))
     return 0
