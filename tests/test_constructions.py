@@ -65,6 +65,8 @@ def test_majority_is_the_same_function_at_every_scale():
             assert torch.equal(logits(model, tokens, c), reference), (n, c)
     assert predicted_n_star("majority", 1e4) is None
     assert n_star("majority", 10.0, lengths=range(1, 41)) is None
+    assert all(row["identical"] for row in accuracy_table("majority", [3, 40], [math.inf, 1.0, 1e4]))
+    assert not all(row["identical"] for row in accuracy_table("dyck1", [8], [math.inf, 10.0]))
 
 
 @pytest.mark.parametrize("name", ["dyck1", "anbn"])
@@ -161,6 +163,10 @@ def test_cli_prints_the_tables(capsys):
     assert "inf (saturated)" in out and "c=1000" in out
     n_star_line = next(line for line in out.splitlines() if line.split()[:1] == ["10"] and "5" in line.split())
     assert n_star_line.split()[1] == "8"  # measured n*(10) for dyck1: the first even length that fails
+    assert main(["construct", "majority", "--lengths", "1..8", "--scales", "1,10000"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-identical to the saturated limit: c=1 yes, c=10000 yes" in out
+    assert "never (all scores tie)" in out
 
 
 @pytest.mark.parametrize("argv,message", [
