@@ -133,7 +133,8 @@ class SelfAttention(nn.Module):
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
         # Devices on which a softmax pass without requested weights uses the fused scaled_dot_product_attention kernel.
         # Not the CPU: there an Ensemble's vmap has no batching rule for the fused kernel and would loop over members.
-        self.fused_devices: tuple[str, ...] = ("cuda",)
+        # Not CUDA either for now: under vmap its memory-efficient backward fails ("LSE is not correctly aligned").
+        self.fused_devices: tuple[str, ...] = ()
 
     def _mode(self) -> tuple[str, float]:
         """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0)."""
