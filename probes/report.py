@@ -81,8 +81,10 @@ def settings(table):
     columns = setting_columns(table)
     if not columns:
         return [("", table)]
-    keyed = table.assign(_setting=table[columns].apply(
-        lambda r: ", ".join(f"{c}={r[c]}" for c in columns), axis=1))
+    # Build titles column by column: a row-wise apply would turn integer fields into floats.
+    titles = [", ".join(f"{c}={v}" for c, v in zip(columns, values))
+              for values in zip(*(table[c].tolist() for c in columns))]
+    keyed = table.assign(_setting=titles)
     return [(title, part.drop(columns="_setting")) for title, part in keyed.groupby("_setting", sort=True)]
 
 
