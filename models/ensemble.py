@@ -1,9 +1,10 @@
 """A stacked ensemble: M Recognizers of one config trained in a single forward pass.
 
 Every parameter carries a leading member axis (M, ...). The forward pass is torch.vmap over torch.func.functional_call
-of an ordinary Recognizer, so member i computes exactly what a standalone Recognizer with member i's parameters
-computes, by construction: the same code runs, and vmap turns each matmul into one batched matmul with the member axis
-folded into the batch. Member i is initialised exactly like `Recognizer(config)` built right after
+of an ordinary Recognizer, so member i computes what a standalone Recognizer with member i's parameters computes, by
+construction: the same code runs, and vmap turns each matmul into one batched matmul and folds the member axis into
+the batch of the attention kernels. Results agree with the standalone model up to the rounding of batched versus
+single kernels. Member i is initialised exactly like `Recognizer(config)` built right after
 `torch.manual_seed(seeds[i])`.
 
 Training, per member:
@@ -34,6 +35,9 @@ def _replace_parameter(module: nn.Module, name: str, value: torch.Tensor) -> Non
 
 
 class Ensemble(nn.Module):
+    """M Recognizers of one config, one per seed. forward(tokens (M, B, T) or (B, T), internals=False) returns
+    Recognizer.forward's dict with a leading member axis on every value."""
+
     def __init__(self, config: ModelConfig, seeds: list[int]):
         super().__init__()
         if len(seeds) == 0:
@@ -53,7 +57,7 @@ class Ensemble(nn.Module):
         self.stacked = copy.deepcopy(members[0])
         for name, value in params.items():
             _replace_parameter(self.stacked, name, value.detach().clone())
-        self.chunk_size: int | None = None  # members per vmap chunk; None = all at once
+        self.chunk_size: int | None = None  # members per vmap chunk, to bound peak memory; None = all at once
 
     @property
     def M(self) -> int:
