@@ -108,6 +108,46 @@ def exact_weights(variant: str, scores: torch.Tensor, allowed: torch.Tensor, tol
     raise ValueError(f"attention variant: {variant!r} is not one of {', '.join(VARIANTS)}")
 
 
+class FusedAttention(torch.autograd.Function):
+    """scaled_dot_product_attention(q, k, v, mask, causal, scale) for an Ensemble, whose layers run under vmap.
+
+    vmap's own rules for the fused kernels do not serve here: on CUDA the memory-efficient kernel's backward fails
+    under them ("LSE is not correctly aligned"), and on the CPU there is no rule, so vmap would call the kernel once per
+    member. The `vmap` rule below folds the vmapped (member) axis into the kernel's batch and makes one ordinary
+    call, whose forward and backward autograd records as for any standalone model. `backward` serves calls made
+    outside vmap only, by differentiating a recomputed forward.
+    """
+
+    @staticmethod
+    def forward(q, k, v, mask, causal, scale):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, causal, scale = inputs
+        ctx.save_for_backward(q, k, v, mask)
+        ctx.causal, ctx.scale = causal, scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, mask = ctx.saved_tensors
+        with torch.enable_grad():
+            inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+            out = F.scaled_dot_product_attention(*inputs, attn_mask=mask, is_causal=ctx.causal, scale=ctx.scale)
+        return (*torch.autograd.grad(out, inputs, grad), None, None, None)
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, mask, causal, scale):
+        def fold(t, dim):  # (..., B, ...) with the vmapped axis at `dim` -> (members * B, ...)
+            t = t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
+            return t.flatten(0, 1)
+
+        q, k, v = fold(q, in_dims[0]), fold(k, in_dims[1]), fold(v, in_dims[2])
+        mask = None if mask is None else fold(mask, in_dims[3])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+        return out.unflatten(0, (info.batch_size, -1)), 0
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention whose weighting is one of VARIANTS.
 
@@ -131,10 +171,10 @@ class SelfAttention(nn.Module):
         self.inverse_temperature = 1.0  # beta of the anneal surrogate while training
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
-        # Devices on which a softmax pass without requested weights uses the fused scaled_dot_product_attention kernel.
-        # Not the CPU: there an Ensemble's vmap has no batching rule for the fused kernel and would loop over members.
-        # Not CUDA either for now: under vmap its memory-efficient backward fails ("LSE is not correctly aligned").
-        self.fused_devices: tuple[str, ...] = ()
+        # Devices on which a softmax pass without requested weights uses the fused scaled_dot_product_attention kernel
+        # instead of materialising the (T, T) weights.
+        self.fused_devices: tuple[str, ...] = ("cuda",)
+        self.under_vmap = False  # set by Ensemble: call the fused kernel through FusedAttention's vmap rule
 
     def _mode(self) -> tuple[str, float]:
         """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0)."""
@@ -158,10 +198,11 @@ class SelfAttention(nn.Module):
         if mode == "softmax" and not need_weights and q.device.type in self.fused_devices:
             # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
             # outputs at padded queries differ from the explicit path but are never read.
-            if self.causal:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=beta * scale)
+            mask = None if self.causal else open_empty_rows(allowed)
+            if self.under_vmap:
+                y = FusedAttention.apply(q, k, v, mask, self.causal, beta * scale)
             else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=open_empty_rows(allowed), scale=beta * scale)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=beta * scale)
             weights = None
         else:
             # Scaling q rather than the scores touches hd values per position instead of T.

@@ -57,6 +57,8 @@ class Ensemble(nn.Module):
         self.stacked = copy.deepcopy(members[0])
         for name, value in params.items():
             _replace_parameter(self.stacked, name, value.detach().clone())
+        for layer in self.stacked.attention_layers():
+            layer.under_vmap = True
         self.chunk_size: int | None = None  # members per vmap chunk, to bound peak memory; None = all at once
 
     @property
