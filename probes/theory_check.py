@@ -1,7 +1,8 @@
 """The theory check: the hand-built constructions of models/constructions.py, per length, at the saturated limit and
 at finite attention scales c, beside the length n*(c) that softmax concentration predicts they fail at.
 
-    accuracy_table(name, lengths, scales)  rows {length, scale, strings, wrong, accuracy}; scale inf = saturated limit
+    accuracy_table(name, lengths, scales)  rows {length, scale, strings, wrong, accuracy, identical}; inf = saturated
+                                           limit; identical: every logit equal to the limit's, bit for bit
     n_star(name, c)                        first length at which the construction gets a test string wrong at scale c
     predicted_n_star(name, c)              first length at which the concentration bound stops guaranteeing it
     construction_rows(lengths)             one "hand-built" row per construction for the report's recognition table
@@ -149,20 +150,22 @@ def length_rows(model, name: str, n: int, scales, samples: int, seed: int) -> li
     if not strings:
         return []
     tokens, labels = encode(name, strings), torch.tensor(labels)
-    limit = logits(model, tokens, math.inf)
+    # "identical": every logit equals the saturated limit's bit for bit (a head whose scores all tie exactly); None
+    # when the limit is not among the scales.
+    limit = logits(model, tokens, math.inf) if any(math.isinf(c) for c in scales) else None
     rows = []
     for c in scales:
         out = limit if math.isinf(c) else logits(model, tokens, c)
         wrong = int(((out > 0) != labels).sum())
-        # "identical": every logit equals the saturated limit's bit for bit (a head whose scores all tie exactly).
         rows.append({"length": n, "scale": c, "strings": len(strings), "wrong": wrong,
-                     "accuracy": 1.0 - wrong / len(strings), "identical": torch.equal(out, limit)})
+                     "accuracy": 1.0 - wrong / len(strings),
+                     "identical": None if limit is None else torch.equal(out, limit)})
     return rows
 
 
 def accuracy_table(name: str, lengths, scales=(math.inf, *SCALES), samples: int = 8, seed: int = 0,
                    progress: bool = False) -> list[dict]:
-    """Rows {length, scale, strings, wrong, accuracy} for every length and every scale (inf = saturated limit)."""
+    """Rows {length, scale, strings, wrong, accuracy, identical} for every length and scale (inf = saturated limit)."""
     model = construct(name)
     # The cost grows like length^2 (attention), so a long range shows a progress bar weighted by it.
     lengths = list(lengths)
