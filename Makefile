@@ -28,6 +28,7 @@ bench: install
 
 bench-perf: install
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/datasets.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ import yaml  # noqa: E402
 
 from .harness import load_rows_with_config  # noqa: E402
 from .results import CorruptResults  # noqa: E402
+from .theory_check import construction_rows  # noqa: E402
 
 VARIANTS = ["soft", "saturated", "hard"]
 THEORY_PATH = Path(__file__).with_name("theory.yaml")
@@ -228,6 +229,8 @@ def write_report(run_dir, header=None, extra_sections=()):
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
 
+    test_lengths = rows[0]["config"]["data"]["test_lengths"]
+    hand_built = construction_rows(lengths=(max(1, test_lengths[0]), test_lengths[1]))
     seeds = sorted(table["seed"].unique().tolist())
     devices = sorted({r.get("device", "?") for r in rows})
     seconds = sum(r.get("seconds", 0.0) for r in rows)
@@ -244,7 +247,8 @@ def write_report(run_dir, header=None, extra_sections=()):
     for title, part in settings(table):
         suffix = f" ({title})" if title else ""
         tag = "" if not title else "-" + "".join(ch if ch.isalnum() else "_" for ch in title)[:80]
-        lines += [f"## Recognition{suffix}", "", markdown(recognition_table(part, threshold, theory)), ""]
+        recognition = with_constructions(recognition_table(part, threshold, theory), hand_built, threshold)
+        lines += [f"## Recognition{suffix}", "", markdown(recognition), ""]
         lines += [f"### Soft vs saturated{suffix}", "", markdown(soft_vs_saturated_table(part, threshold)), ""]
         lines += [f"### Length generalization: accuracy on lengths beyond training{suffix}", "",
                   markdown(recognition_table(part[part["scale"].isin(["1", "inf"])], threshold, theory,
@@ -266,6 +270,25 @@ def write_report(run_dir, header=None, extra_sections=()):
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
     return path
+
+
+def with_constructions(frame, hand_built, threshold):
+    """The recognition table plus one row per hand-built construction (models/constructions.py), under the
+    saturated columns: exact weights evaluated on every test length, where finite c scales the attention logits."""
+    frame = frame.copy()
+    for column in sorted({f"saturated c={scale}" for row in hand_built for scale in row["acc"]}):
+        if column not in frame.columns:
+            frame[column] = "—"
+    for row in hand_built:
+        cells = {column: "—" for column in frame.columns}
+        cells["theory (soft/sat/hard)"] = "hand-built (c scales attention logits)"
+        cells["vs theory"] = ""
+        for scale, acc in row["acc"].items():
+            column = f"saturated c={scale}"
+            if column in cells:
+                cells[column] = f"{acc:.3f}" + (" ✓" if acc >= threshold else "")
+        frame.loc[f"{row['language']} (hand-built)"] = cells
+    return frame
 
 
 def _scaling_words(rows):
