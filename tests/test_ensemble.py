@@ -232,6 +232,8 @@ def test_on_cuda_each_layer_makes_one_fused_attention_call_for_all_members(causa
     # The member axis must be folded into the fused kernel's batch: one call per layer, forward and backward.
     cfg = config(causal=causal)
     ensemble = Ensemble(cfg, SEEDS).cuda().train()
+    for layer in ensemble.attention_layers():
+        layer.fused_devices = ("cuda",)  # the path under test; off by default until this test has passed on a GPU
     tokens, labels = member_batches(T=16)
     tokens, labels = tokens.cuda(), labels.cuda()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
