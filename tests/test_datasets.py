@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import languages
-from languages import base, make_dataset
+from languages import make_dataset
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]
@@ -190,23 +190,8 @@ def test_bad_arguments_get_one_clear_message(kwargs, message):
         make_dataset("anbn", **kwargs)
 
 
-def test_a_sampler_that_disagrees_with_its_oracle_is_an_error(monkeypatch):
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
-
-    @languages.register
-    class Liar(languages.Language):
-        """Claims a's, accepts only b's."""
-
-        name = "liar"
-        alphabet = "ab"
-
-        def accepts(self, s):
-            return set(s) <= {"b"}
-
-        def sample(self, rng, n):
-            return "a" * n
-
+@pytest.mark.usefixtures("liar")
+def test_a_sampler_that_disagrees_with_its_oracle_is_an_error():
     with pytest.raises(languages.PluginError, match=r"language 'liar': sample\(rng, 1\) returned 'a', which is "
                                                     r"rejected by its own accepts\(\)"):
         make_dataset("liar")
@@ -219,10 +204,8 @@ def test_balanced_even_with_an_odd_share_per_length():
     assert np.isin(dataset.train.lengths.numpy(), [2, 4, 6]).all()
 
 
-def test_a_language_that_cannot_count_still_gets_held_out_test_strings(monkeypatch):
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
-
+@pytest.mark.usefixtures("registry")
+def test_a_language_that_cannot_count_still_gets_held_out_test_strings():
     @languages.register
     class UncountedDyck(type(languages.get_language("dyck1"))):
         """Dyck-1 without its counts, as a plugin might come."""

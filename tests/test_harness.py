@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY as BASE_TINY
 
 from probes import config as C
 from probes.cli import main
 from probes.results import read_run, repair
 
-TINY = {
-    "name": "tiny",
-    "languages": ["first", "majority"],
-    "seeds": [0, 1],
-    "model": {"attention": ["soft", "hard"], "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
-    "data": {"train_lengths": [1, 6], "test_lengths": [1, 9], "train_size": 200, "test_per_length": 6},
-    "train": {"steps": 30, "batch_size": 16, "log_every": 10, "lr": 0.01},
-    "eval": {"scales": [1, 1000, "inf"]},
-    "probes": {"enabled": False},
-}
+TINY = C.apply_overrides(BASE_TINY, ["train.lr=0.01", "eval.scales=[1, 1000, inf]"])
 
 
 def write_config(tmp_path, config=TINY, name="tiny.yaml"):

@@ -39,12 +39,6 @@ def satbench(capsys, *argv):
     return code, out, err
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
-
-
 def test_list_shows_every_language_with_its_definition(capsys):
     code, out, _ = satbench(capsys, "list")
     assert code == 0
@@ -95,20 +89,8 @@ def test_check_passes_a_builtin_and_prints_its_baselines(capsys):
     assert "parity" in out and "counts" in out
 
 
-def test_check_fails_a_sampler_that_disagrees_with_its_oracle(capsys, registry):
-    @languages.register
-    class Liar(languages.Language):
-        """Samples a's, accepts only b's."""
-
-        name = "liar"
-        alphabet = "ab"
-
-        def accepts(self, s):
-            return set(s) <= {"b"}
-
-        def sample(self, rng, n):
-            return "a" * n
-
+@pytest.mark.usefixtures("liar")
+def test_check_fails_a_sampler_that_disagrees_with_its_oracle(capsys):
     code, out, _ = satbench(capsys, "check", "liar")
     assert code == 1
     assert "liar       FAIL" in out and "sample(rng, 1) returned 'a', which is not a member of length 1" in out

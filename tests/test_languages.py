@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 import languages
-from languages import base
 from languages.counting import uniform_below
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
@@ -306,14 +305,6 @@ def test_uniform_below_is_exact_for_big_totals():
 
 
 # ---- registering a language --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    """A scratch copy of the registry, so test languages do not leak into other tests."""
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
-    return base._REGISTRY
 
 
 def test_a_dfa_is_all_a_regular_language_needs(registry):

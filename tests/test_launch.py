@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY as BASE_TINY
 
 submitit = pytest.importorskip("submitit")
 
@@ -25,16 +26,7 @@ from probes.results import read_rows, read_run  # noqa: E402
 from probes.shard import select_shard  # noqa: E402
 
 REPO = Path(__file__).parents[1]
-TINY = {
-    "name": "tiny",
-    "languages": ["first", "majority"],
-    "seeds": [0, 1],
-    "model": {"attention": ["soft", "hard"], "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
-    "data": {"train_lengths": [1, 6], "test_lengths": [1, 9], "train_size": 200, "test_per_length": 6},
-    "train": {"steps": 10, "batch_size": 16, "log_every": 5},
-    "eval": {"scales": [1, "inf"]},
-    "probes": {"enabled": False},
-}
+TINY = C.apply_overrides(BASE_TINY, ["train.steps=10", "train.log_every=5"])
 
 
 def write_config(tmp_path, raw=TINY):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import TINY
 
 from probes import config as C
 from probes.cli import main
@@ -14,16 +15,6 @@ from probes.harness import grid_hash
 from probes.results import read_rows, read_run
 from probes.shard import group_cost, parse_shard, select_shard, split_groups
 
-TINY = {
-    "name": "tiny",
-    "languages": ["first", "majority"],
-    "seeds": [0, 1],
-    "model": {"attention": ["soft", "hard"], "d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
-    "data": {"train_lengths": [1, 6], "test_lengths": [1, 9], "train_size": 200, "test_per_length": 6},
-    "train": {"steps": 30, "batch_size": 16, "log_every": 10},
-    "eval": {"scales": [1, "inf"]},
-    "probes": {"enabled": False},
-}
 # Six shape groups of unequal cost: something for the balance to do.
 UNEVEN = C.apply_overrides(TINY, ["model.d_model=[8,16,32]", "train.steps=[10,30]", "model.attention=soft"])
 
