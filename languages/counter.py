@@ -27,25 +27,43 @@ def cross_swap(rng, s, left, right):
     return "".join(chars)
 
 
-@register
-class AnBn(Language):
-    """a^n b^n, n >= 1: a block of a's followed by a block of b's of the same length."""
+class EqualBlocks(Language):
+    """Base of a^n b^n and a^n b^n c^n: one block per letter of the alphabet, in order, all of the same length n >= 1.
 
-    name = "anbn"
+    A subclass sets `name` and `alphabet` and writes its own near misses."""
+
     family = "counter"
-    alphabet = "ab"
     negative_mixture = {"near_miss": 0.5, "edit": 0.2, "shuffle": 0.2, "random": 0.1}
     shortcut_bounds = COUNTS_BOUNDS
 
+    def blocks(self, k: int) -> str:
+        return "".join(letter * k for letter in self.alphabet)
+
     def accepts(self, s: str) -> bool:
-        k = len(s) // 2
-        return k >= 1 and len(s) == 2 * k and s == "a" * k + "b" * k
+        k = len(s) // len(self.alphabet)
+        return k >= 1 and s == self.blocks(k)
 
     def count(self, n: int) -> int:
-        return int(n >= 2 and n % 2 == 0)
+        return int(n >= len(self.alphabet) and n % len(self.alphabet) == 0)
 
     def sample(self, rng, n):
-        return "a" * (n // 2) + "b" * (n // 2) if self.count(n) else None
+        return self.blocks(n // len(self.alphabet)) if self.count(n) else None
+
+    def prefix_accepts(self, s):
+        # The only member prefix is the blocks of length k, k the length of the leading run of a's.
+        out = [False] * (len(s) + 1)
+        k = len(s) - len(s.lstrip("a"))
+        if k and s.startswith(self.blocks(k)):
+            out[len(self.alphabet) * k] = True
+        return out
+
+
+@register
+class AnBn(EqualBlocks):
+    """a^n b^n, n >= 1: a block of a's followed by a block of b's of the same length."""
+
+    name = "anbn"
+    alphabet = "ab"
 
     def near_misses(self, rng, s):
         # Same length: one count off by one each way (a^(k+1) b^(k-1), the length-matched form of a^k b^(k+1)),
@@ -55,35 +73,13 @@ class AnBn(Language):
                 "a" * (k - 1) + "ba" + "b" * (k - 1), "b" * k + "a" * k,
                 cross_swap(rng, s, range(0, k), range(k, 2 * k))]
 
-    def prefix_accepts(self, s):
-        # The only member prefix is a^k b^k where k is the length of the leading run of a's.
-        out = [False] * (len(s) + 1)
-        k = len(s) - len(s.lstrip("a"))
-        if k and s[k:2 * k] == "b" * k:
-            out[2 * k] = True
-        return out
-
 
 @register
-class AnBnCn(Language):
+class AnBnCn(EqualBlocks):
     """a^n b^n c^n, n >= 1: blocks of a's, b's and c's, all three of the same length."""
 
     name = "anbncn"
-    family = "counter"
     alphabet = "abc"
-    negative_mixture = {"near_miss": 0.5, "edit": 0.2, "shuffle": 0.2, "random": 0.1}
-    shortcut_bounds = COUNTS_BOUNDS
-
-    def accepts(self, s: str) -> bool:
-        k = len(s) // 3
-        return k >= 1 and len(s) == 3 * k and s == "a" * k + "b" * k + "c" * k
-
-    def count(self, n: int) -> int:
-        return int(n >= 3 and n % 3 == 0)
-
-    def sample(self, rng, n):
-        k = n // 3
-        return "a" * k + "b" * k + "c" * k if self.count(n) else None
 
     def near_misses(self, rng, s):
         k = len(s) // 3
@@ -99,13 +95,6 @@ class AnBnCn(Language):
                 cross_swap(rng, s, range(0, k), range(k, 2 * k)),
                 cross_swap(rng, s, range(k, 2 * k), range(2 * k, 3 * k)),
                 cross_swap(rng, s, range(0, k), range(2 * k, 3 * k))]
-
-    def prefix_accepts(self, s):
-        out = [False] * (len(s) + 1)
-        k = len(s) - len(s.lstrip("a"))
-        if k and s[k:2 * k] == "b" * k and s[2 * k:3 * k] == "c" * k:
-            out[3 * k] = True
-        return out
 
 
 @register
