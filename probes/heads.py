@@ -11,6 +11,8 @@ import torch
 
 from models import PAD, saturated_limit
 
+from .saturation import EvalMode
+
 ATTENDED_THRESHOLD = 1e-5  # a weight above this counts as attended (DESIGN.md, "positions attended")
 ARGMAX_SPLIT_SHARE = 0.5  # a head is argmax-like when fewer than this share of its queries split attention
 
@@ -54,13 +56,8 @@ def query_mask_for(model, tokens: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def saturated_attention(model, tokens: torch.Tensor) -> torch.Tensor:
     """(L, B, H, T, T) attention weights of the model evaluated at the saturated limit (c = inf)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with saturated_limit(model):
-            return model(tokens, internals=True)["attn"].float()
-    finally:
-        model.train(was_training)
+    with EvalMode(model), saturated_limit(model):
+        return model(tokens, internals=True)["attn"].float()
 
 
 def head_statistics(model, tokens: torch.Tensor, attn: torch.Tensor | None = None) -> dict[str, float]:

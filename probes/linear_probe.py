@@ -18,6 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from languages.base import FIRST_SYMBOL, get_language
 from models import PAD
 
+from .saturation import EvalMode
+
 # language name -> (the symbol that counts +1, the symbol that counts -1)
 COUNTER_SYMBOLS = {"anbn": ("a", "b"), "majority": ("a", "b"), "equal": ("a", "b"), "dyck1": ("(", ")")}
 RIDGE_ALPHA = 1.0  # on standardised features, so the same penalty means the same thing for every layer and model
@@ -128,12 +130,8 @@ def probe_layers(hidden, tokens, target, seed: int, kind: str | None = None) -> 
 @torch.no_grad()
 def hidden_states(model, tokens: torch.Tensor) -> torch.Tensor:
     """(L + 1, B, T, d) residual stream of the exact forward (eval mode; the training mode is put back)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with EvalMode(model):
         return model(tokens, internals=True)["hidden"]
-    finally:
-        model.train(was_training)
 
 
 def random_init_like(model, seed: int, config=None):

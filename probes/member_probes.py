@@ -18,7 +18,7 @@ from models import Ensemble, saturated_limit
 from .heads import attended_counts, head_statistics
 from .linear_probe import probe_scores
 from .norm_growth import cosine, member_norm_entries, norm_growth_metrics
-from .saturation import member_saturation_similarity
+from .saturation import EvalMode, member_saturation_similarity
 from .train import stack_splits
 
 
@@ -68,13 +68,11 @@ def probe_ensemble(ensemble, datasets, logs, n_strings, seeds):
     device = next(ensemble.parameters()).device
     subsets = [_Subset(*probe_strings(d.test, n_strings, seed)) for d, seed in zip(datasets, seeds)]
     tokens = stack_splits(subsets, device, tokens_only=True)  # (M, n, T); members with fewer strings are padded
-    was_training = ensemble.training
-    ensemble.eval()
-    exact = ensemble(tokens, internals=True)
-    with saturated_limit(ensemble):
-        limit = ensemble(tokens, internals=True)
+    with EvalMode(ensemble):
+        exact = ensemble(tokens, internals=True)
+        with saturated_limit(ensemble):
+            limit = ensemble(tokens, internals=True)
     control = Ensemble(ensemble.config, seeds).to(device).eval()(tokens, internals=True)["hidden"]
-    ensemble.train(was_training)
 
     results = []
     for i, (dataset, log, subset) in enumerate(zip(datasets, logs, subsets)):

@@ -16,8 +16,8 @@ def _forward(model, tokens: torch.Tensor) -> dict:
     return model(tokens, internals=True)
 
 
-class _EvalMode:
-    """Evaluate with the exact forward (model.eval()) and put the training mode back afterwards."""
+class EvalMode:
+    """Evaluate with the exact forward (model.eval()) and put the training mode back afterwards, also on an error."""
 
     def __init__(self, model):
         self.model = model
@@ -55,7 +55,7 @@ def member_saturation_similarity(ensemble, tokens: torch.Tensor, c: float = 1000
 
 def _hidden_pair(model, tokens: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states of f(x; theta) and f(x; c * theta), exact forward."""
-    with _EvalMode(model):
+    with EvalMode(model):
         h1 = _forward(model, tokens)["hidden"]
         with saturate(model, c):
             hc = _forward(model, tokens)["hidden"]
@@ -77,7 +77,7 @@ def _similarity(h1: torch.Tensor, hc: torch.Tensor, real: torch.Tensor) -> dict[
 
 def decisions(model, tokens: torch.Tensor, limit: bool = False) -> torch.Tensor:
     """(B,) bool accept decisions, logit > 0, of the exact forward; with limit=True at the saturated limit."""
-    with _EvalMode(model):
+    with EvalMode(model):
         if limit:
             with saturated_limit(model):
                 logit = _forward(model, tokens)["logit"]
