@@ -68,6 +68,7 @@ def recognition_metrics(per_scale, lengths, real, train_lengths, threshold):
         in_train, acc_over = real, "all test lengths"
     metrics = {"acc_over": acc_over, "acc": {}, "acc_long": {}, "ce": {}, "recognized": {}, "nonfinite": {},
                "acc_by_length": {}, "ce_by_length": {}}
+    of_length = {int(n): real & (lengths == n) for n in lengths[real].unique().tolist()}
     for name, (correct, ce, nonfinite) in per_scale.items():
         acc = correct[in_train].float().mean().item()
         metrics["acc"][name] = acc
@@ -75,8 +76,6 @@ def recognition_metrics(per_scale, lengths, real, train_lengths, threshold):
         metrics["ce"][name] = ce[in_train].mean().item()
         metrics["recognized"][name] = acc >= threshold
         metrics["nonfinite"][name] = int(nonfinite)
-        metrics["acc_by_length"][name] = {int(n): correct[real & (lengths == n)].float().mean().item()
-                                          for n in lengths[real].unique().tolist()}
-        metrics["ce_by_length"][name] = {int(n): ce[real & (lengths == n)].mean().item()
-                                         for n in lengths[real].unique().tolist()}
+        metrics["acc_by_length"][name] = {n: correct[mask].float().mean().item() for n, mask in of_length.items()}
+        metrics["ce_by_length"][name] = {n: ce[mask].mean().item() for n, mask in of_length.items()}
     return metrics

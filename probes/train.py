@@ -107,8 +107,11 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     # before the Adam update.
     optimizer = torch.optim.AdamW(ensemble.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
                                   weight_decay=0.0)
-    decay = torch.tensor(weight_decays if weight_decays is not None else [train_cfg.weight_decay] * M,
-                         dtype=torch.float32, device=device)
+    decays = weight_decays if weight_decays is not None else [train_cfg.weight_decay] * M
+    decay = torch.tensor(decays, dtype=torch.float32, device=device) if any(decays) else None
+    params = list(ensemble.parameters())
+    # Member axis first: the decay factor of each parameter tensor is `keep` viewed to broadcast over its other axes.
+    decay_shapes = [(-1, *[1] * (p.dim() - 1)) for p in params]
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(train_cfg))
     anneal = model_cfg.attention != "soft" and model_cfg.surrogate == "anneal"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=train_cfg.bf16 and device.type == "cuda")
@@ -151,11 +154,11 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         losses.sum().backward()
         if train_cfg.clip > 0:
             ensemble.clip_grad_norm_(train_cfg.clip)
-        if decay.any():
+        if decay is not None:
             with torch.no_grad():
                 keep = 1 - schedule.get_last_lr()[0] * decay
-                for p in ensemble.parameters():
-                    p.mul_(keep.view(-1, *[1] * (p.dim() - 1)))
+                for p, shape in zip(params, decay_shapes):
+                    p.mul_(keep.view(shape))
         optimizer.step()
         schedule.step()
     log_step(train_cfg.steps, *batch(train_cfg.steps - 1))
