@@ -52,13 +52,18 @@ def long_table(rows):
     """One line per (cell, scale): the config's fields, the scale, and the recognition metrics."""
     records = []
     for row in rows:
-        fields = flatten(row["config"])
-        metrics = row["metrics"]
-        for scale, acc in metrics["acc"].items():
-            records.append({**fields, "hash": row["hash"], "acc_over": metrics.get("acc_over", "training lengths"),
-                            "variant": fields["model.attention"], "scale": scale,
-                            "scale_value": scale_value(scale), "acc": acc, "acc_long": metrics["acc_long"][scale],
-                            "ce": metrics["ce"][scale]})
+        try:
+            fields = flatten(row["config"])
+            metrics = row["metrics"]
+            for scale, acc in metrics["acc"].items():
+                records.append({**fields, "hash": row["hash"], "acc_over": metrics.get("acc_over", "training lengths"),
+                                "variant": fields["model.attention"], "scale": scale,
+                                "scale_value": scale_value(scale), "acc": acc, "acc_long": metrics["acc_long"][scale],
+                                "ce": metrics["ce"][scale]})
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            # A row written by hand or by another program: name it rather than fail somewhere in pandas.
+            raise CorruptResults(f"row {row['hash']}: not a finished cell as the bench writes it "
+                                 f"({type(error).__name__}: {error})") from None
     if not records:
         raise CorruptResults("no finished cells to report")
     return pd.DataFrame.from_records(records)
@@ -66,7 +71,8 @@ def long_table(rows):
 
 def setting_columns(table):
     """Config fields that vary across the run, besides those every table already splits by."""
-    fixed = {"hash", "acc_over", "language", "seed", "model.attention", "variant", "scale", "scale_value", "acc", "acc_long", "ce"}
+    fixed = {"hash", "acc_over", "language", "seed", "model.attention", "variant", "scale", "scale_value", "acc",
+             "acc_long", "ce"}
     columns = []
     for column in table.columns:
         if column in fixed:
@@ -219,7 +225,7 @@ def figure_accuracy_vs_scale(table, path):
 
 # --- the report ------------------------------------------------------------------------------------------------
 
-def write_report(run_dir, header=None, extra_sections=()):
+def write_report(run_dir, header=None):
     """Write report.md and figures/ into `run_dir`; returns the report's path."""
     run_dir = Path(run_dir)
     rows = load_rows_with_config(run_dir)
@@ -254,7 +260,8 @@ def write_report(run_dir, header=None, extra_sections=()):
                   markdown(recognition_table(part[part["scale"].isin(["1", "inf"])], threshold, theory,
                                              column="acc_long")), ""]
         figure_heatmap(part, figures / f"recognition_heatmap{tag}.png")
-        part_rows = [r for r in rows if _in_setting(r, part)]
+        in_part = set(part["hash"])
+        part_rows = [r for r in rows if r["hash"] in in_part]
         figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png")
         figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png")
         lines += [f"![recognition heatmap](figures/recognition_heatmap{tag}.png)",
@@ -262,8 +269,7 @@ def write_report(run_dir, header=None, extra_sections=()):
                   f"![accuracy vs scale](figures/accuracy_vs_scale{tag}.png)", ""]
     from .report_probes import probe_sections  # imports this module's helpers
 
-    for section in (probe_sections, *extra_sections):
-        lines += section(rows, table, run_dir)
+    lines += probe_sections(rows, run_dir)
     lines += ["## Sources", ""] + [f"- `{key}`: {text}" for key, text in theory["sources"].items()]
     path = run_dir / "report.md"
     tmp = path.with_suffix(".md.tmp")
@@ -298,10 +304,6 @@ def _scaling_words(rows):
                            "the c=inf column)",
              "attention": "the attention logits alone (these columns approach the c=inf column as c grows)"}
     return " / ".join(words[s] for s in sorted(scaling))
-
-
-def _in_setting(row, part):
-    return row["hash"] in set(part["hash"])
 
 
 def compare_runs(run_a, run_b):

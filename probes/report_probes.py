@@ -9,9 +9,6 @@ import seaborn as sns
 
 from .report import VARIANTS, markdown
 
-# Config fields that can change what the probes see; the tables split by those that vary in the run.
-SPLIT_FIELDS = ("model.d_model", "train.weight_decay")
-
 
 def _probes(row):
     return row["metrics"].get("probes") or {}
@@ -41,8 +38,7 @@ def mean_std(values):
 
 
 def summary_table(frame, columns, by):
-    out = frame.groupby(by).agg({c: mean_std for c in columns if c in frame})
-    return out
+    return frame.groupby(by).agg({c: mean_std for c in columns if c in frame})
 
 
 def norm_series(rows):
@@ -108,7 +104,7 @@ def figure_heads(rows, path):
     return True
 
 
-def probe_sections(rows, table, run_dir):
+def probe_sections(rows, run_dir):
     frame = probe_frame(rows)
     if frame.empty:
         return []

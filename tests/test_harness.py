@@ -54,6 +54,10 @@ def test_dotted_overrides_set_values_and_axes():
     ("languages=[dyk1]", "unknown language 'dyk1' (did you mean 'dyck1'?)"),
     ("data.train_lengths=[5,2]", "data.train_lengths"),
     ("train.steps=-1", "train.steps"),
+    ("train.steps=abc", "train.steps: 'abc' is not an int"),
+    ("data.train_lengths=5", "data.train_lengths: 5 is not a list of 2 ints"),
+    ("--device=nope", "--device 'nope': not a torch device"),
+    ("--device=cuda:99", "--device cuda:99: this process sees"),
 ])
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, override, message):
     assert bench(tmp_path, override) == 2
@@ -102,6 +106,21 @@ def test_corrupt_line_in_the_middle_is_one_clear_error(tmp_path, capsys):
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert "cells.jsonl:2" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"cells.jsonl": '{"hash": "x", "config": {}}\n'}, "row x: not a finished cell"),
+    ({"cells.jsonl": "", "config.yaml": "name: [\n"}, "config.yaml: line 2 is not valid YAML"),
+])
+def test_a_run_dir_the_bench_did_not_write_is_one_clear_error(tmp_path, capsys, files, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, text in files.items():
+        (run / name).write_text(text)
+    assert main(["report", str(run)]) == 2
+    assert main(["compare", str(run), str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(message in line for line in err), err
 
 
 def test_a_run_dir_of_another_config_is_refused(tmp_path, capsys):
