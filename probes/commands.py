@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from . import config as C
-from .harness import run_bench
+from .harness import pick_device, run_bench
 from .launch import check_flags, launch
 from .report import compare_runs, write_report
 from .shard import parse_shard, rows_name, select_shard
@@ -62,6 +62,8 @@ def bench_command(args):
         overrides.insert(0, config)
         config = None
     check_flags(args)
+    if args.launcher != "slurm":  # a SLURM job's GPUs need not be visible where it is submitted
+        pick_device(args.device)
     shard = parse_shard(args.shard) if args.shard else None
     config = config or default_config()
     grid = C.load_grid(config, overrides)

@@ -152,7 +152,13 @@ def _matches(value, annotation):
 
 
 def _type_name(annotation):
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    """How an error names the type a field wants: 'an int', 'a str', 'a list of 2 ints' (YAML writes a tuple as a
+    list)."""
+    if typing.get_origin(annotation) is tuple:
+        parts = typing.get_args(annotation)
+        return f"a list of {len(parts)} {_type_name(parts[0]).split(' ', 1)[1]}s"
+    name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _parse_scales(path, values):
@@ -179,7 +185,7 @@ def _axis_values(path, value, annotation):
         return value
     if annotation is float and _is_scalar(value, int):
         return [float(value)]
-    raise ConfigError(f"{path}: {value!r} is not a {_type_name(annotation)} (or a list of them, for an axis)")
+    raise ConfigError(f"{path}: {value!r} is not {_type_name(annotation)} (or a list of them, for an axis)")
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
@@ -314,16 +320,16 @@ def _json_default(value):
 
 def canonical_json(obj):
     # inf is written as the string "inf" so that rows stay strict JSON.
-    return json.dumps(_encode_inf(obj), sort_keys=True, separators=(",", ":"), default=_json_default)
+    return json.dumps(encode_inf(obj), sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
-def _encode_inf(obj):
+def encode_inf(obj):
     if isinstance(obj, float) and math.isinf(obj):
         return "inf" if obj > 0 else "-inf"
     if isinstance(obj, dict):
-        return {k: _encode_inf(v) for k, v in obj.items()}
+        return {k: encode_inf(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_encode_inf(v) for v in obj]
+        return [encode_inf(v) for v in obj]
     return obj
 
 
@@ -345,10 +351,6 @@ def group_key(cell):
 
 def model_config(cell):
     return ModelConfig(vocab_size=cell["vocab_size"], **cell["model"])
-
-
-def data_config(cell):
-    return DataConfig(**cell["data"])
 
 
 def train_config(cell):

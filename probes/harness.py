@@ -28,9 +28,18 @@ RESULTS_ROOT = Path("results/runs")
 
 
 def pick_device(name=None):
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The torch device `name` (default: cuda when available, else cpu), refused here, before anything is written,
+    when it is not a device name or names a GPU this process cannot see."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: not a torch device such as cpu, cuda or cuda:1") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        seen = torch.cuda.device_count()
+        raise ValueError(f"--device {name}: this process sees {seen} CUDA device{'' if seen == 1 else 's'}")
+    return device
 
 
 def versions():
@@ -50,7 +59,7 @@ def prepare_run_dir(grid, run_dir, force):
     recorded = run_dir / "config.yaml"
     text = yaml.safe_dump(grid.raw, sort_keys=False)
     if recorded.exists() and not force:
-        if yaml.safe_load(recorded.read_text()) != yaml.safe_load(text):
+        if C.load_yaml(recorded) != yaml.safe_load(text):
             raise C.ConfigError(f"{run_dir} holds rows of a different config: pass --force to discard them, or "
                                 f"name=<other> to start a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +111,7 @@ def run_group(cells, device, dataset_cache, progress=True):
         metrics = dict(recognition[i])
         if probes:
             metrics["probes"] = probes[i]
-        rows.append({"hash": C.cell_hash(cell), "config": C._encode_inf(cell), "metrics": metrics, "log": logs[i],
+        rows.append({"hash": C.cell_hash(cell), "config": C.encode_inf(cell), "metrics": metrics, "log": logs[i],
                      "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
     seconds = time.time() - start
     for row in rows:
@@ -142,7 +151,7 @@ def load_rows_with_config(run_dir):
     rows = read_run(run_dir)
     recorded = run_dir / "config.yaml"
     if recorded.exists():
-        raw = yaml.safe_load(recorded.read_text())
+        raw = C.load_yaml(recorded)
         check_one_config(run_dir, grid_hash(raw))
         grid = C.expand(raw)
         wanted = {C.cell_hash(c) for c in grid.cells}

@@ -65,10 +65,7 @@ def read_rows(path, fix=True):
         lines = (gzip.decompress(data) if compressed else data).split(b"\n")
     except (OSError, EOFError):
         raise CorruptResults(f"{path}: not a gzip file") from None
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:  # torn, not repaired
-        lines.pop()
+    lines.pop()  # what follows the last newline: nothing, or a torn line that was not repaired
     rows = []
     for number, line in enumerate(lines, 1):
         try:
