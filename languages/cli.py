@@ -72,6 +72,8 @@ def run_sample(args) -> int:
 def run_check(args) -> int:
     if args.all == (args.name is not None):
         raise ValueError("check: give one language name or --all")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     names = language_names() if args.all else [get_language(args.name).name]
     failed = 0
     for name in names:

@@ -392,6 +392,8 @@ def construct_command(args) -> int:
     scales = [math.inf, *parse_scales(args.scales)]
     if args.samples < 0:
         raise ValueError(f"--samples must be >= 0, got {args.samples}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     rows = accuracy_table(construction.name, lengths, scales, args.samples, args.seed, progress=sys.stderr.isatty())
     print(f"{construction.name}: {construction.summary}")
     print(f"lengths {lengths[0]}..{lengths[-1]}: {describe_strings(lengths, args.samples, args.seed)}. "

@@ -173,6 +173,8 @@ def test_cli_prints_the_tables(capsys):
     (["construct", "dyk1"], "did you mean 'dyck1'?"),
     (["construct", "anbn", "--lengths", "1..ten"], "--lengths: '1..ten'"),
     (["construct", "anbn", "--scales", "10,0"], "--scales: '0'"),
+    (["construct", "anbn", "--samples", "-1"], "--samples must be >= 0, got -1"),
+    (["construct", "anbn", "--lengths", "13..14", "--seed", "-1"], "--seed must be >= 0, got -1"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert main(argv) == 2

@@ -75,6 +75,7 @@ def test_sample_negative_prints_non_members(capsys):
     (["sample", "aa_star", "-l", "4", "--negative"], "language 'aa_star' has no non-members of length 4"),
     (["check"], "check: give one language name or --all"),
     (["check", "dyck1", "--all"], "check: give one language name or --all"),
+    (["check", "dyck1", "--seed", "-1"], "--seed must be >= 0, got -1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     code, out, err = satbench(capsys, *argv)
