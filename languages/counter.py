@@ -97,19 +97,40 @@ class AnBnCn(EqualBlocks):
                 cross_swap(rng, s, range(0, k), range(2 * k, 3 * k))]
 
 
-@register
-class Majority(Language):
-    """Strings over {a, b} with strictly more a's than b's."""
+class LeadDecided(Language):
+    """Base of majority and #a = #b: strings over {a, b} whose membership is a condition on the lead #a - #b alone.
 
-    name = "majority"
+    A subclass sets `name`, writes `accepts_lead` and its own count, sampler and near misses."""
+
     family = "counter"
     alphabet = "ab"
     decided_by = frozenset({"counts"})
     negative_mixture = {"near_miss": 0.5, "edit": 0.3, "random": 0.2}  # a shuffle never changes membership
 
+    def accepts_lead(self, lead: int) -> bool:
+        raise NotImplementedError
+
     def accepts(self, s: str) -> bool:
         a = s.count("a")
-        return a + s.count("b") == len(s) and 2 * a > len(s)
+        return a + s.count("b") == len(s) and self.accepts_lead(2 * a - len(s))
+
+    def prefix_accepts(self, s):
+        out, lead, ok = [self.accepts_lead(0)], 0, True
+        for c in s:
+            ok = ok and c in "ab"
+            lead += 1 if c == "a" else -1
+            out.append(ok and self.accepts_lead(lead))
+        return out
+
+
+@register
+class Majority(LeadDecided):
+    """Strings over {a, b} with strictly more a's than b's."""
+
+    name = "majority"
+
+    def accepts_lead(self, lead):
+        return lead > 0
 
     def count(self, n: int) -> int:
         return sum(math.comb(n, a) for a in range(n // 2 + 1, n + 1))
@@ -130,14 +151,6 @@ class Majority(Language):
             chars[i] = "b"
         return ["".join(chars)]
 
-    def prefix_accepts(self, s):
-        out, lead, ok = [False], 0, True
-        for c in s:
-            ok = ok and c in "ab"
-            lead += 1 if c == "a" else -1
-            out.append(ok and lead > 0)
-        return out
-
 
 @cache
 def majority_weights(n):
@@ -146,18 +159,13 @@ def majority_weights(n):
 
 
 @register
-class Equal(Language):
+class Equal(LeadDecided):
     """Strings over {a, b} with as many a's as b's."""
 
     name = "equal"
-    family = "counter"
-    alphabet = "ab"
-    decided_by = frozenset({"counts"})
-    negative_mixture = {"near_miss": 0.5, "edit": 0.3, "random": 0.2}  # a shuffle never changes membership
 
-    def accepts(self, s: str) -> bool:
-        a = s.count("a")
-        return a + s.count("b") == len(s) and 2 * a == len(s)
+    def accepts_lead(self, lead):
+        return lead == 0
 
     def count(self, n: int) -> int:
         return math.comb(n, n // 2) if n % 2 == 0 else 0
@@ -173,11 +181,3 @@ class Equal(Language):
         b_at = [i for i, c in enumerate(s) if c == "b"]
         i, j = a_at[random_index(rng, len(a_at))], b_at[random_index(rng, len(b_at))]
         return [s[:i] + "b" + s[i + 1:], s[:j] + "a" + s[j + 1:]]
-
-    def prefix_accepts(self, s):
-        out, lead, ok = [True], 0, True
-        for c in s:
-            ok = ok and c in "ab"
-            lead += 1 if c == "a" else -1
-            out.append(ok and lead == 0)
-        return out
