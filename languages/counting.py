@@ -4,6 +4,7 @@ The counts grow exponentially with the length (Catalan(50) > 2^89), so they are 
 random bytes rather than from a float, which would make long strings only approximately uniform.
 """
 
+import itertools
 import math
 from bisect import bisect_right
 from functools import cache
@@ -32,15 +33,8 @@ def uniform_below(rng: np.random.Generator, total: int) -> int:
 
 def choose_weighted(rng: np.random.Generator, weights: list[int]) -> int:
     """An index i drawn with probability weights[i] / sum(weights), exactly (integer weights)."""
-    cumulative = list(_accumulate(weights))
+    cumulative = list(itertools.accumulate(weights))
     return bisect_right(cumulative, uniform_below(rng, cumulative[-1]))
-
-
-def _accumulate(weights):
-    total = 0
-    for w in weights:
-        total += w
-        yield total
 
 
 def random_index(rng: np.random.Generator, n: int) -> int:

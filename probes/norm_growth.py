@@ -185,11 +185,6 @@ def direction_cosines(param_vectors) -> list[float]:
     return [cosine(vs[k], vs[k + 1]) for k in range(len(vs) - 1)]
 
 
-def norm_curve(log: list[dict]) -> dict[str, list]:
-    """The norm series for plotting: {"step": [...], "norm": [...]} (JSON-friendly lists)."""
-    return {"step": [int(e["step"]) for e in log], "norm": [float(e["norm"]) for e in log]}
-
-
 def norm_growth_metrics(log: list[dict]) -> dict[str, float]:
     """Flat summary of one member's training log (format in the module docstring).
 
