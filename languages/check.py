@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from languages.base import Language
+from languages.base import ENUMERATION_LIMIT, Language
 from languages.dataset import make_dataset
 
 CHECK_LENGTHS = (*range(25), 50, 100)
 DRAWS_PER_LENGTH = 12
 # Lengths up to this many strings are enumerated to check `count` (the report's table stops at 12).
-ENUMERATION_LIMIT = 4096
 MAX_ENUMERATED_LENGTH = 12
 
 

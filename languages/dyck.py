@@ -34,9 +34,10 @@ def dyck_word(rng: np.random.Generator, n: int, open_: str = "(", close: str = "
 
 
 def depth_profile_ok(s: str, open_: str, close: str) -> bool:
+    """Balanced over the pair (open_, close): never below zero, zero at the end; other symbols are ignored."""
     depth = 0
     for c in s:
-        depth += 1 if c == open_ else -1
+        depth += (c == open_) - (c == close)
         if depth < 0:
             return False
     return depth == 0
