@@ -60,18 +60,15 @@ import torch
 from tqdm import tqdm
 
 from languages import BOS, get_language
-from models import saturated_limit, scale_attention
 from models.constructions import CONSTRUCTIONS, construct, get_construction
+
+from .evaluate import at_scale, scale_name
 
 EXHAUSTIVE_UP_TO = 12
 SCALES = (10.0, 100.0, 1000.0, 10000.0)
 REPORT_SCALES = (1.0, 1000.0, math.inf)
 # Strings per forward pass are capped so that one (B, T, T) attention tensor stays near 64 MB.
 ATTENTION_ELEMENTS = 1 << 24
-
-
-def scale_name(c: float) -> str:
-    return "inf" if math.isinf(c) else f"{c:g}"
 
 
 # ---- test strings ------------------------------------------------------------------------------------------------
@@ -129,16 +126,13 @@ def encode(name: str, strings: list[str]) -> torch.Tensor:
     return torch.tensor([[BOS, *language.encode(s)] for s in strings], dtype=torch.long).reshape(len(strings), -1)
 
 
-def at_scale(model, c: float):
-    return saturated_limit(model) if math.isinf(c) else scale_attention(model, c)
-
-
 @torch.no_grad()
 def logits(model, tokens: torch.Tensor, c: float) -> torch.Tensor:
     """Membership logits at attention scale c (inf: the saturated limit), in chunks that bound the memory."""
     T = tokens.shape[1]
     chunk = max(1, ATTENTION_ELEMENTS // (T * T))
-    with at_scale(model, c):
+    # Finite c scales the attention logits only: the quantity the concentration bound is about.
+    with at_scale(model, c, scaling="attention"):
         return torch.cat([model(tokens[i:i + chunk])["logit"] for i in range(0, len(tokens), chunk)])
 
 

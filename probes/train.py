@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from models import Ensemble
+from models.attention import annealed_inverse_temperature
 
 from .config import TrainConfig
 
@@ -34,9 +35,9 @@ def stack_splits(splits, device, tokens_only=False):
     N = max(len(s.tokens) for s in splits)
     T = max(s.tokens.shape[1] for s in splits)
     tokens = torch.zeros(M, N, T, dtype=torch.long)
+    for i, s in enumerate(splits):
+        tokens[i, :s.tokens.shape[0], :s.tokens.shape[1]] = s.tokens
     if tokens_only:
-        for i, s in enumerate(splits):
-            tokens[i, :s.tokens.shape[0], :s.tokens.shape[1]] = s.tokens
         return tokens.to(device)
     labels = torch.zeros(M, N)
     lengths = torch.full((M, N), -1, dtype=torch.long)
@@ -44,7 +45,6 @@ def stack_splits(splits, device, tokens_only=False):
     prefix = torch.full((M, N, T), -1.0) if has_prefix else None
     for i, s in enumerate(splits):
         n, t = s.tokens.shape
-        tokens[i, :n, :t] = s.tokens
         labels[i, :n] = s.labels
         lengths[i, :n] = s.lengths
         if has_prefix:
@@ -76,11 +76,6 @@ def learning_rate_factor(cfg: TrainConfig):
             return 1 - progress
         return 1.0
     return factor
-
-
-def inverse_temperature(step, steps, maximum):
-    """The `anneal` surrogate's beta: geometric from 1 at the first step to `maximum` at the last."""
-    return maximum ** (step / max(1, steps - 1))
 
 
 def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,
@@ -143,7 +138,8 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     ensemble.train()
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
         if anneal:
-            ensemble.set_inverse_temperature(inverse_temperature(step, train_cfg.steps, model_cfg.anneal_max))
+            progress = step / max(1, train_cfg.steps - 1)
+            ensemble.set_inverse_temperature(annealed_inverse_temperature(progress, model_cfg.anneal_max))
         tokens, labels, prefix = batch(step)
         if step % train_cfg.log_every == 0:
             log_step(step, tokens, labels, prefix)
