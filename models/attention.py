@@ -50,19 +50,49 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros_like(allowed, dtype=dtype).masked_fill_(~allowed, float("-inf"))
 
 
+def mask_scores(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The scores with -inf on disallowed keys: what every weighting below reads. Adding 0 or -inf rounds nothing, so
+    the masked scores equal the scores wherever a key is allowed, in any dtype."""
+    return scores + additive_mask(allowed, scores.dtype)
+
+
+def top_set(masked: torch.Tensor, tol: float) -> torch.Tensor:
+    """Boolean mask of {j : m_j >= max_k m_k - tol} on masked scores, compared in fp32 or wider. A disallowed key
+    (-inf) is never in it, since every row has a finite maximum once empty rows are opened."""
+    if masked.dtype not in (torch.float32, torch.float64):
+        masked = masked.float()
+    return masked >= masked.amax(dim=-1, keepdim=True) - tol
+
+
+def weights_from_masked(variant: str, masked: torch.Tensor, tol: float) -> torch.Tensor:
+    """`variant`'s weights from masked scores (see `mask_scores`) whose every row allows some key.
+
+    The attention layer masks once and derives both the exact weights and, for the straight-through surrogate, the
+    softmax from the same tensor.
+    """
+    if variant == "soft":
+        return masked.softmax(dim=-1)
+    in_set = top_set(masked, tol)
+    if variant == "saturated":
+        in_set = in_set.to(masked.dtype)
+        return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)  # a NaN row (overflowed scores) is empty
+    if variant == "hard":
+        # argmax returns the first maximal index, i.e. the leftmost member of the set (vmap-safe, unlike one_hot).
+        leftmost = in_set.to(masked.dtype).argmax(dim=-1, keepdim=True)
+        return (torch.arange(masked.shape[-1], device=masked.device) == leftmost).to(masked.dtype)
+    raise ValueError(f"attention variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+
+
 def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """softmax over the allowed keys; disallowed keys get weight exactly 0. `allowed` broadcasts against `scores`; a row
     that allows no key is treated as allowing every key (see `open_empty_rows`)."""
-    return (scores + additive_mask(open_empty_rows(allowed), scores.dtype)).softmax(dim=-1)
+    return weights_from_masked("soft", mask_scores(scores, open_empty_rows(allowed)), 0.0)
 
 
 def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """Boolean mask of M = {j allowed : s_j >= max over allowed s - tol}, computed in fp32 or wider."""
-    if scores.dtype not in (torch.float32, torch.float64):
-        scores = scores.float()
-    masked = scores + additive_mask(allowed, scores.dtype)
-    best = masked.amax(dim=-1, keepdim=True)
-    return allowed & (masked >= best - tol)
+    """Boolean mask of M = {j allowed : s_j >= max over allowed s - tol}, computed in fp32 or wider; empty for a row
+    that allows no key."""
+    return allowed & top_set(mask_scores(scores, open_empty_rows(allowed)), tol)
 
 
 def saturated_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
@@ -73,11 +103,10 @@ def saturated_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -
 
 
 def hard_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """All weight on the leftmost position of the saturated set M: the leftmost argmax, ties decided within `tol`."""
-    in_set = saturated_set(scores, allowed, tol)
-    # The first True along the row is where the running count of members reaches 1 (vmap-safe, unlike one_hot).
-    leftmost = in_set & (in_set.cumsum(dim=-1) == 1)
-    return leftmost.to(scores.dtype)
+    """All weight on the leftmost position of the saturated set M: the leftmost argmax, ties decided within `tol`; a
+    row with no allowed key is 0."""
+    leftmost = weights_from_masked("hard", mask_scores(scores, open_empty_rows(allowed)), tol)
+    return leftmost * allowed.any(dim=-1, keepdim=True)
 
 
 def straight_through(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -95,17 +124,6 @@ def annealed_inverse_temperature(progress: float, final: float) -> float:
     """
     progress = min(max(float(progress), 0.0), 1.0)
     return float(final) ** progress
-
-
-def exact_weights(variant: str, scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """The evaluation-time weights of `variant` ('soft', 'saturated' or 'hard')."""
-    if variant == "soft":
-        return soft_weights(scores, allowed)
-    if variant == "saturated":
-        return saturated_weights(scores, allowed, tol)
-    if variant == "hard":
-        return hard_weights(scores, allowed, tol)
-    raise ValueError(f"attention variant: {variant!r} is not one of {', '.join(VARIANTS)}")
 
 
 class FusedAttention(torch.autograd.Function):
@@ -152,7 +170,8 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention whose weighting is one of VARIANTS.
 
     forward(x, allowed, need_weights) -> (output, weights or None), where `allowed` (broadcastable to (B, 1, T, T)) is
-    True where query i may attend to key j. When no weights are requested and the weighting is a softmax, the fused
+    True where query i may attend to key j, and every query may attend to some key (the Recognizer opens the rows of
+    all-padding strings, see `open_empty_rows`). When no weights are requested and the weighting is a softmax, the fused
     scaled_dot_product_attention kernel computes the same thing without materialising the (T, T) weights.
     """
 
@@ -200,7 +219,7 @@ class SelfAttention(nn.Module):
         if mode == "softmax" and not need_weights and q.device.type in self.fused_devices:
             # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
             # outputs at padded queries differ from the explicit path but are never read.
-            mask = None if self.causal else open_empty_rows(allowed)
+            mask = None if self.causal else allowed
             if self.under_vmap:
                 y = FusedAttention.apply(q, k, v, mask, self.causal, beta * scale)
             else:
@@ -209,13 +228,14 @@ class SelfAttention(nn.Module):
         else:
             # Scaling q rather than the scores touches hd values per position instead of T.
             scores = (q * (beta * scale if mode == "softmax" else scale)) @ k.transpose(-2, -1)  # (B, H, T, T)
+            masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
             if mode == "softmax":
-                weights = soft_weights(scores, allowed)
+                weights = weights_from_masked("soft", masked, self.tol)
             elif mode == "exact":
-                weights = exact_weights(self.exact_override or self.variant, scores, allowed, self.tol)
+                weights = weights_from_masked(self.exact_override or self.variant, masked, self.tol)
             else:
-                exact = exact_weights(self.variant, scores, allowed, self.tol)
-                weights = straight_through(exact, soft_weights(scores, allowed))
+                weights = straight_through(weights_from_masked(self.variant, masked, self.tol),
+                                           weights_from_masked("soft", masked, self.tol))
             y = weights @ v
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)
