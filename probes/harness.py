@@ -8,6 +8,7 @@ import os
 import platform
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,22 +91,44 @@ def build_dataset(cell, cache):
     return cache[key]
 
 
+class PhaseTimer:
+    """Wall seconds per phase of a group: `with timer("train"): ...`. Every phase ends on a host value (metrics come
+    back as Python numbers), so on a GPU its time includes the kernels it queued."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
 def run_group(cells, device, dataset_cache, progress=True):
     """Train and measure one shape group; returns one row per cell."""
     start = time.time()
+    timer = PhaseTimer()
     first = cells[0]
     model_cfg, train_cfg, eval_cfg = C.model_config(first), C.train_config(first), C.eval_config(first)
     probe_cfg = first["probes"]
-    datasets = [build_dataset(cell, dataset_cache) for cell in cells]
+    with timer("datasets"):
+        datasets = [build_dataset(cell, dataset_cache) for cell in cells]
     seeds = [c["seed"] for c in cells]
     on_log = training_probe([d.test for d in datasets], probe_cfg["strings"], seeds, device) \
         if probe_cfg["enabled"] else None
-    ensemble, logs = train_ensemble(model_cfg, train_cfg, seeds, [d.train for d in datasets], device,
-                                    weight_decays=[c["train"]["weight_decay"] for c in cells], on_log=on_log,
-                                    progress=progress)
-    recognition = evaluate_ensemble(ensemble, [d.test for d in datasets], first["data"]["train_lengths"], eval_cfg,
-                                    device)
-    probes = probe_ensemble(ensemble, datasets, logs, probe_cfg["strings"], seeds) if probe_cfg["enabled"] else None
+    with timer("train"):  # the probes followed during training (on_log) included
+        ensemble, logs = train_ensemble(model_cfg, train_cfg, seeds, [d.train for d in datasets], device,
+                                        weight_decays=[c["train"]["weight_decay"] for c in cells], on_log=on_log,
+                                        progress=progress)
+    with timer("evaluate"):
+        recognition = evaluate_ensemble(ensemble, [d.test for d in datasets], first["data"]["train_lengths"],
+                                        eval_cfg, device)
+    with timer("probes"):
+        probes = probe_ensemble(ensemble, datasets, logs, probe_cfg["strings"], seeds) if probe_cfg["enabled"] \
+            else None
     rows = []
     for i, (cell, dataset) in enumerate(zip(cells, datasets)):
         metrics = dict(recognition[i])
@@ -115,7 +138,8 @@ def run_group(cells, device, dataset_cache, progress=True):
                      "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
     seconds = time.time() - start
     for row in rows:
-        row.update({"seconds": seconds / len(rows), "group_seconds": seconds, "group_members": len(rows)})
+        row.update({"seconds": seconds / len(rows), "group_seconds": seconds, "group_members": len(rows),
+                    "group_phase_seconds": dict(timer.seconds)})
     return rows
 
 

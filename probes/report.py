@@ -225,6 +225,16 @@ def figure_accuracy_vs_scale(table, path):
 
 # --- the report ------------------------------------------------------------------------------------------------
 
+def phase_seconds(rows) -> dict[str, float]:
+    """Seconds per phase (datasets, train, evaluate, probes) summed over the groups of a run; {} for rows that predate
+    the phase timer. Every row of a group carries the group's phases, so each row counts for 1 / group size."""
+    total: dict[str, float] = {}
+    for row in rows:
+        for name, value in row.get("group_phase_seconds", {}).items():
+            total[name] = total.get(name, 0.0) + value / row["group_members"]
+    return total
+
+
 def write_report(run_dir, header=None):
     """Write report.md and figures/ into `run_dir`; returns the report's path."""
     run_dir = Path(run_dir)
@@ -240,11 +250,16 @@ def write_report(run_dir, header=None):
     seeds = sorted(table["seed"].unique().tolist())
     devices = sorted({r.get("device", "?") for r in rows})
     seconds = sum(r.get("seconds", 0.0) for r in rows)
+    phases = phase_seconds(rows)
+    if phases:
+        seconds_words = f"{seconds:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()) + ")"
+    else:
+        seconds_words = f"{seconds:.0f} s"
     lines = [f"# satbench report: {run_dir.name}", ""]
     if header:
         lines += [header, ""]
-    lines += [f"- cells: {len(rows)}; seeds: {seeds}; device: {', '.join(devices)}; training+evaluation time: "
-              f"{seconds:.0f} s",
+    lines += [f"- cells: {len(rows)}; seeds: {seeds}; device: {', '.join(devices)}; time in the groups: "
+              f"{seconds_words}",
               f"- config: `{run_dir / 'config.yaml'}`",
               f"- a cell reads `mean±std (max)` of accuracy over seeds on held-out strings of the training lengths; "
               f"✓ marks a language recognized (best seed >= {threshold}). `c=inf` is the exact saturated limit.",

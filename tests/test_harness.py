@@ -76,6 +76,9 @@ def test_rows_written_then_rerun_skips_them(tmp_path):
     row = rows[0]
     for key in ("config", "metrics", "versions", "device", "seconds", "log"):
         assert key in row
+    phases = row["group_phase_seconds"]
+    assert set(phases) == {"datasets", "train", "evaluate", "probes"}
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= row["group_seconds"]
     assert set(row["metrics"]["acc"]) == {"1", "1000", "inf"}
     # Short lengths can be used up by training (splits are disjoint); every longer length is tested.
     tested = set(row["metrics"]["acc_by_length"]["1"])
@@ -160,6 +163,7 @@ def test_report_has_the_tables_and_figures(tmp_path, capsys):
     assert "## Recognition" in report and "### Soft vs saturated" in report
     assert "| first " in report and "| majority " in report
     assert "soft c=inf" in report and "hard c=1" in report
+    assert "time in the groups:" in report and "train " in report and "evaluate " in report
     for figure in ("recognition_heatmap", "accuracy_vs_length", "accuracy_vs_scale"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").stat().st_size > 1000
     assert main(["compare", str(tmp_path / "run"), str(tmp_path / "run")]) == 0
