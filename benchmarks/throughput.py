@@ -16,7 +16,6 @@ Prints one line per variant, then one JSON line per variant.
 """
 
 import argparse
-import ctypes
 import json
 import platform
 import statistics
@@ -31,24 +30,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
 
 from models import BOS, EOS, PAD, VARIANTS, Ensemble, ModelConfig, Recognizer  # noqa: E402
+from probes.allocator import keep_freed_memory  # noqa: E402
 
 VOCAB = EOS + 4  # PAD, BOS, EOS and three symbols
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed blocks of up to 32 MiB for reuse instead of handing them back to the kernel.
-
-    PyTorch's CPU tensors come straight from malloc. By default glibc returns large freed blocks to the kernel, and the
-    next tensor of that size page-faults its memory in again, which costs as much as the arithmetic on it. The
-    ensemble's tensors are M times larger than one model's, so it pays this far more often than the loop. Returns
-    whether the setting took (False off glibc).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def random_batches(generator, members, batch, seq_len, device):

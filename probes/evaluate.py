@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models import saturate, saturated_limit, scale_attention
+from models import PAD, saturate, saturated_limit, scale_attention
 
 from .train import stack_splits
 
@@ -28,28 +28,68 @@ def at_scale(model, c, scaling="parameters"):
     return saturate(model, c) if scaling == "parameters" else scale_attention(model, c)
 
 
+def align_by_length(lengths: torch.Tensor) -> torch.Tensor:
+    """A gather index (M, S) that lays every member's test rows out by length, the same slots for the same length.
+
+    Slots of length n start where those of length n - 1 end, and there are as many as the member with the most
+    strings of length n needs; a slot a member does not fill holds -1. Cut into chunks along the slots, every chunk
+    then holds strings of a few neighbouring lengths in every member, and can be cut to the longest of them.
+    """
+    lengths = lengths.cpu()
+    longest = int(lengths.max())
+    counts = torch.stack([torch.bincount(row[row >= 0], minlength=longest + 1) for row in lengths])  # (M, n + 1)
+    slots = counts.max(dim=0).values
+    start = torch.cumsum(slots, 0) - slots  # first slot of each length
+    index = torch.full((len(lengths), int(slots.sum())), -1, dtype=torch.long)
+    for member, row in enumerate(lengths):
+        rows = torch.nonzero(row >= 0).squeeze(1)
+        rows = rows[torch.argsort(row[rows], stable=True)]
+        n = row[rows]
+        rank = torch.arange(len(rows)) - (torch.cumsum(counts[member], 0) - counts[member])[n]  # place within length
+        index[member, start[n] + rank] = rows
+    return index
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor, fill) -> torch.Tensor:
+    """x (M, N, ...) gathered along N by `index` (M, S); slots with index -1 get `fill`."""
+    index = index.to(x.device)
+    out = x[torch.arange(len(x), device=x.device)[:, None], index.clamp(min=0)]
+    empty = (index < 0).view(*index.shape, *[1] * (x.dim() - 2))
+    return out.masked_fill(empty, fill)
+
+
 @torch.no_grad()
 def member_logits(ensemble, tokens, batch_size):
-    """Membership logits (M, N) for stacked test tokens (M, N, T), in chunks of `batch_size` strings."""
-    chunks = [ensemble(tokens[:, i:i + batch_size])["logit"].float() for i in range(0, tokens.shape[1], batch_size)]
+    """Membership logits (M, N) for stacked test tokens (M, N, T), in chunks of `batch_size` strings, each chunk cut
+    to its longest string (padding trails every string and does not change its logit)."""
+    chunks = []
+    for i in range(0, tokens.shape[1], batch_size):
+        chunk = tokens[:, i:i + batch_size]
+        width = max(int((chunk != PAD).sum(dim=-1).max()), 1)
+        chunks.append(ensemble(chunk[..., :width])["logit"].float())
     return torch.cat(chunks, dim=1)
 
 
 def evaluate_ensemble(ensemble, test_splits, train_lengths, eval_cfg, device):
     """Returns, per member, a flat dict of recognition metrics (see `recognition_metrics`)."""
     data = stack_splits(test_splits, device)
-    real = data.lengths >= 0
+    # Laid out by length, the chunks of short strings are short: about half the work of the shuffled order.
+    index = align_by_length(data.lengths)
+    tokens = gather_rows(data.tokens, index, PAD)
+    labels = gather_rows(data.labels, index, 0.0)
+    lengths = gather_rows(data.lengths, index, -1)
+    real = lengths >= 0
     per_scale = {}
     ensemble.eval()
     for c in eval_cfg.scales:
         with at_scale(ensemble, c, eval_cfg.scaling):
-            logits = member_logits(ensemble, data.tokens, eval_cfg.batch_size)
+            logits = member_logits(ensemble, tokens, eval_cfg.batch_size)
         # A logit that overflowed at a large scale is a wrong answer, not a crash.
         finite = torch.isfinite(logits)
-        correct = ((logits > 0).float() == data.labels) & finite
-        ce = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), data.labels, reduction="none")
+        correct = ((logits > 0).float() == labels) & finite
+        ce = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), labels, reduction="none")
         per_scale[scale_name(c)] = (correct.cpu(), ce.cpu(), (~finite & real).sum(dim=1).cpu())
-    lengths, real = data.lengths.cpu(), real.cpu()
+    lengths, real = lengths.cpu(), real.cpu()
     return [recognition_metrics({name: tuple(x[i] for x in values) for name, values in per_scale.items()},
                                 lengths[i], real[i], train_lengths, eval_cfg.threshold)
             for i in range(len(test_splits))]

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from languages import make_dataset
 
 from . import config as C
+from .allocator import keep_freed_memory
 from .evaluate import evaluate_ensemble
 from .member_probes import probe_ensemble, training_probe
 from .results import append_row, check_one_config, read_run, repair, rows_files
@@ -146,6 +147,8 @@ def run_group(cells, device, dataset_cache, progress=True):
 def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None):
     """Run every unfinished cell of `grid` (or of `cells`, a subset such as one shard); returns the run directory."""
     device = pick_device(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     run_dir = prepare_run_dir(grid, run_dir or RESULTS_ROOT / grid.name, force)
     cells = grid.cells if cells is None else cells
     # Other shards may be appending to their own rows files right now: only our own file may have a torn line cut off.

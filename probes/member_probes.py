@@ -23,7 +23,7 @@ from .train import stack_splits
 
 
 def probe_strings(split, n, seed):
-    """A seeded subset of n held-out strings drawn across all lengths (the split is ordered by length)."""
+    """A seeded subset of n held-out strings, drawn from the whole split (which is shuffled, so all lengths appear)."""
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(split), generator=generator)[:n].sort().values
     return split.tokens[index], [split.strings[i] for i in index.tolist()]

@@ -1,0 +1,57 @@
+"""Recognition metrics of a stacked ensemble: rows laid out by length, chunks cut to their longest string, and the
+numbers each member would get on its own."""
+
+import math
+
+import pytest
+import torch
+
+from languages import make_dataset
+from models import Ensemble, ModelConfig
+from probes.config import EvalConfig
+from probes.evaluate import align_by_length, at_scale, evaluate_ensemble
+
+MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=2, d_ff=32)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_align_by_length_places_every_row_once_with_one_length_per_slot(seed):
+    generator = torch.Generator().manual_seed(seed)
+    members, rows = 4, 30
+    lengths = torch.randint(0, 9, (members, rows), generator=generator)
+    lengths[1, 20:] = -1  # a member with fewer strings: its last rows are padding
+    lengths[2, :] = 3  # a member whose strings all have one length
+    index = align_by_length(lengths)
+    slot_length = torch.full((index.shape[1],), -1)
+    for m in range(members):
+        placed = index[m][index[m] >= 0]
+        real = torch.nonzero(lengths[m] >= 0).squeeze(1)
+        assert sorted(placed.tolist()) == real.tolist()  # each real row exactly once, padding rows never
+        n = lengths[m, placed]
+        assert bool((n[1:] >= n[:-1]).all())  # ordered by length
+        slots = torch.nonzero(index[m] >= 0).squeeze(1)
+        known = slot_length[slots] >= 0
+        assert torch.equal(slot_length[slots][known], n[known])  # a slot holds one length in every member
+        slot_length[slots] = n
+    # No more slots than the longest column of the per-length counts needs.
+    counts = torch.stack([torch.bincount(r[r >= 0], minlength=9) for r in lengths])
+    assert index.shape[1] == int(counts.max(dim=0).values.sum())
+
+
+def test_ensemble_metrics_equal_each_member_evaluated_alone():
+    languages, seeds = ["majority", "dyck1", "anbn"], [0, 1, 2]
+    tests = [make_dataset(lang, train_lengths=(1, 6), test_lengths=(1, 12), train_size=64, test_per_length=5,
+                          seed=seed, vocab_size=8).test for lang, seed in zip(languages, seeds)]
+    ensemble = Ensemble(MODEL, seeds)
+    eval_cfg = EvalConfig(scales=[1.0, 4.0, math.inf], batch_size=7)  # many chunks, some cut short
+    metrics = evaluate_ensemble(ensemble, tests, (1, 6), eval_cfg, torch.device("cpu"))
+    for i, split in enumerate(tests):
+        model = ensemble.member(i).eval()
+        for c in eval_cfg.scales:
+            with torch.no_grad(), at_scale(model, c):
+                logits = model(split.tokens)["logit"]
+            correct = ((logits > 0).float() == split.labels).float()
+            name = "inf" if math.isinf(c) else f"{c:g}"
+            for n, acc in metrics[i]["acc_by_length"][name].items():
+                assert acc == pytest.approx(float(correct[split.lengths == n].mean()), abs=1e-6)
+            assert set(metrics[i]["acc_by_length"][name]) == set(split.lengths.unique().tolist())
