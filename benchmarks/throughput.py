@@ -50,12 +50,22 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def loop_trainer(config, seeds, tokens, labels, device, compiled=False):
+def use_fused_kernel(model, device):
+    """Route `model`'s softmax attention through scaled_dot_product_attention on `device` (see
+    models.attention.SelfAttention.fused_devices)."""
+    for layer in model.attention_layers():
+        layer.fused_devices = (device.type,)
+    return model
+
+
+def loop_trainer(config, seeds, tokens, labels, device, compiled=False, fused=False):
     """One training step of every standalone Recognizer, each with its own AdamW."""
     models, optimizers = [], []
     for seed in seeds:
         torch.manual_seed(seed)
         model = Recognizer(config).to(device).train()
+        if fused:
+            use_fused_kernel(model, device)
         if compiled:
             model.compile()
         models.append(model)
@@ -72,9 +82,11 @@ def loop_trainer(config, seeds, tokens, labels, device, compiled=False):
     return step, len(models)
 
 
-def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False):
+def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False, fused=False):
     """One training step of the Ensemble: sum of the members' mean losses, per-member clipping, one AdamW."""
     ensemble = Ensemble(config, seeds).to(device).train()
+    if fused:
+        use_fused_kernel(ensemble, device)
     if compiled:
         ensemble.compile()
     optimizer = torch.optim.AdamW(ensemble.parameters(), lr=1e-3)
@@ -101,8 +113,9 @@ def time_steps(step, steps, device) -> float:
 
 def measure(config, args, seeds, tokens, labels, device):
     """Median model-steps/s of loop and ensemble over alternating rounds, and warnings raised while warming up."""
-    loop, loop_models = loop_trainer(config, seeds[: args.loop_members], tokens, labels, device, args.compile)
-    ensemble, members = ensemble_trainer(config, seeds, tokens, labels, device, args.compile)
+    loop, loop_models = loop_trainer(config, seeds[: args.loop_members], tokens, labels, device, args.compile,
+                                     args.fused)
+    ensemble, members = ensemble_trainer(config, seeds, tokens, labels, device, args.compile, args.fused)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(args.warmup):
@@ -134,6 +147,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every model, loop and ensemble alike (compiled while warming up)")
+    parser.add_argument("--fused", action="store_true",
+                        help="softmax attention through the fused scaled_dot_product_attention kernel, loop and "
+                             "ensemble alike (the default is the explicit path the harness uses)")
     parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
                         help="leave glibc's default of returning large freed blocks to the kernel")
     args = parser.parse_args(argv)
@@ -163,10 +179,11 @@ def main(argv=None) -> int:
                      "members": args.members, "loop_members": args.loop_members, "d_model": args.d_model,
                      "d_ff": config.d_ff, "layers": args.layers, "heads": args.heads, "seq_len": args.seq_len,
                      "batch": args.batch, "steps": args.steps, "rounds": args.rounds, "compiled": args.compile,
+                     "fused": args.fused,
                      "loop_model_steps_per_s": round(loop, 1), "ensemble_model_steps_per_s": round(ensemble, 1),
                      "ratio": round(ensemble / loop, 2), "warnings": notes})
         subset = f" (timed on {args.loop_members} of {args.members} models)" if args.loop_members < args.members else ""
-        how = ", compiled" if args.compile else ""
+        how = (", compiled" if args.compile else "") + (", fused attention" if args.fused else "")
         print(f"{variant}{how} on {device.type} [{hardware}] d={args.d_model} L={args.layers} H={args.heads} "
               f"T={args.seq_len} B={args.batch} M={args.members}: loop {loop:,.1f} model-steps/s{subset}, "
               f"ensemble {ensemble:,.1f} model-steps/s, ratio {ensemble / loop:.2f}x", flush=True)
