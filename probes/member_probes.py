@@ -9,17 +9,22 @@ for all members in a few passes over the ensemble.
 """
 
 import math
+import os
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 
 from models import Ensemble, saturated_limit
 
 from .heads import attended_counts, head_statistics
-from .linear_probe import probe_scores
+from .linear_probe import COUNTER_SYMBOLS, probe_scores
 from .norm_growth import cosine, member_norm_entries, norm_growth_metrics
 from .saturation import EvalMode, member_saturation_similarity
 from .train import stack_splits
+
+# Fewer members' linear probes than this per worker process do not repay starting the process.
+MEMBERS_PER_PROBE_WORKER = 8
 
 
 def probe_strings(split, n, seed):
@@ -74,7 +79,7 @@ def probe_ensemble(ensemble, datasets, logs, n_strings, seeds):
             limit = ensemble(tokens, internals=True)
     control = Ensemble(ensemble.config, seeds).to(device).eval()(tokens, internals=True)["hidden"]
 
-    results = []
+    results, probe_jobs = [], []
     for i, (dataset, log, subset) in enumerate(zip(datasets, logs, subsets)):
         n = len(subset.strings)
         member_tokens = tokens[i, :n]
@@ -90,7 +95,14 @@ def probe_ensemble(ensemble, datasets, logs, n_strings, seeds):
         out.update(head_statistics(ensemble, member_tokens, attn=attn))
         counts = np.bincount(attended_counts(ensemble, member_tokens, attn=attn))
         out["attended_histogram"] = {int(k): int(v) for k, v in enumerate(counts) if v}
-        out.update(probe_scores(exact["hidden"][i][:, :n], control[i][:, :n], member_tokens, dataset.language,
-                                seeds[i]))
+        if dataset.language in COUNTER_SYMBOLS:
+            probe_jobs.append((i, delayed(probe_scores)(exact["hidden"][i][:, :n].cpu().numpy(),
+                                                         control[i][:, :n].cpu().numpy(), member_tokens.cpu().numpy(),
+                                                         dataset.language, seeds[i])))
         results.append(out)
+    # The linear probes are scikit-learn fits on the CPU, hundreds of them in a large group: spread over the cores.
+    n_jobs = min(os.cpu_count() or 1, len(probe_jobs) // MEMBERS_PER_PROBE_WORKER) or 1
+    scores = Parallel(n_jobs=n_jobs)(job for _, job in probe_jobs)
+    for (i, _), member_scores in zip(probe_jobs, scores, strict=True):
+        results[i].update(member_scores)
     return results

@@ -202,3 +202,33 @@ def test_decoded_strings_of_a_real_dataset_are_its_strings():
     targets = counter_targets("dyck1", data.test.strings)
     # membership and the final balanced flag agree on Dyck-1 (a balanced whole string is a member)
     assert [bool(t[-1]) for t in targets["balanced"]] == [bool(y) for y in data.test.labels.tolist()]
+
+
+def test_linear_probes_spread_over_worker_processes_give_the_same_numbers(monkeypatch):
+    from conftest import TINY
+
+    from probes import config as C
+    from probes import member_probes
+    from probes.harness import build_dataset
+    from probes.train import train_ensemble
+
+    raw = C.apply_overrides(TINY, ["languages=[majority, dyck1, first]", "model.attention=soft", "train.steps=5"])
+    cells = C.expand(raw).cells
+    datasets = [build_dataset(cell, {}) for cell in cells]
+    seeds = [cell["seed"] for cell in cells]
+    on_log = member_probes.training_probe([d.test for d in datasets], 16, seeds, torch.device("cpu"))
+    ensemble, logs = train_ensemble(C.model_config(cells[0]), C.train_config(cells[0]), seeds,
+                                    [d.train for d in datasets], torch.device("cpu"), on_log=on_log, progress=False)
+
+    def probe(members_per_worker):
+        monkeypatch.setattr(member_probes, "MEMBERS_PER_PROBE_WORKER", members_per_worker)
+        return member_probes.probe_ensemble(ensemble, datasets, logs, 16, seeds)
+
+    alone, spread = probe(10**6), probe(1)
+    assert any("probe_count_diff_r2_best" in member for member in alone)  # the counter languages were probed
+    assert not any(k.startswith("probe_") for m, d in zip(alone, datasets) if d.language == "first" for k in m)
+    for a, b in zip(alone, spread, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key.startswith("probe_"):
+                assert a[key] == b[key] or (math.isnan(a[key]) and math.isnan(b[key]))
