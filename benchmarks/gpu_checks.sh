@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# The measurements behind the published GPU figures, on one CUDA device, in two stages that fit a 10-minute slot each:
+# The measurements behind the published GPU figures, on one CUDA device, in two stages of under 10 minutes each:
 #
 #   benchmarks/gpu_checks.sh OUT models      the CUDA tests (the fused attention kernel under vmap, bf16), then
-#                                            training throughput (results/gpu/throughput.txt) with the explicit
-#                                            attention the harness uses, and with the fused kernel
+#                                            training throughput into OUT/throughput.txt: every variant with the
+#                                            explicit attention the harness uses, and soft with the fused kernel
 #   benchmarks/gpu_checks.sh OUT bench [override ...]
-#                                            configs/gpu.yaml from scratch, timed, rows into OUT/gpu; then
+#                                            configs/gpu.yaml, timed, rows into OUT/gpu; then
 #                                            `satbench report OUT/gpu --header "..."` anywhere
 #
-# Every command is printed before it runs, and each stage ends with its wall time. Set BENCH_LIMIT (seconds, default
-# 560) to stop the bench early: rerunning the same command resumes it, but the published time is an uninterrupted run.
-set -euo pipefail
+# Every command is printed before it runs, and each stage ends with its wall time and exit status, also when a step
+# fails. BENCH_LIMIT (seconds, default 560) stops the bench early; the same command resumes it from the rows in
+# OUT/gpu. A published time needs an uninterrupted run into an OUT that holds no rows yet.
+set -uo pipefail
 
-out=${1:?usage: benchmarks/gpu_checks.sh OUT models|bench [override ...]}
-stage=${2:?usage: benchmarks/gpu_checks.sh OUT models|bench [override ...]}
+usage="usage: benchmarks/gpu_checks.sh OUT models|bench [override ...]"
+out=${1:?$usage}
+stage=${2:?$usage}
 shift 2
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 start=$(date +%s)
+status=0
+trap 'echo "gpu_checks.sh: stage $stage took $(( $(date +%s) - start )) s, exit status $status" | tee -a "$out/$stage.wall"' EXIT
 
 run() {
     echo "+ $*" >&2
@@ -28,18 +33,20 @@ run() {
 
 case "$stage" in
 models)
-    run "$python" -m pytest -q -m gpu tests/test_ensemble.py 2>&1 | tee "$out/gpu_tests.txt"
+    run "$python" -m pytest -q -m gpu tests/test_ensemble.py 2>&1 | tee "$out/gpu_tests.txt" || status=$?
     shape=(--members 256 --d-model 64 --seq-len 64 --batch 64 --loop-members 8 --rounds 3)
-    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated hard | tee "$out/throughput.txt"
-    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated --fused | tee -a "$out/throughput.txt"
+    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated hard 2>&1 \
+        | tee "$out/throughput.txt" || status=$?
+    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft --fused 2>&1 \
+        | tee -a "$out/throughput.txt" || status=$?
     ;;
 bench)
-    run timeout "${BENCH_LIMIT:-560}" "$python" -m probes.cli bench configs/gpu.yaml "$@" --quiet --no-report --force \
-        --run-dir "$out/gpu" 2>&1 | tee "$out/bench.txt"
+    run timeout "${BENCH_LIMIT:-560}" "$python" -m probes.cli bench configs/gpu.yaml "$@" --quiet --no-report \
+        --run-dir "$out/gpu" 2>&1 | tee "$out/bench.txt" || status=$?
     ;;
 *)
     echo "gpu_checks.sh: unknown stage '$stage' (models or bench)" >&2
-    exit 2
+    status=2
     ;;
 esac
-echo "gpu_checks.sh: stage $stage took $(( $(date +%s) - start )) s" | tee -a "$out/$stage.wall"
+exit $status

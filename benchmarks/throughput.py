@@ -158,6 +158,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.loop_members = args.loop_members or args.members
+    if args.fused and set(args.variant) != {"soft"}:
+        parser.error("--fused: only soft attention trains through the fused kernel (the exact variants' surrogate "
+                     "needs the weights); pass --variant soft")
     if not 1 <= args.loop_members <= args.members:
         parser.error(f"--loop-members: {args.loop_members} is not between 1 and --members = {args.members}")
     allocator = "glibc default"

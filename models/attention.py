@@ -56,57 +56,59 @@ def mask_scores(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return scores + additive_mask(allowed, scores.dtype)
 
 
-def top_set(masked: torch.Tensor, tol: float) -> torch.Tensor:
-    """Boolean mask of {j : m_j >= max_k m_k - tol} on masked scores, compared in fp32 or wider. A disallowed key
-    (-inf) is never in it, since every row has a finite maximum once empty rows are opened."""
+def top_set(masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+    """Boolean mask of {j allowed : m_j >= max_k m_k - tol} on masked scores, compared in fp32 or wider. Intersected
+    with `allowed` explicitly: when the allowed scores overflow to -inf the row maximum is -inf and every key passes
+    the comparison; when they hold a NaN no key passes it, and the set is empty."""
     if masked.dtype not in (torch.float32, torch.float64):
         masked = masked.float()
-    return masked >= masked.amax(dim=-1, keepdim=True) - tol
+    return allowed & (masked >= masked.amax(dim=-1, keepdim=True) - tol)
 
 
-def weights_from_masked(variant: str, masked: torch.Tensor, tol: float) -> torch.Tensor:
-    """`variant`'s weights from masked scores (see `mask_scores`) whose every row allows some key.
+def weights_from_masked(variant: str, masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+    """`variant`'s weights from masked scores (see `mask_scores`) and the mask they were masked with.
 
     The attention layer masks once and derives both the exact weights and, for the straight-through surrogate, the
-    softmax from the same tensor.
+    softmax from the same tensor. Disallowed keys get exactly 0; a row whose set is empty (NaN scores) is 0 under the
+    exact variants.
     """
     if variant == "soft":
         return masked.softmax(dim=-1)
-    in_set = top_set(masked, tol)
+    in_set = top_set(masked, allowed, tol)
     if variant == "saturated":
         in_set = in_set.to(masked.dtype)
-        return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)  # a NaN row (overflowed scores) is empty
+        return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)
     if variant == "hard":
         # argmax returns the first maximal index, i.e. the leftmost member of the set (vmap-safe, unlike one_hot).
         leftmost = in_set.to(masked.dtype).argmax(dim=-1, keepdim=True)
-        return (torch.arange(masked.shape[-1], device=masked.device) == leftmost).to(masked.dtype)
+        picked = torch.arange(masked.shape[-1], device=masked.device) == leftmost
+        return (picked & in_set.any(dim=-1, keepdim=True)).to(masked.dtype)
     raise ValueError(f"attention variant: {variant!r} is not one of {', '.join(VARIANTS)}")
 
 
 def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """softmax over the allowed keys; disallowed keys get weight exactly 0. `allowed` broadcasts against `scores`; a row
     that allows no key is treated as allowing every key (see `open_empty_rows`)."""
-    return weights_from_masked("soft", mask_scores(scores, open_empty_rows(allowed)), 0.0)
+    opened = open_empty_rows(allowed)
+    return weights_from_masked("soft", mask_scores(scores, opened), opened, 0.0)
 
 
 def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
     """Boolean mask of M = {j allowed : s_j >= max over allowed s - tol}, computed in fp32 or wider; empty for a row
     that allows no key."""
-    return allowed & top_set(mask_scores(scores, open_empty_rows(allowed)), tol)
+    return top_set(mask_scores(scores, allowed), allowed, tol)
 
 
 def saturated_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
     """Uniform weight over the saturated set M (see `saturated_set`), 0 elsewhere; a row with no allowed key is 0
     (the Recognizer opens such rows first, see `open_empty_rows`)."""
-    in_set = saturated_set(scores, allowed, tol).to(scores.dtype)
-    return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)
+    return weights_from_masked("saturated", mask_scores(scores, allowed), allowed, tol)
 
 
 def hard_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
     """All weight on the leftmost position of the saturated set M: the leftmost argmax, ties decided within `tol`; a
     row with no allowed key is 0."""
-    leftmost = weights_from_masked("hard", mask_scores(scores, open_empty_rows(allowed)), tol)
-    return leftmost * allowed.any(dim=-1, keepdim=True)
+    return weights_from_masked("hard", mask_scores(scores, allowed), allowed, tol)
 
 
 def straight_through(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -191,7 +193,7 @@ class SelfAttention(nn.Module):
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
         # Devices on which a softmax pass without requested weights uses the fused scaled_dot_product_attention kernel
-        # instead of materialising the (T, T) weights. None by default: the published GPU run used the explicit path,
+        # instead of materialising the (T, T) weights. Empty by default: the published GPU run used the explicit path,
         # and the fused one (FusedAttention under vmap) has been checked on the CPU only. Add "cuda" once
         # `pytest -m gpu tests/test_ensemble.py` passes on a GPU.
         self.fused_devices: tuple[str, ...] = ()
@@ -230,12 +232,12 @@ class SelfAttention(nn.Module):
             scores = (q * (beta * scale if mode == "softmax" else scale)) @ k.transpose(-2, -1)  # (B, H, T, T)
             masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
             if mode == "softmax":
-                weights = weights_from_masked("soft", masked, self.tol)
+                weights = weights_from_masked("soft", masked, allowed, self.tol)
             elif mode == "exact":
-                weights = weights_from_masked(self.exact_override or self.variant, masked, self.tol)
+                weights = weights_from_masked(self.exact_override or self.variant, masked, allowed, self.tol)
             else:
-                weights = straight_through(weights_from_masked(self.variant, masked, self.tol),
-                                           weights_from_masked("soft", masked, self.tol))
+                weights = straight_through(weights_from_masked(self.variant, masked, allowed, self.tol),
+                                           weights_from_masked("soft", masked, allowed, self.tol))
             y = weights @ v
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)

@@ -83,8 +83,9 @@ class EvalConfig:
     # network is not homogeneous, and c*theta changes more than the attention.
     scaling: str = "parameters"  # parameters | attention
     threshold: float = 0.99  # accuracy on the training lengths at which a language counts as recognized
-    # Test strings per member per pass. Small enough that one pass's attention scores (members x batch x heads x
-    # T^2) stay near the CPU's cache: for 15 members, 1024 took 2.45 s per scale on 2 cores, 128 took 0.58 s.
+    # Test strings per member per pass. One pass holds members x batch x heads x T^2 attention scores; on a CPU,
+    # passes of tens of MB beat passes of hundreds: for 15 members on 2 cores, 1024 took 2.45 s per scale and 128
+    # took 0.58 s. On a GPU larger passes pay (configs/gpu.yaml sets 256 for 360 members).
     batch_size: int = 128
 
     def __post_init__(self):

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from languages import make_dataset
 
 from . import config as C
-from .allocator import keep_freed_memory
 from .evaluate import evaluate_ensemble
 from .member_probes import probe_ensemble, training_probe
 from .results import append_row, check_one_config, read_run, repair, rows_files
@@ -92,6 +91,9 @@ def build_dataset(cell, cache):
     return cache[key]
 
 
+PHASES = ("datasets", "train", "evaluate", "probes")  # the order a group runs them in
+
+
 class PhaseTimer:
     """Wall seconds per phase of a group: `with timer("train"): ...`. Every phase ends on a host value (metrics come
     back as Python numbers), so on a GPU its time includes the kernels it queued."""
@@ -110,7 +112,7 @@ class PhaseTimer:
 
 def run_group(cells, device, dataset_cache, progress=True):
     """Train and measure one shape group; returns one row per cell."""
-    start = time.time()
+    start = time.perf_counter()
     timer = PhaseTimer()
     first = cells[0]
     model_cfg, train_cfg, eval_cfg = C.model_config(first), C.train_config(first), C.eval_config(first)
@@ -137,7 +139,7 @@ def run_group(cells, device, dataset_cache, progress=True):
             metrics["probes"] = probes[i]
         rows.append({"hash": C.cell_hash(cell), "config": C.encode_inf(cell), "metrics": metrics, "log": logs[i],
                      "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
-    seconds = time.time() - start
+    seconds = time.perf_counter() - start
     for row in rows:
         row.update({"seconds": seconds / len(rows), "group_seconds": seconds, "group_members": len(rows),
                     "group_phase_seconds": dict(timer.seconds)})
@@ -147,8 +149,6 @@ def run_group(cells, device, dataset_cache, progress=True):
 def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None):
     """Run every unfinished cell of `grid` (or of `cells`, a subset such as one shard); returns the run directory."""
     device = pick_device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
     run_dir = prepare_run_dir(grid, run_dir or RESULTS_ROOT / grid.name, force)
     cells = grid.cells if cells is None else cells
     # Other shards may be appending to their own rows files right now: only our own file may have a torn line cut off.

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import config as C
+from .allocator import keep_freed_memory
 from .harness import RESULTS_ROOT, prepare_run_dir, run_bench
 from .results import read_run
 from .shard import rows_name, select_shard, split_groups
@@ -39,6 +40,7 @@ class ShardJob:
     """One shard as a job. A class rather than a function so that submitit can requeue it (see `checkpoint`)."""
 
     def __call__(self, grid, run_dir, i, n, device):
+        keep_freed_memory()
         run_bench(grid, run_dir, device=device, progress=False, rows_name=rows_name(i, n),
                   cells=select_shard(grid.cells, i, n))
         return i

@@ -9,11 +9,10 @@ for all members in a few passes over the ensemble.
 """
 
 import math
-import os
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, cpu_count, delayed
 
 from models import Ensemble, saturated_limit
 
@@ -101,7 +100,7 @@ def probe_ensemble(ensemble, datasets, logs, n_strings, seeds):
                                                          dataset.language, seeds[i])))
         results.append(out)
     # The linear probes are scikit-learn fits on the CPU, hundreds of them in a large group: spread over the cores.
-    n_jobs = min(os.cpu_count() or 1, len(probe_jobs) // MEMBERS_PER_PROBE_WORKER) or 1
+    n_jobs = min(cpu_count(), len(probe_jobs) // MEMBERS_PER_PROBE_WORKER) or 1  # cores this process may use
     scores = Parallel(n_jobs=n_jobs)(job for _, job in probe_jobs)
     for (i, _), member_scores in zip(probe_jobs, scores, strict=True):
         results[i].update(member_scores)

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
 
-from .harness import load_rows_with_config  # noqa: E402
+from .harness import PHASES, load_rows_with_config  # noqa: E402
 from .results import CorruptResults  # noqa: E402
 from .theory_check import construction_rows  # noqa: E402
 
@@ -228,11 +228,11 @@ def figure_accuracy_vs_scale(table, path):
 def phase_seconds(rows) -> dict[str, float]:
     """Seconds per phase (datasets, train, evaluate, probes) summed over the groups of a run; {} for rows that predate
     the phase timer. Every row of a group carries the group's phases, so each row counts for 1 / group size."""
-    total: dict[str, float] = {}
-    for row in rows:
-        for name, value in row.get("group_phase_seconds", {}).items():
-            total[name] = total.get(name, 0.0) + value / row["group_members"]
-    return total
+    timed = [row for row in rows if "group_phase_seconds" in row]
+    if len(timed) < len(rows):
+        return {}  # a run resumed across versions: phases for part of it would not add up to its total
+    return {name: sum(row["group_phase_seconds"].get(name, 0.0) / row["group_members"] for row in rows)
+            for name in PHASES}
 
 
 def write_report(run_dir, header=None):

@@ -6,11 +6,13 @@ import torch
 from models.attention import (
     annealed_inverse_temperature,
     hard_weights,
+    mask_scores,
     open_empty_rows,
     saturated_set,
     saturated_weights,
     soft_weights,
     straight_through,
+    weights_from_masked,
 )
 
 TOL = 1e-5
@@ -131,6 +133,26 @@ def test_rows_without_allowed_keys_give_no_nan():
     soft_weights(scores, allowed).sum().backward()
     assert torch.isfinite(scores.grad).all()
     assert torch.equal(open_empty_rows(allowed)[1:], torch.ones(2, 5, dtype=torch.bool))
+
+
+def test_overflowed_scores_never_put_exact_weight_on_disallowed_keys():
+    """At a large parameter scale the scores can overflow: a row whose allowed scores are all -inf, or hold a NaN, must
+    still give disallowed keys (the future, padding) exactly zero weight, in the layer's path and the helpers alike."""
+    inf, nan = float("inf"), float("nan")
+    scores = torch.tensor([[-inf, 3.0, 2.0, 1.0],  # allowed scores all -inf, disallowed ones finite
+                           [nan, 0.0, 5.0, 5.0],  # a NaN among the allowed scores
+                           [1.0, 1.0, 9.0, 0.0]])  # finite: the usual tie, with a higher disallowed key
+    allowed = torch.tensor([[True, False, False, False], [True, True, False, False], [True, True, False, False]])
+    masked = mask_scores(scores, allowed)
+    for variant in ("saturated", "hard"):
+        for weights in (weights_from_masked(variant, masked, allowed, TOL),
+                        saturated_weights(scores, allowed, TOL) if variant == "saturated"
+                        else hard_weights(scores, allowed, TOL)):
+            assert torch.all(weights[~allowed] == 0), variant
+            assert torch.equal(weights[0], torch.tensor([1.0, 0, 0, 0]))  # -inf everywhere allowed: a tie of one
+            assert torch.all(weights[1] == 0)  # NaN: no maximum, no weight
+        assert torch.equal(weights_from_masked(variant, masked, allowed, TOL)[2],
+                           torch.tensor([0.5, 0.5, 0, 0]) if variant == "saturated" else torch.tensor([1.0, 0, 0, 0]))
 
 
 def test_anneal_schedule_runs_geometrically_from_one_to_the_final_value():

@@ -220,6 +220,8 @@ def test_linear_probes_spread_over_worker_processes_give_the_same_numbers(monkey
     ensemble, logs = train_ensemble(C.model_config(cells[0]), C.train_config(cells[0]), seeds,
                                     [d.train for d in datasets], torch.device("cpu"), on_log=on_log, progress=False)
 
+    monkeypatch.setattr(member_probes, "cpu_count", lambda: 2)  # two workers even on a one-core machine
+
     def probe(members_per_worker):
         monkeypatch.setattr(member_probes, "MEMBERS_PER_PROBE_WORKER", members_per_worker)
         return member_probes.probe_ensemble(ensemble, datasets, logs, 16, seeds)
