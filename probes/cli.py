@@ -7,6 +7,7 @@ from languages import cli as languages_cli
 
 from . import commands as bench_commands
 from . import theory_check
+from .allocator import keep_freed_memory
 
 
 def main(argv=None) -> int:
@@ -21,6 +22,7 @@ def main(argv=None) -> int:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
+    keep_freed_memory()  # every subcommand builds and drops the same large tensors over and over (probes/allocator.py)
     try:
         return args.run(args) or 0
     except ValueError as error:

@@ -6,7 +6,6 @@ from pathlib import Path
 import torch
 
 from . import config as C
-from .allocator import keep_freed_memory
 from .harness import pick_device, run_bench
 from .launch import check_flags, launch
 from .report import compare_runs, write_report
@@ -66,7 +65,6 @@ def bench_command(args):
     if args.launcher != "slurm":  # a SLURM job's GPUs need not be visible where it is submitted
         pick_device(args.device)
     shard = parse_shard(args.shard) if args.shard else None
-    keep_freed_memory()  # this process only trains and evaluates; on the CPU it reuses its large blocks
     config = config or default_config()
     grid = C.load_grid(config, overrides)
     if args.launcher:
