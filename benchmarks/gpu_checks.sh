@@ -41,7 +41,7 @@ models)
         | tee -a "$out/throughput.txt" || status=$?
     ;;
 bench)
-    run timeout "${BENCH_LIMIT:-560}" "$python" -m probes.cli bench configs/gpu.yaml "$@" --quiet --no-report \
+    run timeout "${BENCH_LIMIT:-560}" "$python" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \
         --run-dir "$out/gpu" 2>&1 | tee "$out/bench.txt" || status=$?
     ;;
 *)

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from languages.counting import random_index
+from languages.uniform_sampling import random_index
 
 # Token ids shared by every language, so that one model shape can train on several languages. Symbol k of a
 # language's alphabet gets id FIRST_SYMBOL + k.
@@ -63,6 +63,12 @@ class Language:
     decided_by: ClassVar[frozenset[str]] = frozenset()
     # Upper bounds `satbench languages check` holds the shortcut baselines to (those not in `decided_by`).
     shortcut_bounds: ClassVar[dict[str, float]] = LENGTH_BOUNDS
+    # What the linear probes (probes/linear_probe.py) read off the hidden states at every prefix. `counters`: the
+    # counts a counter machine for the language keeps, name -> (symbol counted up, symbol counted down); the target is
+    # the count over the prefix length, (#up - #down) / i. `prefix_flag`: the name under which "this prefix is in the
+    # language" (`prefix_accepts`) is probed; None leaves it out.
+    counters: ClassVar[dict[str, tuple[str, str]]] = {}
+    prefix_flag: ClassVar[str | None] = "prefix_member"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -10,7 +10,7 @@ from functools import cache
 import numpy as np
 
 from languages.base import COUNTS_BOUNDS, Language, register
-from languages.counting import choose_weighted, random_index
+from languages.uniform_sampling import choose_weighted, random_index
 
 
 def arrangement(rng: np.random.Generator, n: int, a_count: int) -> str:
@@ -64,6 +64,7 @@ class AnBn(EqualBlocks):
 
     name = "anbn"
     alphabet = "ab"
+    counters = {"count_diff": ("a", "b")}
 
     def near_misses(self, rng, s):
         # Same length: one count off by one each way (a^(k+1) b^(k-1), the length-matched form of a^k b^(k+1)),
@@ -80,6 +81,7 @@ class AnBnCn(EqualBlocks):
 
     name = "anbncn"
     alphabet = "abc"
+    counters = {"a_minus_b": ("a", "b"), "b_minus_c": ("b", "c")}
 
     def near_misses(self, rng, s):
         k = len(s) // 3
@@ -106,6 +108,7 @@ class LeadDecided(Language):
     alphabet = "ab"
     decided_by = frozenset({"counts"})
     negative_mixture = {"near_miss": 0.5, "edit": 0.3, "random": 0.2}  # a shuffle never changes membership
+    counters = {"count_diff": ("a", "b")}
 
     def accepts_lead(self, lead: int) -> bool:
         raise NotImplementedError
@@ -163,6 +166,7 @@ class Equal(LeadDecided):
     """Strings over {a, b} with as many a's as b's."""
 
     name = "equal"
+    prefix_flag = "balanced"
 
     def accepts_lead(self, lead):
         return lead == 0

@@ -12,7 +12,7 @@ from functools import cache
 import numpy as np
 
 from languages.base import COUNTS_BOUNDS, Language, register
-from languages.counting import ballot, catalan, choose_weighted, random_index, uniform_below
+from languages.uniform_sampling import ballot, catalan, choose_weighted, random_index, uniform_below
 
 
 def dyck_word(rng: np.random.Generator, n: int, open_: str = "(", close: str = ")") -> str | None:
@@ -84,6 +84,8 @@ class Dyck1(Language):
     family = "counter"
     alphabet = "()"
     shortcut_bounds = COUNTS_BOUNDS
+    counters = {"depth": ("(", ")")}
+    prefix_flag = "balanced"
 
     def accepts(self, s: str) -> bool:
         return depth_profile_ok(s, "(", ")") and s.count("(") + s.count(")") == len(s)
@@ -120,6 +122,7 @@ class Dyck2(Language):
     family = "context-free"
     alphabet = "()[]"
     shortcut_bounds = COUNTS_BOUNDS
+    prefix_flag = "balanced"
 
     def accepts(self, s: str) -> bool:
         return self.prefix_accepts(s)[-1]
@@ -191,6 +194,8 @@ class Shuffle2(Language):
     family = "counter"
     alphabet = "()[]"
     shortcut_bounds = COUNTS_BOUNDS
+    counters = {"round_depth": ("(", ")"), "square_depth": ("[", "]")}
+    prefix_flag = "balanced"
 
     def accepts(self, s: str) -> bool:
         round_ = "".join(c for c in s if c in "()")

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from languages.base import Language, PluginError, register
-from languages.counting import uniform_below
+from languages.uniform_sampling import uniform_below
 
 
 class DFALanguage(Language):

@@ -14,7 +14,7 @@ from models.attention import (
 from models.ensemble import Ensemble
 from models.io import load, save
 from models.recognizer import BOS, EOS, PAD, ModelConfig, Recognizer, parameter_norm
-from models.saturation import attention_layers, saturate, saturated_limit, scale_attention
+from models.saturation import attention_layers, eval_mode, saturate, saturated_limit, scale_attention
 
 __all__ = [
     "BOS",
@@ -28,6 +28,7 @@ __all__ = [
     "SelfAttention",
     "annealed_inverse_temperature",
     "attention_layers",
+    "eval_mode",
     "hard_weights",
     "load",
     "parameter_norm",

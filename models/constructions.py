@@ -228,25 +228,55 @@ def anbn() -> Recognizer:
 class Construction:
     """A builder and the two numbers of its finite-scale analysis (both read off its docstring).
 
-    gap(n):            score gap, before the scale c, between the keys the deciding head must attend to and all
-                       other keys, at the last query of a length-n string; math.inf where every score ties exactly
-    tolerated_leak(n): the attention mass on the other keys that the output margin absorbs
+    gap(n):              score gap, before the scale c, between the keys the deciding head must attend to and all
+                         other keys, at the last query of a length-n string; math.inf where every score ties exactly
+    tolerated_leak(n):   the attention mass on the other keys that the output margin absorbs
+    critical_strings(n): the strings of length n its analysis says are hardest: those that fail first at a finite
+                         scale, and those whose averages round the most, so that a measured n*(c) does not depend on
+                         whether a random draw happened to be hard
     """
 
     name: str
     build: Callable[[], Recognizer]
     gap: Callable[[int], float]
     tolerated_leak: Callable[[int], float]
+    critical_strings: Callable[[int], list[str]]
 
     @property
     def summary(self) -> str:
         return self.build.__doc__.strip().splitlines()[0]
 
 
+def majority_critical(n: int) -> list[str]:
+    """The block strings with a lead of one and a tie (or a deficit of one), whose running sums are largest."""
+    if n == 0:
+        return []
+    lead = n // 2 + 1
+    return ["a" * lead + "b" * (n - lead), "a" * (n - lead) + "b" * lead, "a" * (n // 2) + "b" * (n - n // 2)]
+
+
+def dyck1_critical(n: int) -> list[str]:
+    """A member followed by ")(": one negative prefix, at column n - 1, whose flag 1/n is the smallest a flag can be on
+    a string of final depth 0; and the deepest member (n/2 opens then n/2 closes), whose prefix ratios round the
+    most."""
+    if n % 2 or n == 0:
+        return []
+    return ["()" * (n // 2 - 1) + ")(", "(" * (n // 2) + ")" * (n // 2)]
+
+
+def anbn_critical(n: int) -> list[str]:
+    """a^(k-1) b^k a: one flagged a, at the last column, flag 1/(n+1); and a^k b^k itself."""
+    if n % 2 or n == 0:
+        return []
+    k = n // 2
+    return ["a" * (k - 1) + "b" * k + "a", "a" * k + "b" * k]
+
+
 CONSTRUCTIONS = {
-    "majority": Construction("majority", majority, lambda n: math.inf, lambda n: 1.0),
-    "dyck1": Construction("dyck1", dyck1, lambda n: 1.0 / max(n, 1), lambda n: 1.0 - n / (2.0 * (n + 1))),
-    "anbn": Construction("anbn", anbn, lambda n: 1.0 / (n + 1), lambda n: 0.5),
+    "majority": Construction("majority", majority, lambda n: math.inf, lambda n: 1.0, majority_critical),
+    "dyck1": Construction("dyck1", dyck1, lambda n: 1.0 / max(n, 1), lambda n: 1.0 - n / (2.0 * (n + 1)),
+                          dyck1_critical),
+    "anbn": Construction("anbn", anbn, lambda n: 1.0 / (n + 1), lambda n: 0.5, anbn_critical),
 }
 
 

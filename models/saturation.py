@@ -1,8 +1,10 @@
-"""The three ways to push a model towards saturation, as context managers over a Recognizer or an Ensemble.
+"""The three ways to push a model towards saturation, as context managers over a Recognizer or an Ensemble, and the
+one way to measure it with the exact forward.
 
     saturate(model, c)         every parameter multiplied by c: the paper's f(x; c * theta), with c = 1000 there
     scale_attention(model, c)  only the attention scores multiplied by c: softmax(c * s) in every layer
     saturated_limit(model)     every attention layer computes exact saturated attention: the c = inf point
+    eval_mode(model)           the exact forward (model.eval(); saturated and hard attention train through a surrogate)
 
 Each restores the model exactly on exit, also when the body raises. `saturate` keeps a copy of the parameters and
 copies it back, because dividing by c again would not give the original bits.
@@ -74,3 +76,14 @@ def saturated_limit(model: nn.Module):
     finally:
         for layer, override in zip(layers, before, strict=True):
             layer.exact_override = override
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """model.eval() inside the block; the training mode comes back on exit, also when the body raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

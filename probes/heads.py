@@ -2,16 +2,16 @@
 
 Under saturated attention a query puts uniform weight on the positions that tie for its maximum score. A head whose
 queries almost always have a single maximum acts like hard (argmax) attention; one whose queries spread over several
-positions computes averages, which is what counting languages (majority, Dyck-1, a^n b^n) need. Merrill et al. (2021)
+positions computes averages, which is what counter languages need. Merrill et al. (2021)
 plot a histogram of the number of positions attended over all heads; `attended_counts` gives its raw data.
 """
 
 import numpy as np
 import torch
 
-from models import PAD, saturated_limit
+from models import PAD, eval_mode, saturated_limit
 
-from .saturation import EvalMode
+from .registry import Probe, register
 
 ATTENDED_THRESHOLD = 1e-5  # a weight above this counts as attended (DESIGN.md, "positions attended")
 ARGMAX_SPLIT_SHARE = 0.5  # a head is argmax-like when fewer than this share of its queries split attention
@@ -56,7 +56,7 @@ def query_mask_for(model, tokens: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def saturated_attention(model, tokens: torch.Tensor) -> torch.Tensor:
     """(L, B, H, T, T) attention weights of the model evaluated at the saturated limit (c = inf)."""
-    with EvalMode(model), saturated_limit(model):
+    with eval_mode(model), saturated_limit(model):
         return model(tokens, internals=True)["attn"].float()
 
 
@@ -70,7 +70,7 @@ def head_statistics(model, tokens: torch.Tensor, attn: torch.Tensor | None = Non
     and over all heads: attended_mean, split_share (pooled over queries), argmax_like_share (share of heads).
 
     Class rule: argmax-like when split_share < 0.5, i.e. most queries put all their weight on one position; else
-    mean-like. A majority vote over queries does not depend on string length, unlike a threshold on the mean count
+    mean-like. A vote over queries does not depend on string length, unlike a threshold on the mean count
     (an averaging head's count grows with the length), and a head that splits on most queries is averaging in the
     typical case, which is the behaviour the counting constructions rely on. Queries are those of `query_mask_for`.
     `attn`: the saturated-limit weights when already computed (e.g. for a whole ensemble in one pass).
@@ -112,3 +112,21 @@ def attended_counts(model, tokens: torch.Tensor, attn: torch.Tensor | None = Non
     counts = positions_attended(attn, qmask, tokens != PAD)  # (L, B, H, T)
     valid = qmask.cpu().numpy()[None, :, None, :]
     return counts[np.broadcast_to(valid, counts.shape)]
+
+
+@register
+class Heads(Probe):
+    """Positions attended per head at the saturated limit, and their histogram over all heads."""
+
+    name = "heads"
+
+    def measure(self, run):
+        out = []
+        for i, strings in enumerate(run.strings):
+            n = len(strings.strings)
+            tokens, attn = run.tokens[i, :n], run.limit["attn"][i][:, :n]
+            member = head_statistics(run.ensemble, tokens, attn=attn)
+            counts = np.bincount(attended_counts(run.ensemble, tokens, attn=attn))
+            member["attended_histogram"] = {int(k): int(v) for k, v in enumerate(counts) if v}
+            out.append(member)
+        return out

@@ -10,18 +10,17 @@ between trained and control says that training built the representation.
 
 import numpy as np
 import torch
+from joblib import Parallel, cpu_count, delayed
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from languages.base import FIRST_SYMBOL, get_language
-from models import PAD
+from models import PAD, eval_mode
 
-from .saturation import EvalMode
+from .registry import Probe, register
 
-# language name -> (the symbol that counts +1, the symbol that counts -1)
-COUNTER_SYMBOLS = {"anbn": ("a", "b"), "majority": ("a", "b"), "equal": ("a", "b"), "dyck1": ("(", ")")}
 RIDGE_ALPHA = 1.0  # on standardised features, so the same penalty means the same thing for every layer and model
 
 
@@ -37,31 +36,32 @@ def _per_length(count: np.ndarray) -> np.ndarray:
     return np.divide(count, i, out=np.zeros(len(count)), where=i > 0)
 
 
-def counter_targets(language_name, strings) -> dict[str, list[np.ndarray]]:
-    """Counter values of every prefix of every string.
+def counter_targets(language, strings) -> dict[str, list[np.ndarray]]:
+    """The probe targets of every prefix of every string, as the language declares them (languages/base.py).
 
     Entry i of a string's array belongs to the prefix of length i, which is token column i (column 0 is BOS, the
-    empty prefix). Targets, by language (a language object with a .name works too):
-      "count_diff"  (#a - #b) / i, float        anbn, majority, equal
-      "depth"       (#( - #)) / i, float        dyck1 (the running depth; negative after an unmatched ")")
-      "balanced"    prefix is balanced, bool    equal (#a = #b), dyck1 (depth 0 and never below 0)
-    Ratios are 0 at i = 0; "balanced" is True there, as the empty prefix is balanced. Probes skip column 0 anyway.
-    A language with no counter gives {}.
+    empty prefix).
+      each counter name: (#up - #down) / i, float, for every (up, down) pair in `language.counters`; 0 at i = 0
+      `language.prefix_flag`: whether the prefix is in the language (`prefix_accepts`), bool; absent when None
+    A language that declares neither gives {}.
     """
-    name = getattr(language_name, "name", language_name)
-    if name not in COUNTER_SYMBOLS:
-        return {}
-    up, down = COUNTER_SYMBOLS[name]
-    counts = [_running_count(s, up, down) for s in strings]
+    language = _registered(language)
     out: dict[str, list[np.ndarray]] = {}
-    if name in ("anbn", "majority", "equal"):
-        out["count_diff"] = [_per_length(c) for c in counts]
-    if name == "dyck1":
-        out["depth"] = [_per_length(c) for c in counts]
-        out["balanced"] = [(c == 0) & (np.minimum.accumulate(c) >= 0) for c in counts]
-    if name == "equal":
-        out["balanced"] = [c == 0 for c in counts]
+    for name, (up, down) in language.counters.items():
+        out[name] = [_per_length(_running_count(s, up, down)) for s in strings]
+    if language.prefix_flag:
+        out[language.prefix_flag] = [np.array(language.prefix_accepts(s), dtype=bool) for s in strings]
     return out
+
+
+def _registered(language):
+    """The registered language of a name, a Language, or anything with a `.name`."""
+    return get_language(getattr(language, "name", language))
+
+
+def has_targets(language) -> bool:
+    language = _registered(language)
+    return bool(language.counters or language.prefix_flag)
 
 
 def _rows(hidden: np.ndarray, tokens: np.ndarray, target, strings: np.ndarray):
@@ -130,7 +130,7 @@ def probe_layers(hidden, tokens, target, seed: int, kind: str | None = None) -> 
 @torch.no_grad()
 def hidden_states(model, tokens: torch.Tensor) -> torch.Tensor:
     """(L + 1, B, T, d) residual stream of the exact forward (eval mode; the training mode is put back)."""
-    with EvalMode(model):
+    with eval_mode(model):
         return model(tokens, internals=True)["hidden"]
 
 
@@ -175,7 +175,7 @@ def linear_probe_metrics(model, dataset_split, language, seed: int, config=None,
       probe_control_{target}_{metric}_layer{l}, probe_control_{target}_{metric}_best
     {} for a language without counter targets.
     """
-    if getattr(language, "name", language) not in COUNTER_SYMBOLS:
+    if not has_targets(language):
         return {}
     tokens = torch.as_tensor(dataset_split.tokens[:max_strings]).to(next(model.parameters()).device)
     control = random_init_like(model, seed, config)
@@ -185,11 +185,8 @@ def linear_probe_metrics(model, dataset_split, language, seed: int, config=None,
 def probe_scores(hidden, control_hidden, tokens, language, seed: int) -> dict[str, float]:
     """`linear_probe_metrics` from hidden states already computed, (L + 1, B, T, d) for the trained model and for
     its random-init control (e.g. sliced out of one pass over a whole ensemble)."""
-    name = getattr(language, "name", language)
-    if name not in COUNTER_SYMBOLS:
-        return {}
-    alphabet = getattr(language, "alphabet", None) or get_language(name).alphabet
-    targets = counter_targets(name, decode_strings(tokens, alphabet))
+    language = _registered(language)
+    targets = counter_targets(language, decode_strings(tokens, language.alphabet))
     out: dict[str, float] = {}
     for prefix, states in (("probe", hidden), ("probe_control", control_hidden)):
         for target_name, target in targets.items():
@@ -200,3 +197,32 @@ def probe_scores(hidden, control_hidden, tokens, language, seed: int) -> dict[st
             finite = [v for v in scores.values() if np.isfinite(v)]
             out[f"{prefix}_{target_name}_{metric}_best"] = max(finite) if finite else float("nan")
     return out
+
+
+# Fewer members' linear probes than this per worker process do not repay starting the process.
+MEMBERS_PER_PROBE_WORKER = 8
+
+
+@register
+class LinearProbes(Probe):
+    """`probe_scores` for every member whose language declares probe targets, against the untrained control."""
+
+    name = "linear_probes"
+
+    def measure(self, run):
+        jobs = []
+        for i, (dataset, strings) in enumerate(zip(run.datasets, run.strings)):
+            if not has_targets(dataset.language):
+                continue
+            n = len(strings.strings)
+            jobs.append((i, delayed(probe_scores)(run.exact["hidden"][i][:, :n].cpu().numpy(),
+                                                  run.control_hidden[i][:, :n].cpu().numpy(),
+                                                  run.tokens[i, :n].cpu().numpy(), get_language(dataset.language),
+                                                  run.seeds[i])))
+        # scikit-learn fits on the CPU, hundreds of them in a large group: spread over the cores this process may use.
+        n_jobs = min(cpu_count(), len(jobs) // MEMBERS_PER_PROBE_WORKER) or 1
+        scores = Parallel(n_jobs=n_jobs)(job for _, job in jobs)
+        out = [{} for _ in run.datasets]
+        for (i, _), member in zip(jobs, scores, strict=True):
+            out[i] = member
+        return out

@@ -1,8 +1,9 @@
 """Norm growth: how the parameter norm and direction move over training.
 
 Merrill et al. (2021) observe that the l2 norm of a transformer's parameters grows roughly like sqrt(t) during
-training, which drives attention towards saturation. This file holds what the harness records during training
-(`norm_log_entry`) and what is computed from that log afterwards (`norm_growth_metrics`).
+training, which drives attention towards saturation. This file holds what is recorded during training
+(`norm_log_entry`, `member_norm_entries`), what is computed from that log afterwards (`norm_growth_metrics`), and the
+`norm_growth` probe that does both for every member of an ensemble.
 
 The training log is a list of dicts, one per logged step of ONE member, each with the keys
     "step"            int, optimizer steps taken so far (0 = initialisation)
@@ -21,6 +22,8 @@ from sklearn.linear_model import LinearRegression
 from torch import nn
 
 from models.recognizer import counts_toward_norm
+
+from .registry import Probe, register
 
 
 def counted_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -237,3 +240,36 @@ def norm_growth_metrics(log: list[dict]) -> dict[str, float]:
             start = first.get(layer, math.nan)
             out[f"norm_ratio_{layer}"] = float(value) / start if start else math.nan
     return out
+
+
+@register
+class NormGrowth(Probe):
+    """Norm per layer and the direction cosines (to the previous logged step and to the first) at every logged step;
+    afterwards the fits of `norm_growth_metrics`. The parameter vectors stay in memory, never in the rows."""
+
+    name = "norm_growth"
+
+    def __init__(self, run):
+        super().__init__(run)
+        self.first, self.previous = {}, {}
+
+    def during_training(self, step, ensemble):
+        entries = member_norm_entries(ensemble, keep_params=True)
+        for i, entry in enumerate(entries):
+            params = entry.pop("params")
+            self.first.setdefault(i, params)
+            entry["cos_prev"] = cosine(self.previous[i], params) if i in self.previous else math.nan
+            entry["cos_first"] = cosine(self.first[i], params)
+            self.previous[i] = params
+        return entries
+
+    def measure(self, run):
+        out = []
+        for log in run.logs:
+            member = norm_growth_metrics(log)
+            consecutive = [e["cos_prev"] for e in log if np.isfinite(e.get("cos_prev", math.nan))]
+            if consecutive:
+                member.update(cos_first_last=log[-1]["cos_first"], cos_consecutive_last=consecutive[-1],
+                              cos_consecutive_min=min(consecutive))
+            out.append(member)
+        return out

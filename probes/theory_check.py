@@ -6,7 +6,8 @@ at finite attention scales c, beside the length n*(c) that softmax concentration
     n_star(name, c)                        first length at which the construction gets a test string wrong at scale c
     predicted_n_star(name, c)              first length at which the concentration bound stops guaranteeing it
     construction_rows(lengths)             one "hand-built" row per construction for the report's recognition table
-    `satbench construct NAME --lengths 1..1000 [--scales 10,100,1000,10000] [--samples K]`
+The command line, `satbench construct NAME --lengths 1..1000 [--scales 10,100,1000,10000] [--samples K]`, prints these
+(satbench/construct_command.py).
 
 Which scale. A finite scale here is `scale_attention(model, c)`: every attention score multiplied by c, i.e.
 softmax(c * s), nothing else touched. That is exactly the quantity the concentration bound speaks about, and the
@@ -17,13 +18,14 @@ bound no longer applies in its plain form. The saturated limit (`saturated_limit
 
 The test strings of a length n: every string when n <= 12; beyond, `samples` members (language.sample), `samples`
 negatives from the language's negative sampler (near misses, edits, shuffles, random strings), the near misses of
-every sampled member, and the construction's *critical* strings (`critical_strings`): the strings its finite-scale
-analysis says fail first, so that a measured n*(c) does not depend on whether a random draw happened to be hard.
+every sampled member, and the construction's *critical* strings (`critical_strings` in models/constructions.py):
+the strings its finite-scale analysis says fail first, so that a measured n*(c) does not depend on whether a random
+draw happened to be hard.
 The draws of length n come from the seed (seed, n), so a length gives the same strings in any range.
 
 The prediction (`predicted_n_star`). Let s be the scores of the deciding head at the last query, A the keys it must
-attend to (for dyck1 and anbn: the flagged keys, any of which gives the right answer) and g the gap between the
-lowest score in A and every score outside A. Softmax puts mass
+attend to (for a construction with a flag-selecting head: the flagged keys, any of which gives the right answer)
+and g the gap between the lowest score in A and every score outside A. Softmax puts mass
 
     eps = sum_{j not in A} e^{c s_j} / sum_j e^{c s_j} <= (n_off e^{-c g} e^{c max_A}) / e^{c max_A} <= n e^{-c g}
 
@@ -36,10 +38,10 @@ first n where that fails. With gap(n) ~ 1/n that is n ln(2n) ~ c: n*(c) grows li
 
 The bound can only be early: the measured n*(c) is >= the predicted one. It is early by the factor that n e^{-c g}
 overestimates eps for the critical string, whose single attended key competes with n keys at score 0:
-eps = n / (n + e^{c g}). For dyck1 the critical string fails when c/n <= ln(n^2/(n+2)) and the bound gives up at
-c/n <= ln(2n(n+1)/(n+2)); the two logarithms differ by ln 2, so the measured n* exceeds the predicted one by a
-factor of about 1 + ln 2 / ln n: 1.1 to 1.2 for c between 100 and 10^4. At c = 10 the lengths are so short that
-whole steps count: failures need an even length (a balanced string), and 8 / 5 = 1.6.
+eps = n / (n + e^{c g}). For the Dyck-1 construction the critical string fails when c/n <= ln(n^2/(n+2)) and the
+bound gives up at c/n <= ln(2n(n+1)/(n+2)); the two logarithms differ by ln 2, so the measured n* exceeds the
+predicted one by a factor of about 1 + ln 2 / ln n: 1.1 to 1.2 for c between 100 and 10^4. At c = 10 the lengths are
+so short that whole steps count: failures need an even length (a balanced string), and 8 / 5 = 1.6.
 
 fp32. At the saturated limit the decision has margin mu(n) = 1/(2(n+1)) in logit units and every quantity lies in
 [-1, 1], so fp32 (unit roundoff 2^-24 ~ 6e-8) decides correctly as long as the rounding of an average of n + 1
@@ -52,7 +54,6 @@ attention (tol = 1e-5 on the scores): unflagged keys join the attended set once 
 
 import itertools
 import math
-import re
 import sys
 
 import numpy as np
@@ -74,32 +75,6 @@ ATTENTION_ELEMENTS = 1 << 24
 # ---- test strings ------------------------------------------------------------------------------------------------
 
 
-def critical_strings(name: str, n: int) -> list[str]:
-    """The strings of length n that a construction's analysis says are hardest (see its docstring).
-
-    dyck1    a member followed by ")(": one negative prefix, at column n - 1, whose flag 1/n is the smallest a
-             flag can be on a string of final depth 0; and the deepest member (n/2 opens then n/2 closes), whose
-             prefix ratios round the most.
-    anbn     a^(k-1) b^k a: one flagged a, at the last column, flag 1/(n+1); and a^k b^k itself.
-    majority the block strings with a lead of one and a tie (or a deficit of one), whose running sums are largest.
-    """
-    if name == "dyck1":
-        if n % 2 or n == 0:
-            return []
-        return ["()" * (n // 2 - 1) + ")(", "(" * (n // 2) + ")" * (n // 2)]
-    if name == "anbn":
-        if n % 2 or n == 0:
-            return []
-        k = n // 2
-        return ["a" * (k - 1) + "b" * k + "a", "a" * k + "b" * k]
-    if name == "majority":
-        if n == 0:
-            return []
-        lead = n // 2 + 1
-        return ["a" * lead + "b" * (n - lead), "a" * (n - lead) + "b" * lead, "a" * (n // 2) + "b" * (n - n // 2)]
-    return []
-
-
 def evaluation_strings(name: str, n: int, samples: int = 8, seed: int = 0) -> tuple[list[str], list[bool]]:
     """The test strings of length n (see the module docstring) and their labels from the language's oracle."""
     language = get_language(name)
@@ -115,7 +90,7 @@ def evaluation_strings(name: str, n: int, samples: int = 8, seed: int = 0) -> tu
             negative = language.negative(rng, n)
             if negative is not None:
                 found.append(negative)
-        found += critical_strings(name, n)
+        found += get_construction(name).critical_strings(n)
         strings = sorted({s for s in found if len(s) == n})
     return strings, [language.accepts(s) for s in strings]
 
@@ -265,138 +240,3 @@ def construction_rows(lengths=(1, 40), scales=REPORT_SCALES, samples: int = 8, s
                     "strings": sum(r["strings"] for r in rows if r["scale"] == scales[0]), "acc": acc,
                     "acc_by_length": by_length, "scaling": "scale_attention"})
     return out
-
-
-# ---- printing ----------------------------------------------------------------------------------------------------
-
-
-def length_bins(lengths: list[int]) -> list[list[int]]:
-    """Every length on its own up to 12 (or when there are few); beyond, bins 13-16, 17-32, 33-64, ... (powers of 2)."""
-    if len(lengths) <= 20:
-        return [[n] for n in lengths]
-    bins: dict[int, list[int]] = {}
-    for n in lengths:
-        key = n if n <= EXHAUSTIVE_UP_TO else max(16, 1 << (n - 1).bit_length())
-        bins.setdefault(key, []).append(n)
-    return [bins[key] for key in sorted(bins)]
-
-
-def accuracy_cell(wrong: int, total: int) -> str:
-    # Floored, so that a single wrong string never prints as 1.000.
-    return "1" if wrong == 0 else f"{math.floor(1000 * (1 - wrong / total)) / 1000:.3f}"
-
-
-def format_accuracy(rows, scales) -> str:
-    lengths = sorted({r["length"] for r in rows})
-    by_key = {(r["length"], r["scale"]): r for r in rows}
-    header = ["lengths", "strings", *("inf (saturated)" if math.isinf(c) else f"c={c:g}" for c in scales)]
-    lines = []
-    for part in length_bins(lengths):
-        label = str(part[0]) if len(part) == 1 else f"{part[0]}-{part[-1]}"
-        strings = sum(by_key[(n, scales[0])]["strings"] for n in part)
-        cells = [accuracy_cell(sum(by_key[(n, c)]["wrong"] for n in part), strings) for c in scales]
-        lines.append([label, str(strings), *cells])
-    return plain_table(header, lines)
-
-
-def format_n_star(name: str, measured: dict[float, int | None], scales, first: int, longest: int) -> str:
-    lines = []
-    for c in scales:
-        if math.isinf(c):
-            continue
-        found, predicted = measured.get(c), predicted_n_star(name, c)
-        ratio = f"{found / predicted:.2f}" if found and predicted and found != first else "-"
-        # Failing at the first length tested says only that n*(c) is at most that length.
-        shown = f"<= {found}" if found and found == first and first > 1 else str(found) if found else f"> {longest}"
-        lines.append([f"{c:g}", shown,
-                      str(predicted) if predicted else "never (all scores tie)", ratio])
-    return plain_table(["c", "measured n*(c)", "predicted n*(c)", "measured / predicted"], lines)
-
-
-def plain_table(header: list[str], lines: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                     for row in [header, *lines])
-
-
-# ---- command line ------------------------------------------------------------------------------------------------
-
-
-def parse_lengths(text: str) -> list[int]:
-    """'1..1000', '100', '1..12,100,500': lengths >= 0, in order, without repeats."""
-    lengths = []
-    for item in str(text).split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?", item)
-        if not match:
-            raise ValueError(f"--lengths: {item.strip()!r} in {text!r} is not a length or a range such as 1..1000")
-        lo = int(match.group(1))
-        hi = int(match.group(2)) if match.group(2) is not None else lo
-        if hi < lo:
-            raise ValueError(f"--lengths: range {item.strip()!r} ends before it starts")
-        lengths += range(lo, hi + 1)
-    return sorted(set(lengths))
-
-
-def parse_scales(text: str) -> list[float]:
-    scales = []
-    for item in str(text).split(","):
-        try:
-            c = float(item)
-        except ValueError:
-            raise ValueError(f"--scales: {item.strip()!r} in {text!r} is not a number") from None
-        if not c > 0 or math.isinf(c):
-            raise ValueError(f"--scales: {item.strip()!r} must be a finite number > 0 (the saturated limit is always "
-                             f"included)")
-        scales.append(c)
-    return scales
-
-
-def describe_strings(lengths: list[int], samples: int, seed: int) -> str:
-    parts = []
-    if lengths[0] <= EXHAUSTIVE_UP_TO:
-        parts.append(f"every string up to length {EXHAUSTIVE_UP_TO}")
-    if lengths[-1] > EXHAUSTIVE_UP_TO:
-        drawn = (f"{samples} members, {samples} negatives, the members' near misses and the critical strings"
-                 if samples else "the construction's critical strings only")
-        parts.append(f"{drawn} per length{' beyond' if parts else ''}" + (f" (seed {seed})" if samples else ""))
-    return "; ".join(parts)
-
-
-def add_commands(commands):
-    parser = commands.add_parser(
-        "construct", help="a hand-built construction per length: saturated limit, finite scales, n*(c)",
-        description="Evaluate a hand-built construction (models/constructions.py) on every length: all strings up to "
-                    "length 12, sampled members and hard negatives beyond, at the saturated limit and with the "
-                    "attention scores multiplied by each c; then the measured first failing length n*(c) beside the "
-                    "one softmax concentration predicts.")
-    parser.add_argument("name", help=", ".join(CONSTRUCTIONS))
-    parser.add_argument("--lengths", default="1..100", help="lengths such as 1..1000 or 1..12,100,500 (default 1..100)")
-    parser.add_argument("--scales", default=",".join(f"{c:g}" for c in SCALES),
-                        help="finite attention scales c (default 10,100,1000,10000)")
-    parser.add_argument("--samples", type=int, default=8,
-                        help="members and negatives drawn per length beyond 12 (default 8), plus near misses and the "
-                             "construction's critical strings")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(run=construct_command)
-
-
-def construct_command(args) -> int:
-    construction = get_construction(args.name)
-    lengths = parse_lengths(args.lengths)
-    scales = [math.inf, *parse_scales(args.scales)]
-    if args.samples < 0:
-        raise ValueError(f"--samples must be >= 0, got {args.samples}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    rows = accuracy_table(construction.name, lengths, scales, args.samples, args.seed, progress=sys.stderr.isatty())
-    print(f"{construction.name}: {construction.summary}")
-    print(f"lengths {lengths[0]}..{lengths[-1]}: {describe_strings(lengths, args.samples, args.seed)}. "
-          f"c multiplies the attention scores; inf is the saturated limit.")
-    print()
-    print(format_accuracy(rows, scales))
-    same = ", ".join(f"c={c:g} {'yes' if all(r['identical'] for r in rows if r['scale'] == c) else 'no'}"
-                     for c in scales if not math.isinf(c))
-    print(f"every logit bit-identical to the saturated limit: {same}")
-    print()
-    print(format_n_star(construction.name, first_failures(rows), scales, lengths[0], lengths[-1]))
-    return 0

@@ -1,12 +1,14 @@
 """What several test modules share: the tiny bench grid, and a scratch language registry with a lying language."""
 
+import copy
+
 import pytest
 
 import languages
 from languages import base
 
-# Two languages x two seeds x two attention variants, small enough to train in seconds on a CPU. Tests that need other
-# steps or scales derive their own with probes.config.apply_overrides (which copies).
+# Two languages x two seeds x two attention variants, small enough to train in seconds on a CPU. Tests take it through
+# the `tiny_config` fixture and derive their own with harness.config.apply_overrides (which copies).
 TINY = {
     "name": "tiny",
     "languages": ["first", "majority"],
@@ -17,6 +19,12 @@ TINY = {
     "eval": {"scales": [1, "inf"]},
     "probes": {"enabled": False},
 }
+
+
+@pytest.fixture
+def tiny_config():
+    """A fresh copy of the tiny grid: a test may change it freely."""
+    return copy.deepcopy(TINY)
 
 
 @pytest.fixture

@@ -4,20 +4,23 @@ import pytest
 import torch
 
 from models import Recognizer, attention_layers, load, saturated_limit, save, scale_attention
-from models.constructions import CONSTRUCTIONS, construct
+from models.constructions import CONSTRUCTIONS, construct, get_construction
 from models.recognizer import check_state_dict
-from probes.cli import main
 from probes.theory_check import (
     accuracy_table,
     construction_rows,
-    critical_strings,
     encode,
     evaluation_strings,
     logits,
     n_star,
-    parse_lengths,
     predicted_n_star,
 )
+from satbench.cli import main
+from satbench.construct_command import parse_lengths
+
+
+def critical_strings(name, n):
+    return get_construction(name).critical_strings(n)
 
 NAMES = list(CONSTRUCTIONS)
 

@@ -8,8 +8,7 @@ import torch
 
 from languages import make_dataset
 from models import Ensemble, ModelConfig
-from probes.config import EvalConfig
-from probes.evaluate import align_by_length, at_scale, evaluate_ensemble
+from probes.evaluate import EvalConfig, align_by_length, at_scale, evaluate_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=2, d_ff=32)
 

@@ -14,22 +14,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY as BASE_TINY
 
 submitit = pytest.importorskip("submitit")
 
-from probes import config as C  # noqa: E402
-from probes.cli import main  # noqa: E402
-from probes.commands import add_commands  # noqa: E402
-from probes.launch import make_executor, submit  # noqa: E402
-from probes.results import read_rows, read_run  # noqa: E402
-from probes.shard import select_shard  # noqa: E402
+from harness import config as C  # noqa: E402
+from harness.launch import make_executor, submit  # noqa: E402
+from harness.results import read_rows, read_run  # noqa: E402
+from harness.shard import select_shard  # noqa: E402
+from satbench.bench_commands import add_commands  # noqa: E402
+from satbench.cli import main  # noqa: E402
 
 REPO = Path(__file__).parents[1]
-TINY = C.apply_overrides(BASE_TINY, ["train.steps=10", "train.log_every=5"])
+@pytest.fixture
+def tiny(tiny_config):
+    return C.apply_overrides(tiny_config, ["train.steps=10", "train.log_every=5"])
 
 
-def write_config(tmp_path, raw=TINY):
+def write_config(tmp_path, raw):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -51,8 +52,9 @@ def assert_close(a, b, where="row"):
         assert a == b, (where, a, b)
 
 
-def test_local_launcher_gives_the_rows_of_a_single_process_run(tmp_path, capsys):
-    config = write_config(tmp_path)
+@pytest.mark.slow  # about 10 s on 2 cores
+def test_local_launcher_gives_the_rows_of_a_single_process_run(tmp_path, capsys, tiny):
+    config = write_config(tmp_path, tiny)
     single, launched = tmp_path / "single", tmp_path / "launched"
     assert main(["bench", str(config), "--run-dir", str(single), "--quiet", "--no-report"]) == 0
     assert main(["bench", str(config), "--run-dir", str(launched), "--quiet", "--launcher", "local",
@@ -63,7 +65,7 @@ def test_local_launcher_gives_the_rows_of_a_single_process_run(tmp_path, capsys)
     logs = re.findall(r"satbench: shard (\d)/2: job (\d+), log (\S+)", out)
     assert sorted(i for i, _, _ in logs) == ["0", "1"] and len({job for _, job, _ in logs}) == 2
     assert all(Path(log).exists() for _, _, log in logs)
-    cells = C.expand(TINY).cells
+    cells = C.expand(tiny).cells
     for i in range(2):
         rows = read_rows(launched / f"cells.shard-{i}-of-2.jsonl")
         assert sorted(r["hash"] for r in rows) == sorted(C.cell_hash(c) for c in select_shard(cells, i, 2))
@@ -92,11 +94,11 @@ def children(pid):
 
 
 @pytest.mark.slow
-def test_a_killed_job_loses_only_its_unfinished_cells(tmp_path):
+def test_a_killed_job_loses_only_its_unfinished_cells(tmp_path, tiny):
     # Four shape groups, two per shard: each shard trains a short group, then a long one, during which the kill lands.
-    raw = C.apply_overrides(TINY, ["train.steps=[10,60]"])
+    raw = C.apply_overrides(tiny, ["train.steps=[10,60]"])
     config, run = write_config(tmp_path, raw), tmp_path / "run"
-    command = [sys.executable, "-m", "probes.cli", "bench", str(config), "--run-dir", str(run), "--quiet",
+    command = [sys.executable, "-m", "satbench", "bench", str(config), "--run-dir", str(run), "--quiet",
                "--no-report", "--launcher", "local", "--jobs", "2"]
     launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     jobs = {}
@@ -130,7 +132,7 @@ def test_a_killed_job_loses_only_its_unfinished_cells(tmp_path):
     assert other_file.count(b"\n") == len(cells) - len(shard_1)
 
     # The printed command reruns only shard 1, and only its missing cells.
-    done = subprocess.run([sys.executable, "-m", "probes.cli", *shlex.split(rerun)[1:]], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "satbench", *shlex.split(rerun)[1:]], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "1 of 2 shards have cells to run" in done.stdout and "shard 0/2: job" not in done.stdout
@@ -160,7 +162,7 @@ def fake_slurm(tmp_path, monkeypatch):
     return tmp_path / "sbatch_script"
 
 
-def test_slurm_launcher_builds_the_job_array_it_should(tmp_path, fake_slurm):
+def test_slurm_launcher_builds_the_job_array_it_should(tmp_path, fake_slurm, tiny):
     args = bench_args("--launcher", "slurm", "--jobs", "3", "--partition", "gpu", "--time", "90",
                       "--slurm-arg", "account=lab", "--slurm-arg", "constraint=a100")
     executor = make_executor(args, tmp_path / "jobs", "satbench-tiny", 3)
@@ -171,7 +173,7 @@ def test_slurm_launcher_builds_the_job_array_it_should(tmp_path, fake_slurm):
     assert parameters["array_parallelism"] == 3
 
     # Two of three shards still to run: one array of two tasks (both at once), each running its own shard.
-    grid = C.expand(TINY)
+    grid = C.expand(tiny)
     jobs = submit(executor, "slurm", [0, 2], 3, grid, tmp_path / "run", None)
     assert [job.job_id for job in jobs.values()] == ["4242_0", "4242_1"]
     script = fake_slurm.read_text().splitlines()
@@ -184,7 +186,7 @@ def test_slurm_launcher_builds_the_job_array_it_should(tmp_path, fake_slurm):
         assert submission.args[1:] == (tmp_path / "run", i, 3, None)
 
 
-def test_slurm_defaults_leave_out_the_partition_and_ask_for_a_day(tmp_path, fake_slurm):
+def test_slurm_defaults_leave_out_the_partition_and_ask_for_a_day(tmp_path, fake_slurm, tiny):
     parameters = make_executor(bench_args("--launcher", "slurm", "--jobs", "2", "--gpus-per-job", "0"),
                                tmp_path / "jobs", "satbench-tiny", 2)._executor.parameters
     assert "partition" not in parameters and "gpus_per_node" not in parameters and parameters["time"] == 24 * 60
@@ -194,10 +196,10 @@ def test_slurm_defaults_leave_out_the_partition_and_ask_for_a_day(tmp_path, fake
     (["--jobs", "2"], '--launcher slurm: Could not detect "srun"'),
     (["--jobs", "2", "--slurm-arg", "constraint"], "--slurm-arg 'constraint': expected KEY=VALUE"),
 ])
-def test_slurm_launcher_refuses_with_one_line(tmp_path, capsys, monkeypatch, flags, message):
+def test_slurm_launcher_refuses_with_one_line(tmp_path, capsys, monkeypatch, flags, message, tiny):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun
     run = tmp_path / "run"
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, tiny)
     assert main(["bench", str(config), "--run-dir", str(run), "--launcher", "slurm", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err

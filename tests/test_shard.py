@@ -7,26 +7,27 @@ import sys
 
 import pytest
 import yaml
-from conftest import TINY
 
-from probes import config as C
-from probes.cli import main
-from probes.harness import grid_hash
-from probes.results import read_rows, read_run
-from probes.shard import group_cost, parse_shard, select_shard, split_groups
+from harness import config as C
+from harness.results import grid_hash, read_rows, read_run
+from harness.shard import group_cost, parse_shard, select_shard, split_groups
+from satbench.cli import main
 
-# Six shape groups of unequal cost: something for the balance to do.
-UNEVEN = C.apply_overrides(TINY, ["model.d_model=[8,16,32]", "train.steps=[10,30]", "model.attention=soft"])
+
+@pytest.fixture
+def uneven(tiny_config):
+    """Six shape groups of unequal cost: something for the balance to do."""
+    return C.apply_overrides(tiny_config, ["model.d_model=[8,16,32]", "train.steps=[10,30]", "model.attention=soft"])
 
 
 def hashes(cells):
     return [C.cell_hash(c) for c in cells]
 
 
-@pytest.mark.parametrize("raw", [TINY, UNEVEN], ids=["tiny", "uneven"])
+@pytest.mark.parametrize("grid", ["tiny_config", "uneven"])
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_shards_partition_the_cells_by_whole_groups(raw, n):
-    cells = C.expand(raw).cells
+def test_shards_partition_the_cells_by_whole_groups(request, grid, n):
+    cells = C.expand(request.getfixturevalue(grid)).cells
     shards = [select_shard(cells, i, n) for i in range(n)]
     together = [h for shard in shards for h in hashes(shard)]
     assert sorted(together) == sorted(hashes(cells))  # no cell lost, none repeated
@@ -35,8 +36,8 @@ def test_shards_partition_the_cells_by_whole_groups(raw, n):
         assert all(owner[C.group_key(c)] == i for c in shard)  # a stacked ensemble is never split
 
 
-def test_split_does_not_depend_on_cell_order():
-    cells = C.expand(UNEVEN).cells
+def test_split_does_not_depend_on_cell_order(uneven):
+    cells = C.expand(uneven).cells
     shuffled = cells[:]
     random.Random(0).shuffle(shuffled)
     for n in (2, 3, 4):
@@ -51,8 +52,8 @@ def groups_of(cells):
     return list(groups.values())
 
 
-def test_shards_are_balanced_by_cost():
-    cells = C.expand(UNEVEN).cells
+def test_shards_are_balanced_by_cost(uneven):
+    cells = C.expand(uneven).cells
     costs = [group_cost(g) for g in groups_of(cells)]
     assert len(set(costs)) > 2
     for n in (2, 3):
@@ -65,8 +66,8 @@ def test_shards_are_balanced_by_cost():
         assert sum(loads) == sum(costs)
 
 
-def test_more_shards_than_groups_leaves_some_empty():
-    cells = C.expand(TINY).cells  # two groups
+def test_more_shards_than_groups_leaves_some_empty(tiny_config):
+    cells = C.expand(tiny_config).cells  # two groups
     assert sorted(len(s) for s in split_groups(cells, 3)) == [0, 4, 4]
 
 
@@ -84,7 +85,7 @@ def test_parse_shard(text, message):
             parse_shard(text)
 
 
-def write_config(tmp_path, raw=TINY):
+def write_config(tmp_path, raw):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -99,28 +100,28 @@ def write_config(tmp_path, raw=TINY):
     (["--launcher", "local", "--jobs", "0"], "--jobs 0"),
     (["--launcher", "slurm"], "--launcher slurm needs --jobs"),
 ])
-def test_bad_scale_out_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, flags, message):
+def test_bad_scale_out_flags_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, flags, message, tiny_config):
     run = tmp_path / "run"
-    assert main(["bench", str(write_config(tmp_path)), "--run-dir", str(run), "--quiet", *flags]) == 2
+    assert main(["bench", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run), "--quiet", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not run.exists()
 
 
-def test_launcher_without_submitit_says_how_to_install(tmp_path, capsys, monkeypatch):
+def test_launcher_without_submitit_says_how_to_install(tmp_path, capsys, monkeypatch, tiny_config):
     monkeypatch.setitem(sys.modules, "submitit", None)  # makes `import submitit` fail as if it were not installed
     run = tmp_path / "run"
-    assert main(["bench", str(write_config(tmp_path)), "--run-dir", str(run), "--launcher", "local"]) == 2
+    assert main(["bench", str(write_config(tmp_path, tiny_config)), "--run-dir", str(run), "--launcher", "local"]) == 2
     assert capsys.readouterr().err.strip() == "satbench: install the cluster extra: pip install -e .[cluster]"
     assert not run.exists()
 
 
-def test_shards_run_one_by_one_give_the_whole_grid_in_separate_files(tmp_path, capsys):
-    config, run = write_config(tmp_path), tmp_path / "run"
+def test_shards_run_one_by_one_give_the_whole_grid_in_separate_files(tmp_path, capsys, tiny_config):
+    config, run = write_config(tmp_path, tiny_config), tmp_path / "run"
     for i in range(2):
         assert main(["bench", str(config), "--run-dir", str(run), "--quiet", "--shard", f"{i}/2"]) == 0
         assert not (run / "report.md").exists()  # a lone shard writes no report
-    cells = C.expand(TINY).cells
+    cells = C.expand(tiny_config).cells
     for i in range(2):
         rows = read_rows(run / f"cells.shard-{i}-of-2.jsonl")
         assert sorted(r["hash"] for r in rows) == sorted(hashes(select_shard(cells, i, 2)))
@@ -134,7 +135,7 @@ def test_shards_run_one_by_one_give_the_whole_grid_in_separate_files(tmp_path, c
     assert (run / "report.md").exists()
 
     # A shard file from a run of another config (say, a shard started with other overrides) is refused.
-    other = C.apply_overrides(TINY, ["train.steps=31"])
+    other = C.apply_overrides(tiny_config, ["train.steps=31"])
     shard_file = run / "cells.shard-1-of-2.jsonl"
     lines = shard_file.read_text().splitlines()
     row = json.loads(lines[0])

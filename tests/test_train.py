@@ -5,8 +5,7 @@ import torch.nn.functional as F
 
 from languages import make_dataset
 from models import ModelConfig, Recognizer
-from probes.config import TrainConfig
-from probes.train import learning_rate_factor, train_ensemble
+from models.train import TrainConfig, learning_rate_factor, train_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 TRAIN = TrainConfig(steps=12, batch_size=8, lr=0.01, warmup_steps=2, clip=0.0, log_every=5)

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from probes.saturation import decision_agreement, decisions, member_saturation_similarity, saturation_similarity
+from probes.saturation_similarity import (
+    decision_agreement,
+    decisions,
+    member_saturation_similarity,
+    saturation_similarity,
+)
 
 VOCAB = 5
 

@@ -10,8 +10,9 @@ from probes.linear_probe import counter_targets, probe_layers
 
 def test_counter_targets_by_hand():
     t = counter_targets("anbn", ["aabb"])
-    assert set(t) == {"count_diff"}
+    assert set(t) == {"count_diff", "prefix_member"}
     np.testing.assert_allclose(t["count_diff"][0], [0, 1, 1, 1 / 3, 0])
+    assert t["prefix_member"][0].tolist() == [False, False, False, False, True]
 
     t = counter_targets("dyck1", ["(()", "()", ")("])
     assert set(t) == {"depth", "balanced"}
@@ -26,7 +27,29 @@ def test_counter_targets_by_hand():
     np.testing.assert_allclose(t["count_diff"][0], [0, -1, 0])
     assert t["balanced"][0].tolist() == [True, False, True]
 
-    assert counter_targets("parity", ["0101"]) == {}
+    t = counter_targets("parity", ["0101"])  # no counter: the default prefix flag only
+    assert set(t) == {"prefix_member"}
+    assert t["prefix_member"][0].tolist() == [False, False, True, True, False]
+
+
+def test_a_language_declaring_nothing_has_no_targets(registry):
+    import languages
+
+    @languages.register
+    class Silent(languages.Language):
+        """Strings of a's."""
+
+        name = "silent"
+        alphabet = "a"
+        prefix_flag = None
+
+        def accepts(self, s):
+            return set(s) <= {"a"}
+
+        def sample(self, rng, n):
+            return "a" * n
+
+    assert counter_targets("silent", ["aaa"]) == {}
 
 
 def planted(n_strings=200, d=16, seed=0):
@@ -159,7 +182,9 @@ def test_linear_probe_metrics_finds_the_counter_the_model_computes():
     before = torch.random.get_rng_state()
     metrics = linear_probe_metrics(model, split, MAJORITY, seed=0)
     assert torch.equal(torch.random.get_rng_state(), before)  # building the control does not move the caller's RNG
-    assert set(metrics) == {f"{who}_count_diff_r2_{where}" for who in ("probe", "probe_control")
+    # majority's counter, and the prefix flag every language has by default
+    assert set(metrics) == {f"{who}_{target}_{where}" for who in ("probe", "probe_control")
+                            for target in ("count_diff_r2", "prefix_member_bacc")
                             for where in ("layer0", "layer1", "best")}
     assert metrics["probe_count_diff_r2_layer1"] > 0.9
     assert metrics["probe_count_diff_r2_layer0"] < metrics["probe_count_diff_r2_layer1"]
@@ -180,17 +205,18 @@ def test_linear_probe_metrics_keys_for_dyck_and_languages_without_counters():
         for layer in range(3):
             assert f"{who}_depth_r2_layer{layer}" in metrics
             assert 0.0 <= metrics[f"{who}_balanced_bacc_layer{layer}"] <= 1.0
-    assert linear_probe_metrics(model, split_of(["ab"]), "parity", seed=0) == {}
+    parity = linear_probe_metrics(model, split_of(["01", "10", "11"], alphabet="01"), "parity", seed=0)
+    assert parity and all("_prefix_member_bacc_" in key for key in parity)  # no counter: the flag only
 
 
-@pytest.mark.parametrize("name", ["anbn", "majority", "equal", "dyck1"])
-def test_counter_languages_are_registered_with_the_symbols_the_targets_count(name):
-    import languages  # noqa: F401  (registers the built-in languages)
+@pytest.mark.parametrize("name", ["anbn", "majority", "equal", "dyck1", "shuffle2", "anbncn"])
+def test_counter_languages_declare_counters_over_their_own_alphabet(name):
     from languages.base import get_language
-    from probes.linear_probe import COUNTER_SYMBOLS
 
-    alphabet = get_language(name).alphabet
-    assert set(COUNTER_SYMBOLS[name]) <= set(alphabet)
+    language = get_language(name)
+    assert language.counters, f"{name} declares no counter"
+    for up, down in language.counters.values():
+        assert {up, down} <= set(language.alphabet) and up != down
 
 
 def test_decoded_strings_of_a_real_dataset_are_its_strings():
@@ -204,31 +230,32 @@ def test_decoded_strings_of_a_real_dataset_are_its_strings():
     assert [bool(t[-1]) for t in targets["balanced"]] == [bool(y) for y in data.test.labels.tolist()]
 
 
-def test_linear_probes_spread_over_worker_processes_give_the_same_numbers(monkeypatch):
-    from conftest import TINY
+def test_linear_probes_spread_over_worker_processes_give_the_same_numbers(monkeypatch, tiny_config):
+    from harness import config as C
+    from harness.run import build_dataset
+    from models.train import train_ensemble
+    from probes import ProbeRun, linear_probe
 
-    from probes import config as C
-    from probes import member_probes
-    from probes.harness import build_dataset
-    from probes.train import train_ensemble
-
-    raw = C.apply_overrides(TINY, ["languages=[majority, dyck1, first]", "model.attention=soft", "train.steps=5"])
+    raw = C.apply_overrides(tiny_config, ["languages=[majority, dyck1, first]", "model.attention=soft",
+                                          "train.steps=5", "probes.strings=16"])
     cells = C.expand(raw).cells
     datasets = [build_dataset(cell, {}) for cell in cells]
-    seeds = [cell["seed"] for cell in cells]
-    on_log = member_probes.training_probe([d.test for d in datasets], 16, seeds, torch.device("cpu"))
-    ensemble, logs = train_ensemble(C.model_config(cells[0]), C.train_config(cells[0]), seeds,
-                                    [d.train for d in datasets], torch.device("cpu"), on_log=on_log, progress=False)
-
-    monkeypatch.setattr(member_probes, "cpu_count", lambda: 2)  # two workers even on a one-core machine
+    run = ProbeRun(cells=cells, datasets=datasets, device=torch.device("cpu"))
+    ensemble, logs = train_ensemble(C.model_config(cells[0]), C.train_config(cells[0]), run.seeds,
+                                    [d.train for d in datasets], torch.device("cpu"), progress=False)
+    run.finish(ensemble, logs)
+    monkeypatch.setattr(linear_probe, "cpu_count", lambda: 2)  # two workers even on a one-core machine
 
     def probe(members_per_worker):
-        monkeypatch.setattr(member_probes, "MEMBERS_PER_PROBE_WORKER", members_per_worker)
-        return member_probes.probe_ensemble(ensemble, datasets, logs, 16, seeds)
+        monkeypatch.setattr(linear_probe, "MEMBERS_PER_PROBE_WORKER", members_per_worker)
+        return linear_probe.LinearProbes(run).measure(run)
 
     alone, spread = probe(10**6), probe(1)
     assert any("probe_count_diff_r2_best" in member for member in alone)  # the counter languages were probed
-    assert not any(k.startswith("probe_") for m, d in zip(alone, datasets) if d.language == "first" for k in m)
+    first = [m for m, d in zip(alone, datasets) if d.language == "first"]
+    # A language without counters gets its prefix flag only.
+    assert first and all({k.split("_")[1] for k in m if k.startswith("probe_")} <= {"prefix", "control"} for m in first)
+    assert all("probe_prefix_member_bacc_best" in m for m in first)
     for a, b in zip(alone, spread, strict=True):
         assert a.keys() == b.keys()
         for key in a:

@@ -1,6 +1,6 @@
 """Split a grid into n disjoint shards of about equal cost, so that n processes or cluster jobs can run it side by side.
 
-The unit of the split is a shape group: the cells that train together as one stacked ensemble (probes.config.group_key)
+The unit of the split is a shape group: the cells that train together as one stacked ensemble (harness.config.group_key)
 always land in the same shard, so sharding never splits an ensemble into smaller, slower ones. Shards are numbered
 from 0, written "i/n" (shard 0/4 is the first of four), like CUDA device ids and SLURM array task ids. Each shard
 appends its rows to its own file, `cells.shard-i-of-n.jsonl`, so shards never write the same file.

@@ -1,8 +1,11 @@
 """Bench configs: a YAML grid, checked against typed sections, expanded into cells.
 
 A config has the top-level keys `name`, `languages`, `seeds` and the sections `model`, `data`, `train`, `eval`,
-`probes`. Any scalar field may be given as a list instead: the list is an axis, and the grid is the product of all
-axes. A cell is one fully resolved point of the grid: one language, one seed, one value for every field.
+`probes`. Each section is a dataclass that lives with the code it configures (ModelConfig in models/recognizer.py,
+TrainConfig in models/train.py, EvalConfig in probes/evaluate.py, ProbeConfig in probes/registry.py; DataConfig
+here) and checks its own values. Any scalar field may be given as a list instead: the list is an axis, and the grid
+is the product of all axes. A cell is one fully resolved point of the grid: one language, one seed, one value for
+every field.
 
 Every check runs before any work, so a typo costs one line and nothing is written.
 """
@@ -10,19 +13,22 @@ Every check runs before any work, so a typo costs one line and nothing is writte
 import copy
 import dataclasses
 import difflib
-import hashlib
 import itertools
-import json
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from languages import get_language
 from models import ModelConfig
+from models.train import TrainConfig
+from probes.evaluate import EvalConfig
+from probes.registry import ProbeConfig
+
+from .results import canonical_json, cell_hash, encode_inf  # noqa: F401  (a cell's identity, used through C.)
 
 
 class ConfigError(ValueError):
@@ -47,62 +53,6 @@ class DataConfig:
         _check_positive("data.train_size", self.train_size)
         _check_positive("data.test_per_length", self.test_per_length)
         _check_choice("data.label_kind", self.label_kind, ("membership", "prefix"))
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 400
-    batch_size: int = 64
-    lr: float = 3e-3
-    schedule: str = "cosine"  # constant | cosine | linear
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.98)
-    clip: float = 1.0  # per-member gradient norm; 0 turns clipping off
-    log_every: int = 50
-    bf16: bool = False  # autocast on CUDA only; ignored on the CPU
-
-    def __post_init__(self):
-        _check_positive("train.steps", self.steps)
-        _check_positive("train.batch_size", self.batch_size)
-        _check_positive("train.lr", self.lr)
-        _check_positive("train.log_every", self.log_every)
-        _check_choice("train.schedule", self.schedule, ("constant", "cosine", "linear"))
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
-            raise ConfigError("train: warmup_steps, weight_decay and clip must be >= 0")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"train.betas: {list(self.betas)} must lie in [0, 1)")
-
-
-@dataclass
-class EvalConfig:
-    # Parameter scales c at which f(x; c*theta) is evaluated; `inf` is the exact saturated limit.
-    scales: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 1000.0, math.inf])
-    # What c multiplies: every parameter (the paper's saturate(model, c)) or the attention logits alone. Only the
-    # latter converges to the `inf` column for every architecture: with biases, layer norm or residual connections the
-    # network is not homogeneous, and c*theta changes more than the attention.
-    scaling: str = "parameters"  # parameters | attention
-    threshold: float = 0.99  # accuracy on the training lengths at which a language counts as recognized
-    # Test strings per member per pass. One pass holds members x batch x heads x T^2 attention scores; on a CPU,
-    # passes of tens of MB beat passes of hundreds: for 15 members on 2 cores, 1024 took 2.45 s per scale and 128
-    # took 0.58 s. On a GPU larger passes pay (configs/gpu.yaml sets 256 for 360 members).
-    batch_size: int = 128
-
-    def __post_init__(self):
-        if not self.scales or any(not c > 0 for c in self.scales):
-            raise ConfigError(f"eval.scales: {self.scales} must be a non-empty list of positive numbers or inf")
-        if 1.0 not in self.scales:
-            raise ConfigError("eval.scales: must contain 1 (the trained model itself)")
-        if not 0 < self.threshold <= 1:
-            raise ConfigError(f"eval.threshold: {self.threshold} must lie in (0, 1]")
-        _check_positive("eval.batch_size", self.batch_size)
-        _check_choice("eval.scaling", self.scaling, ("parameters", "attention"))
-
-
-@dataclass
-class ProbeConfig:
-    enabled: bool = True  # norm growth, saturation, heads and linear probes for every cell
-    strings: int = 256  # held-out strings the probes look at
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "probes": ProbeConfig}
@@ -316,29 +266,6 @@ def load_grid(path, overrides=()):
 
 
 # --- cells -----------------------------------------------------------------------------------------------------
-
-def _json_default(value):
-    raise TypeError(f"not JSON-able: {value!r}")
-
-
-def canonical_json(obj):
-    # inf is written as the string "inf" so that rows stay strict JSON.
-    return json.dumps(encode_inf(obj), sort_keys=True, separators=(",", ":"), default=_json_default)
-
-
-def encode_inf(obj):
-    if isinstance(obj, float) and math.isinf(obj):
-        return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, dict):
-        return {k: encode_inf(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [encode_inf(v) for v in obj]
-    return obj
-
-
-def cell_hash(cell):
-    return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]
-
 
 # Fields that may differ between the members of one stacked ensemble: each member has its own data, initial
 # weights and weight decay.

@@ -4,30 +4,20 @@ Merrill et al. (2021) measure saturation as the cosine similarity between the re
 f(x; c * theta) for a large c (1000): near 1 means scaling the parameters up changes the direction of nothing, i.e.
 the attention already behaves as saturated attention. Decision agreement asks the same question of the output: does
 the classifier decide the same at c = 1 and at the exact saturated limit?
+
+(models/saturation.py holds the operations that push a model towards saturation; this file measures how far it is.)
 """
 
 import torch
 
-from models import PAD, saturate, saturated_limit
+from models import PAD, eval_mode, saturate, saturated_limit
+
+from .registry import Probe, register
 
 
 @torch.no_grad()
 def _forward(model, tokens: torch.Tensor) -> dict:
     return model(tokens, internals=True)
-
-
-class EvalMode:
-    """Evaluate with the exact forward (model.eval()) and put the training mode back afterwards, also on an error."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
 
 
 def saturation_similarity(model, tokens: torch.Tensor, c: float = 1000.0) -> dict[str, float]:
@@ -55,7 +45,7 @@ def member_saturation_similarity(ensemble, tokens: torch.Tensor, c: float = 1000
 
 def _hidden_pair(model, tokens: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states of f(x; theta) and f(x; c * theta), exact forward."""
-    with EvalMode(model):
+    with eval_mode(model):
         h1 = _forward(model, tokens)["hidden"]
         with saturate(model, c):
             hc = _forward(model, tokens)["hidden"]
@@ -77,7 +67,7 @@ def _similarity(h1: torch.Tensor, hc: torch.Tensor, real: torch.Tensor) -> dict[
 
 def decisions(model, tokens: torch.Tensor, limit: bool = False) -> torch.Tensor:
     """(B,) bool accept decisions, logit > 0, of the exact forward; with limit=True at the saturated limit."""
-    with EvalMode(model):
+    with eval_mode(model):
         if limit:
             with saturated_limit(model):
                 logit = _forward(model, tokens)["logit"]
@@ -90,3 +80,24 @@ def decision_agreement(model, tokens: torch.Tensor) -> float:
     """Share of strings on which the model decides the same at c = 1 and at the saturated limit (c = inf), in [0, 1]."""
     same = decisions(model, tokens) == decisions(model, tokens, limit=True)
     return float(same.float().mean())
+
+
+@register
+class Saturation(Probe):
+    """Saturation similarity per layer at every logged step (the last one is the trained member's), and decision
+    agreement between c = 1 and the saturated limit on the probe strings."""
+
+    name = "saturation"
+
+    def during_training(self, step, ensemble):
+        return member_saturation_similarity(ensemble, self.run.tokens)
+
+    def measure(self, run):
+        out = []
+        for i, (log, strings) in enumerate(zip(run.logs, run.strings)):
+            n = len(strings.strings)
+            agree = (run.exact["logit"][i, :n] > 0) == (run.limit["logit"][i, :n] > 0)
+            member = {k: v for k, v in log[-1].items() if k.startswith("sim_")}
+            member["decision_agreement"] = agree.float().mean().item()
+            out.append(member)
+        return out

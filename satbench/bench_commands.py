@@ -5,11 +5,12 @@ from pathlib import Path
 
 import torch
 
-from . import config as C
-from .harness import pick_device, run_bench
-from .launch import check_flags, launch
-from .report import compare_runs, write_report
-from .shard import parse_shard, rows_name, select_shard
+from harness import config as C
+from harness.launch import check_flags, launch
+from harness.run import pick_device, run_bench
+from harness.shard import parse_shard, rows_name, select_shard
+from report.tables import compare_runs
+from report.write import write_report
 
 CONFIGS = Path("configs")
 
@@ -24,7 +25,8 @@ def add_commands(commands):
     bench.add_argument("--run-dir", help="where rows and the report go (default: results/runs/<name>)")
     bench.add_argument("--no-report", action="store_true", help="only write rows")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
-    cluster = bench.add_argument_group("scale-out", "split the grid into shards; see probes/shard.py, probes/launch.py")
+    cluster = bench.add_argument_group("scale-out",
+                                       "split the grid into shards; see harness/shard.py, harness/launch.py")
     cluster.add_argument("--shard", metavar="i/n", help="run only shard i of n (counted from 0) here; writes no report")
     cluster.add_argument("--launcher", choices=("local", "slurm"),
                          help="run every shard as a submitit job and wait (needs: pip install -e .[cluster])")

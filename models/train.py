@@ -3,6 +3,10 @@
 Each member keeps its own data, its own batch order (a generator seeded by the cell's seed) and its own initial
 weights (the Ensemble seeds member i from its cell's seed), so a cell's result does not depend on which other cells
 share its group.
+
+Training lives with the models, not with the harness: it is the one operation every user of an Ensemble needs (the
+tests, the benchmarks and a notebook train without a grid), and it depends on nothing above models/. The harness
+only builds a TrainConfig from a cell and calls `train_ensemble`.
 """
 
 import math
@@ -12,10 +16,37 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models import Ensemble
 from models.attention import annealed_inverse_temperature
+from models.ensemble import Ensemble
 
-from .config import TrainConfig
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass
+class TrainConfig:
+    """The `train` section of a bench config. Errors name the field as `train.<field>`."""
+
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 3e-3
+    schedule: str = "cosine"  # constant | cosine | linear
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    clip: float = 1.0  # per-member gradient norm; 0 turns clipping off
+    log_every: int = 50
+    bf16: bool = False  # autocast on CUDA only; ignored on the CPU
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "lr", "log_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train.{name}: {getattr(self, name)} must be > 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
+            raise ValueError("train: warmup_steps, weight_decay and clip must be >= 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"train.betas: {list(self.betas)} must lie in [0, 1)")
 
 
 @dataclass

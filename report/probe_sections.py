@@ -1,4 +1,8 @@
-"""The report's probe sections: norm growth, saturation over training, attention heads, counter representations."""
+"""The report's probe sections: norm growth, saturation over training, attention heads, linear probes.
+
+Besides language and variant, every table and figure splits by the config fields that vary across the run (weight
+decay, model size, ...), whichever they are: `varying_fields`.
+"""
 
 import math
 
@@ -7,25 +11,37 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .report import VARIANTS, markdown
+from .common import VARIANTS, flatten, markdown
+
+SPLIT_ALWAYS = {"language", "seed", "model.attention"}  # every table splits by these already (seed: over seeds)
 
 
 def _probes(row):
     return row["metrics"].get("probes") or {}
 
 
-def _setting(row):
-    return {"weight_decay": row["config"]["train"]["weight_decay"], "d_model": row["config"]["model"]["d_model"]}
+def varying_fields(rows) -> list[str]:
+    """Flat config fields (such as train.weight_decay) that take more than one value across the rows."""
+    values: dict[str, set] = {}
+    for row in rows:
+        for key, value in flatten(row["config"]).items():
+            values.setdefault(key, set()).add(repr(value))
+    return sorted(key for key, seen in values.items() if len(seen) > 1 and key not in SPLIT_ALWAYS)
 
 
-def probe_frame(rows):
+def _setting(row, fields):
+    flat = flatten(row["config"])
+    return {field: flat[field] for field in fields}
+
+
+def probe_frame(rows, fields):
     records = []
     for row in rows:
         probes = _probes(row)
         if not probes:
             continue
         records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
-                        "seed": row["config"]["seed"], **_setting(row),
+                        "seed": row["config"]["seed"], **_setting(row, fields),
                         **{k: v for k, v in probes.items() if not isinstance(v, dict)}})
     return pd.DataFrame.from_records(records)
 
@@ -41,23 +57,28 @@ def summary_table(frame, columns, by):
     return frame.groupby(by).agg({c: mean_std for c in columns if c in frame})
 
 
-def norm_series(rows):
+def norm_series(rows, fields):
     records = []
     for row in rows:
         for entry in row["log"]:
             records.append({"variant": row["config"]["model"]["attention"], "language": row["config"]["language"],
-                            **_setting(row), "step": entry["step"], "norm": entry["norm"],
+                            **_setting(row, fields), "step": entry["step"], "norm": entry["norm"],
                             "sim_mean": entry.get("sim_mean", math.nan)})
     return pd.DataFrame.from_records(records)
 
 
-def figure_norm_growth(series, path):
+def facets(fields):
+    """Figure facets from the varying fields: columns by the last one (in sorted order train.* comes after model.*,
+    so a weight-decay axis gets the columns), line style by the one before."""
+    return {"col": fields[-1] if fields else None, "style": fields[-2] if len(fields) > 1 else None}
+
+
+def figure_norm_growth(series, fields, path):
     """Norm over training, log-log, one line per variant (mean over members; band: min to max)."""
     data = series[series["step"] > 0]
-    col = "weight_decay" if data["weight_decay"].nunique() > 1 else None
-    grid = sns.relplot(data=data, x="step", y="norm", hue="variant", col=col, kind="line", height=3, aspect=1.2,
+    grid = sns.relplot(data=data, x="step", y="norm", hue="variant", kind="line", height=3, aspect=1.2,
                        hue_order=[v for v in VARIANTS if v in set(data["variant"])], errorbar=("pi", 100),
-                       style="d_model" if data["d_model"].nunique() > 1 else None)
+                       **facets(fields))
     for ax in grid.axes.flat:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -70,11 +91,11 @@ def figure_norm_growth(series, path):
     plt.close(grid.figure)
 
 
-def figure_saturation(series, path):
+def figure_saturation(series, fields, path):
     data = series.dropna(subset=["sim_mean"])
-    col = "weight_decay" if data["weight_decay"].nunique() > 1 else None
-    grid = sns.relplot(data=data, x="step", y="sim_mean", hue="variant", col=col, kind="line", height=3, aspect=1.2,
-                       hue_order=[v for v in VARIANTS if v in set(data["variant"])], errorbar=("pi", 50))
+    grid = sns.relplot(data=data, x="step", y="sim_mean", hue="variant", kind="line", height=3, aspect=1.2,
+                       hue_order=[v for v in VARIANTS if v in set(data["variant"])], errorbar=("pi", 50),
+                       col=facets(fields)["col"])
     grid.set_axis_labels("step", "saturation similarity (c=1000)")
     grid.figure.suptitle("Saturation over training: cosine of f(x; theta) and f(x; 1000 theta), mean over layers",
                          y=1.02)
@@ -105,11 +126,12 @@ def figure_heads(rows, path):
 
 
 def probe_sections(rows, run_dir):
-    frame = probe_frame(rows)
+    fields = varying_fields(rows)
+    frame = probe_frame(rows, fields)
     if frame.empty:
         return []
     figures = run_dir / "figures"
-    by = ["language", "variant"] + [c for c in ("d_model", "weight_decay") if frame[c].nunique() > 1]
+    by = ["language", "variant", *fields]
     lines = ["## Norm growth and saturation", "",
              "Per language and variant, mean±std over seeds. `growth_gamma`: exponent of a power law fit to the "
              "norm's growth since the first logged step (the paper predicts about 0.5 without weight decay); "
@@ -119,13 +141,12 @@ def probe_sections(rows, run_dir):
              "",
              markdown(summary_table(frame, ["growth_gamma", "gamma", "norm_ratio", "sqrt_r2", "sim_mean",
                                             "decision_agreement", "cos_consecutive_last"], by)), ""]
-    if frame["weight_decay"].nunique() > 1:
-        lines += ["### Weight decay", "", "Over all languages and seeds:", "",
-                  markdown(summary_table(frame, ["growth_gamma", "norm_ratio", "sim_mean"],
-                                         ["weight_decay", "variant"])), ""]
-    series = norm_series(rows)
-    figure_norm_growth(series, figures / "norm_growth.png")
-    figure_saturation(series, figures / "saturation_over_training.png")
+    for field in fields:
+        lines += [f"### By {field}", "", "Over all languages and seeds:", "",
+                  markdown(summary_table(frame, ["growth_gamma", "norm_ratio", "sim_mean"], [field, "variant"])), ""]
+    series = norm_series(rows, fields)
+    figure_norm_growth(series, fields, figures / "norm_growth.png")
+    figure_saturation(series, fields, figures / "saturation_over_training.png")
     lines += ["![norm growth](figures/norm_growth.png)", "",
               "![saturation over training](figures/saturation_over_training.png)", ""]
 
@@ -140,8 +161,9 @@ def probe_sections(rows, run_dir):
     probe_columns = sorted(c for c in frame.columns if c.startswith("probe_") and c.endswith("_best"))
     if probe_columns:
         lines += ["## Counter representations (linear probes)", "",
-                  "Best layer's held-out R² (counter values: (#a-#b)/i, Dyck depth/i) or balanced accuracy "
-                  "(the prefix-is-balanced flag), fit on half of the strings and scored on the other half; "
+                  "Best layer's held-out R² for a counter a language declares (its count over the prefix length, "
+                  "such as (#a-#b)/i or the Dyck depth/i) or balanced accuracy for its prefix flag (is the prefix in "
+                  "the language, or balanced), fit on half of the strings and scored on the other half; "
                   "`probe_control_*` is the same probe on a randomly initialised model of the same shape.", ""]
         subset = frame.dropna(subset=probe_columns, how="all")
         lines += [markdown(summary_table(subset, probe_columns, by)), ""]

@@ -11,28 +11,36 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY as BASE_TINY
 
-from probes import config as C
-from probes.cli import main
-from probes.results import read_run, repair
-
-TINY = C.apply_overrides(BASE_TINY, ["train.lr=0.01", "eval.scales=[1, 1000, inf]"])
+from harness import config as C
+from harness.results import read_run, repair
+from satbench.cli import main
 
 
-def write_config(tmp_path, config=TINY, name="tiny.yaml"):
+def write_config(tmp_path, config, name="tiny.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def bench(tmp_path, *args, config=None):
-    path = write_config(tmp_path, config or TINY)
-    return main(["bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", *args])
+@pytest.fixture
+def tiny(tiny_config):
+    return C.apply_overrides(tiny_config, ["train.lr=0.01", "eval.scales=[1, 1000, inf]"])
 
 
-def test_grid_expands_every_axis():
-    grid = C.expand(TINY)
+@pytest.fixture
+def bench(tmp_path, tiny):
+    """`bench(*args, config=None)`: `satbench bench` on the tiny grid (or `config`) into tmp_path/run."""
+
+    def run(*args, config=None):
+        path = write_config(tmp_path, config or tiny)
+        return main(["bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", *args])
+
+    return run
+
+
+def test_grid_expands_every_axis(tiny):
+    grid = C.expand(tiny)
     assert len(grid.cells) == 2 * 2 * 2
     assert {(c["language"], c["seed"], c["model"]["attention"]) for c in grid.cells} == {
         (lang, seed, att) for lang in ["first", "majority"] for seed in [0, 1] for att in ["soft", "hard"]}
@@ -41,8 +49,8 @@ def test_grid_expands_every_axis():
     assert grid.cells[0]["eval"]["scales"][-1] == float("inf")
 
 
-def test_dotted_overrides_set_values_and_axes():
-    grid = C.expand(C.apply_overrides(TINY, ["train.steps=5", "seeds=[3]", "model.d_model=[8,16]"]))
+def test_dotted_overrides_set_values_and_axes(tiny):
+    grid = C.expand(C.apply_overrides(tiny, ["train.steps=5", "seeds=[3]", "model.d_model=[8,16]"]))
     assert {c["train"]["steps"] for c in grid.cells} == {5}
     assert {c["seed"] for c in grid.cells} == {3}
     assert {c["model"]["d_model"] for c in grid.cells} == {8, 16}
@@ -60,19 +68,19 @@ def test_dotted_overrides_set_values_and_axes():
     ("--device=nope", "--device 'nope': not a torch device"),
     ("--device=cuda:99", "--device cuda:99: this process sees"),
 ])
-def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, override, message):
-    assert bench(tmp_path, override) == 2
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, override, message, bench):
+    assert bench(override) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "run").exists()
 
 
-def test_rows_written_then_rerun_skips_them(tmp_path):
-    assert bench(tmp_path, "--no-report") == 0
+def test_rows_written_then_rerun_skips_them(tmp_path, tiny, bench):
+    assert bench("--no-report") == 0
     rows_file = tmp_path / "run" / "cells.jsonl"
     rows = read_run(tmp_path / "run")
     assert len(rows) == 8
-    expected = {C.cell_hash(c) for c in C.expand(TINY).cells}
+    expected = {C.cell_hash(c) for c in C.expand(tiny).cells}
     assert {r["hash"] for r in rows} == expected
     row = rows[0]
     for key in ("config", "metrics", "versions", "device", "seconds", "log"):
@@ -85,12 +93,12 @@ def test_rows_written_then_rerun_skips_them(tmp_path):
     tested = set(row["metrics"]["acc_by_length"]["1"])
     assert {"7", "8", "9"} <= tested <= {str(n) for n in range(1, 10)}
     before = rows_file.read_bytes()
-    assert bench(tmp_path, "--no-report") == 0
+    assert bench("--no-report") == 0
     assert rows_file.read_bytes() == before  # nothing rerun
 
 
-def test_torn_last_line_is_repaired_and_its_cell_rerun(tmp_path):
-    assert bench(tmp_path, "--no-report") == 0
+def test_torn_last_line_is_repaired_and_its_cell_rerun(tmp_path, bench):
+    assert bench("--no-report") == 0
     rows_file = tmp_path / "run" / "cells.jsonl"
     lines = rows_file.read_bytes().splitlines(keepends=True)
     torn_hash = json.loads(lines[-1])["hash"]
@@ -98,7 +106,7 @@ def test_torn_last_line_is_repaired_and_its_cell_rerun(tmp_path):
     assert repair(rows_file) is True
     assert torn_hash not in {r["hash"] for r in read_run(tmp_path / "run")}
     rows_file.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
-    assert bench(tmp_path, "--no-report") == 0
+    assert bench("--no-report") == 0
     rows = read_run(tmp_path / "run")
     assert len(rows) == 8 and torn_hash in {r["hash"] for r in rows}
 
@@ -127,17 +135,18 @@ def test_a_run_dir_the_bench_did_not_write_is_one_clear_error(tmp_path, capsys, 
     assert len(err) == 2 and all(message in line for line in err), err
 
 
-def test_a_run_dir_of_another_config_is_refused(tmp_path, capsys):
-    assert bench(tmp_path, "--no-report", "train.steps=5") == 0
-    assert bench(tmp_path, "--no-report", "train.steps=6") == 2
+def test_a_run_dir_of_another_config_is_refused(tmp_path, capsys, bench):
+    assert bench("--no-report", "train.steps=5") == 0
+    assert bench("--no-report", "train.steps=6") == 2
     assert "different config" in capsys.readouterr().err
 
 
-def test_killed_bench_resumes_to_the_same_rows(tmp_path):
-    config = dict(TINY, train=dict(TINY["train"], steps=150))
+@pytest.mark.slow  # about 10 s on 2 cores
+def test_killed_bench_resumes_to_the_same_rows(tmp_path, tiny):
+    config = dict(tiny, train=dict(tiny["train"], steps=150))
     path = write_config(tmp_path, config)
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "probes.cli", "bench", str(path), "--run-dir", str(run), "--quiet",
+    command = [sys.executable, "-m", "satbench", "bench", str(path), "--run-dir", str(run), "--quiet",
                "--no-report"]
     process = subprocess.Popen(command, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -158,8 +167,8 @@ def test_killed_bench_resumes_to_the_same_rows(tmp_path):
     assert rows_file.read_bytes().count(b"\n") == 8  # no cell written twice
 
 
-def test_report_has_the_tables_and_figures(tmp_path, capsys):
-    assert bench(tmp_path) == 0
+def test_report_has_the_tables_and_figures(tmp_path, capsys, bench):
+    assert bench() == 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Recognition" in report and "### Soft vs saturated" in report
     assert "| first " in report and "| majority " in report
@@ -171,10 +180,10 @@ def test_report_has_the_tables_and_figures(tmp_path, capsys):
     assert "(+0.000)" in capsys.readouterr().out
 
 
-def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path):
-    config = dict(TINY, languages=["majority", "dyck1"], probes={"enabled": True, "strings": 24},
-                  train=dict(TINY["train"], weight_decay=[0.0, 0.1]))
-    assert bench(tmp_path, config=config) == 0
+def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path, tiny, bench):
+    config = dict(tiny, languages=["majority", "dyck1"], probes={"enabled": True, "strings": 24},
+                  train=dict(tiny["train"], weight_decay=[0.0, 0.1]))
+    assert bench(config=config) == 0
     rows = read_run(tmp_path / "run")
     assert len(rows) == 16
     for row in rows:
@@ -189,18 +198,18 @@ def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path):
         assert [e["step"] for e in row["log"]] == [0, 10, 20, 30]
         assert all("norm_per_layer" in e and "sim_mean" in e for e in row["log"])
     report = (tmp_path / "run" / "report.md").read_text()
-    for section in ("## Norm growth and saturation", "### Weight decay", "## Attention heads under saturation",
+    for section in ("## Norm growth and saturation", "### By train.weight_decay", "## Attention heads under saturation",
                     "## Counter representations"):
         assert section in report
     for figure in ("norm_growth", "saturation_over_training", "head_histogram"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").exists()
 
 
-def test_published_gzip_rows_are_read(tmp_path):
+def test_published_gzip_rows_are_read(tmp_path, bench):
     import gzip
     import shutil
 
-    assert bench(tmp_path, "--no-report") == 0
+    assert bench("--no-report") == 0
     published = tmp_path / "published"
     published.mkdir()
     shutil.copy(tmp_path / "run" / "config.yaml", published / "config.yaml")

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import languages
 from languages import base
-from languages import cli as languages_cli
+from satbench import language_commands as languages_cli
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]
@@ -192,7 +194,7 @@ def handmade_wheel(source, out_dir):
 
 def satbench_command():
     script = Path(sys.executable).parent / "satbench"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "probes.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "satbench"]
 
 
 def test_plugin_language_appears_in_satbench_languages_list(installed_plugin):
@@ -212,3 +214,18 @@ def test_plugin_language_passes_check_and_builds_datasets(installed_plugin, caps
     dataset = languages.make_dataset("palindrome", train_size=200, test_per_length=4)
     assert all(s == s[::-1] for s, y in zip(dataset.train.strings, dataset.train.labels.tolist(), strict=True) if y)
     assert languages.get_language("palindrome").sample(np.random.default_rng(0), 0) == ""
+
+
+def test_plugin_language_gets_linear_probes_in_a_tiny_bench(installed_plugin, tmp_path, tiny_config):
+    """A plugin declares nothing for the probes, and its cells still carry linear probes (of its prefix flag)."""
+    config = dict(tiny_config, languages=["palindrome"], seeds=[0], probes={"enabled": True, "strings": 32},
+                  model=dict(tiny_config["model"], attention="soft"), train=dict(tiny_config["train"], steps=10))
+    path = tmp_path / "plugin.yaml"
+    path.write_text(yaml.safe_dump(config))
+    subprocess.run([*satbench_command(), "bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet",
+                    "--no-report"], capture_output=True, text=True, check=True)
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / "cells.jsonl").read_text().splitlines()]
+    probes = row["metrics"]["probes"]
+    assert row["config"]["language"] == "palindrome"
+    for who in ("probe", "probe_control"):
+        assert 0.0 <= probes[f"{who}_prefix_member_bacc_best"] <= 1.0

@@ -152,7 +152,7 @@ def test_same_seed_same_bytes_even_across_processes():
     here = fingerprint(make_dataset("shuffle2", seed=5, **args))
     assert here == fingerprint(make_dataset("shuffle2", seed=5, **args))
     assert here != fingerprint(make_dataset("shuffle2", seed=6, **args))
-    code = ("import sys; sys.path.insert(0, 'tests'); from test_datasets import fingerprint; "
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_dataset import fingerprint; "
             "from languages import make_dataset; "
             "print(fingerprint(make_dataset('shuffle2', seed=5, train_size=300, test_per_length=6, "
             "label_kind='prefix')))")

@@ -1,10 +1,12 @@
-"""The bench: config -> cells -> datasets -> trained ensembles -> probes -> one JSON row per cell.
+"""The run loop: config -> cells -> datasets -> trained ensembles -> probes -> one JSON row per cell.
 
-Cells that differ only in language and seed train together as one stacked ensemble. Finished cells (found by their
-config hash in the run's rows) are skipped, so an interrupted bench resumes where it stopped.
+Cells that differ only in per-member fields (language, seed, weight decay) train together as one stacked ensemble,
+and every registered probe (probes/registry.py) measures it. Finished cells (found by their config hash in the run's
+rows) are skipped, so an interrupted bench resumes where it stopped. The run also records the hand-built
+constructions' accuracy on its test lengths (constructions.json), so that its report reads files only.
 """
 
-import os
+import json
 import platform
 import time
 from collections import defaultdict
@@ -18,12 +20,23 @@ import yaml
 from tqdm.auto import tqdm
 
 from languages import make_dataset
+from models.train import train_ensemble
+from probes import ProbeRun, probe_classes
+from probes.theory_check import construction_rows
 
 from . import config as C
-from .evaluate import evaluate_ensemble
-from .member_probes import probe_ensemble, training_probe
-from .results import append_row, check_one_config, read_run, repair, rows_files
-from .train import train_ensemble
+from .results import (
+    CONFIG_FILE,
+    CONSTRUCTIONS_FILE,
+    GRID_CELLS_FILE,
+    PHASES,
+    append_row,
+    grid_hash,
+    read_run,
+    repair,
+    rows_files,
+    write_atomically,
+)
 
 RESULTS_ROOT = Path("results/runs")
 
@@ -55,9 +68,9 @@ def device_name(device):
 
 
 def prepare_run_dir(grid, run_dir, force):
-    """Record the config in the run directory; a directory that holds a different config is refused."""
+    """Record the config and its cells in the run directory; a directory that holds a different config is refused."""
     run_dir = Path(run_dir)
-    recorded = run_dir / "config.yaml"
+    recorded = run_dir / CONFIG_FILE
     text = yaml.safe_dump(grid.raw, sort_keys=False)
     if recorded.exists() and not force:
         if C.load_yaml(recorded) != yaml.safe_load(text):
@@ -67,17 +80,13 @@ def prepare_run_dir(grid, run_dir, force):
     if force:
         for path in rows_files(run_dir):
             path.unlink()
+    # Written atomically: the shards of one bench start side by side and each of them reads these.
     if force or not recorded.exists():
-        # Written once, and atomically: the shards of one bench start side by side and each of them reads it.
-        partial = run_dir / f".config.yaml.{os.getpid()}"
-        partial.write_text(text)
-        os.replace(partial, recorded)
+        write_atomically(recorded, text)
+    # Every time: the cells' hashes depend on the code's defaults as well as on the config, and the report keeps the
+    # rows of exactly these cells.
+    write_atomically(run_dir / GRID_CELLS_FILE, json.dumps({"cells": [C.cell_hash(c) for c in grid.cells]}) + "\n")
     return run_dir
-
-
-def grid_hash(raw):
-    """Hash of the config as config.yaml records it; each row carries it, so rows of another config stand out."""
-    return C.cell_hash(yaml.safe_load(yaml.safe_dump(raw)))
 
 
 def build_dataset(cell, cache):
@@ -91,15 +100,12 @@ def build_dataset(cell, cache):
     return cache[key]
 
 
-PHASES = ("datasets", "train", "evaluate", "probes")  # the order a group runs them in
-
-
 class PhaseTimer:
     """Wall seconds per phase of a group: `with timer("train"): ...`. Every phase ends on a host value (metrics come
     back as Python numbers), so on a GPU its time includes the kernels it queued."""
 
     def __init__(self):
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
 
     @contextmanager
     def __call__(self, name):
@@ -115,35 +121,49 @@ def run_group(cells, device, dataset_cache, progress=True):
     start = time.perf_counter()
     timer = PhaseTimer()
     first = cells[0]
-    model_cfg, train_cfg, eval_cfg = C.model_config(first), C.train_config(first), C.eval_config(first)
-    probe_cfg = first["probes"]
     with timer("datasets"):
         datasets = [build_dataset(cell, dataset_cache) for cell in cells]
-    seeds = [c["seed"] for c in cells]
-    on_log = training_probe([d.test for d in datasets], probe_cfg["strings"], seeds, device) \
-        if probe_cfg["enabled"] else None
+    run = ProbeRun(cells=cells, datasets=datasets, device=device)
+    probes = [cls(run) for cls in probe_classes(enabled=first["probes"]["enabled"])]
+
+    def on_log(step, ensemble):
+        entries = [{} for _ in cells]
+        for probe in probes:
+            for entry, numbers in zip(entries, probe.during_training(step, ensemble) or [], strict=False):
+                entry.update(numbers)
+        return entries
+
     with timer("train"):  # the probes followed during training (on_log) included
-        ensemble, logs = train_ensemble(model_cfg, train_cfg, seeds, [d.train for d in datasets], device,
+        ensemble, logs = train_ensemble(C.model_config(first), C.train_config(first), run.seeds,
+                                        [d.train for d in datasets], device,
                                         weight_decays=[c["train"]["weight_decay"] for c in cells], on_log=on_log,
                                         progress=progress)
-    with timer("evaluate"):
-        recognition = evaluate_ensemble(ensemble, [d.test for d in datasets], first["data"]["train_lengths"],
-                                        eval_cfg, device)
-    with timer("probes"):
-        probes = probe_ensemble(ensemble, datasets, logs, probe_cfg["strings"], seeds) if probe_cfg["enabled"] \
-            else None
+    run.finish(ensemble, logs)
+    metrics = [{} for _ in cells]
+    for probe in probes:
+        with timer("evaluate" if probe.section == "metrics" else "probes"):
+            numbers = probe.measure(run)
+        for member, values in zip(metrics, numbers, strict=True):
+            (member if probe.section == "metrics" else member.setdefault("probes", {})).update(values)
     rows = []
-    for i, (cell, dataset) in enumerate(zip(cells, datasets)):
-        metrics = dict(recognition[i])
-        if probes:
-            metrics["probes"] = probes[i]
-        rows.append({"hash": C.cell_hash(cell), "config": C.encode_inf(cell), "metrics": metrics, "log": logs[i],
+    for cell, dataset, member, log in zip(cells, datasets, metrics, logs, strict=True):
+        rows.append({"hash": C.cell_hash(cell), "config": C.encode_inf(cell), "metrics": member, "log": log,
                      "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
     seconds = time.perf_counter() - start
     for row in rows:
         row.update({"seconds": seconds / len(rows), "group_seconds": seconds, "group_members": len(rows),
                     "group_phase_seconds": dict(timer.seconds)})
     return rows
+
+
+def record_constructions(cells, run_dir):
+    """The hand-built constructions on every test length of the run, once per run directory (constructions.json)."""
+    path = Path(run_dir) / CONSTRUCTIONS_FILE
+    if path.exists():
+        return
+    lo = max(1, min(c["data"]["test_lengths"][0] for c in cells))
+    hi = max(c["data"]["test_lengths"][1] for c in cells)
+    write_atomically(path, json.dumps(C.encode_inf(construction_rows(lengths=(lo, hi))), indent=1) + "\n")
 
 
 def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None):
@@ -169,18 +189,5 @@ def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_
             append_row(run_dir / rows_name, row)
             bar.update(1)
     bar.close()
+    record_constructions(cells, run_dir)
     return run_dir
-
-
-def load_rows_with_config(run_dir):
-    """Rows of a run restricted to the cells of the config it records (older rows of other cells are ignored)."""
-    run_dir = Path(run_dir)
-    rows = read_run(run_dir)
-    recorded = run_dir / "config.yaml"
-    if recorded.exists():
-        raw = C.load_yaml(recorded)
-        check_one_config(run_dir, grid_hash(raw))
-        grid = C.expand(raw)
-        wanted = {C.cell_hash(c) for c in grid.cells}
-        rows = [r for r in rows if r["hash"] in wanted]
-    return rows

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from . import config as C
 from .allocator import keep_freed_memory
-from .harness import RESULTS_ROOT, prepare_run_dir, run_bench
 from .results import read_run
+from .run import RESULTS_ROOT, prepare_run_dir, run_bench
 from .shard import rows_name, select_shard, split_groups
 
 INSTALL_HINT = "install the cluster extra: pip install -e .[cluster]"

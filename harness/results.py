@@ -1,0 +1,196 @@
+"""The files of a run: one JSON line per finished cell, appended atomically, read back with torn lines repaired.
+
+A run directory holds `config.yaml` (the grid as run), `grid_cells.json` (the hashes of its cells), one or more rows
+files `cells*.jsonl` (one per shard when a bench is split) and `constructions.json` (the hand-built constructions on
+the run's test lengths). A kill in mid-write can leave a last line without its newline; reading repairs the file by
+cutting that line off, so its cell counts as unfinished and is rerun.
+
+This module is the boundary between the bench and its report: it imports neither torch nor anything of the bench, so
+the report reads a run through it alone.
+"""
+
+import gzip
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import yaml
+
+ROWS_GLOBS = ("cells*.jsonl", "cells*.jsonl.gz")  # gzip: published runs, read-only
+CONFIG_FILE = "config.yaml"
+GRID_CELLS_FILE = "grid_cells.json"
+CONSTRUCTIONS_FILE = "constructions.json"
+PHASES = ("datasets", "train", "evaluate", "probes")  # the order a group runs them in; each row carries their seconds
+
+
+class CorruptResults(ValueError):
+    pass
+
+
+# --- identity: a cell's hash, a grid's hash ----------------------------------------------------------------------
+
+def encode_inf(obj):
+    """inf written as the string "inf", so that rows stay strict JSON."""
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: encode_inf(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [encode_inf(v) for v in obj]
+    return obj
+
+
+def _json_default(value):
+    raise TypeError(f"not JSON-able: {value!r}")
+
+
+def canonical_json(obj):
+    return json.dumps(encode_inf(obj), sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def cell_hash(cell):
+    return hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]
+
+
+def grid_hash(raw):
+    """Hash of the config as config.yaml records it; each row carries it, so rows of another config stand out."""
+    return cell_hash(yaml.safe_load(yaml.safe_dump(raw)))
+
+
+def write_atomically(path, text):
+    """Write a whole file or nothing: a reader (another shard, a report) never sees it half-written."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+# --- rows files --------------------------------------------------------------------------------------------------
+
+
+def _rounded(obj, digits=6):
+    """Floats to `digits` significant digits: measured accuracies carry no more, and rows stay small."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v, digits) for v in obj]
+    return obj
+
+
+def append_row(path, row):
+    """One write of one complete line on an O_APPEND descriptor, then fsync: a reader sees all of it or none."""
+    line = (json.dumps(_rounded(row), sort_keys=True, allow_nan=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def repair(path):
+    """Cut a torn last line off `path`; returns True when something was cut."""
+    data = Path(path).read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+    return True
+
+
+def read_rows(path, fix=True):
+    """Rows of one file. A torn last line is repaired (or skipped, with fix=False); a bad line elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    compressed = path.suffix == ".gz"
+    if fix and not compressed:
+        repair(path)
+    data = path.read_bytes()
+    try:
+        lines = (gzip.decompress(data) if compressed else data).split(b"\n")
+    except (OSError, EOFError):
+        raise CorruptResults(f"{path}: not a gzip file") from None
+    lines.pop()  # what follows the last newline: nothing, or a torn line that was not repaired
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CorruptResults(f"{path}:{number}: not a JSON row (the file is corrupt; delete the line to rerun "
+                                 "that cell)") from None
+        if not isinstance(row, dict) or "hash" not in row or "config" not in row:
+            raise CorruptResults(f"{path}:{number}: a row needs 'hash' and 'config'")
+        rows.append(row)
+    return rows
+
+
+def rows_files(run_dir):
+    return sorted(path for pattern in ROWS_GLOBS for path in Path(run_dir).glob(pattern))
+
+
+def check_one_config(run_dir, expected):
+    """Refuse a run whose rows were written under another config than the one it records (`grid_hash` of each row).
+
+    Shards started by hand with different overrides, or shard files copied in from another run, would otherwise mix
+    into one report. Rows without `grid_hash` (written by hand, or by an older satbench) are let through.
+    """
+    for path in rows_files(run_dir):
+        if any(row.get("grid_hash", expected) != expected for row in read_rows(path, fix=False)):
+            raise CorruptResults(f"{path}: rows of another config than {Path(run_dir) / 'config.yaml'} (shards run "
+                                 "with different configs?); move that file away, or rerun with --force")
+
+
+def read_run(run_dir, fix=True):
+    """All rows of a run directory, merged over its rows files; the latest row of a cell wins."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CorruptResults(f"no run directory at {run_dir}")
+    by_hash = {}
+    for path in rows_files(run_dir):
+        for row in read_rows(path, fix=fix):
+            by_hash[row["hash"]] = row
+    return list(by_hash.values())
+
+
+def load_rows_with_config(run_dir):
+    """Rows of a run restricted to the cells of the config it records: rows of other cells (written by an older
+    version of the code, whose cells hashed differently) are ignored. Refuses rows written under another config."""
+    run_dir = Path(run_dir)
+    rows = read_run(run_dir)
+    recorded = run_dir / CONFIG_FILE
+    if recorded.exists():
+        try:
+            raw = yaml.safe_load(recorded.read_text())
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" line {where.line + 1}" if where else ""
+            raise CorruptResults(f"{recorded}:{line} is not valid YAML") from None
+        check_one_config(run_dir, grid_hash(raw))
+    listed = run_dir / GRID_CELLS_FILE
+    if listed.exists():
+        try:
+            wanted = set(json.loads(listed.read_text())["cells"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise CorruptResults(f"{listed}: not a list of cell hashes (delete it; the next bench writes it again)") \
+                from None
+        rows = [r for r in rows if r["hash"] in wanted]
+    return rows
+
+
+def read_constructions(run_dir):
+    """The hand-built constructions' rows the bench recorded for this run; [] when it recorded none."""
+    path = Path(run_dir) / CONSTRUCTIONS_FILE
+    if not path.exists():
+        return []
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise CorruptResults(f"{path}: not JSON (delete it; the next bench writes it again)") from None

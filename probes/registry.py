@@ -1,0 +1,144 @@
+"""Probes: measurements of the members of a trained stacked ensemble, behind one calling convention and a registry.
+
+A probe is a small class registered with `@register`, the shape of the languages' registry. For every shape group the
+harness builds a `ProbeRun` and, for every registered probe:
+
+    probe = cls(run)                    before training
+    probe.during_training(step, model)  at every logged step: None, or one dict per member merged into its log
+    probe.measure(run)                  after training: one flat dict of numbers per member
+
+A probe's numbers go into the row's `metrics` (the recognition itself, section "metrics", which always runs) or into
+`metrics["probes"]` (section "probes", switched off together by `probes.enabled: false`). The forward passes that
+several probes read (the exact forward, the saturated limit and the untrained control on the probe strings) are
+computed once per group, on first use, by the ProbeRun.
+
+Adding a probe is one class in one file, imported by probes/__init__.py. A probe knows nothing of particular
+languages: what it needs from one (the counters a counter machine keeps, the flag worth probing) the language
+declares as class attributes (languages/base.py).
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+import torch
+
+from models import Ensemble, saturated_limit
+from models.saturation import eval_mode
+from models.train import stack_splits
+
+SECTIONS = ("metrics", "probes")
+
+
+@dataclass
+class ProbeConfig:
+    """The `probes` section of a bench config."""
+
+    enabled: bool = True  # every registered probe besides recognition, for every cell
+    strings: int = 256  # held-out strings the probes look at
+
+    def __post_init__(self):
+        if not self.strings > 0:
+            raise ValueError(f"probes.strings: {self.strings} must be > 0")
+
+
+class Probe:
+    """The calling convention; subclasses set `name` and override `measure` (and `during_training` if they follow
+    training)."""
+
+    name: ClassVar[str]
+    section: ClassVar[str] = "probes"
+
+    def __init__(self, run: "ProbeRun"):
+        self.run = run
+
+    def during_training(self, step: int, ensemble: Ensemble) -> list[dict] | None:
+        return None
+
+    def measure(self, run: "ProbeRun") -> list[dict]:
+        raise NotImplementedError
+
+
+PROBES: dict[str, type[Probe]] = {}
+
+
+def register(cls: type[Probe]) -> type[Probe]:
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__qualname__}: a probe needs a `name`")
+    if cls.section not in SECTIONS:
+        raise ValueError(f"probe '{name}': section {cls.section!r} is not one of {', '.join(SECTIONS)}")
+    if name in PROBES and PROBES[name] is not cls:
+        raise ValueError(f"probe '{name}' is defined twice: {PROBES[name].__qualname__} and {cls.__qualname__}")
+    PROBES[name] = cls
+    return cls
+
+
+def probe_classes(enabled: bool = True) -> list[type[Probe]]:
+    """The registered probes, those of section "metrics" first, each section in registration order; with
+    enabled=False only those of section "metrics"."""
+    return sorted((cls for cls in PROBES.values() if enabled or cls.section == "metrics"),
+                  key=lambda cls: SECTIONS.index(cls.section))
+
+
+class Strings:
+    """Probe strings and their tokens: anything `stack_splits(..., tokens_only=True)` can stack."""
+
+    def __init__(self, tokens, strings):
+        self.tokens, self.strings = tokens, strings
+
+
+def probe_strings(split, n, seed) -> Strings:
+    """A seeded subset of n held-out strings, drawn from the whole split (which is shuffled, so all lengths appear)."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(split), generator=generator)[:n].sort().values
+    return Strings(split.tokens[index], [split.strings[i] for i in index.tolist()])
+
+
+@dataclass
+class ProbeRun:
+    """What every probe of one shape group sees: the members' cells, datasets and seeds before training; the trained
+    ensemble and the training logs after (`finish`); and the forward passes probes share, each computed once."""
+
+    cells: list[dict]
+    datasets: list  # languages.Dataset, one per member
+    device: torch.device
+    ensemble: Ensemble | None = None
+    logs: list[list[dict]] | None = None
+
+    def finish(self, ensemble, logs):
+        self.ensemble, self.logs = ensemble, logs
+
+    @property
+    def seeds(self) -> list[int]:
+        return [cell["seed"] for cell in self.cells]
+
+    @cached_property
+    def strings(self) -> list[Strings]:
+        """Each member's probe strings: `probes.strings` held-out test strings, seeded by the member's seed."""
+        n = self.cells[0]["probes"]["strings"]
+        return [probe_strings(d.test, n, seed) for d, seed in zip(self.datasets, self.seeds)]
+
+    @cached_property
+    def tokens(self) -> torch.Tensor:
+        """(M, n, T) tokens of the probe strings; members with fewer strings are padded with PAD rows."""
+        return stack_splits(self.strings, self.device, tokens_only=True)
+
+    @cached_property
+    def exact(self) -> dict:
+        """The exact forward of the trained ensemble on the probe strings, with internals (hidden, attn)."""
+        with torch.no_grad(), eval_mode(self.ensemble):
+            return self.ensemble(self.tokens, internals=True)
+
+    @cached_property
+    def limit(self) -> dict:
+        """The same at the saturated limit."""
+        with torch.no_grad(), eval_mode(self.ensemble), saturated_limit(self.ensemble):
+            return self.ensemble(self.tokens, internals=True)
+
+    @cached_property
+    def control_hidden(self) -> torch.Tensor:
+        """Hidden states of the untrained ensemble of the same seeds: member i starts from exactly these weights."""
+        with torch.no_grad():
+            control = Ensemble(self.ensemble.config, self.seeds).to(self.device).eval()
+            return control(self.tokens, internals=True)["hidden"]

@@ -1,0 +1,45 @@
+"""What every part of the report shares: the variants in their order, the theory table, flat config fields, scale
+names, Markdown."""
+
+import math
+from pathlib import Path
+
+import yaml
+
+VARIANTS = ["soft", "saturated", "hard"]
+THEORY_PATH = Path(__file__).with_name("theory.yaml")
+
+
+def load_theory():
+    theory = yaml.safe_load(THEORY_PATH.read_text())
+    # YAML 1.1 reads yes/no as booleans.
+    word = lambda v: {True: "yes", False: "no"}.get(v, v)  # noqa: E731
+    for entry in theory["languages"].values():
+        for variant in VARIANTS:
+            entry[variant] = word(entry[variant])
+    return theory
+
+
+def flatten(config, prefix=""):
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def scale_value(name):
+    return math.inf if name == "inf" else float(name)
+
+
+def markdown(frame):
+    return frame.to_markdown()  # pandas, through tabulate
+
+
+def theory_cell(language, theory):
+    entry = theory["languages"].get(language)
+    if not entry:
+        return "—"
+    return " / ".join(entry[v] for v in VARIANTS)

@@ -1,0 +1,63 @@
+"""The report's recognition figures (seaborn): heatmap, accuracy against length, accuracy against scale."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .common import VARIANTS  # noqa: E402
+
+
+def figure_heatmap(table, path):
+    scales = [s for s in ("1", "inf") if s in set(table["scale"])]
+    pivot = (table[table["scale"].isin(scales)].groupby(["language", "variant", "scale"])["acc"].mean()
+             .unstack(["variant", "scale"]))
+    pivot = pivot[[c for v in VARIANTS for s in scales for c in [(v, s)] if c in pivot.columns]]
+    pivot.columns = [f"{v}\nc={s}" for v, s in pivot.columns]
+    fig, ax = plt.subplots(figsize=(1.3 * len(pivot.columns) + 2, 0.4 * len(pivot) + 1.5))
+    sns.heatmap(pivot, annot=True, fmt=".2f", vmin=0.5, vmax=1.0, cmap="viridis", ax=ax, cbar_kws={"label": "accuracy"})
+    ax.set_title("Accuracy on the training lengths (mean over seeds)")
+    ax.set_xlabel("")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure_accuracy_vs_length(rows, path, scale="1"):
+    records = []
+    for row in rows:
+        by_length = row["metrics"]["acc_by_length"].get(scale, {})
+        for length, acc in by_length.items():
+            records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+                            "length": int(length), "accuracy": acc})
+    frame = pd.DataFrame.from_records(records)
+    grid = sns.relplot(data=frame, x="length", y="accuracy", hue="variant", col="language", col_wrap=4, kind="line",
+                       height=2.2, aspect=1.3, hue_order=[v for v in VARIANTS if v in set(frame["variant"])],
+                       errorbar=("pi", 100))
+    train_hi = rows[0]["config"]["data"]["train_lengths"][1]
+    for ax in grid.axes.flat:
+        ax.axvline(train_hi, color="grey", lw=0.8, ls="--")
+    grid.figure.suptitle(f"Accuracy by length at c={scale} (dashed: longest training length)", y=1.02)
+    grid.savefig(path, dpi=100)
+    plt.close(grid.figure)
+
+
+def figure_accuracy_vs_scale(table, path):
+    frame = table.copy()
+    finite = frame["scale_value"][frame["scale_value"] < math.inf]
+    top = finite.max() * 4 if len(finite) else 1.0
+    frame["c"] = frame["scale_value"].where(frame["scale_value"] < math.inf, top)
+    grid = sns.relplot(data=frame, x="c", y="acc", hue="variant", col="language", col_wrap=4, kind="line",
+                       marker="o", height=2.2, aspect=1.3,
+                       hue_order=[v for v in VARIANTS if v in set(frame["variant"])], errorbar=("pi", 100))
+    for ax in grid.axes.flat:
+        ax.set_xscale("log")
+        ax.axvline(top, color="grey", lw=0.8, ls=":")
+    grid.figure.suptitle(f"Accuracy on training lengths vs parameter scale c (dotted, at {top:g}: saturated limit)",
+                         y=1.02)
+    grid.savefig(path, dpi=100)
+    plt.close(grid.figure)

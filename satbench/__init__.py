@@ -1,0 +1,1 @@
+"""The `satbench` command line (satbench/cli.py); `python -m satbench` runs it too."""

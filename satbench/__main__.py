@@ -1,0 +1,5 @@
+import sys
+
+from satbench.cli import main
+
+sys.exit(main())

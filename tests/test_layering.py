@@ -1,0 +1,113 @@
+"""The layering rules of DESIGN.md section 2, read off the source with ast so that they cannot silently rot:
+data flows config -> cells -> languages -> models -> probes -> rows -> report, and no module imports upwards."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+# Each package may import only from the packages at or below its own layer.
+LAYERS = ["languages", "models", "probes", "harness", "report", "satbench"]
+
+
+def modules():
+    """{dotted module name: path} of every module in the layered packages."""
+    out = {}
+    for package in LAYERS:
+        for path in sorted((REPO / package).glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            out[name] = path
+    return out
+
+
+def imports_of(name, path):
+    """Every module of ours that `name` imports, at the top or inside a function, relative imports resolved."""
+    package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from probes import heads` imports a module
+    known = modules()
+    return {module for module in found if module in known and module != name}
+
+
+def graph():
+    return {name: imports_of(name, path) for name, path in modules().items()}
+
+
+def layer(module):
+    return LAYERS.index(module.split(".")[0])
+
+
+def test_the_graph_is_read_at_all():
+    edges = graph()
+    assert "models.train" in edges["harness.run"] and "harness.results" in edges["report.write"]
+
+
+def test_no_module_imports_from_a_higher_layer():
+    upward = [f"{a} -> {b}" for a, targets in graph().items() for b in targets if layer(b) > layer(a)]
+    assert not upward, upward
+
+
+def test_no_import_circle():
+    edges = graph()
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                pytest.fail("import circle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_the_report_reads_rows_without_torch_or_the_run_loop():
+    code = ("import sys, report.write, report.tables; print(sorted(m for m in sys.modules "
+            "if m == 'torch' or m.startswith(('harness.run', 'probes', 'models'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def registered_names():
+    import languages
+
+    return languages.language_names()
+
+
+def test_no_language_name_in_probes_models_or_the_bench():
+    """Language knowledge lives on the languages: no string literal in these packages names a language, and no name
+    that is not also an English word (dyck1, anbn, tomita3, ...) appears anywhere in their text. The hand-built
+    constructions are the exception: they are built for particular languages."""
+    names = set(registered_names())
+    unmistakable = {n for n in names if re.search(r"\d|_|^anbn", n)}
+    assert {"dyck1", "anbn", "tomita3", "ab_star"} <= unmistakable
+    found = []
+    for module, path in modules().items():
+        if not module.startswith(("probes", "models", "harness", "report")) or module == "models.constructions":
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: the string {node.value!r}")
+        for number, line in enumerate(text.splitlines(), 1):
+            for name in unmistakable:
+                if re.search(rf"\b{name}\b", line):
+                    found.append(f"{path.relative_to(REPO)}:{number}: {name}")
+    assert not found, found

@@ -1,0 +1,72 @@
+"""The probe registry: the harness runs every registered probe, through one calling convention."""
+
+import pytest
+import yaml
+
+from harness.results import read_run
+from probes import registry
+from probes.registry import Probe, register
+from satbench.cli import main
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    """A scratch copy of the probe registry, so test probes do not leak into other tests."""
+    monkeypatch.setattr(registry, "PROBES", dict(registry.PROBES))
+    return registry.PROBES
+
+
+def test_the_built_in_probes_are_registered_with_recognition_first():
+    names = [cls.name for cls in registry.probe_classes()]
+    assert names[0] == "recognition"
+    assert set(names) == {"recognition", "norm_growth", "saturation", "heads", "linear_probes"}
+    assert [cls.name for cls in registry.probe_classes(enabled=False)] == ["recognition"]
+
+
+def test_a_registered_probe_is_run_by_the_bench_and_follows_training(probes, tmp_path, tiny_config):
+    @register
+    class StepsSeen(Probe):
+        name = "steps_seen"
+
+        def during_training(self, step, ensemble):
+            return [{"seen_step": step} for _ in self.run.cells]
+
+        def measure(self, run):
+            return [{"steps_logged": len(log), "language_length": len(cell["language"])}
+                    for log, cell in zip(run.logs, run.cells, strict=True)]
+
+    config = dict(tiny_config, probes={"enabled": True, "strings": 16})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--no-report"]) == 0
+    rows = read_run(tmp_path / "run")
+    assert len(rows) == 8
+    for row in rows:
+        steps = [entry["step"] for entry in row["log"]]
+        assert [entry["seen_step"] for entry in row["log"]] == steps
+        assert row["metrics"]["probes"]["steps_logged"] == len(steps)
+        assert row["metrics"]["probes"]["language_length"] == len(row["config"]["language"])
+        assert "acc" in row["metrics"] and "acc" not in row["metrics"]["probes"]  # recognition: the row's metrics
+
+
+def test_probes_off_runs_recognition_alone(probes, tmp_path, tiny_config):
+    @register
+    class Never(Probe):
+        name = "never"
+
+        def measure(self, run):
+            raise AssertionError("a probe ran with probes.enabled false")
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))  # probes.enabled: false
+    assert main(["bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--no-report"]) == 0
+    assert all("probes" not in row["metrics"] for row in read_run(tmp_path / "run"))
+
+
+def test_a_probe_needs_a_name_a_known_section_and_a_name_of_its_own(probes):
+    with pytest.raises(ValueError, match="needs a `name`"):
+        register(type("Nameless", (Probe,), {}))
+    with pytest.raises(ValueError, match="section"):
+        register(type("Elsewhere", (Probe,), {"name": "elsewhere", "section": "log"}))
+    with pytest.raises(ValueError, match="defined twice"):
+        register(type("Heads", (Probe,), {"name": "heads"}))
