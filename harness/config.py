@@ -28,7 +28,7 @@ from models.train import TrainConfig
 from probes.evaluate import EvalConfig
 from probes.registry import ProbeConfig
 
-from .results import canonical_json, cell_hash, encode_inf  # noqa: F401  (a cell's identity, used through C.)
+from .results import canonical_json, cell_hash, encode_inf, read_yaml  # noqa: F401  (cell identity, used via C.)
 
 
 class ConfigError(ValueError):
@@ -147,12 +147,7 @@ def load_yaml(path):
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" line {where.line + 1}" if where else ""
-        raise ConfigError(f"{path}:{line} is not valid YAML") from None
+    raw = read_yaml(path, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values")
     raw.setdefault("name", path.stem)

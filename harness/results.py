@@ -59,6 +59,16 @@ def grid_hash(raw):
     return cell_hash(yaml.safe_load(yaml.safe_dump(raw)))
 
 
+def read_yaml(path, error=ValueError):
+    """A YAML file, safely loaded; invalid YAML raises `error` with one line naming the file and line."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as problem:
+        where = getattr(problem, "problem_mark", None)
+        line = f" line {where.line + 1}" if where else ""
+        raise error(f"{path}:{line} is not valid YAML") from None
+
+
 def write_atomically(path, text):
     """Write a whole file or nothing: a reader (another shard, a report) never sees it half-written."""
     path = Path(path)
@@ -167,13 +177,7 @@ def load_rows_with_config(run_dir):
     rows = read_run(run_dir)
     recorded = run_dir / CONFIG_FILE
     if recorded.exists():
-        try:
-            raw = yaml.safe_load(recorded.read_text())
-        except yaml.YAMLError as error:
-            where = getattr(error, "problem_mark", None)
-            line = f" line {where.line + 1}" if where else ""
-            raise CorruptResults(f"{recorded}:{line} is not valid YAML") from None
-        check_one_config(run_dir, grid_hash(raw))
+        check_one_config(run_dir, grid_hash(read_yaml(recorded, CorruptResults)))
     listed = run_dir / GRID_CELLS_FILE
     if listed.exists():
         try:
