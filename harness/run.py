@@ -113,7 +113,7 @@ class PhaseTimer:
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.seconds[name] += time.perf_counter() - start
 
 
 def run_group(cells, device, dataset_cache, progress=True):
@@ -129,8 +129,10 @@ def run_group(cells, device, dataset_cache, progress=True):
     def on_log(step, ensemble):
         entries = [{} for _ in cells]
         for probe in probes:
-            for entry, numbers in zip(entries, probe.during_training(step, ensemble) or [], strict=False):
-                entry.update(numbers)
+            numbers = probe.during_training(step, ensemble)
+            if numbers is not None:  # a probe that follows training gives every member its numbers
+                for entry, values in zip(entries, numbers, strict=True):
+                    entry.update(values)
         return entries
 
     with timer("train"):  # the probes followed during training (on_log) included

@@ -164,7 +164,8 @@ def decode_strings(tokens, alphabet: str) -> list[str]:
 
 
 def linear_probe_metrics(model, dataset_split, language, seed: int, config=None, max_strings: int = 512):
-    """Linear probes for every counter target of `language`, on the trained model and on a random-init control.
+    """Linear probes for every target `language` declares (its counters and its prefix flag), on the trained model
+    and on a random-init control.
 
     dataset_split: anything with .tokens (B, T); the first max_strings rows are used. The strings are decoded from
     those tokens with the language's alphabet, so the targets line up with exactly what the model read. language: a
@@ -173,7 +174,7 @@ def linear_probe_metrics(model, dataset_split, language, seed: int, config=None,
     Keys, for each target of `counter_targets` and each layer l (metric r2 for a float target, bacc for a flag):
       probe_{target}_{metric}_layer{l}, probe_{target}_{metric}_best            trained model (best = max over layers)
       probe_control_{target}_{metric}_layer{l}, probe_control_{target}_{metric}_best
-    {} for a language without counter targets.
+    {} for a language that declares no targets.
     """
     if not has_targets(language):
         return {}
