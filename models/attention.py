@@ -2,12 +2,12 @@
 
 Given scores s_ij (query i, key j) and a boolean mask of the keys each query may see:
 
-    soft        softmax over the allowed keys. Disallowed keys get -inf before the softmax, so their weight is
-                exactly 0 at any scale; multiplying scores by a 0/1 mask instead would let a saturated model attend to
-                the future.
+    soft        softmax over the allowed keys. Disallowed keys' scores are replaced by -inf before the softmax, so
+                their weight is exactly 0 at any scale, whatever their score was.
     saturated   the c -> inf limit of softmax(c * s): uniform weight over
-                M_i = {j allowed : s_ij >= max over allowed k of s_ik - tol}, 0 elsewhere. The tolerance absorbs fp32
-                rounding, so scores that are equal in exact arithmetic tie.
+                M_i = {j allowed : s_ij >= m_i - tol * max(1, |m_i|)}, m_i = max over allowed k of s_ik,
+                0 elsewhere. The tolerance is relative to the row's scale, so it absorbs fp32 rounding at any scale
+                of the scores: scores equal in exact arithmetic tie, and padding never changes which keys tie.
     hard        unique hard attention: all weight on the leftmost position of M_i, i.e. the leftmost argmax, with ties
                 decided by the same tolerance as `saturated`.
 
@@ -16,9 +16,15 @@ The exact variants have zero gradient with respect to the scores, so training th
     ste         straight-through: the forward pass uses the exact weights, the backward pass the gradient of softmax(s).
     anneal      softmax(beta * s) while training, with the inverse temperature beta raised from 1 to `anneal_max` over
                 training (see `annealed_inverse_temperature`); exact weights at evaluation.
+    tolerant    straight-through, with the exact variants' tie tolerance raised to `tolerant_tol` (relative, 0.1 by
+                default) in training and evaluation alike. With tol = 1e-5 two keys tie only when their scores are
+                equal to the last bits, which gradient descent reaches only for identical keys; with 0.1 scores within
+                10% of the row's maximum tie, so a trained head can average keys that carry different values, which
+                is what lets saturated attention count. It changes the model class: "saturated" then means uniform
+                attention over the keys within 10% of the best.
 
-A layer reads three knobs that are not parameters (so they are in no state_dict): `inverse_temperature` (anneal), and
-`logit_scale` and `exact_override`, which `models.saturation` sets for its scale sweeps.
+A layer reads four knobs that are not parameters (so they are in no state_dict): `inverse_temperature` (anneal), and
+`logit_scale`, `exact_override` and `tol_override`, which `models.saturation` sets for its scale sweeps.
 """
 
 import math
@@ -28,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 VARIANTS = ("soft", "saturated", "hard")
-SURROGATES = ("ste", "anneal")
+SURROGATES = ("ste", "anneal", "tolerant")
 
 
 def open_empty_rows(allowed: torch.Tensor) -> torch.Tensor:
@@ -41,28 +47,35 @@ def open_empty_rows(allowed: torch.Tensor) -> torch.Tensor:
     return allowed | ~allowed.any(dim=-1, keepdim=True)
 
 
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where `allowed`, -inf elsewhere: added to the scores, it takes disallowed keys out of any softmax or maximum.
-
-    Adding the mask is one pass over the scores, and its gradient passes through unchanged; `masked_fill` would copy
-    the scores first and mask the gradient again on the way back.
-    """
-    return torch.zeros_like(allowed, dtype=dtype).masked_fill_(~allowed, float("-inf"))
-
-
 def mask_scores(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """The scores with -inf on disallowed keys: what every weighting below reads. Adding 0 or -inf rounds nothing, so
-    the masked scores equal the scores wherever a key is allowed, in any dtype."""
-    return scores + additive_mask(allowed, scores.dtype)
+    """The scores with -inf on disallowed keys: what every weighting below reads.
+
+    Filled, never added: a disallowed key's score is replaced whatever it was, so a +inf or NaN there (an overflow at
+    a large scale, a future token) cannot leak into the row's maximum or softmax. Adding a -inf mask would turn +inf
+    into NaN and poison the row.
+    """
+    return scores.masked_fill(~allowed, float("-inf"))
+
+
+def tie_floor(masked: torch.Tensor, tol: float) -> torch.Tensor:
+    """The lowest score that still ties with its row's maximum: max - tol * max(1, |max|).
+
+    The tolerance is relative to the row's scale (absolute below 1), so it holds a tie wherever fp32 rounding can break
+    one: under saturate(model, 1000) scores reach ~1e11, where one fp32 step is ~1e4 and an absolute 1e-5 ties
+    nothing, and which keys tie would then depend on the shape of the matmul (padding). An infinite maximum (an
+    overflow) is its own floor.
+    """
+    top = masked.amax(dim=-1, keepdim=True)
+    return torch.where(top.isinf(), top, top - tol * top.abs().clamp(min=1.0))
 
 
 def top_set(masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """Boolean mask of {j allowed : m_j >= max_k m_k - tol} on masked scores, compared in fp32 or wider. Intersected
-    with `allowed` explicitly: when the allowed scores overflow to -inf the row maximum is -inf and every key passes
-    the comparison; when they hold a NaN no key passes it, and the set is empty."""
+    """Boolean mask of {j allowed : m_j >= tie_floor(m, tol)} on masked scores, compared in fp32 or wider.
+    Intersected with `allowed` explicitly: when every allowed score is -inf the floor is -inf and every key passes the
+    comparison; when a score is NaN the floor is NaN, no key passes, and the set is empty."""
     if masked.dtype not in (torch.float32, torch.float64):
         masked = masked.float()
-    return allowed & (masked >= masked.amax(dim=-1, keepdim=True) - tol)
+    return allowed & (masked >= tie_floor(masked, tol))
 
 
 def weights_from_masked(variant: str, masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
@@ -184,7 +197,8 @@ class SelfAttention(nn.Module):
         self.head_dim = config.d_model // config.n_heads
         self.variant = config.attention
         self.surrogate = config.surrogate
-        self.tol = config.tol
+        # The exact variants' tie tolerance; `tolerant` training raises it for training and evaluation alike.
+        self.tol = config.tolerant_tol if config.surrogate == "tolerant" and config.attention != "soft" else config.tol
         self.causal = config.causal
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
@@ -192,6 +206,7 @@ class SelfAttention(nn.Module):
         self.inverse_temperature = 1.0  # beta of the anneal surrogate while training
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
+        self.tol_override: float | None = None  # saturated_limit(model, tol): ... with this tie tolerance
         # Devices on which a softmax pass without requested weights uses the fused scaled_dot_product_attention kernel
         # instead of materialising the (T, T) weights. Empty by default: the published GPU run used the explicit path,
         # and the fused one (FusedAttention under vmap) has been checked on the CPU only. Add "cuda" once
@@ -209,35 +224,48 @@ class SelfAttention(nn.Module):
             return "exact", 0.0
         if self.surrogate == "anneal":
             return "softmax", float(self.inverse_temperature)
-        return "ste", 0.0
+        return "ste", 0.0  # ste and tolerant
+
+    def tie_tolerance(self) -> float:
+        return self.tol if self.tol_override is None else self.tol_override
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
-        scale = self.logit_scale / math.sqrt(self.head_dim)
         mode, beta = self._mode()
+        sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
 
-        if mode == "softmax" and not need_weights and q.device.type in self.fused_devices:
+        fusable = mode == "softmax" and self.logit_scale == 1.0 and not need_weights  # a sweep's c may overflow it
+        if fusable and q.device.type in self.fused_devices:
             # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
             # outputs at padded queries differ from the explicit path but are never read.
             mask = None if self.causal else allowed
+            scale = beta / math.sqrt(self.head_dim)
             if self.under_vmap:
-                y = FusedAttention.apply(q, k, v, mask, self.causal, beta * scale)
+                y = FusedAttention.apply(q, k, v, mask, self.causal, scale)
             else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=beta * scale)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=scale)
             weights = None
         else:
             # Scaling q rather than the scores touches hd values per position instead of T.
-            scores = (q * (beta * scale if mode == "softmax" else scale)) @ k.transpose(-2, -1)  # (B, H, T, T)
+            scores = (q * (1 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, T)
             masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
+            if mode == "softmax" and sharpen != 1.0:
+                # softmax(c * s) = softmax(c * (s - max s)): the shifted scores are <= 0, so no c overflows them to
+                # +inf, and at a c large enough every key below the maximum gets exactly 0 (the numerical limit).
+                # The shift has no gradient to give: softmax does not see it.
+                masked = (masked - masked.amax(dim=-1, keepdim=True).detach()) * sharpen
+            # The exact weights ignore the sweep's c: they are its limit already, and their relative tie tolerance
+            # makes them invariant to scaling the scores (apart from the absolute floor below |max| = 1).
+            tol = self.tie_tolerance()
             if mode == "softmax":
-                weights = weights_from_masked("soft", masked, allowed, self.tol)
+                weights = weights_from_masked("soft", masked, allowed, tol)
             elif mode == "exact":
-                weights = weights_from_masked(self.exact_override or self.variant, masked, allowed, self.tol)
+                weights = weights_from_masked(self.exact_override or self.variant, masked, allowed, tol)
             else:
-                weights = straight_through(weights_from_masked(self.variant, masked, allowed, self.tol),
-                                           weights_from_masked("soft", masked, allowed, self.tol))
+                weights = straight_through(weights_from_masked(self.variant, masked, allowed, tol),
+                                           weights_from_masked("soft", masked, allowed, tol))
             y = weights @ v
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)

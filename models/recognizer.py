@@ -22,7 +22,7 @@ BOS = 1
 EOS = 2
 
 POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
-LAYER_NORMS = ("pre", "post", "none")
+LAYER_NORMS = ("pre", "post", "branch", "none")
 
 
 @dataclass
@@ -33,11 +33,12 @@ class ModelConfig:
     n_layers: int = 2
     d_ff: int = 64
     attention: str = "soft"  # soft | saturated | hard
-    surrogate: str = "ste"  # ste | anneal: how saturated and hard attention train (ignored for soft)
+    surrogate: str = "ste"  # ste | anneal | tolerant: how saturated and hard attention train (ignored for soft)
     anneal_max: float = 30.0  # final inverse temperature of `anneal`: at 30 a key 0.25 below the best keeps < 1e-3
-    tol: float = 1e-5  # saturated/hard tie tolerance on the scaled scores: ~100 fp32 ulps at |s| ~ 1
+    tol: float = 1e-5  # saturated/hard tie tolerance, relative: s ties when s >= max - tol * max(1, |max|)
+    tolerant_tol: float = 0.1  # the same for the exact variants of a `tolerant` model, in training and evaluation
     positional: str = "sinusoidal"  # none | sinusoidal | learned | fraction (i/n)
-    layer_norm: str = "pre"  # pre | post | none
+    layer_norm: str = "pre"  # pre | post | branch (x + LN(f(x)), homogeneous without biases) | none
     causal: bool = True
     bias: bool = True  # False makes every linear map and layer norm bias-free (homogeneity)
     max_len: int = 1024  # longest input (BOS included) a `learned` positional encoding covers
@@ -62,7 +63,7 @@ class ModelConfig:
             raise ValueError(f"model.d_model: {self.d_model} is not divisible by model.n_heads = {self.n_heads}")
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ValueError(f"model.d_model: {self.d_model} must be even for sinusoidal positions")
-        for name, low in (("anneal_max", 1.0), ("tol", 0.0)):
+        for name, low in (("anneal_max", 1.0), ("tol", 0.0), ("tolerant_tol", 0.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
                 raise ValueError(f"model.{name}: {value!r} is not a finite number >= {low:g}")
@@ -155,23 +156,48 @@ def layer_norm(config: ModelConfig) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Attention then MLP, each in a residual branch; layer norm before the branch (pre), after the sum (post) or
-    nowhere (none)."""
+    """Attention then MLP, each in a residual branch, with layer norm in one of four places:
+
+        pre     x + f(LN(x))     the GPT-2 block; the stream is normalised once more before the head
+        post    LN(x + f(x))     the original transformer
+        branch  x + LN(f(x))     the block of Merrill et al. (2021), homogeneous without biases (see below)
+        none    x + f(x)
+
+    Why `branch` with `bias=False` turns parameter scaling into a temperature sweep. Multiply every parameter by c and
+    suppose the block's input is c times what it was (true for the embeddings; positions must be none, learned or
+    fraction, since a fixed sinusoidal table does not scale). Then q, k and v are each c^2 times larger, the scores
+    q.k c^4 times larger, so the attention weights are those of scores * c^4, and the head's output (after the
+    projection, c^3 times the output at scores * c^4) is normalised away by LN, whose gain gives back a factor c. The
+    MLP's output is c^3 times as large (ReLU is positively homogeneous) and again LN leaves c times the normalised
+    output. So the block's output is c times the output of the original block with attention logits * c^4, and by
+    induction over the blocks the final stream is too; the head's layer norm and the linear head make the logit c^2
+    times the logit of the original model with every attention logit multiplied by c^4:
+
+        f(x; c * theta) = c^2 * f_{logits * c^4}(x; theta),  so sign and decisions agree with scale_attention(c^4).
+
+    Up to LN's epsilon (1e-5 added to a variance that grows as c^6). With pre- or post-LN, or with biases, scaling the
+    parameters changes the function in other ways too (a bias scales by c, not by c^k; LN(x) in pre-LN cancels the
+    growth of the stream, so the attention scores scale by c^2 while the residual branch grows by c^3).
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.post_norm = config.layer_norm == "post"
+        self.placement = config.layer_norm
         self.ln_1 = layer_norm(config)
         self.attn = SelfAttention(config)
         self.ln_2 = layer_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x, allowed, need_weights=False):
-        if self.post_norm:
+        if self.placement == "post":
             a, weights = self.attn(x, allowed, need_weights)
             x = self.ln_1(x + a)
             x = self.ln_2(x + self.mlp(x))
-        else:
+        elif self.placement == "branch":
+            a, weights = self.attn(x, allowed, need_weights)
+            x = x + self.ln_1(a)
+            x = x + self.ln_2(self.mlp(x))
+        else:  # pre, or none (whose norms are the identity)
             a, weights = self.attn(self.ln_1(x), allowed, need_weights)
             x = x + a
             x = x + self.mlp(self.ln_2(x))
@@ -199,8 +225,9 @@ class Recognizer(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.positions = PositionalEncoding(config)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
-        # Pre-norm leaves the residual stream unnormalised, so it gets a final norm; post-norm ends normalised.
-        self.ln_f = layer_norm(config) if config.layer_norm == "pre" else nn.Identity()
+        # Pre-norm and branch-norm leave the residual stream unnormalised, so it gets a final norm; post-norm ends
+        # normalised.
+        self.ln_f = layer_norm(config) if config.layer_norm in ("pre", "branch") else nn.Identity()
         self.head = nn.Linear(config.d_model, 1, bias=config.bias)
 
     def attention_layers(self) -> list[SelfAttention]:

@@ -3,7 +3,8 @@ one way to measure it with the exact forward.
 
     saturate(model, c)         every parameter multiplied by c: the paper's f(x; c * theta), with c = 1000 there
     scale_attention(model, c)  only the attention scores multiplied by c: softmax(c * s) in every layer
-    saturated_limit(model)     every attention layer computes exact saturated attention: the c = inf point
+    saturated_limit(model)     every attention layer computes exact saturated attention: the c = inf point (with an
+                               optional relative tie tolerance, for the tolerance sweep)
     eval_mode(model)           the exact forward (model.eval(); saturated and hard attention train through a surrogate)
 
 Each restores the model exactly on exit, also when the body raises. `saturate` keeps a copy of the parameters and
@@ -64,18 +65,19 @@ def scale_attention(model: nn.Module, c: float):
 
 
 @contextmanager
-def saturated_limit(model: nn.Module):
+def saturated_limit(model: nn.Module, tol: float | None = None):
     """Every attention layer evaluates exact saturated attention inside the block, in train and eval mode alike
-    (it has no gradient with respect to the scores)."""
+    (it has no gradient with respect to the scores), with relative tie tolerance `tol` (default: each layer's own)."""
     layers = attention_layers(model)
-    before = [layer.exact_override for layer in layers]
+    before = [(layer.exact_override, layer.tol_override) for layer in layers]
     for layer in layers:
         layer.exact_override = "saturated"
+        layer.tol_override = None if tol is None else float(tol)
     try:
         yield model
     finally:
-        for layer, override in zip(layers, before, strict=True):
-            layer.exact_override = override
+        for layer, (override, tol_override) in zip(layers, before, strict=True):
+            layer.exact_override, layer.tol_override = override, tol_override
 
 
 @contextmanager

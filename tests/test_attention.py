@@ -160,3 +160,46 @@ def test_anneal_schedule_runs_geometrically_from_one_to_the_final_value():
     assert annealed_inverse_temperature(1.0, 30.0) == pytest.approx(30.0)
     assert annealed_inverse_temperature(0.5, 100.0) == pytest.approx(10.0)
     assert annealed_inverse_temperature(-1.0, 30.0) == 1.0 and annealed_inverse_temperature(2.0, 30.0) == 30.0
+
+
+@pytest.mark.parametrize("poison", [float("inf"), float("nan")])
+def test_a_nonfinite_score_on_a_masked_key_changes_nothing(poison):
+    """A masked key is filled with -inf whatever its score: added, -inf + inf = NaN would poison the whole row."""
+    scores = torch.tensor([[0.5, 0.5, -1.0, poison]])
+    allowed = torch.tensor([[True, True, True, False]])
+    assert torch.equal(saturated_weights(scores, allowed, TOL), torch.tensor([[0.5, 0.5, 0.0, 0.0]]))
+    assert torch.equal(hard_weights(scores, allowed, TOL), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    expected = torch.cat([torch.tensor([0.5, 0.5, -1.0]).softmax(-1), torch.zeros(1)])[None]
+    assert torch.allclose(soft_weights(scores, allowed), expected)
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e4, 1e11, -1e11])
+def test_the_tie_tolerance_is_relative_to_the_rows_scale(magnitude):
+    """Scores that differ by a few fp32 steps of their magnitude tie at every magnitude; a gap of 1% never does."""
+    top = torch.tensor(magnitude, dtype=torch.float32)
+    nudged = torch.nextafter(torch.nextafter(top, torch.tensor(-torch.inf)), torch.tensor(-torch.inf))  # 2 ulps below
+    far = top - 0.01 * abs(magnitude)
+    scores = torch.stack([top, nudged, far])[None]
+    allowed = torch.ones(1, 3, dtype=torch.bool)
+    assert saturated_set(scores, allowed, TOL).tolist() == [[True, True, False]]
+
+
+def test_an_overflowed_maximum_is_its_own_tie_floor():
+    scores = torch.tensor([[float("inf"), float("inf"), 3.0], [float("-inf"), float("-inf"), float("-inf")]])
+    allowed = torch.ones(2, 3, dtype=torch.bool)
+    assert saturated_set(scores, allowed, TOL).tolist() == [[True, True, False], [True, True, True]]
+
+
+def test_the_tolerant_surrogate_raises_the_exact_variants_tolerance_in_training_and_evaluation():
+    from models import ModelConfig, Recognizer, saturated_limit
+
+    for attention, expected in (("saturated", 0.1), ("hard", 0.1), ("soft", 1e-5)):
+        model = Recognizer(ModelConfig(vocab_size=6, attention=attention, surrogate="tolerant"))
+        assert {layer.tie_tolerance() for layer in model.attention_layers()} == {expected}
+        with saturated_limit(model, tol=0.3):
+            assert {layer.tie_tolerance() for layer in model.attention_layers()} == {0.3}
+        assert {layer.tie_tolerance() for layer in model.attention_layers()} == {expected}
+    # Within 10% of the row's maximum ties, beyond it does not.
+    scores = torch.tensor([[10.0, 9.2, 8.8, 1.0]])
+    allowed = torch.ones(1, 4, dtype=torch.bool)
+    assert saturated_set(scores, allowed, 0.1).tolist() == [[True, True, False, False]]

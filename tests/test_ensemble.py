@@ -41,8 +41,9 @@ def ensemble_loss(out, labels):
     "overrides",
     [dict(attention="soft"), dict(attention="saturated"), dict(attention="hard"),
      dict(attention="saturated", surrogate="anneal"), dict(attention="soft", causal=False, positional="learned",
-                                                            layer_norm="post", bias=False)],
-    ids=["soft", "saturated-ste", "hard-ste", "saturated-anneal", "soft-bidirectional"],
+                                                            layer_norm="post", bias=False),
+     dict(attention="hard", surrogate="tolerant", positional="none", layer_norm="branch", bias=False)],
+    ids=["soft", "saturated-ste", "hard-ste", "saturated-anneal", "soft-bidirectional", "hard-tolerant-homogeneous"],
 )
 def test_member_matches_standalone_outputs_and_gradients(overrides):
     cfg = config(**overrides)

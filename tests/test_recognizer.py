@@ -57,7 +57,8 @@ def test_bad_config_values_raise_one_line_errors():
 @pytest.mark.parametrize(
     "attention,causal,positional,layer_norm,bias",
     [("soft", True, "sinusoidal", "pre", True), ("saturated", False, "learned", "post", False),
-     ("hard", True, "fraction", "none", True), ("soft", False, "none", "pre", False)],
+     ("hard", True, "fraction", "none", True), ("soft", False, "none", "pre", False),
+     ("saturated", True, "none", "branch", False)],
 )
 def test_output_shapes(attention, causal, positional, layer_norm, bias):
     model = build(attention=attention, causal=causal, positional=positional, layer_norm=layer_norm, bias=bias)

@@ -1,5 +1,7 @@
 """saturate, scale_attention and saturated_limit: what they compute and that they always put the model back."""
 
+import copy
+
 import pytest
 import torch
 
@@ -125,3 +127,77 @@ def test_infinite_scale_is_refused_with_a_pointer_to_saturated_limit():
         pass
     with pytest.raises(ValueError, match="saturated_limit"), scale_attention(model, float("inf")):
         pass
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("layer_norm", ["post", "pre"])
+def test_padding_never_changes_a_logit_at_any_scale(seed, layer_norm):
+    """Trailing PADs change the shapes of every matmul, hence the fp32 rounding of every score. Under saturate(c) the
+    scores grow to ~1e11, where an absolute tie tolerance held no tie, so which keys tied (and the logit) depended on
+    the padding; the relative tolerance keeps the tie sets, and with them the logit."""
+    torch.manual_seed(seed)
+    model = Recognizer(ModelConfig(vocab_size=6, d_model=32, n_heads=2, n_layers=2, d_ff=64, attention="saturated",
+                                   positional="none", layer_norm=layer_norm)).eval()
+    g = torch.Generator().manual_seed(100 + seed)
+    strings = torch.randint(3, 6, (16, 9), generator=g)
+    tokens = torch.cat([torch.full((16, 1), BOS), strings], dim=1)
+    padded = torch.cat([tokens, torch.full((16, 4), PAD)], dim=1)
+    for context in (lambda: saturate(model, 1.0), lambda: saturate(model, 1000.0), lambda: saturated_limit(model),
+                    lambda: scale_attention(model, 1e30)):
+        with torch.no_grad(), context():
+            plain, extra = model(tokens)["logit"], model(padded)["logit"]
+        torch.testing.assert_close(extra, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_a_future_token_never_changes_a_prefix_logit_at_a_huge_scale():
+    """scale_attention(3e38) used to overflow the scores of future keys to +inf, and a masked +inf poisoned the row."""
+    model = build(attention="soft", positional="none").eval()
+    tokens = batch(3)
+    longer = torch.cat([tokens, torch.full((len(tokens), 1), 4)], dim=1)
+    longer[:, -1] = torch.where(tokens[:, -1] == PAD, PAD, 4)
+    real = tokens != PAD
+    with torch.no_grad(), scale_attention(model, 3e38):
+        short_logits, long_logits = model(tokens)["prefix_logits"], model(longer)["prefix_logits"][:, :-1]
+    assert torch.isfinite(short_logits).all()
+    torch.testing.assert_close(long_logits[real], short_logits[real])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_in_the_homogeneous_block_parameter_scaling_is_logit_scaling_by_c_to_the_4(seed):
+    """x + LN(f(x)) without biases or fixed positions: f(x; c theta) = c^2 f_{logits * c^4}(x; theta) (derived in
+    models/recognizer.py, Block). Exact in float64 once LN's epsilon is 0; with it, the decisions still agree."""
+    model = build(seed, attention="soft", positional="none", layer_norm="branch", bias=False, d_model=32).eval()
+    tokens = batch(seed, rows=32, T=12)
+
+    def both(model, c):
+        with torch.no_grad():
+            with saturate(model, c):
+                by_parameters = model(tokens)["logit"]
+            with scale_attention(model, c ** 4):
+                by_logits = model(tokens)["logit"]
+        return by_parameters, by_logits
+
+    for c in (0.7, 2.0, 3.0, 10.0):
+        by_parameters, by_logits = both(model, c)
+        assert torch.equal(by_parameters > 0, by_logits > 0)
+    exact = copy.deepcopy(model).double()
+    for norm in exact.modules():
+        if isinstance(norm, torch.nn.LayerNorm):
+            norm.eps = 0.0
+    for c in (0.7, 2.0, 3.0, 10.0):
+        by_parameters, by_logits = both(exact, c)
+        torch.testing.assert_close(by_parameters, c ** 2 * by_logits, rtol=1e-10, atol=1e-12)
+
+
+def test_outside_the_homogeneous_block_parameter_scaling_is_not_a_temperature():
+    """The pre-LN block with biases: scaling the parameters by 2 matches no logit scale of the form 2^k."""
+    model = build(0, attention="soft", positional="none", layer_norm="pre", bias=True, d_model=32).eval()
+    tokens = batch(0, rows=32, T=12)
+    with torch.no_grad():
+        with saturate(model, 2.0):
+            by_parameters = model(tokens)["logit"]
+        for k in range(7):
+            with scale_attention(model, 2.0 ** k):
+                by_logits = model(tokens)["logit"]
+            ratio = by_parameters / by_logits
+            assert (ratio.max() - ratio.min()) > 1e-2 * ratio.abs().mean()
