@@ -4,8 +4,12 @@ A config has the top-level keys `name`, `languages`, `seeds` and the sections `m
 `probes`. Each section is a dataclass that lives with the code it configures (ModelConfig in models/recognizer.py,
 TrainConfig in models/train.py, EvalConfig in probes/evaluate.py, ProbeConfig in probes/registry.py; DataConfig
 here) and checks its own values. Any scalar field may be given as a list instead: the list is an axis, and the grid
-is the product of all axes. A cell is one fully resolved point of the grid: one language, one seed, one value for
-every field.
+is the product of all axes, except for axes named together under the top-level key `zip`, which move in step:
+
+    model: {layer_norm: [pre, branch], bias: [true, false]}
+    zip: [[model.layer_norm, model.bias]]     # pre-LN with biases, or the homogeneous block without: 2 cells, not 4
+
+A cell is one fully resolved point of the grid: one language, one seed, one value for every field.
 
 Every check runs before any work, so a typo costs one line and nothing is written.
 """
@@ -56,7 +60,7 @@ class DataConfig:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "probes": ProbeConfig}
-TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", *SECTIONS}
+TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", "zip", *SECTIONS}
 # Fields of ModelConfig the harness fills in itself.
 DERIVED = {"model.vocab_size"}
 DEFAULT_VOCAB_SIZE = 8  # 3 specials + up to 5 symbols; fixed per config so a cell never depends on its neighbours
@@ -227,13 +231,42 @@ def expand(raw):
                 axes[f"{section}.{key}"] = _axis_values(f"{section}.{key}", given[key], annotation)
 
     cells = []
-    for values in itertools.product(*axes.values()):
-        flat = dict(zip(axes, values))
+    for flat in _points(axes, raw.get("zip", [])):
         cell = {"language": flat.pop("language"), "seed": flat.pop("seed"), "vocab_size": vocab_size}
         for section in SECTIONS:
             cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
         cells.append(resolve(cell))
     return Grid(name=name, raw=raw, cells=cells)
+
+
+def _points(axes, zipped):
+    """Every point of the grid as a flat {path: value}: the product of the axes, where each group of `zipped` paths
+    counts as one axis whose i-th value sets the i-th value of every path in it."""
+    if not isinstance(zipped, list) or not all(isinstance(g, list) and len(g) > 1 and all(isinstance(p, str) for p in g)
+                                               for g in zipped):
+        raise ConfigError(f"zip: {zipped!r} must be a list of lists of two or more field paths such as model.bias")
+    grouped = {}  # first path of a group or lone axis -> (paths, list of value tuples)
+    seen = set()
+    for group in zipped:
+        for path in group:
+            if path not in axes:
+                raise ConfigError(f"zip: '{path}' is not a field given in the config")
+            if path in seen:
+                raise ConfigError(f"zip: '{path}' is named in two groups")
+            seen.add(path)
+        lengths = {path: len(axes[path]) for path in group}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError("zip: " + ", ".join(f"{p} has {n} values" for p, n in lengths.items())
+                              + "; zipped axes need the same number")
+        grouped[group[0]] = (group, list(zip(*(axes[path] for path in group))))
+    for path, values in axes.items():
+        if path not in seen:
+            grouped[path] = ([path], [(v,) for v in values])
+    for combination in itertools.product(*(values for _, values in grouped.values())):
+        flat = {}
+        for (paths, _), values in zip(grouped.values(), combination):
+            flat.update(zip(paths, values))
+        yield flat
 
 
 def resolve(cell):

@@ -184,9 +184,11 @@ class FusedAttention(torch.autograd.Function):
 class SelfAttention(nn.Module):
     """Multi-head self-attention whose weighting is one of VARIANTS.
 
-    forward(x, allowed, need_weights) -> (output, weights or None), where `allowed` (broadcastable to (B, 1, T, T)) is
+    forward(x, allowed, need_weights) -> (output, internals or None), where `allowed` (broadcastable to (B, 1, T, T)) is
     True where query i may attend to key j, and every query may attend to some key (the Recognizer opens the rows of
-    all-padding strings, see `open_empty_rows`). When no weights are requested and the weighting is a softmax, the fused
+    all-padding strings, see `open_empty_rows`). With need_weights the internals are the weights used ("attn"), the
+    scores at c = 1 ("scores", -inf on disallowed keys) and the values ("values"), each (B, H, T, .). When no weights
+    are requested and the weighting is a softmax, the fused
     scaled_dot_product_attention kernel computes the same thing without materialising the (T, T) weights.
     """
 
@@ -269,4 +271,7 @@ class SelfAttention(nn.Module):
             y = weights @ v
 
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.proj(y), (weights if need_weights else None)
+        if not need_weights:
+            return self.proj(y), None
+        # What the tie probes read: the weights used, the scores at c = 1 (-inf on disallowed keys) and the values.
+        return self.proj(y), {"attn": weights, "scores": mask_scores(scores, allowed), "values": v}

@@ -190,18 +190,18 @@ class Block(nn.Module):
 
     def forward(self, x, allowed, need_weights=False):
         if self.placement == "post":
-            a, weights = self.attn(x, allowed, need_weights)
+            a, internals = self.attn(x, allowed, need_weights)
             x = self.ln_1(x + a)
             x = self.ln_2(x + self.mlp(x))
         elif self.placement == "branch":
-            a, weights = self.attn(x, allowed, need_weights)
+            a, internals = self.attn(x, allowed, need_weights)
             x = x + self.ln_1(a)
             x = x + self.ln_2(self.mlp(x))
         else:  # pre, or none (whose norms are the identity)
-            a, weights = self.attn(self.ln_1(x), allowed, need_weights)
+            a, internals = self.attn(self.ln_1(x), allowed, need_weights)
             x = x + a
             x = x + self.mlp(self.ln_2(x))
-        return x, weights
+        return x, internals
 
 
 class Recognizer(nn.Module):
@@ -215,6 +215,9 @@ class Recognizer(nn.Module):
     and with internals=True also
         "hidden"         (L+1, B, T, d) residual stream after the embedding and after each block
         "attn"           (L, B, H, T, T) attention weights actually used in this pass
+        "scores"         (L, B, H, T, T) attention scores q.k / sqrt(d_head) before any scale c, -inf on keys a query
+                                may not see
+        "values"         (L, B, H, T, d_head) the values the weights average
 
     model.train(): saturated and hard attention run their surrogate (config.surrogate); model.eval(): exact weights.
     """
@@ -254,11 +257,11 @@ class Recognizer(nn.Module):
         if position is not None:
             x = x + position
 
-        hidden, attn = [x], []
+        hidden, layers = [x], []
         for block in self.blocks:
-            x, weights = block(x, allowed, need_weights=internals)
+            x, attention = block(x, allowed, need_weights=internals)
             hidden.append(x)
-            attn.append(weights)
+            layers.append(attention)
 
         prefix_logits = self.head(self.ln_f(x)).squeeze(-1).masked_fill(~real, 0.0)  # (B, T)
         if self.config.causal:
@@ -270,7 +273,8 @@ class Recognizer(nn.Module):
         out = {"logit": logit, "prefix_logits": prefix_logits}
         if internals:
             out["hidden"] = torch.stack(hidden)
-            out["attn"] = torch.stack(attn)
+            for key in ("attn", "scores", "values"):
+                out[key] = torch.stack([layer[key] for layer in layers])
         return out
 
 

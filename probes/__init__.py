@@ -1,11 +1,18 @@
 """Measurements of trained members, behind one calling convention and a registry (probes/registry.py).
 
-Importing the package registers the built-in probes: recognition (the row's own metrics, always run first), norm
-growth, saturation, attention heads and linear probes. The theory check of the hand-built
+Importing the package registers the built-in probes: recognition and ties (the row's own metrics, always run
+first), norm growth, saturation, attention heads and linear probes. The theory check of the hand-built
 constructions (probes/theory_check.py) measures those constructions rather than trained members.
 """
 
-from probes import evaluate, heads, linear_probe, norm_growth, saturation_similarity  # noqa: F401  (registers them)
+from probes import (  # noqa: F401  (registers them)
+    evaluate,
+    heads,
+    linear_probe,
+    norm_growth,
+    saturation_similarity,
+    ties,
+)
 from probes.registry import PROBES, Probe, ProbeConfig, ProbeRun, probe_classes, register
 
 __all__ = ["PROBES", "Probe", "ProbeConfig", "ProbeRun", "probe_classes", "register"]

@@ -1,8 +1,14 @@
-"""Recognition: accuracy and cross-entropy of every member, per test length, at every parameter scale c.
+"""Recognition: accuracy and cross-entropy of every member, per test length, at every scale c and tie tolerance.
 
-Scale c evaluates f(x; c*theta) (every parameter multiplied by c, as in the paper) or, with eval.scaling=attention,
-the model with its attention logits multiplied by c; `inf` evaluates the exact saturated limit, with every attention
-layer replaced by saturated attention.
+Scale c multiplies the attention logits (eval.scaling=attention, the default: softmax(c * s) in every layer, which
+converges to the exact saturated limit for any architecture) or every parameter (eval.scaling=parameters: the paper's
+f(x; c*theta), a temperature sweep only for the homogeneous block, where it equals logits * c^4); `inf` evaluates the
+exact saturated limit, every attention layer replaced by saturated attention. At the limit the accuracy is also
+measured at every relative tie tolerance of eval.tie_tolerances: a learned mechanism that averages nearly tied keys
+survives a tolerance that counts them as tied, and dies at one that does not.
+
+Two criteria, each over held-out strings: in distribution (the training lengths) and length generalization (each bin
+of eval.length_bins, by default every test length beyond training as one bin).
 """
 
 import contextlib
@@ -24,13 +30,17 @@ SCALINGS = ("parameters", "attention")
 class EvalConfig:
     """The `eval` section of a bench config. Errors name the field as `eval.<field>`."""
 
-    # Parameter scales c at which f(x; c*theta) is evaluated; `inf` is the exact saturated limit.
-    scales: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 1000.0, math.inf])
-    # What c multiplies: every parameter (the paper's saturate(model, c)) or the attention logits alone. Only the
-    # latter converges to the `inf` column for every architecture: with biases, layer norm or residual connections the
-    # network is not homogeneous, and c*theta changes more than the attention.
-    scaling: str = "parameters"  # parameters | attention
-    threshold: float = 0.99  # accuracy on the training lengths at which a language counts as recognized
+    # Scales c (see `scaling`); `inf` is the exact saturated limit. With scaling=attention, c = 1e6 puts every key more
+    # than 1e-4 below a row's maximum at exactly 0 weight in fp32 (exp(-100)), so the last finite columns show whether
+    # the softmax has reached its limit or a learned mechanism lives in gaps smaller than that.
+    scales: list[float] = field(default_factory=lambda: [1.0, 4.0, 16.0, 64.0, 256.0, 1000.0, 1e6, 1e9, math.inf])
+    # What c multiplies: the attention logits alone, or every parameter (the paper's saturate(model, c)).
+    scaling: str = "attention"  # attention | parameters
+    # Relative tie tolerances at which the saturated limit is also evaluated (see models/attention.py, tie_floor).
+    tie_tolerances: list[float] = field(default_factory=lambda: [1e-5, 1e-3, 1e-2, 0.1, 0.3, 1.0])
+    # Length-generalization bins [lo, hi] within the test lengths; empty: every test length beyond training, one bin.
+    length_bins: list[tuple[int, int]] = field(default_factory=list)
+    threshold: float = 0.99  # best-seed accuracy at which a language counts as recognized, under either criterion
     # Test strings per member per pass. One pass holds members x batch x heads x T^2 attention scores; on a CPU,
     # passes of tens of MB beat passes of hundreds: for 15 members on 2 cores, 1024 took 2.45 s per scale and 128
     # took 0.58 s. On a GPU larger passes pay (configs/gpu.yaml sets 256 for 360 members).
@@ -41,6 +51,11 @@ class EvalConfig:
             raise ValueError(f"eval.scales: {self.scales} must be a non-empty list of positive numbers or inf")
         if 1.0 not in self.scales:
             raise ValueError("eval.scales: must contain 1 (the trained model itself)")
+        if any(not (math.isfinite(t) and t >= 0) for t in self.tie_tolerances):
+            raise ValueError(f"eval.tie_tolerances: {self.tie_tolerances} must be finite numbers >= 0")
+        for lo, hi in self.length_bins:
+            if not 0 <= lo <= hi:
+                raise ValueError(f"eval.length_bins: [{lo}, {hi}] is not a range 0 <= lo <= hi")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"eval.threshold: {self.threshold} must lie in (0, 1]")
         if not self.batch_size > 0:
@@ -48,12 +63,22 @@ class EvalConfig:
         if self.scaling not in SCALINGS:
             raise ValueError(f"eval.scaling: {self.scaling!r} is not one of {', '.join(SCALINGS)}")
 
+    def bins(self, train_lengths, test_lengths) -> list[tuple[int, int]]:
+        """The length-generalization bins: the configured ones, or every test length beyond training."""
+        if self.length_bins:
+            return [tuple(b) for b in self.length_bins]
+        return [(train_lengths[1] + 1, test_lengths[1])] if test_lengths[1] > train_lengths[1] else []
+
 
 def scale_name(c):
     return "inf" if math.isinf(c) else f"{c:g}"
 
 
-def at_scale(model, c, scaling="parameters"):
+def bin_name(lo, hi):
+    return f"{lo}-{hi}"
+
+
+def at_scale(model, c, scaling="attention"):
     if math.isinf(c):
         return saturated_limit(model)
     if c == 1:
@@ -103,7 +128,7 @@ def member_logits(ensemble, tokens, batch_size):
     return torch.cat(chunks, dim=1)
 
 
-def evaluate_ensemble(ensemble, test_splits, train_lengths, eval_cfg, device):
+def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
     """Returns, per member, a flat dict of recognition metrics (see `recognition_metrics`)."""
     data = stack_splits(test_splits, device)
     # Laid out by length, the chunks of short strings are short: about half the work of the shuffled order.
@@ -112,45 +137,70 @@ def evaluate_ensemble(ensemble, test_splits, train_lengths, eval_cfg, device):
     labels = gather_rows(data.labels, index, 0.0)
     lengths = gather_rows(data.lengths, index, -1)
     real = lengths >= 0
-    per_scale = {}
-    ensemble.eval()
-    for c in eval_cfg.scales:
-        with at_scale(ensemble, c, eval_cfg.scaling):
-            logits = member_logits(ensemble, tokens, eval_cfg.batch_size)
+
+    def judged(logits):
         # A logit that overflowed at a large scale is a wrong answer, not a crash.
         finite = torch.isfinite(logits)
         correct = ((logits > 0).float() == labels) & finite
         ce = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), labels, reduction="none")
-        per_scale[scale_name(c)] = (correct.cpu(), ce.cpu(), (~finite & real).sum(dim=1).cpu())
+        return correct.cpu(), ce.cpu(), (~finite & real).sum(dim=1).cpu()
+
+    per_scale, per_tol = {}, {}
+    ensemble.eval()
+    for c in eval_cfg.scales:
+        with at_scale(ensemble, c, eval_cfg.scaling):
+            per_scale[scale_name(c)] = judged(member_logits(ensemble, tokens, eval_cfg.batch_size))
+    for tol in eval_cfg.tie_tolerances:
+        with saturated_limit(ensemble, tol=tol):
+            per_tol[f"{tol:g}"] = judged(member_logits(ensemble, tokens, eval_cfg.batch_size))[0]
     lengths, real = lengths.cpu(), real.cpu()
+    bins = eval_cfg.bins(data_cfg["train_lengths"], data_cfg["test_lengths"])
     return [recognition_metrics({name: tuple(x[i] for x in values) for name, values in per_scale.items()},
-                                lengths[i], real[i], train_lengths, eval_cfg.threshold)
+                                {name: correct[i] for name, correct in per_tol.items()},
+                                lengths[i], real[i], data_cfg["train_lengths"], bins, eval_cfg.threshold)
             for i in range(len(test_splits))]
 
 
-def recognition_metrics(per_scale, lengths, real, train_lengths, threshold):
-    """`acc` (the recognition criterion) is the accuracy on held-out strings of the training lengths. A language with
-    very few members per length (a^n b^n, (ab)*, 1*) can have every member of those lengths in the training split and
-    so no held-out string there; its `acc` is then taken over all test lengths, which asks for length
-    generalization, and `acc_over` says so."""
+def recognition_metrics(per_scale, per_tol, lengths, real, train_lengths, bins, threshold):
+    """One member's metrics, each a dict by scale name ("1", ..., "inf"):
+
+        acc, ce, recognized   in distribution: held-out strings of the training lengths
+        acc_bins[bin]         length generalization: held-out strings with lengths in the bin ("21-40")
+        acc_long              every test length beyond training
+        acc_by_length, ce_by_length, nonfinite
+    and `tie_tolerance_acc[tol]`: {"in": accuracy in distribution, bin: accuracy on the bin} at the saturated limit
+    with relative tie tolerance tol.
+
+    A language with very few members per length (a^n b^n, (ab)*, 1*) can have every member of the training lengths
+    in the training split and so no held-out string there; its `acc` is then taken over all test lengths, which asks
+    for length generalization, and `acc_over` says so."""
     lo, hi = train_lengths
     in_train = real & (lengths >= lo) & (lengths <= hi)
     longer = real & (lengths > hi)
     acc_over = "training lengths"
     if not in_train.any():
         in_train, acc_over = real, "all test lengths"
+    regions = {"in": in_train, **{bin_name(a, b): real & (lengths >= a) & (lengths <= b) for a, b in bins}}
+
+    def accuracy(correct, where):
+        return correct[where].float().mean().item() if where.any() else math.nan
+
     metrics = {"acc_over": acc_over, "acc": {}, "acc_long": {}, "ce": {}, "recognized": {}, "nonfinite": {},
-               "acc_by_length": {}, "ce_by_length": {}}
+               "acc_bins": {bin_name(a, b): {} for a, b in bins}, "acc_by_length": {}, "ce_by_length": {}}
     of_length = {int(n): real & (lengths == n) for n in lengths[real].unique().tolist()}
     for name, (correct, ce, nonfinite) in per_scale.items():
-        acc = correct[in_train].float().mean().item()
+        acc = accuracy(correct, in_train)
         metrics["acc"][name] = acc
-        metrics["acc_long"][name] = correct[longer].float().mean().item() if longer.any() else math.nan
+        metrics["acc_long"][name] = accuracy(correct, longer)
+        for a, b in bins:
+            metrics["acc_bins"][bin_name(a, b)][name] = accuracy(correct, regions[bin_name(a, b)])
         metrics["ce"][name] = ce[in_train].mean().item()
         metrics["recognized"][name] = acc >= threshold
         metrics["nonfinite"][name] = int(nonfinite)
         metrics["acc_by_length"][name] = {n: correct[mask].float().mean().item() for n, mask in of_length.items()}
         metrics["ce_by_length"][name] = {n: ce[mask].mean().item() for n, mask in of_length.items()}
+    metrics["tie_tolerance_acc"] = {tol: {region: accuracy(correct, where) for region, where in regions.items()}
+                                    for tol, correct in per_tol.items()}
     return metrics
 
 
@@ -163,5 +213,5 @@ class Recognition(Probe):
 
     def measure(self, run):
         first = run.cells[0]
-        return evaluate_ensemble(run.ensemble, [d.test for d in run.datasets], first["data"]["train_lengths"],
+        return evaluate_ensemble(run.ensemble, [d.test for d in run.datasets], first["data"],
                                  EvalConfig(**first["eval"]), run.device)

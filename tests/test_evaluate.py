@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from languages import make_dataset
-from models import Ensemble, ModelConfig
+from models import Ensemble, ModelConfig, saturated_limit
 from probes.evaluate import EvalConfig, align_by_length, at_scale, evaluate_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=2, d_ff=32)
@@ -42,8 +42,10 @@ def test_ensemble_metrics_equal_each_member_evaluated_alone():
     tests = [make_dataset(lang, train_lengths=(1, 6), test_lengths=(1, 12), train_size=64, test_per_length=5,
                           seed=seed, vocab_size=8).test for lang, seed in zip(languages, seeds)]
     ensemble = Ensemble(MODEL, seeds)
-    eval_cfg = EvalConfig(scales=[1.0, 4.0, math.inf], batch_size=7)  # many chunks, some cut short
-    metrics = evaluate_ensemble(ensemble, tests, (1, 6), eval_cfg, torch.device("cpu"))
+    eval_cfg = EvalConfig(scales=[1.0, 4.0, math.inf], batch_size=7,  # many chunks, some cut short
+                          tie_tolerances=[1e-5, 0.3], length_bins=[[7, 9], [10, 12]])
+    data_cfg = {"train_lengths": (1, 6), "test_lengths": (1, 12)}
+    metrics = evaluate_ensemble(ensemble, tests, data_cfg, eval_cfg, torch.device("cpu"))
     for i, split in enumerate(tests):
         model = ensemble.member(i).eval()
         for c in eval_cfg.scales:
@@ -54,3 +56,29 @@ def test_ensemble_metrics_equal_each_member_evaluated_alone():
             for n, acc in metrics[i]["acc_by_length"][name].items():
                 assert acc == pytest.approx(float(correct[split.lengths == n].mean()), abs=1e-6)
             assert set(metrics[i]["acc_by_length"][name]) == set(split.lengths.unique().tolist())
+
+    # Length generalization per bin, and the tolerance sweep at the limit, from the same member alone.
+    for i, split in enumerate(tests):
+        model = ensemble.member(i).eval()
+        for tol in (1e-5, 0.3):
+            with torch.no_grad(), saturated_limit(model, tol=tol):
+                correct = ((model(split.tokens)["logit"] > 0).float() == split.labels).float()
+            for lo, hi in ((7, 9), (10, 12)):
+                where = (split.lengths >= lo) & (split.lengths <= hi)
+                assert metrics[i]["tie_tolerance_acc"][f"{tol:g}"][f"{lo}-{hi}"] == pytest.approx(
+                    float(correct[where].mean()), abs=1e-6)
+        by_length = metrics[i]["acc_by_length"]["inf"]
+        counts = {n: int((split.lengths == n).sum()) for n in range(10, 13) if (split.lengths == n).any()}
+        expected = sum(by_length[n] * counts[n] for n in counts) / sum(counts.values())
+        assert metrics[i]["acc_bins"]["10-12"]["inf"] == pytest.approx(expected, abs=1e-6)
+    # The default tolerance of the sweep is the model's own: the same numbers as the inf column.
+    assert metrics[0]["tie_tolerance_acc"]["1e-05"]["7-9"] == pytest.approx(metrics[0]["acc_bins"]["7-9"]["inf"])
+
+
+def test_eval_config_rejects_bad_bins_and_tolerances():
+    with pytest.raises(ValueError, match=r"^eval\.length_bins"):
+        EvalConfig(length_bins=[[30, 20]])
+    with pytest.raises(ValueError, match=r"^eval\.tie_tolerances"):
+        EvalConfig(tie_tolerances=[-1.0])
+    assert EvalConfig().bins((1, 20), (1, 40)) == [(21, 40)]
+    assert EvalConfig().bins((1, 20), (1, 20)) == []

@@ -133,7 +133,7 @@ def test_an_all_padding_row_gives_finite_outputs_and_gradients():
         tokens = pad(strings(4, lo=1), 9)
         tokens[2] = PAD
         out = model(tokens, internals=True)
-        assert all(torch.isfinite(v).all() for v in out.values())
+        assert all(torch.isfinite(v).all() for key, v in out.items() if key != "scores")  # scores: -inf where masked
         (out["logit"].sum() + out["prefix_logits"].sum()).backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

@@ -19,8 +19,8 @@ def probes(monkeypatch):
 def test_the_built_in_probes_are_registered_with_recognition_first():
     names = [cls.name for cls in registry.probe_classes()]
     assert names[0] == "recognition"
-    assert set(names) == {"recognition", "norm_growth", "saturation", "heads", "linear_probes"}
-    assert [cls.name for cls in registry.probe_classes(enabled=False)] == ["recognition"]
+    assert set(names) == {"recognition", "ties", "norm_growth", "saturation", "heads", "linear_probes"}
+    assert [cls.name for cls in registry.probe_classes(enabled=False)] == ["recognition", "ties"]
 
 
 def test_a_registered_probe_is_run_by_the_bench_and_follows_training(probes, tmp_path, tiny_config):

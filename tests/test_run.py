@@ -56,7 +56,19 @@ def test_dotted_overrides_set_values_and_axes(tiny):
     assert {c["model"]["d_model"] for c in grid.cells} == {8, 16}
 
 
+def test_zipped_axes_move_in_step(tiny):
+    raw = C.apply_overrides(tiny, ["model.layer_norm=[pre, branch]", "model.bias=[true, false]"])
+    assert len(C.expand(raw).cells) == 8 * 4
+    raw["zip"] = [["model.layer_norm", "model.bias"]]
+    cells = C.expand(raw).cells
+    assert len(cells) == 8 * 2
+    assert {(c["model"]["layer_norm"], c["model"]["bias"]) for c in cells} == {("pre", True), ("branch", False)}
+
+
 @pytest.mark.parametrize("override, message", [
+    ("zip=[[model.layer_norm, model.bias]]", "zip: 'model.layer_norm' is not a field given in the config"),
+    ("zip=[[model.attention, seeds]]", "zip: 'seeds' is not a field given in the config"),
+    ("zip=model.attention", "zip: 'model.attention' must be a list of lists"),
     ("train.stpes=3", "unknown key 'train.stpes' (did you mean 'steps'?)"),
     ("model.attention=sofft", "model.attention"),
     ("train.lr=fast", "train.lr"),
