@@ -35,7 +35,11 @@ def scale_value(name):
 
 
 def markdown(frame):
-    return frame.to_markdown()  # pandas, through tabulate
+    """A pandas table as Markdown (through tabulate); a multi-level row index becomes one column per level rather
+    than a column of tuples."""
+    if frame.index.nlevels > 1:
+        return frame.reset_index().to_markdown(index=False)
+    return frame.to_markdown()
 
 
 def theory_cell(language, theory):

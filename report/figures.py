@@ -46,18 +46,28 @@ def figure_accuracy_vs_length(rows, path, scale="1"):
     plt.close(grid.figure)
 
 
-def figure_accuracy_vs_scale(table, path):
-    frame = table.copy()
-    finite = frame["scale_value"][frame["scale_value"] < math.inf]
-    top = finite.max() * 4 if len(finite) else 1.0
-    frame["c"] = frame["scale_value"].where(frame["scale_value"] < math.inf, top)
-    grid = sns.relplot(data=frame, x="c", y="acc", hue="variant", col="language", col_wrap=4, kind="line",
-                       marker="o", height=2.2, aspect=1.3,
-                       hue_order=[v for v in VARIANTS if v in set(frame["variant"])], errorbar=("pi", 100))
-    for ax in grid.axes.flat:
+def figure_accuracy_vs_scale(table, path, unit="scale c"):
+    """Accuracy in distribution against c, one panel per language, one line per variant over the finite scales
+    (mean over seeds; band: min to max); the exact limit c=inf stands apart on the right, as unconnected points."""
+    finite = table[table["scale_value"] < math.inf]
+    limit = table[table["scale_value"] == math.inf]
+    top = finite["scale_value"].max() * 30 if len(finite) else 1.0
+    hue_order = [v for v in VARIANTS if v in set(table["variant"])]
+    grid = sns.relplot(data=finite, x="scale_value", y="acc", hue="variant", col="language",
+                       col_wrap=min(4, table["language"].nunique()), kind="line", marker="o", height=2.2,
+                       aspect=1.3, hue_order=hue_order, errorbar=("pi", 100))
+    palette = dict(zip(hue_order, sns.color_palette(n_colors=len(hue_order))))
+    for language, ax in grid.axes_dict.items():
+        means = limit[limit["language"] == language].groupby("variant")["acc"].mean()
+        for variant, acc in means.items():
+            ax.plot([top], [acc], marker="D", ls="none", color=palette[variant])
         ax.set_xscale("log")
-        ax.axvline(top, color="grey", lw=0.8, ls=":")
-    grid.figure.suptitle(f"Accuracy on training lengths vs parameter scale c (dotted, at {top:g}: saturated limit)",
-                         y=1.02)
+        ax.axvline(top / 5, color="grey", lw=0.8, ls=":")
+        ax.axhline(0.5, color="grey", lw=0.6, ls="--")
+        ticks = [t for t in ax.get_xticks() if finite["scale_value"].min() <= t < top / 5]
+        ax.set_xticks(ticks + [top], [f"{t:g}" for t in ticks] + ["inf"])
+    grid.set_axis_labels(unit, "accuracy")
+    grid.figure.suptitle(f"Accuracy on the training lengths against the {unit}; diamonds right of the dotted line: "
+                         "the exact limit c=inf; dashed: chance; band: min to max over seeds", y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)

@@ -10,7 +10,9 @@ import pandas as pd
 
 from harness.results import CorruptResults, load_rows_with_config
 
-from .common import VARIANTS, flatten, markdown, scale_value, theory_cell
+from .common import VARIANTS, flatten, markdown, scale_value
+
+BIN_PREFIX = "acc_bin:"  # long-table columns of length generalization, one per bin: "acc_bin:21-30"
 
 
 def long_table(rows):
@@ -20,11 +22,13 @@ def long_table(rows):
         try:
             fields = flatten(row["config"])
             metrics = row["metrics"]
+            bins = metrics.get("acc_bins", {})  # rows written before length bins existed have none
             for scale, acc in metrics["acc"].items():
                 records.append({**fields, "hash": row["hash"], "acc_over": metrics.get("acc_over", "training lengths"),
                                 "variant": fields["model.attention"], "scale": scale,
                                 "scale_value": scale_value(scale), "acc": acc, "acc_long": metrics["acc_long"][scale],
-                                "ce": metrics["ce"][scale]})
+                                "ce": metrics["ce"][scale],
+                                **{f"{BIN_PREFIX}{name}": by_scale[scale] for name, by_scale in bins.items()}})
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             # A row written by hand or by another program: name it rather than fail somewhere in pandas.
             raise CorruptResults(f"row {row['hash']}: not a finished cell as the bench writes it "
@@ -34,13 +38,19 @@ def long_table(rows):
     return pd.DataFrame.from_records(records)
 
 
+def bin_columns(table):
+    """The length-generalization columns of the long table, in the order of their bins."""
+    return sorted((c for c in table.columns if c.startswith(BIN_PREFIX)),
+                  key=lambda c: int(c.removeprefix(BIN_PREFIX).split("-")[0]))
+
+
 def setting_columns(table):
     """Config fields that vary across the run, besides those every table already splits by."""
     fixed = {"hash", "acc_over", "language", "seed", "model.attention", "variant", "scale", "scale_value", "acc",
              "acc_long", "ce"}
     columns = []
     for column in table.columns:
-        if column in fixed:
+        if column in fixed or column.startswith(BIN_PREFIX):
             continue
         values = table[column].map(repr).nunique()
         if values > 1:
@@ -60,52 +70,106 @@ def settings(table):
     return [(title, part.drop(columns="_setting")) for title, part in keyed.groupby("_setting", sort=True)]
 
 
-def summary(values, threshold):
-    """mean +- std (max) over seeds, with a check mark when the best seed reaches the threshold."""
-    values = values.dropna()
-    if values.empty:
-        return "—"
-    mean, std, best = values.mean(), values.std(ddof=0), values.max()
-    mark = " ✓" if best >= threshold else ""
-    return f"{mean:.3f}±{std:.3f} ({best:.3f}){mark}"
-
-
 def ordered_scales(table):
     return sorted(table["scale"].unique(), key=scale_value)
 
 
-def recognition_table(table, threshold, theory, column="acc"):
-    """Rows: languages. Columns: variant x scale. Cells: mean +- std (max) over seeds."""
-    variants = [v for v in VARIANTS if v in set(table["variant"])]
-    scales = ordered_scales(table)
-    grouped = table.groupby(["language", "variant", "scale"])[column]
-    out = {}
-    for (language, variant, scale), values in grouped:
-        out.setdefault(language, {})[f"{variant} c={scale}"] = summary(values, threshold)
-    frame = pd.DataFrame.from_dict(out, orient="index")
-    frame = frame[[f"{v} c={s}" for v in variants for s in scales if f"{v} c={s}" in frame.columns]]
-    frame.insert(0, "theory (soft/sat/hard)", [theory_cell(lang, theory) for lang in frame.index])
-    # † : no held-out string at the training lengths; accuracy over all test lengths (see evaluate.py)
+def best_mean(values, threshold):
+    """`mean (best)` over seeds, with a check mark when the best seed reaches the threshold: the compact cell."""
+    values = values.dropna()
+    if values.empty:
+        return "—"
+    return f"{values.mean():.2f} ({values.max():.2f})" + (" ✓" if values.max() >= threshold else "")
+
+
+def criteria_table(table, threshold, theory, flags):
+    """Rows: language and variant. Columns: in distribution, then length generalization per bin, each as trained
+    (c=1) and at the saturated limit (c=inf). Cells `mean (best)` over seeds."""
+    bins = bin_columns(table)
+    wanted = [("in dist.", "acc")] + [(f"len {c.removeprefix(BIN_PREFIX)}", c) for c in bins]
+    if not bins:  # rows from before length bins: everything beyond training is one bin
+        wanted.append(("beyond training", "acc_long"))
     everywhere = set(table.loc[table["acc_over"] != "training lengths", "language"])
-    frame.index = [f"{lang} †" if lang in everywhere else lang for lang in frame.index]
-    flags = contradictions(table, threshold, theory)
-    frame.insert(1, "vs theory", [flags.get(lang.removesuffix(" †"), "") for lang in frame.index])
-    frame.index.name = "language"
-    return frame.sort_index()
+    out = {}
+    for (language, variant, scale), part in table[table["scale"].isin(["1", "inf"])].groupby(
+            ["language", "variant", "scale"]):
+        cells = out.setdefault((f"{language} †" if language in everywhere else language, variant), {})
+        entry = theory["languages"].get(language, {})
+        cells["theory"] = entry.get(variant, "—")
+        cells["vs theory"] = ", ".join(f for f in flags.get(language, {}) if variant in f)
+        for title, column in wanted:
+            cells[f"{title} c={scale}"] = best_mean(part[column], threshold)
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    order = ["theory", "vs theory"] + [f"{title} c={s}" for title, _ in wanted for s in ("1", "inf")]
+    frame = frame[[c for c in order if c in frame.columns]]
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["language", "variant"])
+    rank = {v: i for i, v in enumerate(VARIANTS)}
+    return frame.sort_index(key=lambda level: level.map(rank) if level.name == "variant" else level)
 
 
-def contradictions(table, threshold, theory):
-    """Learned cells that contradict the theory table: a variant that theory says cannot recognize the language, yet
-    a seed of it reaches the threshold on lengths beyond training (any finite set of lengths can be memorised, so
-    only length generalization contradicts an impossibility result). Evaluated as trained, at c=1."""
+def theory_flags(table, threshold, theory, ties=None):
+    """Cells that disagree with the theory table, in both directions, each with its likely cause. Returns
+    {language: {short flag: explanation}}.
+
+    above theory   theory says a variant cannot recognize the language, yet a seed reaches the threshold on lengths
+                   beyond training as trained (c=1). Any finite set of lengths can be memorised, so only length
+                   generalization counts against an impossibility result; the likely causes are test lengths too short
+                   to expose an asymptotic limit, or a model with more than the theory assumes (positions, precision).
+    below theory   theory says a variant can, yet no seed reaches the threshold. In distribution that is learnability
+                   (a construction exists; training did not find it); in distribution but not beyond training, a
+                   length-bounded solution was learned. For a saturated model or a soft model at its limit, a tie
+                   probe showing no value-distinct ties names the missing mechanism: nothing is averaged, so nothing
+                   is counted. Checked for each variant as trained (c=1) and for soft at the limit (c=inf), which is a
+                   saturated transformer.
+    `ties`: {(language, variant): mean value-distinct share at the limit}, from the tie probe, when present.
+    """
     flags = {}
-    as_trained = table[table["scale"] == "1"]
-    for (language, variant), part in as_trained.groupby(["language", "variant"]):
-        predicted = theory["languages"].get(language, {}).get(variant)
-        best = part["acc_long"].max()
-        if predicted == "no" and best >= threshold:
-            flags.setdefault(language, []).append(f"⚠ {variant} generalizes ({best:.3f}) where theory says no")
-    return {language: "; ".join(found) for language, found in flags.items()}
+    beyond = bin_columns(table) or ["acc_long"]
+    for (language, variant, scale), part in table[table["scale"].isin(["1", "inf"])].groupby(
+            ["language", "variant", "scale"]):
+        entry = theory["languages"].get(language, {})
+        as_variant = variant if scale == "1" else "saturated" if variant == "soft" else None
+        predicted = entry.get(as_variant)
+        who = f"{variant}" if scale == "1" else f"{variant} at c=inf"
+        best_in = part["acc"].max()
+        best_beyond = min(part[c].max() for c in beyond)  # the hardest bin: every bin must be passed
+        if predicted == "no" and scale == "1" and best_beyond >= threshold:
+            flags.setdefault(language, {})[f"▲ {who}"] = (
+                f"above theory: {who} generalizes beyond training (best seed {best_beyond:.3f} on the hardest bin) "
+                "where theory says no: test lengths too short to expose an asymptotic limit, or the model has more "
+                "than the theory assumes (positions, finite precision)")
+        elif predicted == "yes" and best_beyond < threshold:
+            if best_in < threshold:
+                cause = f"fails in distribution (best seed {best_in:.3f}): learnability, training did not find a " \
+                        "construction that exists"
+            else:
+                cause = f"fits the training lengths but not beyond (best seed {best_beyond:.3f} on the hardest bin): " \
+                        "a length-bounded solution was learned"
+            share = (ties or {}).get((language, variant))
+            if variant != "hard" and (scale == "inf" or variant == "saturated") and share is not None \
+                    and not share > 0.01:
+                cause += f"; at the limit only {share:.0%} of split queries tie keys with different values, so " \
+                         "nothing is averaged and nothing counted"
+            if entry.get("note"):
+                cause += f" (theory's note: {entry['note']})"
+            flags.setdefault(language, {})[f"▼ {who}"] = f"below theory: {who} {cause}"
+    return flags
+
+
+def flag_lines(flags):
+    """The flags of `theory_flags` as Markdown list items, one per flag."""
+    return [f"- **{language}**, {text}" for language, found in sorted(flags.items()) for text in found.values()]
+
+
+def sweep_table(table, threshold):
+    """Rows: language and variant. Columns: every scale c. Cells: `mean (best)` accuracy in distribution; read along
+    a row, the finite columns should converge to c=inf."""
+    frame = (table.groupby(["language", "variant", "scale"])["acc"].apply(lambda v: best_mean(v, threshold))
+             .unstack("scale"))
+    frame = frame[ordered_scales(table)]
+    frame.columns = [f"c={c}" for c in frame.columns]
+    rank = {v: i for i, v in enumerate(VARIANTS)}
+    return frame.sort_index(key=lambda level: level.map(rank) if level.name == "variant" else level)
 
 
 def soft_vs_saturated_table(table, threshold):
@@ -117,29 +181,20 @@ def soft_vs_saturated_table(table, threshold):
     for (language, variant, scale), values in mean:
         for name, key in columns.items():
             if key == (variant, scale):
-                out.setdefault(language, {})[name] = summary(values, threshold)
+                out.setdefault(language, {})[name] = best_mean(values, threshold)
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame = frame[[c for c in columns if c in frame.columns]]
     frame.index.name = "language"
     return frame.sort_index()
 
 
-def with_constructions(frame, hand_built, threshold):
-    """The recognition table plus one row per hand-built construction (models/constructions.py), under the
-    saturated columns: exact weights evaluated on every test length, where finite c scales the attention logits."""
-    frame = frame.copy()
-    for column in sorted({f"saturated c={scale}" for row in hand_built for scale in row["acc"]}):
-        if column not in frame.columns:
-            frame[column] = "—"
-    for row in hand_built:
-        cells = {column: "—" for column in frame.columns}
-        cells["theory (soft/sat/hard)"] = "hand-built (c scales attention logits)"
-        cells["vs theory"] = ""
-        for scale, acc in row["acc"].items():
-            column = f"saturated c={scale}"
-            if column in cells:
-                cells[column] = f"{acc:.3f}" + (" ✓" if acc >= threshold else "")
-        frame.loc[f"{row['language']} (hand-built)"] = cells
+def construction_table(hand_built, threshold):
+    """One row per hand-built construction (models/constructions.py): accuracy on every test length at each scale of
+    its attention logits."""
+    out = {f"{row['language']} (hand-built)": {f"c={scale}": f"{acc:.3f}" + (" ✓" if acc >= threshold else "")
+                                               for scale, acc in row["acc"].items()} for row in hand_built}
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index.name = "construction"
     return frame
 
 

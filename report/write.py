@@ -8,7 +8,17 @@ from harness.results import PHASES, load_rows_with_config, read_constructions, w
 from .common import load_theory, markdown
 from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
 from .probe_sections import probe_sections
-from .tables import long_table, recognition_table, settings, soft_vs_saturated_table, with_constructions
+from .tables import (
+    construction_table,
+    criteria_table,
+    flag_lines,
+    long_table,
+    settings,
+    soft_vs_saturated_table,
+    sweep_table,
+    theory_flags,
+)
+from .ties import figure_tolerance, tie_frame, tie_table, value_distinct_by_cell
 
 
 def phase_seconds(rows) -> dict[str, float]:
@@ -43,30 +53,60 @@ def write_report(run_dir, header=None):
     lines = [f"# satbench report: {run_dir.name}", ""]
     if header:
         lines += [header, ""]
+    bins = sorted({name for row in rows for name in row["metrics"].get("acc_bins", {})},
+                  key=lambda name: int(name.split("-")[0]))
+    train = rows[0]["config"]["data"]["train_lengths"]
     lines += [f"- cells: {len(rows)}; seeds: {seeds}; device: {', '.join(devices)}; time in the groups: "
               f"{seconds_words}",
               f"- config: `{run_dir / 'config.yaml'}`",
-              f"- a cell reads `mean±std (max)` of accuracy over seeds on held-out strings of the training lengths; "
-              f"✓ marks a language recognized (best seed >= {threshold}). `c=inf` is the exact saturated limit.",
-              f"- scale c multiplies {_scaling_words(rows)}.",
-              "- theory column: soft / saturated / hard (UHAT), from `report/theory.yaml`; sources at the end.", ""]
+              f"- scale c multiplies {_scaling_words(rows)}; `c=inf` is the exact saturated limit (relative tie "
+              f"tolerance {_tolerance_words(rows)}).",
+              f"- two criteria, each on held-out strings: **in distribution** (lengths {train[0]}-{train[1]}, the "
+              f"training lengths) and **length generalization** (lengths "
+              f"{', '.join(bins) if bins else 'beyond training'}). A cell reads `mean (best)` accuracy over seeds; "
+              f"✓ marks a criterion met: best seed >= {threshold}.",
+              "- † : every member of the training lengths is in the training split, so the in-distribution column "
+              "is measured over all test lengths (a length-generalization question).",
+              "- theory column: soft / saturated / hard (UHAT), from `report/theory.yaml`; sources at the end. "
+              "`vs theory` flags a cell that disagrees in either direction: ▲ above theory (a language theory "
+              "rules out is recognized beyond training), ▼ below theory (one theory allows is not); each flag is "
+              "explained with its likely cause under the table.", ""]
     for title, part in settings(table):
         suffix = f" ({title})" if title else ""
         tag = "" if not title else "-" + "".join(ch if ch.isalnum() else "_" for ch in title)[:80]
-        recognition = with_constructions(recognition_table(part, threshold, theory), hand_built, threshold)
-        lines += [f"## Recognition{suffix}", "", markdown(recognition), ""]
-        lines += [f"### Soft vs saturated{suffix}", "", markdown(soft_vs_saturated_table(part, threshold)), ""]
-        lines += [f"### Length generalization: accuracy on lengths beyond training{suffix}", "",
-                  markdown(recognition_table(part[part["scale"].isin(["1", "inf"])], threshold, theory,
-                                             column="acc_long")), ""]
-        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png")
         in_part = set(part["hash"])
         part_rows = [r for r in rows if r["hash"] in in_part]
+        part_ties = tie_frame(part_rows, [])
+        flags = theory_flags(part, threshold, theory, value_distinct_by_cell(part_ties))
+        lines += [f"## Recognition{suffix}", "", markdown(criteria_table(part, threshold, theory, flags)), ""]
+        lines += flag_lines(flags) + ([""] if flags else [])
+        lines += [f"### Accuracy in distribution at every scale c{suffix}", "",
+                  "Read along a row: the finite columns should converge to c=inf.", "",
+                  markdown(sweep_table(part, threshold)), ""]
+        lines += [f"### Soft vs saturated{suffix}", "", markdown(soft_vs_saturated_table(part, threshold)), ""]
+        if not part_ties.empty:
+            lines += [f"### Ties at the saturated limit{suffix}", "",
+                      "`split_share`: share of queries whose tied set holds more than one key at c=inf; "
+                      "`value_distinct_share`: of those, the share whose tied keys carry different values (only "
+                      "these average anything, so only these can count); `score_gap`: median best minus second-best "
+                      "score as trained, `score_gap_over_norm` the same over the parameter norm (means over seeds, "
+                      "all layers and heads). `tol=t`: `mean (best)` accuracy at c=inf in distribution with relative "
+                      "tie tolerance t (see models/attention.py, tie_floor).", "",
+                      markdown(tie_table(part_ties, threshold)), ""]
+            figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", title or run_dir.name)
+            lines += [f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", ""]
+        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png")
         figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png")
-        figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png")
+        figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png", _unit(rows))
         lines += [f"![recognition heatmap](figures/recognition_heatmap{tag}.png)",
                   f"![accuracy vs length](figures/accuracy_vs_length{tag}.png)",
                   f"![accuracy vs scale](figures/accuracy_vs_scale{tag}.png)", ""]
+    languages = set(table["language"])
+    built = [row for row in hand_built if row["language"] in languages]
+    if built:
+        lines += ["## Hand-built constructions", "",
+                  "Exact weights set by hand (models/constructions.py), evaluated on every test length; finite c "
+                  "scales their attention logits.", "", markdown(construction_table(built, threshold)), ""]
     lines += probe_sections(rows, run_dir)
     lines += ["## Sources", ""] + [f"- `{key}`: {text}" for key, text in theory["sources"].items()]
     path = run_dir / "report.md"
@@ -74,10 +114,24 @@ def write_report(run_dir, header=None):
     return path
 
 
+def _unit(rows):
+    scaling = {row["config"]["eval"].get("scaling", "parameters") for row in rows}
+    return "attention-logit scale c" if scaling == {"attention"} else "parameter scale c" \
+        if scaling == {"parameters"} else "scale c"
+
+
+def _tolerance_words(rows):
+    tols = sorted({row["config"]["model"].get("tol", 1e-5) for row in rows})
+    words = ", ".join(f"{t:g}" for t in tols)
+    tolerant = any(row["config"]["model"].get("surrogate") == "tolerant" for row in rows)
+    return words + ("; models trained `tolerant` use their own, see `model.tolerant_tol`" if tolerant else "")
+
+
 def _scaling_words(rows):
     scaling = {row["config"]["eval"].get("scaling", "parameters") for row in rows}
-    words = {"parameters": "every parameter (f(x; c*theta), the paper's operation; with biases, layer norm and "
-                           "residual connections this changes more than the attention, so finite c need not approach "
-                           "the c=inf column)",
-             "attention": "the attention logits alone (these columns approach the c=inf column as c grows)"}
+    words = {"parameters": "every parameter (f(x; c*theta), the paper's operation; a temperature sweep only for the "
+                           "homogeneous block, where it equals attention logits * c^4; with biases, pre- or post-LN it "
+                           "changes more than the attention, so finite c need not approach the c=inf column)",
+             "attention": "the attention logits (softmax(c*s) in every layer: the finite columns approach the c=inf "
+                          "column as c grows)"}
     return " / ".join(words[s] for s in sorted(scaling))

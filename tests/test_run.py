@@ -184,9 +184,11 @@ def test_report_has_the_tables_and_figures(tmp_path, capsys, bench):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Recognition" in report and "### Soft vs saturated" in report
     assert "| first " in report and "| majority " in report
-    assert "soft c=inf" in report and "hard c=1" in report
+    assert "| in dist. c=1 " in report and "| len 7-9 c=inf " in report  # the tiny grid: train 1-6, test 1-9
+    assert "| hard " in report and "| soft " in report
+    assert "### Ties at the saturated limit" in report and "value_distinct_share" in report
     assert re.search(r"time in the groups: \d+ s \(datasets \d+ s, train \d+ s, evaluate \d+ s, probes \d+ s\)", report)
-    for figure in ("recognition_heatmap", "accuracy_vs_length", "accuracy_vs_scale"):
+    for figure in ("recognition_heatmap", "accuracy_vs_length", "accuracy_vs_scale", "tie_tolerance"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").stat().st_size > 1000
     assert main(["compare", str(tmp_path / "run"), str(tmp_path / "run")]) == 0
     assert "(+0.000)" in capsys.readouterr().out
