@@ -54,7 +54,7 @@ def figure_accuracy_vs_scale(table, path, unit="scale c"):
     top = finite["scale_value"].max() * 30 if len(finite) else 1.0
     hue_order = [v for v in VARIANTS if v in set(table["variant"])]
     grid = sns.relplot(data=finite, x="scale_value", y="acc", hue="variant", col="language",
-                       col_wrap=min(4, table["language"].nunique()), kind="line", marker="o", height=2.2,
+                       col_wrap=min(5, table["language"].nunique()), kind="line", marker="o", height=2.2,
                        aspect=1.3, hue_order=hue_order, errorbar=("pi", 100))
     palette = dict(zip(hue_order, sns.color_palette(n_colors=len(hue_order))))
     for language, ax in grid.axes_dict.items():

@@ -4,6 +4,7 @@ Config fields that vary across the run other than language, seed and attention v
 split the report into one block per setting (`settings`).
 """
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -145,15 +146,21 @@ def theory_flags(table, threshold, theory, ties=None):
             else:
                 cause = f"fits the training lengths but not beyond (best seed {best_beyond:.3f} on the hardest bin): " \
                         "a length-bounded solution was learned"
-            share = (ties or {}).get((language, variant))
-            if variant != "hard" and (scale == "inf" or variant == "saturated") and share is not None \
-                    and not share > 0.01:
-                cause += f"; at the limit only {share:.0%} of split queries tie keys with different values, so " \
-                         "nothing is averaged and nothing counted"
-            if entry.get("note"):
-                cause += f" (theory's note: {entry['note']})"
+            if variant != "hard" and (scale == "inf" or variant == "saturated") and (language, variant) in (ties or {}):
+                cause += _tie_evidence(ties[(language, variant)])
             flags.setdefault(language, {})[f"▼ {who}"] = f"below theory: {who} {cause}"
     return flags
+
+
+def _tie_evidence(share):
+    """What the tie probe says about a saturated model that fails a counting language: `share` is its mean
+    value-distinct share at the limit (NaN when no query splits its attention)."""
+    if math.isnan(share):
+        return "; at the limit no probed query splits its attention, so nothing is averaged and nothing counted"
+    if share <= 0.01:
+        return (f"; at the limit {share:.0%} of the queries that split their attention tie keys with different "
+                "values, so nothing is averaged and nothing counted")
+    return ""
 
 
 def flag_lines(flags):
