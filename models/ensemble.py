@@ -124,10 +124,12 @@ class Ensemble(nn.Module):
         return norms
 
     @torch.no_grad()
-    def parameter_norm(self) -> torch.Tensor:
-        """(M,) l2 norm of each member's parameters selected by models.recognizer.counts_toward_norm, in float64."""
+    def parameter_norm(self, embeddings: bool = False) -> torch.Tensor:
+        """(M,) l2 norm of each member's parameters selected by models.recognizer.counts_toward_norm (with
+        embeddings=True: every trainable parameter with at least one axis), in float64."""
         squares = torch.zeros(self.M, dtype=torch.float64, device=next(self.parameters()).device)
         for name, p in self.stacked.named_parameters():
-            if p.requires_grad and counts_toward_norm(name, p.shape[1:]):
+            counted = counts_toward_norm(name, p.shape[1:]) or (embeddings and p.dim() > 1)
+            if p.requires_grad and counted:
                 squares += p.double().reshape(self.M, -1).pow(2).sum(dim=1)
         return squares.sqrt()

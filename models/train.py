@@ -12,6 +12,7 @@ only builds a TrainConfig from a cell and calls `train_ensemble`.
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -20,6 +21,8 @@ from models.attention import annealed_inverse_temperature
 from models.ensemble import Ensemble
 
 SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+LOG_SCHEDULES = ("linear", "log")
 
 
 @dataclass
@@ -29,20 +32,31 @@ class TrainConfig:
     steps: int = 400
     batch_size: int = 64
     lr: float = 3e-3
-    schedule: str = "cosine"  # constant | cosine | linear
+    schedule: str = "cosine"  # constant | cosine | linear (after `warmup_steps` of linear warm-up)
     warmup_steps: int = 20
+    # adamw: Adam with decoupled weight decay (p *= 1 - lr * wd); adam: Adam with the decay added to the gradient (L2);
+    # sgd: SGD with `momentum`, the decay added to the gradient. Merrill et al. trained with Adam(W).
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    momentum: float = 0.0  # sgd only
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)
     clip: float = 1.0  # per-member gradient norm; 0 turns clipping off
+    # Steps at which the probes follow training: every `log_every` steps (linear), or `log_points` steps spaced evenly
+    # in log(t) (log), so that 10^5 steps cost a few dozen probe points and early growth is not missed.
+    log_schedule: str = "linear"  # linear | log
     log_every: int = 50
+    log_points: int = 40
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "lr", "log_every"):
+        for name in ("steps", "batch_size", "lr", "log_every", "log_points"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be > 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("log_schedule", LOG_SCHEDULES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"train.momentum: {self.momentum} must lie in [0, 1)")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
             raise ValueError("train: warmup_steps, weight_decay and clip must be >= 0")
         if not all(0 <= b < 1 for b in self.betas):
@@ -96,6 +110,23 @@ def member_losses(out, labels, prefix_labels=None):
     return (losses * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
 
 
+def logged_steps(cfg: TrainConfig) -> list[int]:
+    """The steps (updates taken so far) at which the training log and the probes record, always 0 and cfg.steps:
+    every log_every steps, or log_points steps spaced evenly in log(t) between 1 and cfg.steps."""
+    if cfg.log_schedule == "log":
+        spaced = np.unique(np.round(np.geomspace(1, cfg.steps, cfg.log_points)).astype(int))
+        return sorted({0, cfg.steps, *spaced.tolist()})
+    return sorted({*range(0, cfg.steps, cfg.log_every), cfg.steps})
+
+
+def make_optimizer(cfg: TrainConfig, params):
+    """The optimizer of cfg.optimizer, with no weight decay of its own: `train_ensemble` applies each member's."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0)
+
+
 def learning_rate_factor(cfg: TrainConfig):
     def factor(step):
         if step < cfg.warmup_steps:
@@ -129,10 +160,10 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         for i, seed in enumerate(seeds)]).to(device)  # (M, steps, B)
     members = torch.arange(M, device=device)[:, None]
 
-    # AdamW with the decay applied by hand, per member, exactly where torch's AdamW applies it: p *= 1 - lr * wd,
-    # before the Adam update.
-    optimizer = torch.optim.AdamW(ensemble.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
-                                  weight_decay=0.0)
+    # Weight decay by hand, per member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update,
+    # for adam and sgd grad += wd * p.
+    optimizer = make_optimizer(train_cfg, ensemble.parameters())
+    decoupled = train_cfg.optimizer == "adamw"
     decays = weight_decays if weight_decays is not None else [train_cfg.weight_decay] * M
     decay = torch.tensor(decays, dtype=torch.float32, device=device) if any(decays) else None
     params = list(ensemble.parameters())
@@ -154,11 +185,12 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
             out = ensemble(tokens)
         losses = member_losses(out, labels, prefix)
         accuracy = ((out["logit"] > 0).float() == labels).float().mean(dim=-1)
-        norms = ensemble.parameter_norm()
+        norms, norms_all = ensemble.parameter_norm(), ensemble.parameter_norm(embeddings=True)
         extra = on_log(step, ensemble) if on_log else None
         ensemble.train()  # probes may switch to eval mode
         for i in range(M):
-            entry = {"step": step, "loss": losses[i].item(), "batch_acc": accuracy[i].item(), "norm": norms[i].item()}
+            entry = {"step": step, "loss": losses[i].item(), "batch_acc": accuracy[i].item(), "norm": norms[i].item(),
+                     "norm_with_embeddings": norms_all[i].item()}
             logs[i].append(entry | (extra[i] if extra else {}))
 
     def batch(step):
@@ -166,13 +198,14 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         prefix = None if data.prefix_labels is None else data.prefix_labels[members, idx]
         return data.tokens[members, idx], data.labels[members, idx], prefix
 
+    log_at = set(logged_steps(train_cfg))
     ensemble.train()
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
         if anneal:
             progress = step / max(1, train_cfg.steps - 1)
             ensemble.set_inverse_temperature(annealed_inverse_temperature(progress, model_cfg.anneal_max))
         tokens, labels, prefix = batch(step)
-        if step % train_cfg.log_every == 0:
+        if step in log_at:
             log_step(step, tokens, labels, prefix)
         with autocast:
             out = ensemble(tokens)
@@ -181,11 +214,16 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         losses.sum().backward()
         if train_cfg.clip > 0:
             ensemble.clip_grad_norm_(train_cfg.clip)
-        if decay is not None:
+        if decay is not None and decoupled:
             with torch.no_grad():
                 keep = 1 - schedule.get_last_lr()[0] * decay
                 for p, shape in zip(params, decay_shapes):
                     p.mul_(keep.view(shape))
+        elif decay is not None:
+            with torch.no_grad():
+                for p, shape in zip(params, decay_shapes):
+                    if p.grad is not None:
+                        p.grad.add_(p * decay.view(shape))
         optimizer.step()
         schedule.step()
     log_step(train_cfg.steps, *batch(train_cfg.steps - 1))

@@ -145,6 +145,17 @@ def fit_sqrt(steps, norms) -> dict[str, float]:
     return {"a": float(reg.coef_[0]), "b": float(reg.intercept_), "r2": r2}
 
 
+def fit_squared_norm(steps, norms) -> dict[str, float]:
+    """Least-squares line through ||theta(t)||^2 against t: if the norm grows like sqrt(t), its square grows linearly,
+    and r2 says how well. Returns {"slope", "intercept", "r2"}; NaN with fewer than 3 usable points."""
+    t, y = _clean(steps, norms, positive=False)
+    if len(t) < 3 or np.ptp(t) == 0:
+        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan}
+    fit = stats.linregress(t, y**2)
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept),
+            "r2": float(fit.rvalue**2) if np.ptp(y) > 0 else math.nan}
+
+
 def fit_power_law(steps, norms, confidence: float = 0.95) -> dict[str, float]:
     """Fit norm(t) ~ C * t^gamma by least squares on log(norm) against log(t).
 
@@ -194,6 +205,7 @@ def norm_growth_metrics(log: list[dict]) -> dict[str, float]:
     Keys:
       norm_initial, norm_final, norm_ratio (final / initial)
       sqrt_a, sqrt_b, sqrt_r2              fit of norm = a * sqrt(t) + b over all logged steps
+      sq_slope, sq_intercept, sq_r2        fit of norm^2 = slope * t + intercept (linear under sqrt(t) growth)
       gamma, gamma_lo, gamma_hi, gamma_r2  power law norm ~ t^gamma, steps > 0 (95% interval)
       growth_gamma, growth_gamma_lo, growth_gamma_hi, growth_gamma_r2
                                            power law on the growth norm(t) - norm(t0) over t - t0, t0 = the first
@@ -217,6 +229,7 @@ def norm_growth_metrics(log: list[dict]) -> dict[str, float]:
 
     for k, v in fit_sqrt(steps, norms).items():
         out[f"sqrt_{k}"] = v
+    out.update({f"sq_{k}": v for k, v in fit_squared_norm(steps, norms).items()})
     power = fit_power_law(steps, norms)
     out.update({"gamma": power["gamma"], "gamma_lo": power["gamma_lo"], "gamma_hi": power["gamma_hi"]})
     out["gamma_r2"] = power["r2"]

@@ -82,17 +82,17 @@ def probe_classes(enabled: bool = True) -> list[type[Probe]]:
 
 
 class Strings:
-    """Probe strings and their tokens: anything `stack_splits(..., tokens_only=True)` can stack."""
+    """Probe strings, their tokens and membership labels: anything `stack_splits(..., tokens_only=True)` can stack."""
 
-    def __init__(self, tokens, strings):
-        self.tokens, self.strings = tokens, strings
+    def __init__(self, tokens, strings, labels=None):
+        self.tokens, self.strings, self.labels = tokens, strings, labels
 
 
 def probe_strings(split, n, seed) -> Strings:
     """A seeded subset of n held-out strings, drawn from the whole split (which is shuffled, so all lengths appear)."""
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(split), generator=generator)[:n].sort().values
-    return Strings(split.tokens[index], [split.strings[i] for i in index.tolist()])
+    return Strings(split.tokens[index], [split.strings[i] for i in index.tolist()], split.labels[index])
 
 
 @dataclass
@@ -123,6 +123,14 @@ class ProbeRun:
     def tokens(self) -> torch.Tensor:
         """(M, n, T) tokens of the probe strings; members with fewer strings are padded with PAD rows."""
         return stack_splits(self.strings, self.device, tokens_only=True)
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        """(M, n) membership labels of the probe strings, -1 on the PAD rows of members with fewer strings."""
+        out = torch.full(self.tokens.shape[:2], -1.0)
+        for i, strings in enumerate(self.strings):
+            out[i, :len(strings.labels)] = strings.labels
+        return out.to(self.device)
 
     @cached_property
     def exact(self) -> dict:

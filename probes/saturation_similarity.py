@@ -82,15 +82,47 @@ def decision_agreement(model, tokens: torch.Tensor) -> float:
     return float(same.float().mean())
 
 
+@torch.no_grad()
+def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor) -> list[dict[str, float]]:
+    """Per member, on its probe strings (tokens (M, n, T), labels (M, n) with -1 on padding rows): accuracy as it is
+    (`acc_probe`) and at the saturated limit (`acc_limit`), the share of strings decided alike by both
+    (`agree_limit`), and the limit's tie shares (`split_share`, `value_distinct_share`, pooled over layers; see
+    probes/ties.py): what the norm-growth study follows through training."""
+    from .heads import query_mask_for  # probes/ties.py and probes/heads.py read the same queries
+    from .ties import tie_shares
+
+    with eval_mode(ensemble):
+        exact = ensemble(tokens)["logit"]
+        with saturated_limit(ensemble):
+            limit = ensemble(tokens, internals=True)
+    out = []
+    for i in range(tokens.shape[0]):
+        real = labels[i] >= 0
+        as_is, at_limit = exact[i][real] > 0, limit["logit"][i][real] > 0
+        truth = labels[i][real] > 0.5
+        queries = query_mask_for(ensemble, tokens[i]) & real[:, None]
+        split, distinct = tie_shares(limit["attn"][i].double(), limit["values"][i].double(), queries)
+        n_queries = int(queries.sum()) * limit["attn"].shape[3] * split.shape[0]
+        out.append({"acc_probe": (as_is == truth).float().mean().item(),
+                    "acc_limit": (at_limit == truth).float().mean().item(),
+                    "agree_limit": (as_is == at_limit).float().mean().item(),
+                    "split_share": int(split.sum()) / n_queries if n_queries else float("nan"),
+                    "value_distinct_share": int(distinct.sum()) / int(split.sum()) if split.sum() else float("nan")})
+    return out
+
+
 @register
 class Saturation(Probe):
-    """Saturation similarity per layer at every logged step (the last one is the trained member's), and decision
-    agreement between c = 1 and the saturated limit on the probe strings."""
+    """At every logged step (the last one is the trained member's): saturation similarity per layer, and the probe
+    strings' accuracy as is and at the saturated limit, their agreement, and the limit's tie shares
+    (`limit_over_training`). After training: decision agreement between c = 1 and the saturated limit."""
 
     name = "saturation"
 
     def during_training(self, step, ensemble):
-        return member_saturation_similarity(ensemble, self.run.tokens)
+        similarity = member_saturation_similarity(ensemble, self.run.tokens)
+        limit = limit_over_training(ensemble, self.run.tokens, self.run.labels)
+        return [a | b for a, b in zip(similarity, limit, strict=True)]
 
     def measure(self, run):
         out = []

@@ -10,6 +10,7 @@ from probes.norm_growth import (
     direction_cosines,
     fit_power_law,
     fit_sqrt,
+    fit_squared_norm,
     layer_of,
     member_norm_entries,
     norm_growth_metrics,
@@ -174,3 +175,16 @@ def test_log_entries_feed_metrics():
     assert m["norm_ratio"] == pytest.approx(1.5**3, rel=1e-5)
     assert m["norm_ratio_blocks.1"] == pytest.approx(1.5**3, rel=1e-5)
     assert set(log[0]) == {"step", "norm", "norm_per_layer", "params"}
+
+
+def test_the_squared_norm_of_a_planted_sqrt_series_is_a_line():
+    steps = np.geomspace(1, 1e5, 40).round()
+    norms = np.sqrt(300.0 + 0.02 * steps)  # ||theta||^2 = 300 + 0.02 t: sqrt(t) growth from a norm of 17.3
+    fit = fit_squared_norm(steps, norms)
+    assert fit["slope"] == pytest.approx(0.02, rel=1e-6)
+    assert fit["intercept"] == pytest.approx(300.0, rel=1e-6)
+    assert fit["r2"] == pytest.approx(1.0, abs=1e-9)
+    metrics = norm_growth_metrics([{"step": t, "norm": n} for t, n in zip(steps, norms)])
+    assert metrics["sq_slope"] == pytest.approx(0.02, rel=1e-6)
+    # A norm that saturates (grows like log t) fits a line in t badly.
+    assert fit_squared_norm(steps, 17.3 + np.log1p(steps))["r2"] < 0.8

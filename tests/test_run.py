@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -217,6 +218,24 @@ def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path, tiny
         assert section in report
     for figure in ("norm_growth", "saturation_over_training", "head_histogram"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").exists()
+
+
+def test_a_constant_rate_run_follows_the_limit_on_a_log_schedule(tmp_path, tiny, bench):
+    config = dict(tiny, languages=["majority"], seeds=[0], probes={"enabled": True, "strings": 16},
+                  model=dict(tiny["model"], attention="soft", positional="none", layer_norm="branch", bias=False),
+                  train=dict(tiny["train"], steps=40, schedule="constant", clip=0.0, log_schedule="log",
+                             log_points=8, optimizer="sgd", momentum=0.9, weight_decay=[0.0, 0.1]))
+    assert bench(config=config) == 0
+    rows = read_run(tmp_path / "run")
+    expected = sorted({0, 40, *np.unique(np.round(np.geomspace(1, 40, 8)).astype(int)).tolist()})
+    for row in rows:
+        assert [e["step"] for e in row["log"]] == expected
+        for entry in row["log"]:
+            assert 0 <= entry["agree_limit"] <= 1 and 0 <= entry["acc_limit"] <= 1 and 0 <= entry["split_share"] <= 1
+            assert entry["norm_with_embeddings"] > entry["norm"]
+        assert "sq_r2" in row["metrics"]["probes"] and "sq_slope" in row["metrics"]["probes"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Norm growth" in report
 
 
 def test_published_gzip_rows_are_read(tmp_path, bench):

@@ -1,11 +1,14 @@
 """Training a stacked ensemble: each member trains as it would alone, with its own weight decay."""
 
+import dataclasses
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from languages import make_dataset
 from models import ModelConfig, Recognizer
-from models.train import TrainConfig, learning_rate_factor, train_ensemble
+from models.train import TrainConfig, learning_rate_factor, logged_steps, train_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 TRAIN = TrainConfig(steps=12, batch_size=8, lr=0.01, warmup_steps=2, clip=0.0, log_every=5)
@@ -16,16 +19,21 @@ def split(language="majority", seed=0):
                         seed=seed, vocab_size=8).train
 
 
-def reference_training(seed, data, weight_decay):
-    """One Recognizer, torch's own AdamW with weight decay, the same batch order as train_ensemble."""
+def reference_training(seed, data, weight_decay, train=TRAIN):
+    """One Recognizer, torch's own optimizer with its own weight decay, the same batch order as train_ensemble."""
     torch.manual_seed(seed)
     model = Recognizer(MODEL)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN.lr, betas=TRAIN.betas, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(TRAIN))
-    index = (torch.rand(TRAIN.steps, TRAIN.batch_size, generator=torch.Generator().manual_seed(seed))
+    if train.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
+                                    weight_decay=weight_decay)
+    else:
+        kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+        optimizer = kind(model.parameters(), lr=train.lr, betas=train.betas, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(train))
+    index = (torch.rand(train.steps, train.batch_size, generator=torch.Generator().manual_seed(seed))
              * len(data)).long()
-    for step in range(TRAIN.steps):
+    for step in range(train.steps):
         out = model(data.tokens[index[step]])
         loss = F.binary_cross_entropy_with_logits(out["logit"], data.labels[index[step]])
         optimizer.zero_grad()
@@ -60,3 +68,39 @@ def test_weight_decay_shrinks_the_norm():
     ensemble, logs = train_ensemble(MODEL, TRAIN, [0, 0], splits, torch.device("cpu"), weight_decays=[0.0, 5.0],
                                     progress=False)
     assert logs[1][-1]["norm"] < logs[0][-1]["norm"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_every_optimizer_trains_each_member_as_torch_would_alone(optimizer):
+    train = dataclasses.replace(TRAIN, optimizer=optimizer, momentum=0.9, schedule="constant", lr=0.05)
+    splits = [split("majority", 0), split("first", 1)]
+    ensemble, _ = train_ensemble(MODEL, train, [0, 1], splits, torch.device("cpu"), weight_decays=[0.5, 0.0],
+                                 progress=False)
+    for i, (seed, decay) in enumerate([(0, 0.5), (1, 0.0)]):
+        expected = reference_training(seed, splits[i], decay, train)
+        for name, value in expected.items():
+            if name.endswith("attn.qkv.bias"):
+                continue  # its key slice has a true gradient of 0 and carries only rounding noise (see above)
+            torch.testing.assert_close(ensemble.member_state_dict(i)[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_log_schedule_records_log_spaced_steps_with_every_series():
+    train = TrainConfig(steps=200, batch_size=8, lr=0.01, schedule="constant", clip=0.0, log_schedule="log",
+                        log_points=12)
+    steps = logged_steps(train)
+    assert steps[0] == 0 and steps[-1] == 200 and steps == sorted(set(steps))
+    assert 8 <= len(steps) <= 13  # 12 log-spaced points, the first few rounded onto the same integers, plus 0
+    ratios = [b / a for a, b in zip(steps[1:], steps[2:])]
+    assert max(ratios) < 3 and steps[1] == 1  # roughly equal factors from 1 to 200
+    assert logged_steps(dataclasses.replace(train, log_schedule="linear", log_every=50)) == [0, 50, 100, 150, 200]
+    _, logs = train_ensemble(MODEL, train, [0], [split()], torch.device("cpu"), progress=False)
+    assert [e["step"] for e in logs[0]] == steps
+    assert all(e["norm_with_embeddings"] > e["norm"] > 0 for e in logs[0])
+
+
+@pytest.mark.parametrize("field, value, message", [("optimizer", "rmsprop", "train.optimizer"),
+                                                   ("log_schedule", "exp", "train.log_schedule"),
+                                                   ("momentum", 1.0, "train.momentum")])
+def test_bad_training_fields_name_themselves(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
