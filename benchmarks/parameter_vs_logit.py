@@ -51,7 +51,7 @@ def main(argv=None):
         for scale, acc in row["metrics"]["acc"].items():
             if scale in ("1", "inf"):  # the same operation under either sweep
                 continue
-            logit_scale = f"{float(scale) ** 4:g}"
+            logit_scale = f"{round(float(scale) ** 4, 1):g}"  # scale names keep 6 digits: 5.62341^4 = 999.998
             if logit_scale in twin["metrics"]["acc"]:
                 table[(architecture, row["config"]["language"], scale, logit_scale)].append(
                     (acc, twin["metrics"]["acc"][logit_scale]))

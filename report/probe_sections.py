@@ -6,6 +6,7 @@ decay, model size, ...), whichever they are: `varying_fields`.
 
 import math
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -57,13 +58,17 @@ def summary_table(frame, columns, by):
     return frame.groupby(by).agg({c: mean_std for c in columns if c in frame})
 
 
+SERIES = ("norm", "norm_with_embeddings", "sim_mean", "agree_limit", "acc_limit", "split_share", "value_distinct_share")
+
+
 def norm_series(rows, fields):
+    """One line per logged step of every cell: the norm and whatever the probes followed through training."""
     records = []
     for row in rows:
         for entry in row["log"]:
             records.append({"variant": row["config"]["model"]["attention"], "language": row["config"]["language"],
-                            **_setting(row, fields), "step": entry["step"], "norm": entry["norm"],
-                            "sim_mean": entry.get("sim_mean", math.nan)})
+                            "seed": row["config"]["seed"], **_setting(row, fields), "step": entry["step"],
+                            **{key: entry.get(key, math.nan) for key in SERIES}})
     return pd.DataFrame.from_records(records)
 
 
@@ -73,22 +78,77 @@ def facets(fields):
     return {"col": fields[-1] if fields else None, "style": fields[-2] if len(fields) > 1 else None}
 
 
+def growth_facets(fields):
+    """Norm-growth figures: one panel column per language, colour by weight decay when it varies (else by variant),
+    one panel row per other varying field (such as the optimizer), taking at most one."""
+    hue = "train.weight_decay" if "train.weight_decay" in fields else "variant"
+    others = [f for f in fields if f != hue]
+    return {"hue": hue, "row": others[-1] if others else None}
+
+
 def figure_norm_growth(series, fields, path):
-    """Norm over training, log-log, one line per variant (mean over members; band: min to max)."""
+    """Norm against t, log-log, per language; line: mean over seeds, band: min to max; dashed: the fit
+    ||theta||^2 = a t + b to the mean series of the first colour (no weight decay when decay varies)."""
     data = series[series["step"] > 0]
-    grid = sns.relplot(data=data, x="step", y="norm", hue="variant", kind="line", height=3, aspect=1.2,
-                       hue_order=[v for v in VARIANTS if v in set(data["variant"])], errorbar=("pi", 100),
-                       **facets(fields))
-    for ax in grid.axes.flat:
+    if data.empty:
+        return False
+    layout = growth_facets(fields)
+    hues = sorted(data[layout["hue"]].unique(), key=str)
+    grid = sns.relplot(data=data, x="step", y="norm", col="language", kind="line", height=2.6, aspect=1.25,
+                       errorbar=("pi", 100), hue_order=hues, palette="viridis" if len(hues) > 3 else None,
+                       facet_kws={"sharey": False}, **layout)
+    for (row_value, language), ax in _panels(grid, layout):
+        part = data[(data["language"] == language) & (data[layout["hue"]] == hues[0])]
+        if layout["row"]:
+            part = part[part[layout["row"]] == row_value]
+        mean = part.groupby("step")["norm"].mean()
+        if len(mean) >= 3:
+            t = mean.index.to_numpy(dtype=float)
+            a, b = np.polyfit(t, mean.to_numpy() ** 2, 1)
+            if a > 0:
+                ax.plot(t, np.sqrt(np.maximum(a * t + b, 0)), color="black", ls="--", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        t = np.geomspace(data["step"].min(), data["step"].max(), 50)
-        # A sqrt(t) guide through the first point: the growth the paper predicts for unregularised training.
-        start = data[data["step"] == data["step"].min()]["norm"].mean()
-        ax.plot(t, start * np.sqrt(t / t[0]), color="grey", ls=":", lw=1, label="∝ sqrt(t)")
-    grid.figure.suptitle("Parameter norm over training (embeddings excluded); dotted: sqrt(t)", y=1.02)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    grid.set_axis_labels("step t", "||theta|| (embeddings excluded)")
+    grid.figure.suptitle(f"Parameter norm against t, coloured by {layout['hue']}; line: mean over seeds, band: min to "
+                         f"max; dashed: sqrt(a t + b) fitted to the mean of {layout['hue']} = {hues[0]}",
+                         y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)
+    return True
+
+
+def figure_limit_over_training(series, fields, path):
+    """Agreement with the saturated limit and accuracy at the limit against t, per language."""
+    data = series[series["step"] > 0].dropna(subset=["agree_limit"])
+    if data.empty:
+        return False
+    layout = growth_facets(fields)
+    long = data.melt(id_vars=["language", "step", "seed", layout["hue"]] + ([layout["row"]] if layout["row"] else []),
+                     value_vars=["agree_limit", "acc_limit"], var_name="measure", value_name="share")
+    long["measure"] = long["measure"].map({"agree_limit": "agreement with the limit",
+                                           "acc_limit": "accuracy at the limit"})
+    hues = sorted(long[layout["hue"]].unique(), key=str)
+    grid = sns.relplot(data=long, x="step", y="share", col="language", style="measure", kind="line", height=2.6,
+                       aspect=1.25, errorbar=("pi", 100), hue_order=hues,
+                       palette="viridis" if len(hues) > 3 else None, **layout)
+    for _, ax in _panels(grid, layout):
+        ax.set_xscale("log")
+        ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+    grid.set_axis_labels("step t", "share of probe strings")
+    grid.figure.suptitle("Decisions at c=1 that the saturated limit shares (solid) and the limit's accuracy (dashed) "
+                         "against t; line: mean over seeds, band: min to max; dotted: chance", y=1.03, fontsize=9)
+    grid.savefig(path, dpi=100)
+    plt.close(grid.figure)
+    return True
+
+
+def _panels(grid, layout):
+    """((row value or None, language), axis) for every panel of a relplot faceted by `layout`."""
+    for key, ax in grid.axes_dict.items():
+        yield (key if layout["row"] else (None, key)), ax
 
 
 def figure_saturation(series, fields, path):
@@ -133,22 +193,27 @@ def probe_sections(rows, run_dir):
     figures = run_dir / "figures"
     by = ["language", "variant", *fields]
     lines = ["## Norm growth and saturation", "",
-             "Per language and variant, mean±std over seeds. `growth_gamma`: exponent of a power law fit to the "
-             "norm's growth since the first logged step (the paper predicts about 0.5 without weight decay); "
-             "`gamma`: the same fit to the raw norm; `norm_ratio`: final / initial norm; `sim_mean`: saturation "
-             "similarity at the end of training (cosine between the hidden states at c=1 and c=1000, mean over "
-             "layers); `decision_agreement`: share of test strings decided alike at c=1 and at the saturated limit.",
-             "",
-             markdown(summary_table(frame, ["growth_gamma", "gamma", "norm_ratio", "sqrt_r2", "sim_mean",
+             "Per language and variant, mean±std over seeds. The norm is the l2 norm of the parameters, embeddings "
+             "excluded. `sq_slope`, `sq_r2`: slope and r² of the line ||theta||² = slope * t + intercept through every "
+             "logged step (a linear square means the norm grows like sqrt(t)); `growth_gamma`: exponent of a power "
+             "law fitted to the norm's growth since the first logged step (0.5 for sqrt(t) growth); `norm_ratio`: "
+             "final / initial norm; `sim_mean`: cosine between the hidden states at c=1 and with every parameter "
+             "multiplied by 1000, mean over layers; `decision_agreement`: share of probe strings decided alike at c=1 "
+             "and at the saturated limit; `cos_consecutive_last`: cosine between the parameter vectors of the last "
+             "two logged steps (1: the direction has stopped moving).", "",
+             markdown(summary_table(frame, ["sq_slope", "sq_r2", "growth_gamma", "norm_ratio", "sim_mean",
                                             "decision_agreement", "cos_consecutive_last"], by)), ""]
     for field in fields:
         lines += [f"### By {field}", "", "Over all languages and seeds:", "",
-                  markdown(summary_table(frame, ["growth_gamma", "norm_ratio", "sim_mean"], [field, "variant"])), ""]
+                  markdown(summary_table(frame, ["sq_r2", "growth_gamma", "norm_ratio", "sim_mean"],
+                                         [field, "variant"])), ""]
     series = norm_series(rows, fields)
-    figure_norm_growth(series, fields, figures / "norm_growth.png")
+    if figure_norm_growth(series, fields, figures / "norm_growth.png"):
+        lines += ["![norm growth](figures/norm_growth.png)", ""]
+    if figure_limit_over_training(series, fields, figures / "limit_over_training.png"):
+        lines += ["![agreement with the saturated limit over training](figures/limit_over_training.png)", ""]
     figure_saturation(series, fields, figures / "saturation_over_training.png")
-    lines += ["![norm growth](figures/norm_growth.png)", "",
-              "![saturation over training](figures/saturation_over_training.png)", ""]
+    lines += ["![saturation over training](figures/saturation_over_training.png)", ""]
 
     lines += ["## Attention heads under saturation", "",
               "Positions attended per query at the saturated limit (weight > 1e-5). A head is argmax-like when fewer "
