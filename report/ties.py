@@ -8,6 +8,7 @@ import pandas as pd
 import seaborn as sns
 
 from .common import VARIANTS, flatten
+from .tables import best_mean  # the compact cell of every accuracy table
 
 SHARES = ["split_share", "value_distinct_share", "score_gap", "score_gap_over_norm"]
 
@@ -47,8 +48,6 @@ def _ordered(frame):
 def tie_table(frame, threshold):
     """Rows: language and variant. Columns: mean over seeds of the tie shares and gaps, then `mean (best)` accuracy
     at the limit per tolerance."""
-    from .tables import best_mean  # the compact cell of every accuracy table
-
     tolerances = tolerance_columns(frame)
     grouped = _ordered(frame).groupby(["language", "variant"], sort=False)
     out = grouped[SHARES].mean().map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
