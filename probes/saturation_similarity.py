@@ -12,7 +12,9 @@ import torch
 
 from models import PAD, eval_mode, saturate, saturated_limit
 
+from .heads import query_mask_for
 from .registry import Probe, register
+from .ties import pooled_shares
 
 
 @torch.no_grad()
@@ -88,9 +90,6 @@ def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor) ->
     (`acc_probe`) and at the saturated limit (`acc_limit`), the share of strings decided alike by both
     (`agree_limit`), and the limit's tie shares (`split_share`, `value_distinct_share`, pooled over layers; see
     probes/ties.py): what the norm-growth study follows through training."""
-    from .heads import query_mask_for  # probes/ties.py and probes/heads.py read the same queries
-    from .ties import tie_shares
-
     with eval_mode(ensemble):
         exact = ensemble(tokens)["logit"]
         with saturated_limit(ensemble):
@@ -101,13 +100,10 @@ def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor) ->
         as_is, at_limit = exact[i][real] > 0, limit["logit"][i][real] > 0
         truth = labels[i][real] > 0.5
         queries = query_mask_for(ensemble, tokens[i]) & real[:, None]
-        split, distinct = tie_shares(limit["attn"][i].double(), limit["values"][i].double(), queries)
-        n_queries = int(queries.sum()) * limit["attn"].shape[3] * split.shape[0]
         out.append({"acc_probe": (as_is == truth).float().mean().item(),
                     "acc_limit": (at_limit == truth).float().mean().item(),
                     "agree_limit": (as_is == at_limit).float().mean().item(),
-                    "split_share": int(split.sum()) / n_queries if n_queries else float("nan"),
-                    "value_distinct_share": int(distinct.sum()) / int(split.sum()) if split.sum() else float("nan")})
+                    **pooled_shares(limit["attn"][i], limit["values"][i], queries)})
     return out
 
 

@@ -48,6 +48,19 @@ def tie_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) 
     return split.flatten(1).sum(1), distinct.flatten(1).sum(1)
 
 
+def pooled_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> dict[str, float]:
+    """`split_share` and `value_distinct_share` pooled over layers and heads, for one member's saturated attention
+    attn (L, B, H, T, T), values (L, B, H, T, d) and queries (B, T); NaN where there is nothing to divide."""
+    split, distinct = tie_shares(attn.double(), values.double(), queries)
+    return shares(int(split.sum()), int(distinct.sum()), int(queries.sum()) * attn.shape[2] * len(split))
+
+
+def shares(split: int, distinct: int, asked: int) -> dict[str, float]:
+    """Split queries among those `asked`, and value-distinct ones among the split; NaN where nothing divides."""
+    return {"split_share": split / asked if asked else math.nan,
+            "value_distinct_share": distinct / split if split else math.nan}
+
+
 def score_gaps(scores: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """(L, H) median over queries with at least two allowed keys of best minus second-best score; NaN when none."""
     top2 = scores.topk(2, dim=-1).values  # (L, B, H, T, 2), -inf for disallowed keys
@@ -66,9 +79,7 @@ def member_ties(limit: dict, exact: dict, queries: torch.Tensor, norm: float) ->
     for layer, (s, d) in enumerate(zip(split.tolist(), distinct.tolist())):
         out[f"split_share_l{layer}"] = s / n_queries if n_queries else math.nan
         out[f"value_distinct_share_l{layer}"] = d / s if s else math.nan
-    total_split, total_distinct = int(split.sum()), int(distinct.sum())
-    out["split_share"] = total_split / (n_queries * len(split)) if n_queries else math.nan
-    out["value_distinct_share"] = total_distinct / total_split if total_split else math.nan
+    out.update(shares(int(split.sum()), int(distinct.sum()), n_queries * len(split)))
     gaps = score_gaps(exact["scores"].double(), queries)
     for (layer, head), gap in zip(((l, h) for l in range(gaps.shape[0]) for h in range(gaps.shape[1])),
                                   gaps.flatten().tolist()):
