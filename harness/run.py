@@ -20,6 +20,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from languages import make_dataset
+from models.io import save
 from models.train import train_ensemble
 from probes import ProbeRun, probe_classes
 from probes.theory_check import construction_rows
@@ -116,8 +117,17 @@ class PhaseTimer:
             self.seconds[name] += time.perf_counter() - start
 
 
-def run_group(cells, device, dataset_cache, progress=True):
-    """Train and measure one shape group; returns one row per cell."""
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_path(run_dir, cell, step):
+    """Where `train.keep_checkpoints` saves a cell's model after `step` updates."""
+    return Path(run_dir) / CHECKPOINTS / C.cell_hash(cell) / f"step-{step:08d}.pt"
+
+
+def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
+    """Train and measure one shape group; returns one row per cell. With train.keep_checkpoints every member is
+    saved at every logged step under run_dir (see `checkpoint_path`)."""
     start = time.perf_counter()
     timer = PhaseTimer()
     first = cells[0]
@@ -126,7 +136,12 @@ def run_group(cells, device, dataset_cache, progress=True):
     run = ProbeRun(cells=cells, datasets=datasets, device=device)
     probes = [cls(run) for cls in probe_classes(enabled=first["probes"]["enabled"])]
 
+    keep = first["train"].get("keep_checkpoints", False) and run_dir is not None
+
     def on_log(step, ensemble):
+        if keep:
+            for i, cell in enumerate(cells):
+                save(ensemble.member(i), checkpoint_path(run_dir, cell, step))
         entries = [{} for _ in cells]
         for probe in probes:
             numbers = probe.during_training(step, ensemble)
@@ -186,7 +201,7 @@ def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_
     dataset_cache = {}
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"cells ({grid.name})", disable=not progress)
     for group in groups.values():
-        for row in run_group(group, device, dataset_cache, progress=progress):
+        for row in run_group(group, device, dataset_cache, progress=progress, run_dir=run_dir):
             row.update(context)
             append_row(run_dir / rows_name, row)
             bar.update(1)

@@ -46,6 +46,9 @@ class TrainConfig:
     log_schedule: str = "linear"  # linear | log
     log_every: int = 50
     log_points: int = 40
+    # Save every member at each logged step (the harness writes <run>/checkpoints/<cell hash>/step-<t>.pt), so that a
+    # model can be reopened at any point of its norm's growth.
+    keep_checkpoints: bool = False
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
 
     def __post_init__(self):

@@ -15,6 +15,7 @@ import yaml
 
 from harness import config as C
 from harness.results import read_run, repair
+from models import load, parameter_norm
 from satbench.cli import main
 
 
@@ -224,12 +225,18 @@ def test_a_constant_rate_run_follows_the_limit_on_a_log_schedule(tmp_path, tiny,
     config = dict(tiny, languages=["majority"], seeds=[0], probes={"enabled": True, "strings": 16},
                   model=dict(tiny["model"], attention="soft", positional="none", layer_norm="branch", bias=False),
                   train=dict(tiny["train"], steps=40, schedule="constant", clip=0.0, log_schedule="log",
-                             log_points=8, optimizer="sgd", momentum=0.9, weight_decay=[0.0, 0.1]))
+                             log_points=8, optimizer="sgd", momentum=0.9, weight_decay=[0.0, 0.1],
+                             keep_checkpoints=True))
     assert bench(config=config) == 0
     rows = read_run(tmp_path / "run")
     expected = sorted({0, 40, *np.unique(np.round(np.geomspace(1, 40, 8)).astype(int)).tolist()})
     for row in rows:
         assert [e["step"] for e in row["log"]] == expected
+        # A checkpoint at every logged step, holding the model whose norm the log recorded.
+        saved = sorted((tmp_path / "run" / "checkpoints" / row["hash"]).glob("step-*.pt"))
+        assert [int(p.stem.split("-")[1]) for p in saved] == expected
+        for entry, path in zip(row["log"], saved):
+            assert parameter_norm(load(path)) == pytest.approx(entry["norm"], rel=1e-6)
         for entry in row["log"]:
             assert 0 <= entry["agree_limit"] <= 1 and 0 <= entry["acc_limit"] <= 1 and 0 <= entry["split_share"] <= 1
             assert entry["norm_with_embeddings"] > entry["norm"]
