@@ -27,6 +27,7 @@ bench: install
 	$(VENV)/bin/satbench bench
 
 bench-perf: install
+	$(PY) benchmarks/traffic.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/datasets.py
 

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# The measurements behind the published GPU figures, on one CUDA device, in two stages of under 10 minutes each:
+# The measurements behind the published GPU figures, on one CUDA device, in stages of under 10 minutes each:
 #
-#   benchmarks/gpu_checks.sh OUT models      the CUDA tests (the fused attention kernel under vmap, bf16), then
-#                                            training throughput into OUT/throughput.txt: every variant with the
-#                                            explicit attention the harness uses, and soft with the fused kernel
+#   benchmarks/gpu_checks.sh OUT models      the CUDA tests (the fused attention kernel for all members, bf16),
+#                                            then training throughput into OUT/throughput.txt: every variant as
+#                                            the harness trains it, and soft with explicit attention
 #   benchmarks/gpu_checks.sh OUT bench [override ...]
 #                                            configs/gpu.yaml, timed, rows into OUT/gpu; then
 #                                            `satbench report OUT/gpu --header "..."` anywhere
+#   benchmarks/gpu_checks.sh OUT norm_growth [override ...]
+#                                            configs/norm_growth_gpu.yaml (10^5 steps), timed, rows into
+#                                            OUT/norm_growth; report as above
 #
 # Every command is printed before it runs, and each stage ends with its wall time and exit status, also when a step
 # fails. BENCH_LIMIT (seconds, default 560) stops the bench early; the same command resumes it from the rows in
 # OUT/gpu. A published time needs an uninterrupted run into an OUT that holds no rows yet.
 set -uo pipefail
 
-usage="usage: benchmarks/gpu_checks.sh OUT models|bench [override ...]"
+usage="usage: benchmarks/gpu_checks.sh OUT models|bench|norm_growth [override ...]"
 out=${1:?$usage}
 stage=${2:?$usage}
 shift 2
@@ -37,15 +40,19 @@ models)
     shape=(--members 256 --d-model 64 --seq-len 64 --batch 64 --loop-members 8 --rounds 3)
     run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated hard 2>&1 \
         | tee "$out/throughput.txt" || status=$?
-    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft --fused 2>&1 \
+    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft --explicit 2>&1 \
         | tee -a "$out/throughput.txt" || status=$?
     ;;
 bench)
     run timeout "${BENCH_LIMIT:-560}" "$python" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \
         --run-dir "$out/gpu" 2>&1 | tee "$out/bench.txt" || status=$?
     ;;
+norm_growth)
+    run timeout "${BENCH_LIMIT:-560}" "$python" -m satbench bench configs/norm_growth_gpu.yaml "$@" --quiet \
+        --no-report --run-dir "$out/norm_growth" 2>&1 | tee "$out/norm_growth.txt" || status=$?
+    ;;
 *)
-    echo "gpu_checks.sh: unknown stage '$stage' (models or bench)" >&2
+    echo "gpu_checks.sh: unknown stage '$stage' (models, bench or norm_growth)" >&2
     status=2
     ;;
 esac

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from
 
 from harness.allocator import keep_freed_memory  # noqa: E402
 from models import BOS, EOS, PAD, VARIANTS, Ensemble, ModelConfig, Recognizer  # noqa: E402
+from models.train import Trainer, TrainConfig  # noqa: E402
 
 VOCAB = EOS + 4  # PAD, BOS, EOS and three symbols
 
@@ -50,22 +51,22 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def use_fused_kernel(model, device):
-    """Route `model`'s softmax attention through scaled_dot_product_attention on `device` (see
+def use_explicit_attention(model):
+    """Turn off the fused scaled_dot_product_attention kernel, so that softmax attention materialises its weights (see
     models.attention.SelfAttention.fused_devices)."""
     for layer in model.attention_layers():
-        layer.fused_devices = (device.type,)
+        layer.fused_devices = ()
     return model
 
 
-def loop_trainer(config, seeds, tokens, labels, device, compiled=False, fused=False):
+def loop_trainer(config, seeds, tokens, labels, device, compiled=False, explicit=False):
     """One training step of every standalone Recognizer, each with its own AdamW."""
     models, optimizers = [], []
     for seed in seeds:
         torch.manual_seed(seed)
         model = Recognizer(config).to(device).train()
-        if fused:
-            use_fused_kernel(model, device)
+        if explicit:
+            use_explicit_attention(model)
         if compiled:
             model.compile()
         models.append(model)
@@ -82,24 +83,16 @@ def loop_trainer(config, seeds, tokens, labels, device, compiled=False, fused=Fa
     return step, len(models)
 
 
-def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False, fused=False):
-    """One training step of the Ensemble: sum of the members' mean losses, per-member clipping, one AdamW."""
+def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False, explicit=False):
+    """One training step of the Ensemble as the harness takes it (models.train.Trainer): sum of the members' mean
+    losses, per-member clipping, one AdamW over the flat parameter buffer."""
     ensemble = Ensemble(config, seeds).to(device).train()
-    if fused:
-        use_fused_kernel(ensemble, device)
+    if explicit:
+        use_explicit_attention(ensemble)
     if compiled:
         ensemble.compile()
-    optimizer = torch.optim.AdamW(ensemble.parameters(), lr=1e-3)
-
-    def step():
-        logits = ensemble(tokens)["logit"]  # (M, B)
-        loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=1).sum()
-        loss.backward()
-        ensemble.clip_grad_norm_(1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, ensemble.M
+    trainer = Trainer(ensemble, TrainConfig(lr=1e-3, clip=1.0, schedule="constant", warmup_steps=0))
+    return lambda: trainer.step(tokens, labels), ensemble.M
 
 
 def time_steps(step, steps, device) -> float:
@@ -114,8 +107,8 @@ def time_steps(step, steps, device) -> float:
 def measure(config, args, seeds, tokens, labels, device):
     """Median model-steps/s of loop and ensemble over alternating rounds, and warnings raised while warming up."""
     loop, loop_models = loop_trainer(config, seeds[: args.loop_members], tokens, labels, device, args.compile,
-                                     args.fused)
-    ensemble, members = ensemble_trainer(config, seeds, tokens, labels, device, args.compile, args.fused)
+                                     args.explicit)
+    ensemble, members = ensemble_trainer(config, seeds, tokens, labels, device, args.compile, args.explicit)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(args.warmup):
@@ -147,9 +140,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every model, loop and ensemble alike (compiled while warming up)")
-    parser.add_argument("--fused", action="store_true",
-                        help="softmax attention through the fused scaled_dot_product_attention kernel, loop and "
-                             "ensemble alike (the default is the explicit path the harness uses)")
+    parser.add_argument("--explicit", action="store_true",
+                        help="softmax attention with its weights materialised, loop and ensemble alike (the default "
+                             "is the fused scaled_dot_product_attention kernel, as in the harness)")
     parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
                         help="leave glibc's default of returning large freed blocks to the kernel")
     args = parser.parse_args(argv)
@@ -158,9 +151,6 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.loop_members = args.loop_members or args.members
-    if args.fused and set(args.variant) != {"soft"}:
-        parser.error("--fused: only soft attention trains through the fused kernel (the exact variants' surrogate "
-                     "needs the weights); pass --variant soft")
     if not 1 <= args.loop_members <= args.members:
         parser.error(f"--loop-members: {args.loop_members} is not between 1 and --members = {args.members}")
     allocator = "glibc default"
@@ -182,11 +172,11 @@ def main(argv=None) -> int:
                      "members": args.members, "loop_members": args.loop_members, "d_model": args.d_model,
                      "d_ff": config.d_ff, "layers": args.layers, "heads": args.heads, "seq_len": args.seq_len,
                      "batch": args.batch, "steps": args.steps, "rounds": args.rounds, "compiled": args.compile,
-                     "fused": args.fused,
+                     "explicit_attention": args.explicit,
                      "loop_model_steps_per_s": round(loop, 1), "ensemble_model_steps_per_s": round(ensemble, 1),
                      "ratio": round(ensemble / loop, 2), "warnings": notes})
         subset = f" (timed on {args.loop_members} of {args.members} models)" if args.loop_members < args.members else ""
-        how = (", compiled" if args.compile else "") + (", fused attention" if args.fused else "")
+        how = (", compiled" if args.compile else "") + (", explicit attention" if args.explicit else "")
         print(f"{variant}{how} on {device.type} [{hardware}] d={args.d_model} L={args.layers} H={args.heads} "
               f"T={args.seq_len} B={args.batch} M={args.members}: loop {loop:,.1f} model-steps/s{subset}, "
               f"ensemble {ensemble:,.1f} model-steps/s, ratio {ensemble / loop:.2f}x", flush=True)

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.layers import linear
+
 VARIANTS = ("soft", "saturated", "hard")
 SURROGATES = ("ste", "anneal", "tolerant")
 
@@ -141,55 +143,16 @@ def annealed_inverse_temperature(progress: float, final: float) -> float:
     return float(final) ** progress
 
 
-class FusedAttention(torch.autograd.Function):
-    """scaled_dot_product_attention(q, k, v, mask, causal, scale) for an Ensemble, whose layers run under vmap.
-
-    vmap's own rules for the fused kernels do not serve here: on CUDA the memory-efficient kernel's backward fails
-    under them ("LSE is not correctly aligned"), and on the CPU there is no rule, so vmap would call the kernel once per
-    member. The `vmap` rule below folds the vmapped (member) axis into the kernel's batch and makes one ordinary
-    call, whose forward and backward autograd records as for any standalone model. `backward` serves calls made
-    outside vmap only, by differentiating a recomputed forward.
-    """
-
-    @staticmethod
-    def forward(q, k, v, mask, causal, scale):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        q, k, v, mask, causal, scale = inputs
-        ctx.save_for_backward(q, k, v, mask)
-        ctx.causal, ctx.scale = causal, scale
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, mask = ctx.saved_tensors
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_() for t in (q, k, v)]
-            out = F.scaled_dot_product_attention(*inputs, attn_mask=mask, is_causal=ctx.causal, scale=ctx.scale)
-        return (*torch.autograd.grad(out, inputs, grad), None, None, None)
-
-    @staticmethod
-    def vmap(info, in_dims, q, k, v, mask, causal, scale):
-        def fold(t, dim):  # (..., B, ...) with the vmapped axis at `dim` -> (members * B, ...)
-            t = t.movedim(dim, 0) if dim is not None else t.expand(info.batch_size, *t.shape)
-            return t.flatten(0, 1)
-
-        q, k, v = fold(q, in_dims[0]), fold(k, in_dims[1]), fold(v, in_dims[2])
-        mask = None if mask is None else fold(mask, in_dims[3])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
-        return out.unflatten(0, (info.batch_size, -1)), 0
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention whose weighting is one of VARIANTS.
 
-    forward(x, allowed, need_weights) -> (output, internals or None), where `allowed` (broadcastable to (B, 1, T, T)) is
-    True where query i may attend to key j, and every query may attend to some key (the Recognizer opens the rows of
-    all-padding strings, see `open_empty_rows`). With need_weights the internals are the weights used ("attn"), the
-    scores at c = 1 ("scores", -inf on disallowed keys) and the values ("values"), each (B, H, T, .). When no weights
-    are requested and the weighting is a softmax, the fused
-    scaled_dot_product_attention kernel computes the same thing without materialising the (T, T) weights.
+    forward(x, allowed, need_weights) -> (output, internals or None) for x (M, B, T, d) (M members, see
+    models/recognizer.py), where `allowed` (broadcastable to (M * B, 1, T, T): the members are folded into the batch)
+    is True where query i may attend to key j, and every query may attend to some key (the Recognizer opens the rows
+    of all-padding strings, see `open_empty_rows`). With need_weights the internals are the weights used ("attn"), the
+    scores at c = 1 ("scores", -inf on disallowed keys) and the values ("values"), each (M * B, H, T, .). In training,
+    when no weights are requested and the weighting is a softmax at c = 1, the fused scaled_dot_product_attention
+    kernel computes the same thing without materialising the (T, T) weights.
     """
 
     def __init__(self, config):
@@ -209,12 +172,9 @@ class SelfAttention(nn.Module):
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
         self.tol_override: float | None = None  # saturated_limit(model, tol): ... with this tie tolerance
-        # Devices on which a softmax pass without requested weights uses the fused scaled_dot_product_attention kernel
-        # instead of materialising the (T, T) weights. Empty by default: the published GPU run used the explicit path,
-        # and the fused one (FusedAttention under vmap) has been checked on the CPU only. Add "cuda" once
-        # `pytest -m gpu tests/test_ensemble.py` passes on a GPU.
-        self.fused_devices: tuple[str, ...] = ()
-        self.under_vmap = False  # set by Ensemble: call the fused kernel through FusedAttention's vmap rule
+        # Devices on which a training pass of softmax attention uses the fused scaled_dot_product_attention kernel
+        # instead of materialising the (T, T) weights; () forces the explicit path (the tests' reference).
+        self.fused_devices: tuple[str, ...] = ("cpu", "cuda")
 
     def _mode(self) -> tuple[str, float]:
         """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0)."""
@@ -232,22 +192,22 @@ class SelfAttention(nn.Module):
         return self.tol if self.tol_override is None else self.tol_override
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        M, B, T, C = x.shape
+        q, k, v = linear(self.qkv, x).flatten(0, 1).split(C, dim=2)  # (M * B, T, C): members folded into the batch
+        q, k, v = (t.view(M * B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (MB, H, T, hd)
         mode, beta = self._mode()
         sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
 
-        fusable = mode == "softmax" and self.logit_scale == 1.0 and not need_weights  # a sweep's c may overflow it
+        # Fused in training only: evaluation keeps the explicit path, whose softmax of equal scores is exactly uniform,
+        # so that a construction's logits at c = 1 equal those of its saturated limit bit for bit; a sweep's c could
+        # also overflow the fused kernel.
+        fusable = self.training and mode == "softmax" and self.logit_scale == 1.0 and not need_weights
         if fusable and q.device.type in self.fused_devices:
             # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
             # outputs at padded queries differ from the explicit path but are never read.
             mask = None if self.causal else allowed
             scale = beta / math.sqrt(self.head_dim)
-            if self.under_vmap:
-                y = FusedAttention.apply(q, k, v, mask, self.causal, scale)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=scale)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=scale)
             weights = None
         else:
             # Scaling q rather than the scores touches hd values per position instead of T.
@@ -270,8 +230,8 @@ class SelfAttention(nn.Module):
                                            weights_from_masked("soft", masked, allowed, tol))
             y = weights @ v
 
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = linear(self.proj, y.transpose(1, 2).reshape(M, B, T, C))
         if not need_weights:
-            return self.proj(y), None
+            return y, None
         # What the tie probes read: the weights used, the scores at c = 1 (-inf on disallowed keys) and the values.
-        return self.proj(y), {"attn": weights, "scores": mask_scores(scores, allowed), "values": v}
+        return y, {"attn": weights, "scores": mask_scores(scores, allowed), "values": v}

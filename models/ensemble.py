@@ -1,11 +1,11 @@
 """A stacked ensemble: M Recognizers of one config trained in a single forward pass.
 
-Every parameter carries a leading member axis (M, ...). The forward pass is torch.vmap over torch.func.functional_call
-of an ordinary Recognizer, so member i computes what a standalone Recognizer with member i's parameters computes, by
-construction: the same code runs, and vmap turns each matmul into one batched matmul and folds the member axis into
-the batch of the attention kernels. Results agree with the standalone model up to the rounding of batched versus
-single kernels. Member i is initialised exactly like `Recognizer(config)` built right after
-`torch.manual_seed(seeds[i])`.
+Every parameter carries a leading member axis (M, ...). The forward pass is an ordinary Recognizer's, whose layers
+compute on a member axis (models/layers.py): each linear map is one batched matmul over the members, each layer norm
+one kernel over the stacked tensor, and the attention folds the members into its batch. A standalone Recognizer runs
+the same code with M = 1, so member i computes what a standalone Recognizer with member i's parameters computes, up to
+the rounding of batched versus single kernels. Member i is initialised exactly like `Recognizer(config)` built right
+after `torch.manual_seed(seeds[i])`.
 
 Training, per member:
     loss       sum over members of each member's own mean loss; its gradient with respect to member i's slice is
@@ -16,15 +16,15 @@ Training, per member:
                (same lr, betas, eps and weight decay for every member; the step count is shared, which is harmless as
                all members step together).
 
-All members share one attention variant: it selects Python control flow, which vmap cannot vary per member. Group cells
-by variant; members may differ in seed and, through their weights, in anything else.
+All members share one config (the attention variant selects Python control flow). Group cells by config; members may
+differ in seed and, through their weights, in anything else.
 """
 
 import copy
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state
+from torch.func import stack_module_state
 
 from models.recognizer import ModelConfig, Recognizer, check_state_dict, counts_toward_norm
 
@@ -51,15 +51,12 @@ class Ensemble(nn.Module):
                 torch.manual_seed(seed)
                 members.append(Recognizer(config))
         params, _ = stack_module_state(members)
-        # `stacked` is a Recognizer whose parameters have the member axis in front. It is never called directly:
-        # forward() calls it through functional_call with one member's slices at a time, under vmap. Being a real
-        # submodule, it carries .to(device), train()/eval() and the attention knobs for all members at once.
+        # `stacked` is a Recognizer whose parameters have the member axis in front, which makes its forward run all
+        # members at once. Being a real submodule, it carries .to(device), train()/eval() and the attention knobs
+        # for all members at once.
         self.stacked = copy.deepcopy(members[0])
         for name, value in params.items():
             _replace_parameter(self.stacked, name, value.detach().clone())
-        for layer in self.stacked.attention_layers():
-            layer.under_vmap = True
-        self.chunk_size: int | None = None  # members per vmap chunk, to bound peak memory; None = all at once
 
     @property
     def M(self) -> int:
@@ -77,13 +74,9 @@ class Ensemble(nn.Module):
         each with a leading member axis."""
         if tokens.dim() == 3 and tokens.shape[0] != self.M:
             raise ValueError(f"ensemble: tokens have {tokens.shape[0]} member batches but the ensemble has {self.M}")
-        params = dict(self.stacked.named_parameters())
-
-        def one_member(member_params, member_tokens):
-            return functional_call(self.stacked, member_params, (member_tokens,), {"internals": internals})
-
-        in_dims = (0, 0 if tokens.dim() == 3 else None)
-        return torch.vmap(one_member, in_dims=in_dims, chunk_size=self.chunk_size)(params, tokens)
+        if tokens.dim() == 2:
+            tokens = tokens.expand(self.M, *tokens.shape)
+        return self.stacked.forward_members(tokens, internals)
 
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's parameters as a standalone Recognizer state_dict (copies)."""
@@ -107,6 +100,32 @@ class Ensemble(nn.Module):
         for mine, theirs in zip(model.attention_layers(), self.attention_layers(), strict=True):
             mine.inverse_temperature = theirs.inverse_temperature
         return model
+
+    @torch.no_grad()
+    def flatten_parameters(self) -> tuple[nn.Parameter, torch.Tensor]:
+        """Move every parameter and its gradient into one (M, P) buffer each, member i's values in row i; returns the
+        buffer as one Parameter (give it to the optimizer) and the gradient buffer.
+
+        The module's parameters become views of the buffer's rows and their .grad views of the gradient buffer, into
+        which backward accumulates in place. So per-member decay and clipping are one kernel each on the buffers and
+        the optimizer updates one tensor. Call after .to(device) (which would copy the parameters out of the
+        buffer), and clear gradients with `grad.zero_()`, never by setting them to None.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        sizes = [p[0].numel() for p in params]
+        first = params[0]
+        flat = torch.empty(self.M, sum(sizes), dtype=first.dtype, device=first.device)
+        grad = torch.zeros_like(flat)
+        offset = 0
+        for p, size in zip(params, sizes, strict=True):
+            rows = slice(offset, offset + size)
+            flat[:, rows] = p.reshape(self.M, size)
+            p.data = flat[:, rows].view(p.shape)
+            p.grad = grad[:, rows].view(p.shape)
+            offset += size
+        buffer = nn.Parameter(flat)
+        buffer.grad = grad
+        return buffer, grad
 
     @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:

@@ -5,6 +5,12 @@ its variants live in models/attention.py.
 
 Input convention: a (B, T) LongTensor with BOS in column 0, the string's symbols after it and PAD (= 0) after the
 string. Padding is derived from `tokens == PAD`; nothing else needs to be passed.
+
+Member axis. Every layer computes on tensors with a leading member axis M: x is (M, B, T, d). A standalone model is
+the case M = 1 with ordinary parameters; a stacked ensemble (models/ensemble.py) is the same module with a member axis
+in front of every parameter, so that one pass runs M models with batched matmuls (`linear`), one layer norm over the
+stacked tensor (`norm`) and the members folded into the batch of the attention. Both run this one code path, which is
+why member i of an ensemble computes what the standalone model with its parameters computes.
 """
 
 import math
@@ -15,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.attention import SURROGATES, VARIANTS, SelfAttention, open_empty_rows
+from models.layers import embed, linear, norm, stacked
 
 # The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
 PAD = 0
@@ -120,7 +127,8 @@ class PositionalEncoding(nn.Module):
             self.position_embedding = nn.Linear(1, config.d_model, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        T = tokens.shape[1]
+        """For tokens (M, B, T): None, or a tensor that broadcasts against the (M, B, T, d) embeddings."""
+        T = tokens.shape[-1]
         if self.kind == "none":
             return None
         if self.kind == "sinusoidal":
@@ -129,11 +137,11 @@ class PositionalEncoding(nn.Module):
         if self.kind == "learned":
             if T > self.max_len:
                 raise ValueError(f"input length {T} exceeds model.max_len = {self.max_len} (learned positions)")
-            return self.position_embedding.weight[:T]
-        length = ((tokens != PAD).sum(dim=1, keepdim=True) - 1).clamp(min=1)  # symbols after BOS
+            return stacked(self.position_embedding.weight, 2)[:, None, :T]  # (M, 1, T, d)
+        length = ((tokens != PAD).sum(dim=-1, keepdim=True) - 1).clamp(min=1)  # symbols after BOS
         column = torch.arange(T, device=tokens.device)
-        fraction = (column / length).unsqueeze(-1).to(self.position_embedding.weight.dtype)  # (B, T, 1)
-        return self.position_embedding(fraction)
+        fraction = (column / length).unsqueeze(-1).to(self.position_embedding.weight.dtype)  # (M, B, T, 1)
+        return linear(self.position_embedding, fraction)
 
 
 class MLP(nn.Module):
@@ -146,7 +154,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
 
     def forward(self, x):
-        return self.proj(F.relu(self.fc(x)))
+        return linear(self.proj, F.relu(linear(self.fc, x)))
 
 
 def layer_norm(config: ModelConfig) -> nn.Module:
@@ -191,16 +199,16 @@ class Block(nn.Module):
     def forward(self, x, allowed, need_weights=False):
         if self.placement == "post":
             a, internals = self.attn(x, allowed, need_weights)
-            x = self.ln_1(x + a)
-            x = self.ln_2(x + self.mlp(x))
+            x = norm(self.ln_1, x + a)
+            x = norm(self.ln_2, x + self.mlp(x))
         elif self.placement == "branch":
             a, internals = self.attn(x, allowed, need_weights)
-            x = x + self.ln_1(a)
-            x = x + self.ln_2(self.mlp(x))
+            x = x + norm(self.ln_1, a)
+            x = x + norm(self.ln_2, self.mlp(x))
         else:  # pre, or none (whose norms are the identity)
-            a, internals = self.attn(self.ln_1(x), allowed, need_weights)
+            a, internals = self.attn(norm(self.ln_1, x), allowed, need_weights)
             x = x + a
-            x = x + self.mlp(self.ln_2(x))
+            x = x + self.mlp(norm(self.ln_2, x))
         return x, internals
 
 
@@ -243,16 +251,23 @@ class Recognizer(nn.Module):
             layer.inverse_temperature = float(beta)
 
     def forward(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
-        B, T = tokens.shape
-        real = tokens != PAD  # (B, T)
+        if self.token_embedding.weight.dim() == 3:  # stacked parameters: tokens (M, B, T), outputs (M, ...)
+            return self.forward_members(tokens, internals)
+        return {key: value[0] for key, value in self.forward_members(tokens[None], internals).items()}
+
+    def forward_members(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
+        """forward() for tokens (M, B, T), one batch per member; every output has the member axis in front."""
+        M, B, T = tokens.shape
+        real = tokens != PAD  # (M, B, T)
 
         # Which keys each query may see: real keys only, and for a causal model only those at or before the query.
-        allowed = real[:, None, None, :]  # (B, 1, 1, T), broadcast over heads and queries
+        # The attention folds the members into its batch, so the mask is (M * B, 1, 1 or T, T).
+        allowed = real.flatten(0, 1)[:, None, None, :]
         if self.config.causal:
-            allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()  # (B, 1, T, T)
+            allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
         allowed = open_empty_rows(allowed)  # only all-padding strings have queries that may see nothing
 
-        x = self.token_embedding(tokens)
+        x = embed(self.token_embedding, tokens)  # (M, B, T, d)
         position = self.positions(tokens)
         if position is not None:
             x = x + position
@@ -263,18 +278,18 @@ class Recognizer(nn.Module):
             hidden.append(x)
             layers.append(attention)
 
-        prefix_logits = self.head(self.ln_f(x)).squeeze(-1).masked_fill(~real, 0.0)  # (B, T)
+        prefix_logits = linear(self.head, norm(self.ln_f, x)).squeeze(-1).masked_fill(~real, 0.0)  # (M, B, T)
         if self.config.causal:
-            last = (real.sum(dim=1) - 1).clamp(min=0)
-            logit = prefix_logits.gather(1, last[:, None]).squeeze(1)
+            last = (real.sum(dim=-1) - 1).clamp(min=0)
+            logit = prefix_logits.gather(-1, last[..., None]).squeeze(-1)
         else:
-            logit = prefix_logits[:, 0]
+            logit = prefix_logits[..., 0]
 
         out = {"logit": logit, "prefix_logits": prefix_logits}
         if internals:
-            out["hidden"] = torch.stack(hidden)
+            out["hidden"] = torch.stack(hidden, dim=1)  # (M, L + 1, B, T, d)
             for key in ("attn", "scores", "values"):
-                out[key] = torch.stack([layer[key] for layer in layers])
+                out[key] = torch.stack([layer[key].unflatten(0, (M, B)) for layer in layers], dim=1)
         return out
 
 

@@ -10,6 +10,7 @@ only builds a TrainConfig from a cell and calls `train_ensemble`.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,10 @@ from tqdm.auto import tqdm
 
 from models.attention import annealed_inverse_temperature
 from models.ensemble import Ensemble
+
+# The parameters' gradients are views of one (M, P) buffer (Ensemble.flatten_parameters): backward accumulates into
+# them in place, as intended, and torch warns that such strided views are not the layout it would have allocated.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -122,12 +127,13 @@ def logged_steps(cfg: TrainConfig) -> list[int]:
     return sorted({*range(0, cfg.steps, cfg.log_every), cfg.steps})
 
 
-def make_optimizer(cfg: TrainConfig, params):
-    """The optimizer of cfg.optimizer, with no weight decay of its own: `train_ensemble` applies each member's."""
+def make_optimizer(cfg: TrainConfig, params, fused=False):
+    """The optimizer of cfg.optimizer, with no weight decay of its own: `train_ensemble` applies each member's.
+    `fused`: torch's single-kernel implementation (CUDA)."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=fused or None)
     optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0)
+    return optimizer(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0, fused=fused or None)
 
 
 def learning_rate_factor(cfg: TrainConfig):
@@ -141,6 +147,46 @@ def learning_rate_factor(cfg: TrainConfig):
             return 1 - progress
         return 1.0
     return factor
+
+
+class Trainer:
+    """The optimizer of one ensemble and its training step: `Trainer(ensemble, cfg, weight_decays).step(tokens, labels,
+    prefix_labels)` takes one step of every member and returns their (M,) losses.
+
+    Parameters and gradients live in one (M, P) buffer each (Ensemble.flatten_parameters), so per-member clipping and
+    decay are a kernel or two on the buffers and the optimizer updates one tensor. Adam's and SGD's updates are
+    elementwise, so row i evolves as member i would under its own optimizer. Weight decay is applied by hand, per
+    member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update, for adam and sgd
+    grad += wd * p.
+    """
+
+    def __init__(self, ensemble: Ensemble, cfg: TrainConfig, weight_decays=None):
+        self.ensemble, self.cfg = ensemble, cfg
+        self.flat, self.grad = ensemble.flatten_parameters()
+        device = self.flat.device
+        self.optimizer = make_optimizer(cfg, [self.flat], fused=device.type == "cuda")
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(cfg))
+        decays = weight_decays if weight_decays is not None else [cfg.weight_decay] * ensemble.M
+        self.decay = torch.tensor(decays, dtype=self.flat.dtype, device=device)[:, None] if any(decays) else None
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+
+    def step(self, tokens, labels, prefix_labels=None) -> torch.Tensor:
+        with self.autocast:
+            out = self.ensemble(tokens)
+        losses = member_losses(out, labels, prefix_labels)
+        self.grad.zero_()  # in place: the parameters' .grad are views of it
+        losses.sum().backward()
+        with torch.no_grad():
+            if self.cfg.clip > 0:  # each member's gradient by its own norm, as clip_grad_norm_ alone would
+                norms = torch.linalg.vector_norm(self.grad, dim=1, keepdim=True)
+                self.grad.mul_((self.cfg.clip / (norms + 1e-6)).clamp(max=1.0))
+            if self.decay is not None and self.cfg.optimizer == "adamw":
+                self.flat.mul_(1 - self.schedule.get_last_lr()[0] * self.decay)
+            elif self.decay is not None:
+                self.grad.addcmul_(self.flat, self.decay)
+        self.optimizer.step()
+        self.schedule.step()
+        return losses.detach()
 
 
 def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,
@@ -163,18 +209,9 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         for i, seed in enumerate(seeds)]).to(device)  # (M, steps, B)
     members = torch.arange(M, device=device)[:, None]
 
-    # Weight decay by hand, per member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update,
-    # for adam and sgd grad += wd * p.
-    optimizer = make_optimizer(train_cfg, ensemble.parameters())
-    decoupled = train_cfg.optimizer == "adamw"
-    decays = weight_decays if weight_decays is not None else [train_cfg.weight_decay] * M
-    decay = torch.tensor(decays, dtype=torch.float32, device=device) if any(decays) else None
-    params = list(ensemble.parameters())
-    # Member axis first: the decay factor of each parameter tensor is `keep` viewed to broadcast over its other axes.
-    decay_shapes = [(-1, *[1] * (p.dim() - 1)) for p in params]
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(train_cfg))
+    trainer = Trainer(ensemble, train_cfg, weight_decays)
+    autocast = trainer.autocast
     anneal = model_cfg.attention != "soft" and model_cfg.surrogate == "anneal"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=train_cfg.bf16 and device.type == "cuda")
     logs = [[] for _ in range(M)]
 
     @torch.no_grad()
@@ -210,25 +247,7 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         tokens, labels, prefix = batch(step)
         if step in log_at:
             log_step(step, tokens, labels, prefix)
-        with autocast:
-            out = ensemble(tokens)
-        losses = member_losses(out, labels, prefix)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        if train_cfg.clip > 0:
-            ensemble.clip_grad_norm_(train_cfg.clip)
-        if decay is not None and decoupled:
-            with torch.no_grad():
-                keep = 1 - schedule.get_last_lr()[0] * decay
-                for p, shape in zip(params, decay_shapes):
-                    p.mul_(keep.view(shape))
-        elif decay is not None:
-            with torch.no_grad():
-                for p, shape in zip(params, decay_shapes):
-                    if p.grad is not None:
-                        p.grad.add_(p * decay.view(shape))
-        optimizer.step()
-        schedule.step()
+        trainer.step(tokens, labels, prefix)
     log_step(train_cfg.steps, *batch(train_cfg.steps - 1))
     ensemble.eval()
     if anneal:

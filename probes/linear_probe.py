@@ -13,7 +13,6 @@ import torch
 from joblib import Parallel, cpu_count, delayed
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, r2_score
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from languages.base import FIRST_SYMBOL, get_language
@@ -90,7 +89,9 @@ def probe_layers(hidden, tokens, target, seed: int, kind: str | None = None) -> 
     Returns {"r2_layer0", ..., "r2_layer{L}"} or {"bacc_layer0", ...}; NaN for a layer whose halves lack the variety
     to fit or score (one string, a constant target, one class).
     """
-    hidden = hidden.detach().float().cpu().numpy() if torch.is_tensor(hidden) else np.asarray(hidden, np.float32)
+    # float64: the states of a model whose norm collapsed or grew far are tiny or huge, and their variances must not
+    # underflow or overflow in the scaler.
+    hidden = hidden.detach().double().cpu().numpy() if torch.is_tensor(hidden) else np.asarray(hidden, np.float64)
     tokens = tokens.detach().cpu().numpy() if torch.is_tensor(tokens) else np.asarray(tokens)
     if len(target) != tokens.shape[0] or hidden.shape[1] != tokens.shape[0]:
         sizes = f"{hidden.shape[1]}, {tokens.shape[0]}, {len(target)}"
@@ -115,14 +116,16 @@ def probe_layers(hidden, tokens, target, seed: int, kind: str | None = None) -> 
         if not (np.isfinite(x_train[layer]).all() and np.isfinite(x_test[layer]).all()):
             out[f"{metric}_layer{layer}"] = float("nan")  # overflowed states (a saturated model) carry no probe
             continue
+        scaler = StandardScaler().fit(x_train[layer])
+        train, test = scaler.transform(x_train[layer]), scaler.transform(x_test[layer])
+        if not (np.isfinite(train).all() and np.isfinite(test).all()):
+            out[f"{metric}_layer{layer}"] = float("nan")  # states too small or large to standardise carry no probe
+            continue
         if kind == "continuous":
-            probe = make_pipeline(StandardScaler(), Ridge(alpha=RIDGE_ALPHA))
-            probe.fit(x_train[layer], y_train)
-            score = r2_score(y_test, probe.predict(x_test[layer]))
+            score = r2_score(y_test, Ridge(alpha=RIDGE_ALPHA).fit(train, y_train).predict(test))
         else:
-            probe = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
-            probe.fit(x_train[layer], y_train)
-            score = balanced_accuracy_score(y_test, probe.predict(x_test[layer]))
+            probe = LogisticRegression(class_weight="balanced", max_iter=1000).fit(train, y_train)
+            score = balanced_accuracy_score(y_test, probe.predict(test))
         out[f"{metric}_layer{layer}"] = float(score)
     return out
 

@@ -185,6 +185,16 @@ def figure_heads(rows, path):
     return True
 
 
+FIT_COLUMNS = ["norm_initial", "norm_final", "sq_slope", "sq_intercept", "sq_r2", "growth_gamma", "growth_gamma_r2"]
+MAX_CELLS_LISTED = 100  # above this the per-cell fits are in norm_fits.csv only
+
+
+def fit_table(frame, by):
+    """One row per cell: the norm at the first and last logged step and the fits of `norm_growth_metrics`."""
+    columns = [c for c in FIT_COLUMNS if c in frame]
+    return frame.sort_values([*by, "seed"]).set_index([*by, "seed"])[columns]
+
+
 def probe_sections(rows, run_dir):
     fields = varying_fields(rows)
     frame = probe_frame(rows, fields)
@@ -203,6 +213,16 @@ def probe_sections(rows, run_dir):
              "two logged steps (1: the direction has stopped moving).", "",
              markdown(summary_table(frame, ["sq_slope", "sq_r2", "growth_gamma", "norm_ratio", "sim_mean",
                                             "decision_agreement", "cos_consecutive_last"], by)), ""]
+    fits = fit_table(frame, by)
+    fits.to_csv(run_dir / "norm_fits.csv", float_format="%.6g")
+    lines += ["### The fits per cell", "",
+              "Every cell's norm at its first and last logged step, the line ||theta||² = sq_slope * t + sq_intercept "
+              "with its r², and the power-law exponent of the growth since the first logged step with the r² of that "
+              "fit in log-log (`growth_gamma`, `growth_gamma_r2`). Also in `norm_fits.csv`.", ""]
+    if len(fits) <= MAX_CELLS_LISTED:
+        lines += [markdown(fits.round(4)), ""]
+    else:
+        lines += [f"{len(fits)} cells: see `norm_fits.csv`.", ""]
     for field in fields:
         lines += [f"### By {field}", "", "Over all languages and seeds:", "",
                   markdown(summary_table(frame, ["sq_r2", "growth_gamma", "norm_ratio", "sim_mean"],

@@ -83,6 +83,19 @@ def test_probe_recovers_planted_linear_feature_and_not_a_shuffled_one():
     assert probe_layers(hidden, tokens, shuffled, seed=0)["r2_layer1"] < 0.2
 
 
+def test_states_of_a_collapsed_model_still_give_a_score():
+    # A model whose norm weight decay drove to zero has features of ~1e-45 in float32: the scaler's scale, cast back
+    # to float32, rounded to 0 and the states became NaN (Ridge raised and the bench lost the group's training).
+    rng, hidden, tokens, lengths = planted()
+    w = rng.normal(size=hidden.shape[-1])
+    target = [hidden[1, b, : n + 1].numpy() @ w for b, n in enumerate(lengths)]
+    hidden = hidden.clone().float()
+    hidden[0, ..., 0] = torch.tensor(rng.choice([0.0, 1e-45], size=hidden.shape[1:3]), dtype=torch.float32)
+    for kind, y in (("continuous", target), ("flag", [t > 0 for t in target])):
+        scores = probe_layers(hidden, tokens, y, seed=0, kind=kind)
+        assert all(math.isfinite(v) for v in scores.values()), scores
+
+
 def test_flag_probe_uses_balanced_accuracy():
     rng, hidden, tokens, lengths = planted(seed=1)
     w = rng.normal(size=hidden.shape[-1])

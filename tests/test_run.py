@@ -18,6 +18,8 @@ from harness.results import read_run, repair
 from models import load, parameter_norm
 from satbench.cli import main
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 
 def write_config(tmp_path, config, name="tiny.yaml"):
     path = tmp_path / name
@@ -258,3 +260,20 @@ def test_published_gzip_rows_are_read(tmp_path, bench):
     assert main(["report", str(published)]) == 0
     (published / "cells.jsonl.gz").write_bytes(b"not gzip")
     assert main(["report", str(published)]) == 2
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_expands_into_valid_cells(path):
+    grid = C.load_grid(path)
+    assert grid.cells, f"{path} has no cells"
+    groups = {C.group_key(cell) for cell in grid.cells}
+    assert len(groups) <= len(grid.cells)
+
+
+def test_the_norm_growth_configs_are_the_grid_they_describe():
+    for name, steps in (("norm_growth", 10_000), ("norm_growth_gpu", 100_000)):
+        cells = C.load_grid(CONFIGS / f"{name}.yaml").cells
+        assert len(cells) == 72 and len({C.group_key(c) for c in cells}) == 2
+        assert {(c["train"]["optimizer"], c["train"]["lr"]) for c in cells} == {("adamw", 0.003), ("sgd", 0.01)}
+        assert {c["train"]["steps"] for c in cells} == {steps}
+        assert all(c["train"]["schedule"] == "constant" and c["train"]["clip"] == 0 for c in cells)
