@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from
 
 from harness.allocator import keep_freed_memory  # noqa: E402
 from models import BOS, EOS, PAD, VARIANTS, Ensemble, ModelConfig, Recognizer  # noqa: E402
-from models.train import Trainer, TrainConfig  # noqa: E402
+from models.train import TrainConfig, Trainer  # noqa: E402
 
 VOCAB = EOS + 4  # PAD, BOS, EOS and three symbols
 
