@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from languages import get_language
+from languages.base import MAX_LENGTH
 from models import ModelConfig
 from models.train import TrainConfig
 from probes.evaluate import EvalConfig
@@ -52,6 +53,9 @@ class DataConfig:
             lo, hi = getattr(self, key)
             if not 0 <= lo <= hi:
                 raise ConfigError(f"data.{key}: [{lo}, {hi}] is not a range 0 <= lo <= hi")
+            if hi > MAX_LENGTH:
+                raise ConfigError(f"data.{key}: {hi} is above the samplers' limit of {MAX_LENGTH} "
+                                  "(languages.base.MAX_LENGTH)")
         if self.test_lengths[1] < self.train_lengths[1]:
             raise ConfigError("data.test_lengths: the test range must reach at least as far as the training range")
         _check_positive("data.train_size", self.train_size)

@@ -3,7 +3,8 @@
 A run directory holds `config.yaml` (the grid as run), `grid_cells.json` (the hashes of its cells), one or more rows
 files `cells*.jsonl` (one per shard when a bench is split) and `constructions.json` (the hand-built constructions on
 the run's test lengths). A kill in mid-write can leave a last line without its newline; reading repairs the file by
-cutting that line off, so its cell counts as unfinished and is rerun.
+cutting that line off, so its cell counts as unfinished and is rerun; only the bench repairs (`repair`), the report
+reads and skips a torn line without writing.
 
 This module is the boundary between the bench and its report: it imports neither torch nor anything of the bench, so
 the report reads a run through it alone.
@@ -60,9 +61,14 @@ def grid_hash(raw):
 
 
 def read_yaml(path, error=ValueError):
-    """A YAML file, safely loaded; invalid YAML raises `error` with one line naming the file and line."""
+    """A YAML file, safely loaded; invalid YAML, text that is not UTF-8 or an unreadable file raises `error` with one
+    line naming the file."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: not UTF-8 text (byte {problem.start} is 0x{problem.object[problem.start]:02x})") from None
+    except OSError as problem:
+        raise error(f"{path}: cannot be read ({problem.strerror})") from None
     except yaml.YAMLError as problem:
         where = getattr(problem, "problem_mark", None)
         line = f" line {where.line + 1}" if where else ""
@@ -115,8 +121,9 @@ def repair(path):
     return True
 
 
-def read_rows(path, fix=True):
-    """Rows of one file. A torn last line is repaired (or skipped, with fix=False); a bad line elsewhere is an error."""
+def read_rows(path, fix=False):
+    """Rows of one file. A torn last line is skipped (or repaired in place, with fix=True); a bad line elsewhere is an
+    error."""
     path = Path(path)
     if not path.exists():
         return []
@@ -158,7 +165,7 @@ def check_one_config(run_dir, expected):
                                  "with different configs?); move that file away, or rerun with --force")
 
 
-def read_run(run_dir, fix=True):
+def read_run(run_dir, fix=False):
     """All rows of a run directory, merged over its rows files; the latest row of a cell wins."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -6,7 +6,9 @@ rows) are skipped, so an interrupted bench resumes where it stopped. The run als
 constructions' accuracy on its test lengths (constructions.json), so that its report reads files only.
 """
 
+import fcntl
 import json
+import os
 import platform
 import time
 from collections import defaultdict
@@ -183,11 +185,41 @@ def record_constructions(cells, run_dir):
     write_atomically(path, json.dumps(C.encode_inf(construction_rows(lengths=(lo, hi))), indent=1) + "\n")
 
 
+@contextmanager
+def writing(rows_path):
+    """Hold the lock of one rows file while a bench appends to it: a second bench into the same file (the same run
+    directory and shard) is refused in one line instead of training every group twice. The lock is the operating
+    system's (flock), so a killed bench leaves none behind. Opening the file here also finds a file the bench may
+    not write before anything trains."""
+    lock = rows_path.with_name(f".{rows_path.name}.lock")
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise C.ConfigError(f"{rows_path.parent}: another bench is writing {rows_path.name}; wait for it to "
+                                "finish, or give this one another --run-dir") from None
+        os.close(os.open(rows_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None):
-    """Run every unfinished cell of `grid` (or of `cells`, a subset such as one shard); returns the run directory."""
+    """Run every unfinished cell of `grid` (or of `cells`, a subset such as one shard); returns the run directory and
+    the number of cells found finished already."""
     device = pick_device(device)
-    run_dir = prepare_run_dir(grid, run_dir or RESULTS_ROOT / grid.name, force)
-    cells = grid.cells if cells is None else cells
+    run_dir = Path(run_dir or RESULTS_ROOT / grid.name)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise C.ConfigError(f"--run-dir {run_dir}: a file, not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with writing(run_dir / rows_name):  # before --force discards anything
+        prepare_run_dir(grid, run_dir, force)
+        return run_dir, _run_cells(grid, run_dir, device, progress, rows_name, grid.cells if cells is None else cells)
+
+
+def _run_cells(grid, run_dir, device, progress, rows_name, cells):
+    """Train the groups of the cells without a row yet, appending one row per cell; returns how many had one."""
     # Other shards may be appending to their own rows files right now: only our own file may have a torn line cut off.
     if (run_dir / rows_name).exists():
         repair(run_dir / rows_name)
@@ -207,4 +239,4 @@ def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_
             bar.update(1)
     bar.close()
     record_constructions(cells, run_dir)
-    return run_dir
+    return len(cells) - len(todo)

@@ -250,9 +250,18 @@ def _rejected_strings(cls, language, n):
     return _REJECTED[key]
 
 
+# The longest string the samplers draw. They are exactly uniform: they unrank a big-integer rank among the members of
+# length n using counts of n bits, so time and memory grow as n^2 (4096: at most about 2 s and a few MB per string
+# on one core; 10^6 would need hours and terabytes). Models here are tested up to a few hundred symbols.
+MAX_LENGTH = 4096
+
+
 def _check_length(n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"length must be an integer >= 0, got {n!r}")
+    if n > MAX_LENGTH:
+        raise ValueError(f"length {n} is above the samplers' limit of {MAX_LENGTH} (exact uniform sampling costs time "
+                         "and memory growing as the square of the length; see languages.base.MAX_LENGTH)")
 
 
 # ---- registry ---------------------------------------------------------------------------------------------------

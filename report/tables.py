@@ -205,9 +205,36 @@ def construction_table(hand_built, threshold):
     return frame
 
 
+def config_differences(rows_a, rows_b):
+    """Lines naming every flat config field whose set of values differs between two runs' rows (languages, seeds,
+    train.steps, ...): the first thing to know before reading their accuracies side by side."""
+    def values(rows):
+        seen: dict[str, set] = {}
+        for row in rows:
+            for key, value in flatten(row["config"]).items():
+                seen.setdefault(key, set()).add(repr(value))
+        return seen
+
+    a, b = values(rows_a), values(rows_b)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            shown = [", ".join(sorted(v.strip("'") for v in side.get(key, {"—"}))) for side in (a, b)]
+            lines.append(f"- {key}: {shown[0]} -> {shown[1]}")
+    return lines
+
+
 def compare_runs(run_a, run_b):
-    """Mean accuracy of two runs per language and variant x scale, side by side: `a -> b (b - a)`."""
-    tables = [long_table(load_rows_with_config(run)) for run in (run_a, run_b)]
+    """Mean accuracy of two runs per language and variant x scale, side by side: `a -> b (b - a)`, after the config
+    fields in which the runs differ. Runs with no language and variant in common are an error."""
+    rows = [load_rows_with_config(run) for run in (run_a, run_b)]
+    differences = config_differences(*rows)
+    tables = [long_table(r) for r in rows]
+    shared = set(zip(tables[0]["language"], tables[0]["variant"])) & set(zip(tables[1]["language"],
+                                                                             tables[1]["variant"]))
+    if not shared:
+        raise CorruptResults(f"{run_a} and {run_b} have no language and attention variant in common: nothing to "
+                             "compare")
     means = [t.groupby(["language", "variant", "scale"])["acc"].mean() for t in tables]
     joined = pd.concat(means, axis=1, keys=["a", "b"])
     cells = joined.apply(lambda r: _compare_cell(r["a"], r["b"]), axis=1).unstack(["variant", "scale"])
@@ -216,7 +243,13 @@ def compare_runs(run_a, run_b):
     cells = cells[order].fillna("—")
     cells.columns = [f"{v} c={s}" for v, s in cells.columns]
     title = f"# {Path(run_a).name} -> {Path(run_b).name}: mean accuracy on training lengths, a -> b (b - a)"
-    return f"{title}\n\n{markdown(cells)}\n"
+    if differences:
+        warning = ("The runs differ in these config fields (a -> b), so a difference below need not come from one "
+                   "change alone:")
+        header = "\n".join([warning, "", *differences])
+    else:
+        header = "The runs have the same config."
+    return f"{title}\n\n{header}\n\n{markdown(cells)}\n"
 
 
 def _compare_cell(a, b):

@@ -16,7 +16,12 @@ CONFIGS = Path("configs")
 
 
 def add_commands(commands):
-    bench = commands.add_parser("bench", help="train and measure a grid of cells, then write its report")
+    bench = commands.add_parser("bench", help="train and measure a grid of cells, then write its report",
+                                description="Train every cell of a YAML grid (languages x attention variants x "
+                                            "seeds x ...), stacked into ensembles, measure each at every scale c and "
+                                            "with every probe, append one JSON row per cell to the run directory, "
+                                            "then write report.md and figures/. Rerunning resumes: finished cells "
+                                            "are skipped.")
     bench.add_argument("config", nargs="?", help="a YAML grid (default: configs/gpu.yaml with CUDA, "
                                                  "configs/default.yaml without)")
     bench.add_argument("overrides", nargs="*", help="dotted overrides such as train.steps=300 seeds=[0,1]")
@@ -38,14 +43,18 @@ def add_commands(commands):
                          help="one more `#SBATCH --KEY=VALUE`, such as account=lab or constraint=a100; repeatable")
     bench.set_defaults(run=bench_command)
 
-    report = commands.add_parser("report", help="write report.md and figures/ for a run directory")
-    report.add_argument("run_dir")
+    report = commands.add_parser("report", help="write report.md and figures/ for a run directory",
+                                 description="Read the rows of a run directory (never changing them) and write its "
+                                             "report.md and figures/ into it.")
+    report.add_argument("run_dir", help="a directory written by `satbench bench` (its --run-dir)")
     report.add_argument("--header", help="a paragraph for the top of the report (e.g. the command and machine)")
     report.set_defaults(run=report_command)
 
-    compare = commands.add_parser("compare", help="the recognition tables of two runs side by side")
-    compare.add_argument("run_a")
-    compare.add_argument("run_b")
+    compare = commands.add_parser("compare", help="the recognition tables of two runs side by side",
+                                  description="Print the accuracy of two runs side by side, per language, variant "
+                                              "and scale, with the config fields in which the runs differ.")
+    compare.add_argument("run_a", help="a run directory")
+    compare.add_argument("run_b", help="another run directory")
     compare.set_defaults(run=compare_command)
 
 
@@ -69,19 +78,23 @@ def bench_command(args):
     shard = parse_shard(args.shard) if args.shard else None
     config = config or default_config()
     grid = C.load_grid(config, overrides)
+    skipped, cells = None, grid.cells
     if args.launcher:
         run_dir, ok = launch(grid, args, config, overrides)
         if not ok:
             return 1
     elif shard:
-        run_dir = run_bench(grid, run_dir=args.run_dir, device=args.device, progress=not args.quiet,
-                            rows_name=rows_name(*shard), cells=select_shard(grid.cells, *shard))
+        cells = select_shard(grid.cells, *shard)
+        run_dir, skipped = run_bench(grid, run_dir=args.run_dir, device=args.device, progress=not args.quiet,
+                                     rows_name=rows_name(*shard), cells=cells)
     else:
-        run_dir = run_bench(grid, run_dir=args.run_dir, force=args.force, device=args.device, progress=not args.quiet)
+        run_dir, skipped = run_bench(grid, run_dir=args.run_dir, force=args.force, device=args.device,
+                                     progress=not args.quiet)
     # A single shard writes no report: the other shards may still be running, and the report is one set of files.
     report = None if args.no_report or shard else write_report(run_dir)
     where = f"report: {report}" if report else f"rows: {run_dir}"
-    print(f"satbench: {len(grid.cells)} cells in {time.time() - start:.1f} s; {where}")
+    done = f" ({skipped} finished before, skipped; {len(cells) - skipped} run)" if skipped else ""
+    print(f"satbench: {len(cells)} cells{done} in {time.time() - start:.1f} s; {where}")
     return 0
 
 

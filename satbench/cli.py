@@ -1,9 +1,10 @@
-"""The `satbench` command line: the top of the stack. Each subcommand is defined in a file of its own in this package
-and drives one pillar: languages (satbench/language_commands.py), the bench, its report and comparisons
-(satbench/bench_commands.py), and the hand-built constructions (satbench/construct_command.py)."""
+"""satbench: which formal languages a transformer recognizes with soft, saturated or hard attention, and how that
+changes as its parameters grow. Subcommands: the languages (list, sample, check), the bench (train and measure a grid
+of cells), its report and comparison of two runs, and the hand-built constructions."""
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from harness.allocator import keep_freed_memory
 
@@ -12,6 +13,11 @@ from . import bench_commands, construct_command, language_commands
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="satbench", description=__doc__)
+    try:
+        installed = version("satbench")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        installed = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"satbench {installed}")
     commands = parser.add_subparsers(dest="command", required=True)
     language_commands.add_commands(commands)
     bench_commands.add_commands(commands)
@@ -28,6 +34,10 @@ def main(argv=None) -> int:
     except ValueError as error:
         # Bad input (unknown name, impossible length, bad config, corrupt file): one line naming it, exit 2.
         print(f"satbench: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file or directory that cannot be read or written (read-only, full disk, ...)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"satbench: {where}{error.strerror or error}", file=sys.stderr)
         return 2
 
 
