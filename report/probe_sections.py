@@ -35,6 +35,24 @@ def _setting(row, fields):
     return {field: flat[field] for field in fields}
 
 
+LATE = 0.2  # the late phase of training: logged steps t >= LATE * the last step
+
+
+def late_squared_norm_fit(log):
+    """Slope and r² of ||theta||² = slope * t + intercept over the late phase only (t >= LATE * the last step): after
+    the first fast changes of training, a constant slope there is the sqrt(t) law of Merrill et al."""
+    points = [(e["step"], e["norm"] ** 2) for e in log if "norm" in e]
+    if not points:
+        return {}
+    last = points[-1][0]
+    t, square = np.array([p for p in points if p[0] >= LATE * last], dtype=float).T
+    if len(t) < 3 or np.ptp(square) == 0:
+        return {"sq_late_slope": math.nan, "sq_late_r2": math.nan}
+    slope, intercept = np.polyfit(t, square, 1)
+    residual = square - (slope * t + intercept)
+    return {"sq_late_slope": float(slope), "sq_late_r2": float(1 - residual.var() / square.var())}
+
+
 def probe_frame(rows, fields):
     records = []
     for row in rows:
@@ -43,7 +61,8 @@ def probe_frame(rows, fields):
             continue
         records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
                         "seed": row["config"]["seed"], **_setting(row, fields),
-                        **{k: v for k, v in probes.items() if not isinstance(v, dict)}})
+                        **{k: v for k, v in probes.items() if not isinstance(v, dict)},
+                        **late_squared_norm_fit(row.get("log") or [])})
     return pd.DataFrame.from_records(records)
 
 
@@ -86,6 +105,9 @@ def growth_facets(fields):
     return {"hue": hue, "row": others[-1] if others else None}
 
 
+NORM_FLOOR = 1e-3
+
+
 def figure_norm_growth(series, fields, path):
     """Norm against t, log-log, per language; line: mean over seeds, band: min to max; dashed: the fit
     ||theta||^2 = a t + b to the mean series of the first colour (no weight decay when decay varies)."""
@@ -93,10 +115,13 @@ def figure_norm_growth(series, fields, path):
     if data.empty:
         return False
     layout = growth_facets(fields)
-    hues = sorted(data[layout["hue"]].unique(), key=str)
-    grid = sns.relplot(data=data, x="step", y="norm", col="language", kind="line", height=2.6, aspect=1.25,
+    # Categories, not numbers: a numeric hue would give weight decays 0 and 0.01 nearly the same colour. Norms that
+    # weight decay drove to zero are drawn at the floor of the log axis.
+    data = data.assign(**{layout["hue"]: data[layout["hue"]].map(str), "norm": data["norm"].clip(lower=NORM_FLOOR)})
+    hues = sorted(data[layout["hue"]].unique(), key=float if layout["hue"] == "train.weight_decay" else str)
+    grid = sns.relplot(data=data, x="step", y="norm", col="language", kind="line", height=2.6, aspect=1.4,
                        errorbar=("pi", 100), hue_order=hues, palette="viridis" if len(hues) > 3 else None,
-                       facet_kws={"sharey": False}, **layout)
+                       facet_kws={"sharey": "row"}, **layout)
     for (row_value, language), ax in _panels(grid, layout):
         part = data[(data["language"] == language) & (data[layout["hue"]] == hues[0])]
         if layout["row"]:
@@ -109,12 +134,13 @@ def figure_norm_growth(series, fields, path):
                 ax.plot(t, np.sqrt(np.maximum(a * t + b, 0)), color="black", ls="--", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
     grid.set_axis_labels("step t", "||theta|| (embeddings excluded)")
     grid.figure.suptitle(f"Parameter norm against t, coloured by {layout['hue']}; line: mean over seeds, band: min to "
-                         f"max; dashed: sqrt(a t + b) fitted to the mean of {layout['hue']} = {hues[0]}",
-                         y=1.03, fontsize=9)
+                         f"max; dashed: sqrt(a t + b) fitted to the mean of {layout['hue']} = {hues[0]}; norms below "
+                         f"{NORM_FLOOR:g} drawn at {NORM_FLOOR:g}", y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)
     return True
@@ -130,13 +156,15 @@ def figure_limit_over_training(series, fields, path):
                      value_vars=["agree_limit", "acc_limit"], var_name="measure", value_name="share")
     long["measure"] = long["measure"].map({"agree_limit": "agreement with the limit",
                                            "acc_limit": "accuracy at the limit"})
-    hues = sorted(long[layout["hue"]].unique(), key=str)
+    long[layout["hue"]] = long[layout["hue"]].map(str)
+    hues = sorted(long[layout["hue"]].unique(), key=float if layout["hue"] == "train.weight_decay" else str)
     grid = sns.relplot(data=long, x="step", y="share", col="language", style="measure", kind="line", height=2.6,
-                       aspect=1.25, errorbar=("pi", 100), hue_order=hues,
+                       aspect=1.4, errorbar=("pi", 100), hue_order=hues,
                        palette="viridis" if len(hues) > 3 else None, **layout)
     for _, ax in _panels(grid, layout):
         ax.set_xscale("log")
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+    grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
     grid.set_axis_labels("step t", "share of probe strings")
     grid.figure.suptitle("Decisions at c=1 that the saturated limit shares (solid) and the limit's accuracy (dashed) "
                          "against t; line: mean over seeds, band: min to max; dotted: chance", y=1.03, fontsize=9)
@@ -185,7 +213,8 @@ def figure_heads(rows, path):
     return True
 
 
-FIT_COLUMNS = ["norm_initial", "norm_final", "sq_slope", "sq_intercept", "sq_r2", "growth_gamma", "growth_gamma_r2"]
+FIT_COLUMNS = ["norm_initial", "norm_final", "sq_slope", "sq_intercept", "sq_r2", "sq_late_slope", "sq_late_r2",
+               "growth_gamma", "growth_gamma_r2"]
 MAX_CELLS_LISTED = 100  # above this the per-cell fits are in norm_fits.csv only
 
 
@@ -205,19 +234,22 @@ def probe_sections(rows, run_dir):
     lines = ["## Norm growth and saturation", "",
              "Per language and variant, mean±std over seeds. The norm is the l2 norm of the parameters, embeddings "
              "excluded. `sq_slope`, `sq_r2`: slope and r² of the line ||theta||² = slope * t + intercept through every "
-             "logged step (a linear square means the norm grows like sqrt(t)); `growth_gamma`: exponent of a power "
+             "logged step (a linear square means the norm grows like sqrt(t)); `sq_late_slope`, `sq_late_r2`: the same over "
+             f"the late phase, logged steps t >= {LATE:g} x the last; `growth_gamma`: exponent of a power "
              "law fitted to the norm's growth since the first logged step (0.5 for sqrt(t) growth); `norm_ratio`: "
              "final / initial norm; `sim_mean`: cosine between the hidden states at c=1 and with every parameter "
              "multiplied by 1000, mean over layers; `decision_agreement`: share of probe strings decided alike at c=1 "
              "and at the saturated limit; `cos_consecutive_last`: cosine between the parameter vectors of the last "
              "two logged steps (1: the direction has stopped moving).", "",
-             markdown(summary_table(frame, ["sq_slope", "sq_r2", "growth_gamma", "norm_ratio", "sim_mean",
-                                            "decision_agreement", "cos_consecutive_last"], by)), ""]
+             markdown(summary_table(frame, ["sq_slope", "sq_r2", "sq_late_slope", "sq_late_r2", "norm_ratio",
+                                            "sim_mean", "decision_agreement", "cos_consecutive_last"], by)), ""]
     fits = fit_table(frame, by)
     fits.to_csv(run_dir / "norm_fits.csv", float_format="%.6g")
     lines += ["### The fits per cell", "",
               "Every cell's norm at its first and last logged step, the line ||theta||² = sq_slope * t + sq_intercept "
-              "with its r², and the power-law exponent of the growth since the first logged step with the r² of that "
+              "with its r² over every logged step, the same line over the late phase only (`sq_late_*`: logged steps "
+              f"t >= {LATE:g} x the last; a constant slope there is sqrt(t) growth once the first fast changes are "
+              "over), and the power-law exponent of the growth since the first logged step with the r² of that "
               "fit in log-log (`growth_gamma`, `growth_gamma_r2`). Also in `norm_fits.csv`.", ""]
     if len(fits) <= MAX_CELLS_LISTED:
         lines += [markdown(fits.round(4)), ""]

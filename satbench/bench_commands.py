@@ -7,7 +7,7 @@ import torch
 
 from harness import config as C
 from harness.launch import check_flags, launch
-from harness.run import pick_device, run_bench
+from harness.run import RESULTS_ROOT, pick_device, run_bench
 from harness.shard import parse_shard, rows_name, select_shard
 from report.tables import compare_runs
 from report.write import write_report
@@ -30,6 +30,8 @@ def add_commands(commands):
     bench.add_argument("--run-dir", help="where rows and the report go (default: results/runs/<name>)")
     bench.add_argument("--no-report", action="store_true", help="only write rows")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--dry-run", action="store_true",
+                       help="check the config and print its cells and stacked ensembles; train and write nothing")
     cluster = bench.add_argument_group("scale-out",
                                        "split the grid into shards; see harness/shard.py, harness/launch.py")
     cluster.add_argument("--shard", metavar="i/n", help="run only shard i of n (counted from 0) here; writes no report")
@@ -78,6 +80,11 @@ def bench_command(args):
     shard = parse_shard(args.shard) if args.shard else None
     config = config or default_config()
     grid = C.load_grid(config, overrides)
+    if args.dry_run:
+        groups = len({C.group_key(cell) for cell in grid.cells})
+        where = args.run_dir or RESULTS_ROOT / grid.name
+        print(f"satbench: {config}: {len(grid.cells)} cells in {groups} stacked ensembles; rows would go to {where}")
+        return 0
     skipped, cells = None, grid.cells
     if args.launcher:
         run_dir, ok = launch(grid, args, config, overrides)

@@ -188,3 +188,16 @@ def test_the_squared_norm_of_a_planted_sqrt_series_is_a_line():
     assert metrics["sq_slope"] == pytest.approx(0.02, rel=1e-6)
     # A norm that saturates (grows like log t) fits a line in t badly.
     assert fit_squared_norm(steps, 17.3 + np.log1p(steps))["r2"] < 0.8
+
+
+def test_the_late_phase_fit_sees_sqrt_growth_after_a_fast_start():
+    from report.probe_sections import late_squared_norm_fit
+
+    steps = np.unique(np.round(np.geomspace(1, 10_000, 30)).astype(int))
+    # ||theta||^2: a fast rise over the first thousand steps, then a line of slope 0.005 (the sqrt(t) law).
+    square = 150 + 30 * (1 - np.exp(-steps / 300)) + 0.005 * steps
+    log = [{"step": int(t), "norm": float(np.sqrt(q))} for t, q in zip(steps, square, strict=True)]
+    late = late_squared_norm_fit(log)
+    assert late["sq_late_slope"] == pytest.approx(0.005, rel=0.05)
+    assert late["sq_late_r2"] > 0.99
+    assert fit_squared_norm(steps, np.sqrt(square))["r2"] < late["sq_late_r2"]

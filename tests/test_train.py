@@ -104,3 +104,22 @@ def test_a_log_schedule_records_log_spaced_steps_with_every_series():
 def test_bad_training_fields_name_themselves(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_a_member_decides_alike_whatever_group_it_is_in():
+    # A member is an independent slice of every batched kernel and of the flat buffers, so only rounding depends on
+    # the group: vectorized kernels take other code paths (fused multiply-adds, reduction orders) at other offsets
+    # and shapes. The decisions agree exactly; losses and norms agree to float32 rounding.
+    data = split("majority", 0)
+    alone = train_ensemble(MODEL, TRAIN, [0], [data], torch.device("cpu"), progress=False)
+    grouped = train_ensemble(MODEL, TRAIN, [3, 0, 5], [split("first", 3), data, split("first", 5)],
+                             torch.device("cpu"), weight_decays=[0.1, 0.0, 0.0], progress=False)
+    for a, b in zip(alone[1][0], grouped[1][1], strict=True):
+        assert a["batch_acc"] == b["batch_acc"]
+        for key in ("loss", "norm", "norm_with_embeddings"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    with torch.no_grad():
+        mine = alone[0](data.tokens)["logit"][0]
+        theirs = grouped[0](data.tokens)["logit"][1]
+    assert torch.equal(mine > 0, theirs > 0)
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
