@@ -234,8 +234,8 @@ def probe_sections(rows, run_dir):
     lines = ["## Norm growth and saturation", "",
              "Per language and variant, mean±std over seeds. The norm is the l2 norm of the parameters, embeddings "
              "excluded. `sq_slope`, `sq_r2`: slope and r² of the line ||theta||² = slope * t + intercept through every "
-             "logged step (a linear square means the norm grows like sqrt(t)); `sq_late_slope`, `sq_late_r2`: the same over "
-             f"the late phase, logged steps t >= {LATE:g} x the last; `growth_gamma`: exponent of a power "
+             "logged step (a linear square means the norm grows like sqrt(t)); `sq_late_slope`, `sq_late_r2`: the "
+             f"same over the late phase, logged steps t >= {LATE:g} x the last; `growth_gamma`: exponent of a power "
              "law fitted to the norm's growth since the first logged step (0.5 for sqrt(t) growth); `norm_ratio`: "
              "final / initial norm; `sim_mean`: cosine between the hidden states at c=1 and with every parameter "
              "multiplied by 1000, mean over layers; `decision_agreement`: share of probe strings decided alike at c=1 "
