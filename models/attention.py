@@ -94,7 +94,7 @@ def weights_from_masked(variant: str, masked: torch.Tensor, allowed: torch.Tenso
         in_set = in_set.to(masked.dtype)
         return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)
     if variant == "hard":
-        # argmax returns the first maximal index, i.e. the leftmost member of the set (vmap-safe, unlike one_hot).
+        # argmax returns the first maximal index, i.e. the leftmost member of the set.
         leftmost = in_set.to(masked.dtype).argmax(dim=-1, keepdim=True)
         picked = torch.arange(masked.shape[-1], device=masked.device) == leftmost
         return (picked & in_set.any(dim=-1, keepdim=True)).to(masked.dtype)
