@@ -134,7 +134,8 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
     timer = PhaseTimer()
     first = cells[0]
     with timer("datasets"):
-        datasets = [build_dataset(cell, dataset_cache) for cell in cells]
+        datasets = [build_dataset(cell, dataset_cache)
+                    for cell in tqdm(cells, desc="datasets", leave=False, disable=not progress)]
     run = ProbeRun(cells=cells, datasets=datasets, device=device)
     probes = [cls(run) for cls in probe_classes(enabled=first["probes"]["enabled"])]
 
@@ -159,7 +160,7 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
                                         progress=progress)
     run.finish(ensemble, logs)
     metrics = [{} for _ in cells]
-    for probe in probes:
+    for probe in tqdm(probes, desc="evaluate and probe", leave=False, disable=not progress):
         with timer("evaluate" if probe.section == "metrics" else "probes"):
             numbers = probe.measure(run)
         for member, values in zip(metrics, numbers, strict=True):

@@ -206,6 +206,8 @@ def figure_heads(rows, path):
                 hue_order=[v for v in VARIANTS if v in set(frame["variant"])], ax=ax)
     ax.set_yscale("log")
     ax.set_xlabel("positions attended (weight > 1e-5) under saturation")
+    ax.set_title("Positions each query attends to at the saturated limit, all heads, layers and cells; 1: argmax-like",
+                 fontsize=9)
     ax.xaxis.set_major_locator(plt.MaxNLocator(12))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
