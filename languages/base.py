@@ -326,6 +326,12 @@ def language_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def registration_order() -> list[str]:
+    """The registered names in the order they were registered (the built-in modules first, then plugins)."""
+    load_plugins()
+    return list(_REGISTRY)
+
+
 def get_language(name: str | Language) -> Language:
     """The language registered as `name` (one shared instance, so its counting tables are built once)."""
     if isinstance(name, Language):

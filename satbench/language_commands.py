@@ -6,7 +6,7 @@ Bad input raises ValueError with one line naming the problem; the `satbench` ent
 
 import numpy as np
 
-from languages.base import checked_negative, checked_sample, get_language, language_names
+from languages.base import checked_negative, checked_sample, get_language, language_names, registration_order
 from languages.check import check_language, members_of_length
 from languages.dataset import make_dataset
 
@@ -40,12 +40,23 @@ def add_commands(subparsers):
     report.set_defaults(run=run_report)
 
 
+FAMILIES = ("counter", "context-free", "regular")  # the order of the README's table; other families follow
+
+
+def language_table(names) -> str:
+    """The README's Markdown table of `names`: grouped by family, in registration order within a family."""
+    registered = list(names)
+    def order(lang):
+        family = FAMILIES.index(lang.family) if lang.family in FAMILIES else len(FAMILIES)
+        return family, registered.index(lang.name)
+    lines = ["| name | family | alphabet | definition |", "| --- | --- | --- | --- |"]
+    for lang in sorted(map(get_language, registered), key=order):
+        lines.append(f"| `{lang.name}` | {lang.family} | `{lang.alphabet}` | {lang.definition} |")
+    return "\n".join(lines)
+
+
 def run_list(args) -> int:
-    rows = [(lang.name, lang.family, lang.alphabet, lang.definition) for lang in map(get_language, language_names())]
-    widths = [max(len(row[i]) for row in rows + [("name", "family", "alphabet", "")]) for i in range(3)]
-    print(f"{'name':{widths[0]}}  {'family':{widths[1]}}  {'alphabet':{widths[2]}}  definition")
-    for row in rows:
-        print(f"{row[0]:{widths[0]}}  {row[1]:{widths[1]}}  {row[2]:{widths[2]}}  {row[3]}")
+    print(language_table(registration_order()))
     return 0
 
 

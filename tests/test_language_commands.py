@@ -44,11 +44,25 @@ def satbench(capsys, *argv):
 def test_list_shows_every_language_with_its_definition(capsys):
     code, out, _ = satbench(capsys, "list")
     assert code == 0
-    lines = out.splitlines()
-    assert lines[0].split() == ["name", "family", "alphabet", "definition"]
-    listed = {line.split()[0]: line for line in lines[1:]}
+    listed = table_rows(out)
     assert set(BUILTIN) <= set(listed)
-    assert listed["dyck2"].split(None, 3)[1:] == ["context-free", "()[]", languages.get_language("dyck2").definition]
+    assert listed["dyck2"] == ["context-free", "`()[]`", languages.get_language("dyck2").definition]
+
+
+def table_rows(markdown):
+    """{name: [family, alphabet, definition]} of a `languages list` table."""
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in markdown.splitlines()[2:]]
+    return {row[0].strip("`"): row[1:] for row in cells}
+
+
+def test_list_prints_the_readme_table(capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code, out, _ = satbench(capsys, "list")
+    builtin = [line for line in out.strip().splitlines() if line.split(" | ")[0].strip("| `") in BUILTIN
+               or line.startswith("| name") or line.startswith("| ---")]
+    assert "\n".join(builtin) in readme
 
 
 def test_sample_prints_members_of_the_exact_length(capsys):
@@ -199,10 +213,9 @@ def satbench_command():
 
 def test_plugin_language_appears_in_satbench_languages_list(installed_plugin):
     out = subprocess.run([*satbench_command(), "languages", "list"], capture_output=True, text=True, check=True)
-    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    rows = table_rows(out.stdout)
     assert "palindrome" in rows
-    assert rows["palindrome"].split(None, 3)[1:] == ["context-free", "ab",
-                                                     "Strings over {a, b} that read the same backwards."]
+    assert rows["palindrome"] == ["context-free", "`ab`", "Strings over {a, b} that read the same backwards."]
     assert set(BUILTIN) <= set(rows)
 
 
