@@ -28,20 +28,29 @@ def figure_heatmap(table, path):
 
 
 def figure_accuracy_vs_length(rows, path, scale="1"):
+    """Accuracy by test length at c=`scale` (solid) and at the exact limit c=inf (dashed), one panel per language,
+    one colour per variant; line: mean over seeds, band: min to max."""
     records = []
     for row in rows:
-        by_length = row["metrics"]["acc_by_length"].get(scale, {})
-        for length, acc in by_length.items():
-            records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
-                            "length": int(length), "accuracy": acc})
+        for c in dict.fromkeys([scale, "inf"]):
+            for length, acc in row["metrics"]["acc_by_length"].get(c, {}).items():
+                records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+                                "length": int(length), "accuracy": acc, "c": c})
     frame = pd.DataFrame.from_records(records)
-    grid = sns.relplot(data=frame, x="length", y="accuracy", hue="variant", col="language", col_wrap=4, kind="line",
-                       height=2.2, aspect=1.3, hue_order=[v for v in VARIANTS if v in set(frame["variant"])],
+    languages = frame["language"].nunique()
+    grid = sns.relplot(data=frame, x="length", y="accuracy", hue="variant", style="c", col="language",
+                       col_wrap=languages if languages <= 5 else 4, kind="line", height=2.2, aspect=1.3,
+                       hue_order=[v for v in VARIANTS if v in set(frame["variant"])], style_order=[scale, "inf"],
                        errorbar=("pi", 100))
     train_hi = rows[0]["config"]["data"]["train_lengths"][1]
     for ax in grid.axes.flat:
-        ax.axvline(train_hi, color="grey", lw=0.8, ls="--")
-    grid.figure.suptitle(f"Accuracy by length at c={scale} (dashed: longest training length)", y=1.02)
+        ax.axvline(train_hi, color="grey", lw=0.8, ls=":")
+        ax.axhline(0.5, color="grey", lw=0.6, ls="--")
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("string length", "accuracy")
+    grid.figure.suptitle(f"Accuracy by length at c={scale} (solid) and at the saturated limit c=inf (dashed); line: "
+                         "mean over seeds, band: min to max; dotted: longest training length; grey dashes: chance",
+                         y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)
 
