@@ -84,9 +84,9 @@ def member_ties(limit: dict, exact: dict, queries: torch.Tensor, norm: float) ->
     for (layer, head), gap in zip(((l, h) for l in range(gaps.shape[0]) for h in range(gaps.shape[1])),
                                   gaps.flatten().tolist()):
         out[f"score_gap_l{layer}h{head}"] = gap
-        out[f"score_gap_over_norm_l{layer}h{head}"] = gap / norm
+        out[f"score_gap_over_norm_l{layer}h{head}"] = gap / norm if norm else math.nan  # weight decay can reach 0
     median = float(gaps.flatten().nanmedian())
-    out["score_gap"], out["score_gap_over_norm"] = median, median / norm
+    out["score_gap"], out["score_gap_over_norm"] = median, median / norm if norm else math.nan
     return out
 
 

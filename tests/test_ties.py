@@ -58,6 +58,10 @@ def test_a_model_without_positions_ties_identical_keys_and_the_shares_are_well_f
         if key.startswith("split_share") or (key.startswith("value_distinct") and not math.isnan(value)):
             assert 0.0 <= value <= 1.0, key
     assert out["score_gap_over_norm"] == pytest.approx(out["score_gap"] / 2.0)
+    # A member whose weight decay drove every parameter to zero has no gap per unit norm (the bench once crashed here).
+    collapsed = member_ties({k: limit[k] for k in ("attn", "scores", "values")},
+                            {k: exact[k] for k in ("attn", "scores", "values")}, query_mask_for(model, tokens), 0.0)
+    assert math.isnan(collapsed["score_gap_over_norm"]) and math.isnan(collapsed["score_gap_over_norm_l0h0"])
     # Layer 0 on the all-3 string: every symbol key is identical, so whatever splits ties identical values.
     first = member_ties({k: limit[k][:, :1] for k in ("attn", "scores", "values")},
                         {k: exact[k][:, :1] for k in ("attn", "scores", "values")},
