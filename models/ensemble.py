@@ -10,7 +10,7 @@ after `torch.manual_seed(seeds[i])`.
 Training, per member:
     loss       sum over members of each member's own mean loss; its gradient with respect to member i's slice is
                member i's own gradient, since no parameter is shared.
-    clipping   `clip_grad_norm_` clips each member's gradient by that member's norm.
+    clipping   `models.train.Trainer` clips each member's gradient by that member's norm.
     optimizer  plain torch.optim.AdamW over `ensemble.parameters()` is per member: Adam's moments, its update and the
                decoupled weight decay are elementwise, so member i's slice evolves as it would under its own AdamW
                (same lr, betas, eps and weight decay for every member; the step count is shared, which is harmless as
@@ -126,21 +126,6 @@ class Ensemble(nn.Module):
         buffer = nn.Parameter(flat)
         buffer.grad = grad
         return buffer, grad
-
-    @torch.no_grad()
-    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
-        """Clip each member's gradient to l2 norm `max_norm`, as torch.nn.utils.clip_grad_norm_ would for that member
-        alone. Returns the (M,) pre-clip norms."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
-            return torch.zeros(self.M, device=next(self.parameters()).device)
-        # The norm of the per-tensor norms, as torch.nn.utils.clip_grad_norm_ computes it, one row per member.
-        per_tensor = torch.stack([torch.linalg.vector_norm(g.reshape(self.M, -1), dim=1) for g in grads])
-        norms = torch.linalg.vector_norm(per_tensor, dim=0)
-        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
-        return norms
 
     @torch.no_grad()
     def parameter_norm(self, embeddings: bool = False) -> torch.Tensor:

@@ -170,6 +170,14 @@ class Trainer:
         self.decay = torch.tensor(decays, dtype=self.flat.dtype, device=device)[:, None] if any(decays) else None
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
 
+    @torch.no_grad()
+    def clip_gradients(self, max_norm: float) -> torch.Tensor:
+        """Clip each member's gradient to l2 norm `max_norm`, as torch.nn.utils.clip_grad_norm_ would for that member
+        alone (the norm over all of its parameters is its row's norm); returns the (M,) norms before clipping."""
+        norms = torch.linalg.vector_norm(self.grad, dim=1, keepdim=True)
+        self.grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0))
+        return norms.squeeze(1)
+
     def step(self, tokens, labels, prefix_labels=None) -> torch.Tensor:
         with self.autocast:
             out = self.ensemble(tokens)
@@ -177,9 +185,8 @@ class Trainer:
         self.grad.zero_()  # in place: the parameters' .grad are views of it
         losses.sum().backward()
         with torch.no_grad():
-            if self.cfg.clip > 0:  # each member's gradient by its own norm, as clip_grad_norm_ alone would
-                norms = torch.linalg.vector_norm(self.grad, dim=1, keepdim=True)
-                self.grad.mul_((self.cfg.clip / (norms + 1e-6)).clamp(max=1.0))
+            if self.cfg.clip > 0:
+                self.clip_gradients(self.cfg.clip)
             if self.decay is not None and self.cfg.optimizer == "adamw":
                 self.flat.mul_(1 - self.schedule.get_last_lr()[0] * self.decay)
             elif self.decay is not None:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from models import BOS, PAD, Ensemble, ModelConfig, Recognizer, parameter_norm
+from models.train import TrainConfig, Trainer
 
 SEEDS = [11, 3, 7]
 
@@ -110,10 +111,11 @@ def test_member_export_and_import_round_trip():
 def test_per_member_clipping_matches_clip_grad_norm_on_each_member():
     cfg = config()
     ensemble = Ensemble(cfg, SEEDS)
+    trainer = Trainer(ensemble, TrainConfig())  # its gradients are views of one (M, P) buffer from here on
     tokens, labels = member_batches(1)
     (100 * ensemble_loss(ensemble(tokens), labels)).backward()
     grads = {name: p.grad.clone() for name, p in ensemble.stacked.named_parameters()}
-    norms = ensemble.clip_grad_norm_(0.5)
+    norms = trainer.clip_gradients(0.5)
     assert norms.shape == (len(SEEDS),)
     for i in range(len(SEEDS)):
         model = ensemble.member(i)
@@ -126,22 +128,20 @@ def test_per_member_clipping_matches_clip_grad_norm_on_each_member():
     assert (norms > 0.5).all()  # the test really clipped
 
 
-def test_one_adamw_over_the_stack_steps_each_member_like_its_own_adamw():
+def test_one_adamw_over_the_flat_buffer_steps_each_member_like_its_own_adamw():
     # No biases: a key bias has zero gradient in exact arithmetic (softmax ignores a shift shared by all keys), and Adam
     # would blow its rounding noise, which differs between a batched and a single matmul, up to full-size steps.
     cfg = config(attention="saturated", bias=False)
+    train = TrainConfig(lr=1e-2, clip=1.0, weight_decay=0.1, schedule="constant", warmup_steps=0)
     ensemble = Ensemble(cfg, SEEDS).train()
+    trainer = Trainer(ensemble, train)
     models = [standalone(cfg, seed).train() for seed in SEEDS]
-    optimizer = torch.optim.AdamW(ensemble.parameters(), lr=1e-2, weight_decay=0.1)
-    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1) for m in models]
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2, betas=train.betas, weight_decay=0.1) for m in models]
     for step in range(3):
         tokens, labels = member_batches(step)
-        ensemble_loss(ensemble(tokens), labels).backward()
-        ensemble.clip_grad_norm_(1.0)
-        optimizer.step()
-        optimizer.zero_grad()
+        trainer.step(tokens, labels)
         for i, (model, opt) in enumerate(zip(models, optimizers, strict=True)):
-            ensemble_loss({k: v[None] for k, v in model(tokens[i]).items()}, labels[i : i + 1]).backward()
+            F.binary_cross_entropy_with_logits(model(tokens[i])["logit"], labels[i]).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad()
