@@ -243,8 +243,9 @@ def probe_sections(rows, run_dir):
              "multiplied by 1000, mean over layers; `decision_agreement`: share of probe strings decided alike at c=1 "
              "and at the saturated limit; `cos_consecutive_last`: cosine between the parameter vectors of the last "
              "two logged steps (1: the direction has stopped moving).", "",
-             markdown(summary_table(frame, ["sq_slope", "sq_r2", "sq_late_slope", "sq_late_r2", "norm_ratio",
-                                            "sim_mean", "decision_agreement", "cos_consecutive_last"], by)), ""]
+             markdown(summary_table(frame, ["sq_slope", "sq_r2", "sq_late_slope", "sq_late_r2", "growth_gamma",
+                                            "norm_ratio", "sim_mean", "decision_agreement", "cos_consecutive_last"],
+                                    by)), ""]
     fits = fit_table(frame, by)
     fits.to_csv(run_dir / "norm_fits.csv", float_format="%.6g")
     lines += ["### The fits per cell", "",
