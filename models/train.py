@@ -128,7 +128,7 @@ def logged_steps(cfg: TrainConfig) -> list[int]:
 
 
 def make_optimizer(cfg: TrainConfig, params, fused=False):
-    """The optimizer of cfg.optimizer, with no weight decay of its own: `train_ensemble` applies each member's.
+    """The optimizer of cfg.optimizer, with no weight decay of its own: `Trainer` applies each member's.
     `fused`: torch's single-kernel implementation (CUDA)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=fused or None)

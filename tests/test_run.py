@@ -264,10 +264,8 @@ def test_published_gzip_rows_are_read(tmp_path, bench):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_expands_into_valid_cells(path):
-    grid = C.load_grid(path)
+    grid = C.load_grid(path)  # raises on any field a config or its axes get wrong
     assert grid.cells, f"{path} has no cells"
-    groups = {C.group_key(cell) for cell in grid.cells}
-    assert len(groups) <= len(grid.cells)
 
 
 def test_the_norm_growth_configs_are_the_grid_they_describe():
