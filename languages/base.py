@@ -69,6 +69,9 @@ class Language:
     # language" (`prefix_accepts`) is probed; None leaves it out.
     counters: ClassVar[dict[str, tuple[str, str]]] = {}
     prefix_flag: ClassVar[str | None] = "prefix_member"
+    # The peer studies that use this language, by the keys of report/theory.yaml's `sources` (bhattamishra2020 for
+    # Bhattamishra, Ahuja & Goyal 2020; butoi2025 for FLaRe). The language table prints them.
+    sources: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -96,6 +99,14 @@ class Language:
     def prefix_accepts(self, s: str) -> list[bool]:
         """accepts(s[:i]) for i = 0 .. len(s). Languages override this with one left-to-right pass."""
         return [self.accepts(s[:i]) for i in range(len(s) + 1)]
+
+    def next_symbols(self, s: str) -> list[str] | None:
+        """For i = 0 .. len(s): the symbols c, in alphabet order, such that s[:i] + c begins some member.
+
+        The target of the next-symbol task (Bhattamishra et al. 2020), whose end-of-string bit is `prefix_accepts`.
+        None where the language does not define it; such a language cannot be trained on that task.
+        """
+        return None
 
     # ---- derived ----------------------------------------------------------------------------------------------
 

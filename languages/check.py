@@ -45,6 +45,7 @@ def check_language(lang: Language, seed: int = 0) -> CheckResult:
     try:
         _check_samplers(lang, seed, result.failures)
         _check_counts(lang, result.failures)
+        _check_next_symbols(lang, result.failures)
         dataset = make_dataset(lang, seed=seed)
     except Exception as error:  # a plugin may fail in any way; the check reports it instead of crashing
         result.failures.append(f"{type(error).__name__}: {error}")
@@ -91,3 +92,28 @@ def _check_counts(lang, failures):
             break
         if known is not None and known != enumerated:
             failures.append(f"count({n}) = {known}, but {enumerated} strings of length {n} are accepted")
+
+
+def _check_next_symbols(lang, failures):
+    """Where the language defines next_symbols: every symbol that continues some enumerated member must be in the set
+    (the converse, a symbol in the set that only longer members use, cannot be seen by enumeration)."""
+    if lang.next_symbols("") is None:
+        return
+    seen: dict[str, set] = {}
+    for n in range(MAX_ENUMERATED_LENGTH + 1):
+        if lang.strings_of_length(n) > ENUMERATION_LIMIT:
+            break
+        for s in map("".join, itertools.product(lang.alphabet, repeat=n)):
+            if lang.accepts(s):
+                for i in range(n):
+                    seen.setdefault(s[:i], set()).add(s[i])
+    for prefix, followers in seen.items():
+        claimed = lang.next_symbols(prefix)
+        if len(claimed) != len(prefix) + 1:
+            failures.append(f"next_symbols({prefix!r}) has {len(claimed)} entries, not {len(prefix) + 1}")
+            return
+        missing = followers - set(claimed[-1])
+        if missing:
+            failures.append(f"next_symbols({prefix!r}) ends with {claimed[-1]!r}, but members continue "
+                            f"{prefix!r} with {''.join(sorted(missing))!r}")
+            return

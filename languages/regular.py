@@ -50,6 +50,14 @@ class DFALanguage(Language):
         self.sink = sink
         # paths[m][q]: strings of length m that lead from state q to an accepting state. Grown on demand.
         self.paths = [[int(a) for a in self.is_accepting]]
+        # live[q]: some accepting state is reachable from q (a backward search from the accepting states).
+        self.live = list(self.is_accepting)
+        changed = True
+        while changed:
+            changed = False
+            for q, targets in enumerate(self.next_state):
+                if not self.live[q] and any(self.live[t] for t in targets):
+                    self.live[q] = changed = True
 
     def _paths_up_to(self, n):
         while len(self.paths) <= n:
@@ -73,6 +81,15 @@ class DFALanguage(Language):
         for c in s:
             q = self.arrows[q].get(c, self.sink)
             out.append(self.is_accepting[q])
+        return out
+
+    def next_symbols(self, s: str) -> list[str]:
+        q = self.start_index
+        out = []
+        for i in range(len(s) + 1):
+            out.append("".join(c for k, c in enumerate(self.alphabet) if self.live[self.next_state[q][k]]))
+            if i < len(s):
+                q = self.arrows[q].get(s[i], self.sink)
         return out
 
     def count(self, n: int) -> int:
