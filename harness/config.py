@@ -46,7 +46,7 @@ class DataConfig:
     test_lengths: tuple[int, int] = (1, 40)
     train_size: int = 2000
     test_per_length: int = 40
-    label_kind: str = "membership"  # membership | prefix
+    label_kind: str = "membership"  # membership | prefix | next_symbols (k-hot next-symbol sets, members only)
 
     def __post_init__(self):
         for key in ("train_lengths", "test_lengths"):
@@ -60,13 +60,13 @@ class DataConfig:
             raise ConfigError("data.test_lengths: the test range must reach at least as far as the training range")
         _check_positive("data.train_size", self.train_size)
         _check_positive("data.test_per_length", self.test_per_length)
-        _check_choice("data.label_kind", self.label_kind, ("membership", "prefix"))
+        _check_choice("data.label_kind", self.label_kind, ("membership", "prefix", "next_symbols"))
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "probes": ProbeConfig}
 TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", "zip", *SECTIONS}
 # Fields of ModelConfig the harness fills in itself.
-DERIVED = {"model.vocab_size"}
+DERIVED = {"model.vocab_size", "model.next_symbols"}
 DEFAULT_VOCAB_SIZE = 8  # 3 specials + up to 5 symbols; fixed per config so a cell never depends on its neighbours
 
 
@@ -240,6 +240,10 @@ def expand(raw):
         for section in SECTIONS:
             cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
         cells.append(resolve(cell))
+    for cell in cells:
+        if cell["data"]["label_kind"] == "next_symbols" and get_language(cell["language"]).next_symbols("") is None:
+            raise ConfigError(f"data.label_kind: next_symbols needs languages that define next_symbols; "
+                              f"'{cell['language']}' does not")
     return Grid(name=name, raw=raw, cells=cells)
 
 
@@ -289,6 +293,7 @@ def resolve(cell):
             raise ConfigError(message if message.startswith(section) else f"{section}: {message}") from None
         resolved = dataclasses.asdict(obj)
         resolved.pop("vocab_size", None)
+        resolved.pop("next_symbols", None)  # derived from data.label_kind (model_config)
         out[section] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}
     return out
 
@@ -312,7 +317,9 @@ def group_key(cell):
 
 
 def model_config(cell):
-    return ModelConfig(vocab_size=cell["vocab_size"], **cell["model"])
+    """The cell's model; the next-symbol task's head follows from data.label_kind, not from a model field."""
+    return ModelConfig(vocab_size=cell["vocab_size"], next_symbols=cell["data"]["label_kind"] == "next_symbols",
+                       **cell["model"])
 
 
 def train_config(cell):

@@ -12,6 +12,10 @@ that have them: labels are then balanced across lengths rather than within each,
 The test split holds `test_per_length` strings at each usable length of the test range. Strings of the training lengths
 are held out: a test string never occurs in the training split, so a length whose members all occur in training
 (a^n b^n has one member per length) has no test strings; the metadata names such lengths.
+
+The next-symbol task (label kind `next_symbols`, Bhattamishra et al. 2020) trains on members only: at every prefix
+s[:i] the target is the set of symbols that can follow it in some member, as one bit per token id (the symbol's id,
+and EOS for "s[:i] is itself a member"); ids the language does not use are not scored.
 """
 
 import math
@@ -22,6 +26,7 @@ import torch
 
 from languages.base import (
     BOS,
+    EOS,
     FIRST_SYMBOL,
     PAD,
     Language,
@@ -32,7 +37,7 @@ from languages.base import (
 )
 from languages.baselines import shortcut_baselines
 
-LABEL_KINDS = ("membership", "prefix")
+LABEL_KINDS = ("membership", "prefix", "next_symbols")
 # Draws allowed per held-out string wanted before a length is declared short of held-out strings.
 HELD_OUT_TRIES = 50
 
@@ -44,6 +49,8 @@ class Split:
     labels: torch.Tensor  # (N,) float: 1.0 member, 0.0 non-member
     prefix_labels: torch.Tensor | None  # (N, T) float for label_kind "prefix": column i = accepts(s[:i]); -1 on PAD
     strings: list[str]
+    # (N, T, vocab) float for label_kind "next_symbols": [n, i, id] = 1 if the token can follow s[:i]; -1 not scored
+    next_labels: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.strings)
@@ -75,28 +82,33 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         vocab_size = lang.vocab_size
     elif _count("vocab_size", vocab_size, minimum=1) < lang.vocab_size:
         raise ValueError(f"vocab_size {vocab_size} is too small for '{lang.name}', which needs {lang.vocab_size}")
+    if label_kind == "next_symbols" and lang.next_symbols("") is None:
+        raise ValueError(f"language '{lang.name}' does not define next_symbols, which label_kind next_symbols needs")
+    members_only = label_kind == "next_symbols"
 
     train_rng, test_rng, order_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     notes = []
 
-    pos, neg = _plan(lang, range(train_lo, train_hi + 1), {}, notes, "train", total=train_size)
+    pos, neg = _plan(lang, range(train_lo, train_hi + 1), {}, notes, "train", total=train_size,
+                     members_only=members_only)
     if not pos:
         raise ValueError(f"language '{lang.name}' has no members of any length in {train_lo}..{train_hi}")
-    if not neg:
+    if not neg and not members_only:
         raise ValueError(f"language '{lang.name}' has no non-members of any length in {train_lo}..{train_hi}")
     train = _draw(lang, train_rng, pos, neg, set(), notes, "train")
 
     seen = {}  # (length, label) -> distinct training strings, which the test split must avoid
     for s, label in train:
         seen.setdefault((len(s), label), set()).add(s)
-    pos, neg = _plan(lang, range(test_lo, test_hi + 1), seen, notes, "test", per_length=test_per_length)
+    pos, neg = _plan(lang, range(test_lo, test_hi + 1), seen, notes, "test", per_length=test_per_length,
+                     members_only=members_only)
     exclude = {s for s, _ in train}
-    test = _draw(lang, test_rng, pos, neg, exclude, notes, "test") if pos and neg else []
+    test = _draw(lang, test_rng, pos, neg, exclude, notes, "test") if pos and (neg or members_only) else []
     if test_per_length and not test:
         notes.append("test: no usable length (no held-out member and non-member); the test split is empty")
 
-    train_split = _split(lang, train, 1 + train_hi, label_kind, order_rng)
-    test_split = _split(lang, test, 1 + test_hi, label_kind, order_rng)
+    train_split = _split(lang, train, 1 + train_hi, label_kind, order_rng, vocab_size)
+    test_split = _split(lang, test, 1 + test_hi, label_kind, order_rng, vocab_size)
     meta = {
         "seed": seed,
         "train_lengths": [train_lo, train_hi],
@@ -111,7 +123,11 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         "per_length": {"train": _per_length(train), "test": _per_length(test)},
         "notes": notes,
     }
-    baselines = shortcut_baselines(train_split, test_split, len(lang.alphabet), lang.decided_by)
+    if members_only:
+        notes.append("next_symbols: members only, so the membership shortcut baselines do not apply")
+        baselines = {}
+    else:
+        baselines = shortcut_baselines(train_split, test_split, len(lang.alphabet), lang.decided_by)
     return Dataset(lang.name, label_kind, vocab_size, train_split, test_split, meta, baselines)
 
 
@@ -133,11 +149,17 @@ def _seen_count(seen, n, label):
     return len(seen.get((n, label), ()))
 
 
-def _plan(lang, lengths, seen, notes, split, total=None, per_length=None):
+def _plan(lang, lengths, seen, notes, split, total=None, per_length=None, members_only=False):
     """Strings wanted per length and label, as {length: count} for members and for non-members.
 
     `seen` holds the training strings when planning the test split: only held-out strings count as available.
+    With `members_only` every string is a member, spread over the lengths that have held-out members.
     """
+    if members_only:
+        usable = [n for n in lengths if _members(lang, n)[0] > _seen_count(seen, n, 1)]
+        if not usable:
+            return {}, {}
+        return _spread(total if total is not None else per_length * len(usable), usable), {}
     has_pos, has_neg, lopsided = {}, {}, {}
     for n in lengths:
         members, others = _members(lang, n)
@@ -232,7 +254,7 @@ def _ranges(lengths):
 # ---- tensors ----------------------------------------------------------------------------------------------------
 
 
-def _split(lang, pairs, width, label_kind, rng):
+def _split(lang, pairs, width, label_kind, rng, vocab_size):
     """Shuffled into a random order (the first rows of either split are a fair sample of it)."""
     order = rng.permutation(len(pairs))
     strings = [pairs[i][0] for i in order]
@@ -253,7 +275,25 @@ def _split(lang, pairs, width, label_kind, rng):
             rows += row
         prefix[np.arange(width)[None, :] <= lengths[:, None]] = rows
         prefix = torch.from_numpy(prefix)
-    return Split(torch.from_numpy(tokens), torch.from_numpy(lengths), torch.from_numpy(labels), prefix, strings)
+    next_labels = _next_labels(lang, strings, width, vocab_size) if label_kind == "next_symbols" else None
+    return Split(torch.from_numpy(tokens), torch.from_numpy(lengths), torch.from_numpy(labels), prefix, strings,
+                 next_labels)
+
+
+def _next_labels(lang, strings, width, vocab_size):
+    """(N, width, vocab_size): row i of string s scores the ids of lang's symbols and EOS after s[:i]; -1 elsewhere."""
+    out = np.full((len(strings), width, vocab_size), -1.0, dtype=np.float32)
+    scored = [EOS, *range(FIRST_SYMBOL, FIRST_SYMBOL + len(lang.alphabet))]
+    column = {c: FIRST_SYMBOL + k for k, c in enumerate(lang.alphabet)}
+    for row, s in enumerate(strings):
+        follow, ends = lang.next_symbols(s), lang.prefix_accepts(s)
+        if len(follow) != len(s) + 1 or any(s[i] not in follow[i] for i in range(len(s))):
+            raise PluginError(f"language '{lang.name}': next_symbols({s!r}) does not contain the member's own symbols")
+        out[row, :len(s) + 1, scored] = 0.0
+        out[row, :len(s) + 1, EOS] = ends
+        for i, symbols in enumerate(follow):
+            out[row, i, [column[c] for c in symbols]] = 1.0
+    return torch.from_numpy(out)
 
 
 def _symbol_ids(lang, text):

@@ -49,6 +49,8 @@ class ModelConfig:
     causal: bool = True
     bias: bool = True  # False makes every linear map and layer norm bias-free (homogeneity)
     max_len: int = 1024  # longest input (BOS included) a `learned` positional encoding covers
+    # The next-symbol task's head: a logit per token id at every position, whose EOS column is the membership logit.
+    next_symbols: bool = False
 
     def __post_init__(self):
         for name, choices in (
@@ -74,7 +76,7 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
                 raise ValueError(f"model.{name}: {value!r} is not a finite number >= {low:g}")
-        for name in ("causal", "bias"):
+        for name in ("causal", "bias", "next_symbols"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name}: {getattr(self, name)!r} is not true or false")
 
@@ -220,6 +222,8 @@ class Recognizer(nn.Module):
                                 for a bidirectional one
         "prefix_logits"  (B, T) a logit per position; for a causal model position i sees BOS + s[:i], so it is the
                                 logit of the prefix of length i. 0 at PAD positions.
+        "next_logits"    (B, T, vocab) with config.next_symbols: at position i, a logit per token id that it can
+                                follow s[:i] (EOS: s[:i] is a member, which is also "prefix_logits"). 0 at PAD.
     and with internals=True also
         "hidden"         (L+1, B, T, d) residual stream after the embedding and after each block
         "attn"           (L, B, H, T, T) attention weights actually used in this pass
@@ -239,7 +243,7 @@ class Recognizer(nn.Module):
         # Pre-norm and branch-norm leave the residual stream unnormalised, so it gets a final norm; post-norm ends
         # normalised.
         self.ln_f = layer_norm(config) if config.layer_norm in ("pre", "branch") else nn.Identity()
-        self.head = nn.Linear(config.d_model, 1, bias=config.bias)
+        self.head = nn.Linear(config.d_model, config.vocab_size if config.next_symbols else 1, bias=config.bias)
 
     def attention_layers(self) -> list[SelfAttention]:
         return [block.attn for block in self.blocks]
@@ -278,7 +282,8 @@ class Recognizer(nn.Module):
             hidden.append(x)
             layers.append(attention)
 
-        prefix_logits = linear(self.head, norm(self.ln_f, x)).squeeze(-1).masked_fill(~real, 0.0)  # (M, B, T)
+        head = linear(self.head, norm(self.ln_f, x)).masked_fill(~real[..., None], 0.0)  # (M, B, T, outputs)
+        prefix_logits = head[..., EOS] if self.config.next_symbols else head[..., 0]  # (M, B, T)
         if self.config.causal:
             last = (real.sum(dim=-1) - 1).clamp(min=0)
             logit = prefix_logits.gather(-1, last[..., None]).squeeze(-1)
@@ -286,6 +291,8 @@ class Recognizer(nn.Module):
             logit = prefix_logits[..., 0]
 
         out = {"logit": logit, "prefix_logits": prefix_logits}
+        if self.config.next_symbols:
+            out["next_logits"] = head
         if internals:
             out["hidden"] = torch.stack(hidden, dim=1)  # (M, L + 1, B, T, d)
             for key in ("attn", "scores", "values"):

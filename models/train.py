@@ -80,6 +80,7 @@ class StackedSplit:
     prefix_labels: torch.Tensor | None  # (M, N, T) float, -1 where there is no label
     lengths: torch.Tensor  # (M, N) long, -1 on padding rows
     count: torch.Tensor  # (M,) long
+    next_labels: torch.Tensor | None = None  # (M, N, T, vocab) float, -1 where there is no label
 
 
 def stack_splits(splits, device, tokens_only=False):
@@ -96,19 +97,28 @@ def stack_splits(splits, device, tokens_only=False):
     lengths = torch.full((M, N), -1, dtype=torch.long)
     has_prefix = splits[0].prefix_labels is not None
     prefix = torch.full((M, N, T), -1.0) if has_prefix else None
+    has_next = getattr(splits[0], "next_labels", None) is not None
+    next_ = torch.full((M, N, T, splits[0].next_labels.shape[-1]), -1.0) if has_next else None
     for i, s in enumerate(splits):
         n, t = s.tokens.shape
         labels[i, :n] = s.labels
         lengths[i, :n] = s.lengths
         if has_prefix:
             prefix[i, :n, :t] = s.prefix_labels
+        if has_next:
+            next_[i, :n, :t] = s.next_labels
     count = torch.tensor([len(s.labels) for s in splits])
     to = lambda x: None if x is None else x.to(device)  # noqa: E731
-    return StackedSplit(to(tokens), to(labels), to(prefix), to(lengths), to(count))
+    return StackedSplit(to(tokens), to(labels), to(prefix), to(lengths), to(count), to(next_))
 
 
-def member_losses(out, labels, prefix_labels=None):
+def member_losses(out, labels, prefix_labels=None, next_labels=None):
     """Each member's own mean loss, shape (M,): the ensemble minimises their sum."""
+    if next_labels is not None:
+        known = next_labels >= 0
+        losses = F.binary_cross_entropy_with_logits(out["next_logits"].float(), next_labels.clamp(min=0),
+                                                    reduction="none")
+        return (losses * known).sum(dim=(-3, -2, -1)) / known.sum(dim=(-3, -2, -1)).clamp(min=1)
     if prefix_labels is None:
         losses = F.binary_cross_entropy_with_logits(out["logit"].float(), labels, reduction="none")
         return losses.mean(dim=-1)
@@ -116,6 +126,29 @@ def member_losses(out, labels, prefix_labels=None):
     losses = F.binary_cross_entropy_with_logits(out["prefix_logits"].float(), prefix_labels.clamp(min=0),
                                                 reduction="none")
     return (losses * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
+
+
+def judge_strings(out, labels, next_labels=None):
+    """Per string (M, B): right or not, its cross-entropy, and whether its logits were finite.
+
+    Membership: the sign of the logit against the label. The next-symbol task (Bhattamishra et al. 2020): right only
+    if every scored bit of every prefix is; the cross-entropy is the mean over those bits. A logit that overflowed at
+    a large scale is a wrong answer, not a crash."""
+    if next_labels is None:
+        logit = out["logit"].float()
+        finite = torch.isfinite(logit)
+        right = ((logit > 0).float() == labels) & finite
+        ce = F.binary_cross_entropy_with_logits(logit.nan_to_num(0.0, 1e4, -1e4), labels, reduction="none")
+        return right, ce, finite
+    logits = out["next_logits"].float()
+    next_labels = next_labels[..., :logits.shape[-2], :]  # the batch may be cut to its longest string
+    known = next_labels >= 0
+    finite = (torch.isfinite(logits) | ~known).all(dim=-1).all(dim=-1)
+    right = (((logits > 0) == (next_labels > 0.5)) | ~known).all(dim=-1).all(dim=-1) & finite
+    bits = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), next_labels.clamp(min=0),
+                                              reduction="none")
+    ce = (bits * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
+    return right, ce, finite
 
 
 def logged_steps(cfg: TrainConfig) -> list[int]:
@@ -178,10 +211,10 @@ class Trainer:
         self.grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0))
         return norms.squeeze(1)
 
-    def step(self, tokens, labels, prefix_labels=None) -> torch.Tensor:
+    def step(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
         with self.autocast:
             out = self.ensemble(tokens)
-        losses = member_losses(out, labels, prefix_labels)
+        losses = member_losses(out, labels, prefix_labels, next_labels)
         self.grad.zero_()  # in place: the parameters' .grad are views of it
         losses.sum().backward()
         with torch.no_grad():
@@ -222,7 +255,7 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     logs = [[] for _ in range(M)]
 
     @torch.no_grad()
-    def log_step(step, tokens, labels, prefix):
+    def log_step(step, tokens, labels, prefix, next_):
         """Loss, accuracy and norm of the parameters after `step` updates, on the batch about to be trained on.
 
         Runs before that batch's training forward: the probes rescale the parameters in place, which must not
@@ -230,8 +263,8 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         """
         with autocast:
             out = ensemble(tokens)
-        losses = member_losses(out, labels, prefix)
-        accuracy = ((out["logit"] > 0).float() == labels).float().mean(dim=-1)
+        losses = member_losses(out, labels, prefix, next_)
+        accuracy = judge_strings(out, labels, next_)[0].float().mean(dim=-1)
         norms, norms_all = ensemble.parameter_norm(), ensemble.parameter_norm(embeddings=True)
         extra = on_log(step, ensemble) if on_log else None
         ensemble.train()  # probes may switch to eval mode
@@ -243,7 +276,8 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     def batch(step):
         idx = batch_index[:, step]  # (M, B)
         prefix = None if data.prefix_labels is None else data.prefix_labels[members, idx]
-        return data.tokens[members, idx], data.labels[members, idx], prefix
+        next_ = None if data.next_labels is None else data.next_labels[members, idx]
+        return data.tokens[members, idx], data.labels[members, idx], prefix, next_
 
     log_at = set(logged_steps(train_cfg))
     ensemble.train()
@@ -251,10 +285,10 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         if anneal:
             progress = step / max(1, train_cfg.steps - 1)
             ensemble.set_inverse_temperature(annealed_inverse_temperature(progress, model_cfg.anneal_max))
-        tokens, labels, prefix = batch(step)
+        targets = batch(step)
         if step in log_at:
-            log_step(step, tokens, labels, prefix)
-        trainer.step(tokens, labels, prefix)
+            log_step(step, *targets)
+        trainer.step(*targets)
     log_step(train_cfg.steps, *batch(train_cfg.steps - 1))
     ensemble.eval()
     if anneal:

@@ -16,10 +16,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from models import PAD, saturate, saturated_limit, scale_attention
-from models.train import stack_splits
+from models.train import judge_strings, stack_splits
 
 from .registry import Probe, register
 
@@ -117,15 +116,16 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor, fill) -> torch.Tensor:
 
 
 @torch.no_grad()
-def member_logits(ensemble, tokens, batch_size):
-    """Membership logits (M, N) for stacked test tokens (M, N, T), in chunks of `batch_size` strings, each chunk cut
-    to its longest string (padding trails every string and does not change its logit)."""
+def judge_members(ensemble, tokens, labels, next_labels, batch_size):
+    """Per stacked test string (M, N): right or not, cross-entropy, finite (models.train.judge_strings), in chunks
+    of `batch_size` strings, each chunk cut to its longest string (padding trails every string and changes nothing)."""
     chunks = []
     for i in range(0, tokens.shape[1], batch_size):
         chunk = tokens[:, i:i + batch_size]
         width = max(int((chunk != PAD).sum(dim=-1).max()), 1)
-        chunks.append(ensemble(chunk[..., :width])["logit"].float())
-    return torch.cat(chunks, dim=1)
+        targets = None if next_labels is None else next_labels[:, i:i + batch_size]
+        chunks.append(judge_strings(ensemble(chunk[..., :width]), labels[:, i:i + batch_size], targets))
+    return [torch.cat(part, dim=1) for part in zip(*chunks, strict=True)]
 
 
 def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
@@ -135,24 +135,22 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
     index = align_by_length(data.lengths)
     tokens = gather_rows(data.tokens, index, PAD)
     labels = gather_rows(data.labels, index, 0.0)
+    next_labels = None if data.next_labels is None else gather_rows(data.next_labels, index, -1.0)
     lengths = gather_rows(data.lengths, index, -1)
     real = lengths >= 0
 
-    def judged(logits):
-        # A logit that overflowed at a large scale is a wrong answer, not a crash.
-        finite = torch.isfinite(logits)
-        correct = ((logits > 0).float() == labels) & finite
-        ce = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), labels, reduction="none")
-        return correct.cpu(), ce.cpu(), (~finite & real).sum(dim=1).cpu()
+    def judged():
+        right, ce, finite = judge_members(ensemble, tokens, labels, next_labels, eval_cfg.batch_size)
+        return right.cpu(), ce.cpu(), (~finite & real).sum(dim=1).cpu()
 
     per_scale, per_tol = {}, {}
     ensemble.eval()
     for c in eval_cfg.scales:
         with at_scale(ensemble, c, eval_cfg.scaling):
-            per_scale[scale_name(c)] = judged(member_logits(ensemble, tokens, eval_cfg.batch_size))
+            per_scale[scale_name(c)] = judged()
     for tol in eval_cfg.tie_tolerances:
         with saturated_limit(ensemble, tol=tol):
-            per_tol[f"{tol:g}"] = judged(member_logits(ensemble, tokens, eval_cfg.batch_size))[0]
+            per_tol[f"{tol:g}"] = judged()[0]
     lengths, real = lengths.cpu(), real.cpu()
     bins = eval_cfg.bins(data_cfg["train_lengths"], data_cfg["test_lengths"])
     return [recognition_metrics({name: tuple(x[i] for x in values) for name, values in per_scale.items()},

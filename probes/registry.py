@@ -84,15 +84,16 @@ def probe_classes(enabled: bool = True) -> list[type[Probe]]:
 class Strings:
     """Probe strings, their tokens and membership labels: anything `stack_splits(..., tokens_only=True)` can stack."""
 
-    def __init__(self, tokens, strings, labels=None):
-        self.tokens, self.strings, self.labels = tokens, strings, labels
+    def __init__(self, tokens, strings, labels=None, next_labels=None):
+        self.tokens, self.strings, self.labels, self.next_labels = tokens, strings, labels, next_labels
 
 
 def probe_strings(split, n, seed) -> Strings:
     """A seeded subset of n held-out strings, drawn from the whole split (which is shuffled, so all lengths appear)."""
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(split), generator=generator)[:n].sort().values
-    return Strings(split.tokens[index], [split.strings[i] for i in index.tolist()], split.labels[index])
+    next_labels = None if split.next_labels is None else split.next_labels[index]
+    return Strings(split.tokens[index], [split.strings[i] for i in index.tolist()], split.labels[index], next_labels)
 
 
 @dataclass
@@ -130,6 +131,18 @@ class ProbeRun:
         out = torch.full(self.tokens.shape[:2], -1.0)
         for i, strings in enumerate(self.strings):
             out[i, :len(strings.labels)] = strings.labels
+        return out.to(self.device)
+
+    @cached_property
+    def next_labels(self) -> torch.Tensor | None:
+        """(M, n, T, vocab) next-symbol targets of the probe strings (-1 where unscored), or None for membership."""
+        if self.strings[0].next_labels is None:
+            return None
+        tokens = self.tokens
+        out = torch.full((*tokens.shape, self.strings[0].next_labels.shape[-1]), -1.0)
+        for i, strings in enumerate(self.strings):
+            n, t = strings.tokens.shape
+            out[i, :n, :t] = strings.next_labels
         return out.to(self.device)
 
     @cached_property

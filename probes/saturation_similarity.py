@@ -11,6 +11,7 @@ the classifier decide the same at c = 1 and at the exact saturated limit?
 import torch
 
 from models import PAD, eval_mode, saturate, saturated_limit
+from models.train import judge_strings
 
 from .heads import query_mask_for
 from .registry import Probe, register
@@ -84,25 +85,37 @@ def decision_agreement(model, tokens: torch.Tensor) -> float:
     return float(same.float().mean())
 
 
+def decided_alike(a: dict, b: dict, next_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(M, B) bool: two forward passes take the same decision about each string (the sign of its membership logit;
+    with next-symbol targets, the sign of every scored bit of every prefix)."""
+    if next_labels is None:
+        return (a["logit"] > 0) == (b["logit"] > 0)
+    scored = next_labels[..., :a["next_logits"].shape[-2], :] >= 0
+    same = (a["next_logits"] > 0) == (b["next_logits"] > 0)
+    return (same | ~scored).all(dim=-1).all(dim=-1)
+
+
 @torch.no_grad()
-def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor) -> list[dict[str, float]]:
-    """Per member, on its probe strings (tokens (M, n, T), labels (M, n) with -1 on padding rows): accuracy as it is
-    (`acc_probe`) and at the saturated limit (`acc_limit`), the share of strings decided alike by both
-    (`agree_limit`), and the limit's tie shares (`split_share`, `value_distinct_share`, pooled over layers; see
-    probes/ties.py): what the norm-growth study follows through training."""
+def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor,
+                        next_labels: torch.Tensor | None = None) -> list[dict[str, float]]:
+    """Per member, on its probe strings (tokens (M, n, T), labels (M, n) with -1 on padding rows, next-symbol targets
+    or None): accuracy as it is (`acc_probe`) and at the saturated limit (`acc_limit`), the share of strings decided
+    alike by both (`agree_limit`), and the limit's tie shares (`split_share`, `value_distinct_share`, pooled over
+    layers; see probes/ties.py): what the norm-growth study follows through training."""
     with eval_mode(ensemble):
-        exact = ensemble(tokens)["logit"]
+        exact = ensemble(tokens)
         with saturated_limit(ensemble):
             limit = ensemble(tokens, internals=True)
+    right_exact = judge_strings(exact, labels.clamp(min=0), next_labels)[0]
+    right_limit = judge_strings(limit, labels.clamp(min=0), next_labels)[0]
+    alike = decided_alike(exact, limit, next_labels)
     out = []
     for i in range(tokens.shape[0]):
         real = labels[i] >= 0
-        as_is, at_limit = exact[i][real] > 0, limit["logit"][i][real] > 0
-        truth = labels[i][real] > 0.5
         queries = query_mask_for(ensemble, tokens[i]) & real[:, None]
-        out.append({"acc_probe": (as_is == truth).float().mean().item(),
-                    "acc_limit": (at_limit == truth).float().mean().item(),
-                    "agree_limit": (as_is == at_limit).float().mean().item(),
+        out.append({"acc_probe": right_exact[i][real].float().mean().item(),
+                    "acc_limit": right_limit[i][real].float().mean().item(),
+                    "agree_limit": alike[i][real].float().mean().item(),
                     **pooled_shares(limit["attn"][i], limit["values"][i], queries)})
     return out
 
@@ -117,14 +130,14 @@ class Saturation(Probe):
 
     def during_training(self, step, ensemble):
         similarity = member_saturation_similarity(ensemble, self.run.tokens)
-        limit = limit_over_training(ensemble, self.run.tokens, self.run.labels)
+        limit = limit_over_training(ensemble, self.run.tokens, self.run.labels, self.run.next_labels)
         return [a | b for a, b in zip(similarity, limit, strict=True)]
 
     def measure(self, run):
         out = []
+        alike = decided_alike(run.exact, run.limit, run.next_labels)
         for i, (log, strings) in enumerate(zip(run.logs, run.strings)):
-            n = len(strings.strings)
-            agree = (run.exact["logit"][i, :n] > 0) == (run.limit["logit"][i, :n] > 0)
+            agree = alike[i, :len(strings.strings)]
             member = {k: v for k, v in log[-1].items() if k.startswith("sim_")}
             member["decision_agreement"] = agree.float().mean().item()
             out.append(member)

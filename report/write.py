@@ -65,6 +65,7 @@ def write_report(run_dir, header=None):
               f"training lengths) and **length generalization** (lengths "
               f"{', '.join(bins) if bins else 'beyond training'}). A cell reads `mean (best)` accuracy over seeds; "
               f"✓ marks a criterion met: best seed >= {threshold}.",
+              *_task_words(rows),
               "- † : every member of the training lengths is in the training split, so the in-distribution column "
               "is measured over all test lengths (a length-generalization question).",
               "- theory column: soft / saturated / hard (UHAT), from `report/theory.yaml`; sources at the end. "
@@ -125,6 +126,16 @@ def _tolerance_words(rows):
     words = ", ".join(f"{t:g}" for t in tols)
     tolerant = any(row["config"]["model"].get("surrogate") == "tolerant" for row in rows)
     return words + ("; models trained `tolerant` use their own, see `model.tolerant_tol`" if tolerant else "")
+
+
+def _task_words(rows):
+    """The next-symbol task changes what accuracy means; membership is the default and needs no line."""
+    kinds = sorted({r["config"]["data"]["label_kind"] for r in rows})
+    if "next_symbols" not in kinds:
+        return []
+    return ["- task: **next symbols** (Bhattamishra et al. 2020): members only; at every prefix the model predicts "
+            "which symbols can follow and whether the prefix is a member, and a string counts as right only if every "
+            "prefix's prediction is." + (" Some cells are membership cells." if len(kinds) > 1 else "")]
 
 
 def _scaling_words(rows):
