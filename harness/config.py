@@ -47,6 +47,8 @@ class DataConfig:
     train_size: int = 2000
     test_per_length: int = 40
     label_kind: str = "membership"  # membership | prefix | next_symbols (k-hot next-symbol sets, members only)
+    # language: each language's own negative mixture | flare: length-keeping edits and random strings, 1:1
+    negatives: str = "language"
 
     def __post_init__(self):
         for key in ("train_lengths", "test_lengths"):
@@ -61,6 +63,7 @@ class DataConfig:
         _check_positive("data.train_size", self.train_size)
         _check_positive("data.test_per_length", self.test_per_length)
         _check_choice("data.label_kind", self.label_kind, ("membership", "prefix", "next_symbols"))
+        _check_choice("data.negatives", self.negatives, ("language", "flare"))
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "probes": ProbeConfig}

@@ -99,7 +99,8 @@ def build_dataset(cell, cache):
         cache[key] = make_dataset(cell["language"], train_lengths=tuple(data["train_lengths"]),
                                   test_lengths=tuple(data["test_lengths"]), train_size=data["train_size"],
                                   test_per_length=data["test_per_length"], seed=cell["seed"],
-                                  label_kind=data["label_kind"], vocab_size=cell["vocab_size"])
+                                  label_kind=data["label_kind"], vocab_size=cell["vocab_size"],
+                                  negatives=data["negatives"])
     return cache[key]
 
 

@@ -8,6 +8,7 @@ negatives above all, is derived here from those two, and every string handed out
 import difflib
 import importlib.metadata
 import itertools
+import os
 import re
 from bisect import bisect_right
 from typing import ClassVar
@@ -126,8 +127,9 @@ class Language:
     def strings_of_length(self, n: int) -> int:
         return len(self.alphabet) ** n
 
-    def negative(self, rng: np.random.Generator, n: int) -> str | None:
-        """A non-member of length exactly n, drawn from the declared mixture; None when length n has none.
+    def negative(self, rng: np.random.Generator, n: int, mixture: dict[str, float] | None = None) -> str | None:
+        """A non-member of length exactly n, drawn from the declared mixture (or `mixture`, which a protocol preset
+        may impose); None when length n has none.
 
         Kinds: language near misses of a member, edits of a member that keep the length (substitute, swap two
         symbols, insert one symbol and delete another), a shuffle of a window of a member (keeps the counts), and
@@ -135,7 +137,7 @@ class Language:
         is settled by enumeration (short strings) or by uniform random strings.
         """
         _check_length(n)
-        kinds, cumulative = _mixture(type(self))
+        kinds, cumulative = _mixture(self.negative_mixture if mixture is None else mixture)
         member = self.sample(rng, n)
         if member is not None:
             for _ in range(NEGATIVE_TRIES):
@@ -182,10 +184,10 @@ def checked_sample(language: Language, rng: np.random.Generator, n: int) -> str 
     return s
 
 
-def checked_negative(language: Language, rng: np.random.Generator, n: int) -> str | None:
-    """language.negative(rng, n), held to the language's own oracle."""
+def checked_negative(language: Language, rng: np.random.Generator, n: int, mixture=None) -> str | None:
+    """language.negative(rng, n, mixture), held to the language's own oracle."""
     _check_length(n)
-    s = language.negative(rng, n)
+    s = language.negative(rng, n) if mixture is None else language.negative(rng, n, mixture)
     if s is not None and (not isinstance(s, str) or len(s) != n or language.accepts(s)):
         problem = f"has length {len(s)}" if isinstance(s, str) and len(s) != n else "is accepted by accepts()"
         raise PluginError(f"language '{language.name}': negative(rng, {n}) returned {s!r}, which {problem}")
@@ -235,7 +237,7 @@ def shuffle_window(rng: np.random.Generator, s: str) -> str | None:
 # ---- caches per language class ---------------------------------------------------------------------------------
 
 _SYMBOL_IDS: dict[type, dict[str, int]] = {}
-_MIXTURES: dict[type, tuple] = {}
+_MIXTURES: dict[tuple, tuple] = {}
 _REJECTED: dict[tuple[type, int], list[str]] = {}
 
 
@@ -245,12 +247,12 @@ def _symbol_ids(cls):
     return _SYMBOL_IDS[cls]
 
 
-def _mixture(cls):
-    if cls not in _MIXTURES:
-        kinds = tuple(k for k, w in cls.negative_mixture.items() if w > 0)
-        cumulative = list(itertools.accumulate(cls.negative_mixture[k] for k in kinds))
-        _MIXTURES[cls] = kinds, cumulative
-    return _MIXTURES[cls]
+def _mixture(weights):
+    key = tuple(weights.items())
+    if key not in _MIXTURES:
+        kinds = tuple(k for k, w in weights.items() if w > 0)
+        _MIXTURES[key] = kinds, list(itertools.accumulate(weights[k] for k in kinds))
+    return _MIXTURES[key]
 
 
 def _rejected_strings(cls, language, n):
@@ -313,22 +315,32 @@ def register(cls):
     return cls
 
 
+# Registers the YAML automata of the folders named by SATBENCH_AUTOMATA and of the (origin, folder) pairs it is given.
+# languages/automata.py sets it on import: base cannot import that module, which builds on base.
+load_automata = None
+
+
 def load_plugins():
     """Register the languages of installed plugins (entry-point group `satbench.languages`), once per process.
 
-    An entry point names a Language subclass, or a module whose classes register themselves on import.
+    An entry point names a Language subclass, a module whose classes register themselves on import, or a folder (str
+    or Path) of YAML automata. The folders named by SATBENCH_AUTOMATA are loaded here too.
     """
     global _plugins_loaded
     if _plugins_loaded:
         return
+    folders = []
     for entry in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         try:
             loaded = entry.load()
         except Exception as error:
             raise PluginError(f"language plugin '{entry.name}' ({entry.value}) failed to load: "
                               f"{type(error).__name__}: {error}") from error
-        if isinstance(loaded, type) and issubclass(loaded, Language) and _REGISTRY.get(loaded.name) is not loaded:
+        if isinstance(loaded, (str, os.PathLike)):
+            folders.append((f"language plugin '{entry.name}' ({entry.value})", loaded))
+        elif isinstance(loaded, type) and issubclass(loaded, Language) and _REGISTRY.get(loaded.name) is not loaded:
             register(loaded)
+    load_automata(folders)
     _plugins_loaded = True  # only after success: a broken plugin is reported on every lookup, not just the first
 
 

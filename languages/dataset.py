@@ -38,6 +38,10 @@ from languages.base import (
 from languages.baselines import shortcut_baselines
 
 LABEL_KINDS = ("membership", "prefix", "next_symbols")
+# Negative mixtures a protocol may impose instead of each language's own. flare: FLaRe (Butoi et al. 2025) perturbs a
+# member with probability 0.5 and otherwise draws a random string; here the edits keep the length, as every negative
+# of this suite does.
+NEGATIVES = {"language": None, "flare": {"edit": 0.5, "random": 0.5}}
 # Draws allowed per held-out string wanted before a length is declared short of held-out strings.
 HELD_OUT_TRIES = 50
 
@@ -68,7 +72,7 @@ class Dataset:
 
 
 def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(1, 40), train_size=2000,
-                 test_per_length=50, seed=0, label_kind="membership", vocab_size=None) -> Dataset:
+                 test_per_length=50, seed=0, label_kind="membership", vocab_size=None, negatives="language") -> Dataset:
     """Train and test splits of `language`, reproducible byte for byte from `seed`."""
     lang = get_language(language)
     train_lo, train_hi = _length_range("train_lengths", train_lengths)
@@ -78,6 +82,9 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
     _count("seed", seed, minimum=0)
     if label_kind not in LABEL_KINDS:
         raise ValueError(f"label_kind {label_kind!r} is not one of {', '.join(LABEL_KINDS)}")
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives {negatives!r} is not one of {', '.join(NEGATIVES)}")
+    mixture = NEGATIVES[negatives]
     if vocab_size is None:
         vocab_size = lang.vocab_size
     elif _count("vocab_size", vocab_size, minimum=1) < lang.vocab_size:
@@ -95,7 +102,7 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         raise ValueError(f"language '{lang.name}' has no members of any length in {train_lo}..{train_hi}")
     if not neg and not members_only:
         raise ValueError(f"language '{lang.name}' has no non-members of any length in {train_lo}..{train_hi}")
-    train = _draw(lang, train_rng, pos, neg, set(), notes, "train")
+    train = _draw(lang, train_rng, pos, neg, set(), notes, "train", mixture)
 
     seen = {}  # (length, label) -> distinct training strings, which the test split must avoid
     for s, label in train:
@@ -103,7 +110,7 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
     pos, neg = _plan(lang, range(test_lo, test_hi + 1), seen, notes, "test", per_length=test_per_length,
                      members_only=members_only)
     exclude = {s for s, _ in train}
-    test = _draw(lang, test_rng, pos, neg, exclude, notes, "test") if pos and (neg or members_only) else []
+    test = _draw(lang, test_rng, pos, neg, exclude, notes, "test", mixture) if pos and (neg or members_only) else []
     if test_per_length and not test:
         notes.append("test: no usable length (no held-out member and non-member); the test split is empty")
 
@@ -116,7 +123,7 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         "train_size": train_size,
         "test_per_length": test_per_length,
         "uses_eos": False,
-        "negative_mixture": dict(lang.negative_mixture),
+        "negative_mixture": dict(lang.negative_mixture if mixture is None else mixture),
         "decided_by": sorted(lang.decided_by),
         "strings": {"train": len(train), "test": len(test)},
         "distinct": {"train": len(set(train_split.strings)), "test": len(set(test_split.strings))},
@@ -197,12 +204,13 @@ def _spread(k, lengths):
     return {n: base + (i < extra) for i, n in enumerate(lengths)}
 
 
-def _draw(lang, rng, pos, neg, exclude, notes, split):
+def _draw(lang, rng, pos, neg, exclude, notes, split, mixture=None):
     """[(string, label)] drawn length by length, members first; strings in `exclude` are redrawn."""
     out = []
+    negative = lambda lang, rng, n: checked_negative(lang, rng, n, mixture)  # noqa: E731
     for n in sorted(set(pos) | set(neg)):
         members = _draw_one_kind(checked_sample, lang, rng, n, pos.get(n, 0), exclude)
-        others = _draw_one_kind(checked_negative, lang, rng, n, neg.get(n, 0), exclude)
+        others = _draw_one_kind(negative, lang, rng, n, neg.get(n, 0), exclude)
         if len(members) < pos.get(n, 0) or len(others) < neg.get(n, 0):
             if n in pos and n in neg:  # keep the length balanced
                 k = min(len(members), len(others))

@@ -220,3 +220,22 @@ def test_a_language_that_cannot_count_still_gets_held_out_test_strings():
     inside = [s for s in dataset.test.strings if len(s) <= 20]
     assert inside and not set(inside) & set(dataset.train.strings)
     assert abs(sum(dataset.test.labels.tolist()) - len(dataset.test) / 2) <= 1
+
+
+def test_the_flare_preset_draws_negatives_from_edits_and_random_strings_only(monkeypatch):
+    kinds = []
+    original = languages.Language._negative_candidate
+
+    def recording(self, kind, rng, member):
+        kinds.append(kind)
+        return original(self, kind, rng, member)
+
+    monkeypatch.setattr(languages.Language, "_negative_candidate", recording)
+    data = make_dataset("dyck1", train_size=200, test_per_length=4, negatives="flare")
+    assert data.meta["negative_mixture"] == {"edit": 0.5, "random": 0.5}
+    assert set(kinds) == {"edit", "random"}
+    kinds.clear()
+    make_dataset("dyck1", train_size=200, test_per_length=4)
+    assert "near_miss" in kinds and "shuffle" in kinds
+    with pytest.raises(ValueError, match="negatives 'flair' is not one of language, flare"):
+        make_dataset("dyck1", negatives="flair")
