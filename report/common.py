@@ -34,12 +34,18 @@ def scale_value(name):
     return math.inf if name == "inf" else float(name)
 
 
+# Rendered on a laptop, a Markdown table of more columns than this wraps into illegibility.
+MAX_COLUMNS = 12
+
+
 def markdown(frame):
     """A pandas table as Markdown (through tabulate); a multi-level row index becomes one column per level rather
-    than a column of tuples."""
+    than a column of tuples. A table wider than MAX_COLUMNS is printed as several, each repeating the row labels."""
+    room = max(1, MAX_COLUMNS - frame.index.nlevels)
+    parts = [frame.iloc[:, start:start + room] for start in range(0, max(1, frame.shape[1]), room)]
     if frame.index.nlevels > 1:
-        return frame.reset_index().to_markdown(index=False)
-    return frame.to_markdown()
+        return "\n\n".join(part.reset_index().to_markdown(index=False) for part in parts)
+    return "\n\n".join(part.to_markdown() for part in parts)
 
 
 def theory_cell(language, theory):
