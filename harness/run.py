@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import platform
+import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -141,6 +142,20 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
     probes = [cls(run) for cls in probe_classes(enabled=first["probes"]["enabled"])]
 
     keep = first["train"].get("keep_checkpoints", False) and run_dir is not None
+    errors = {}  # probe name -> its error: a probe that fails costs its own numbers, not the group's training
+
+    def guarded(probe, call):
+        if probe.name in errors:
+            return None
+        try:
+            return call()
+        except Exception as error:
+            if probe.section == "metrics":  # without recognition there is no row to write
+                raise
+            errors[probe.name] = f"{type(error).__name__}: {error}"
+            tqdm.write(f"satbench: probe '{probe.name}' failed and is left out of this group's rows: "
+                       f"{errors[probe.name]}", file=sys.stderr)
+            return None
 
     def on_log(step, ensemble):
         if keep:
@@ -148,7 +163,7 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
                 save(ensemble.member(i), checkpoint_path(run_dir, cell, step))
         entries = [{} for _ in cells]
         for probe in probes:
-            numbers = probe.during_training(step, ensemble)
+            numbers = guarded(probe, lambda: probe.during_training(step, ensemble))  # noqa: B023
             if numbers is not None:  # a probe that follows training gives every member its numbers
                 for entry, values in zip(entries, numbers, strict=True):
                     entry.update(values)
@@ -163,9 +178,12 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
     metrics = [{} for _ in cells]
     for probe in tqdm(probes, desc="evaluate and probe", leave=False, disable=not progress):
         with timer("evaluate" if probe.section == "metrics" else "probes"):
-            numbers = probe.measure(run)
-        for member, values in zip(metrics, numbers, strict=True):
+            numbers = guarded(probe, lambda: probe.measure(run))  # noqa: B023
+        for member, values in zip(metrics, numbers or [{} for _ in cells], strict=True):
             (member if probe.section == "metrics" else member.setdefault("probes", {})).update(values)
+    if errors:
+        for member in metrics:
+            member["probe_errors"] = dict(errors)
     rows = []
     for cell, dataset, member, log in zip(cells, datasets, metrics, logs, strict=True):
         rows.append({"hash": C.cell_hash(cell), "config": C.encode_inf(cell), "metrics": member, "log": log,

@@ -66,6 +66,7 @@ def write_report(run_dir, header=None):
               f"{', '.join(bins) if bins else 'beyond training'}). A cell reads `mean (best)` accuracy over seeds; "
               f"✓ marks a criterion met: best seed >= {threshold}.",
               *_task_words(rows),
+              *_probe_error_words(rows),
               "- † : every member of the training lengths is in the training split, so the in-distribution column "
               "is measured over all test lengths (a length-generalization question).",
               "- theory column: soft / saturated / hard (UHAT), from `report/theory.yaml`; sources at the end. "
@@ -126,6 +127,16 @@ def _tolerance_words(rows):
     words = ", ".join(f"{t:g}" for t in tols)
     tolerant = any(row["config"]["model"].get("surrogate") == "tolerant" for row in rows)
     return words + ("; models trained `tolerant` use their own, see `model.tolerant_tol`" if tolerant else "")
+
+
+def _probe_error_words(rows):
+    """A probe that failed left its numbers out of its group's rows (harness/run.py); the report says which and why."""
+    failed = {}
+    for row in rows:
+        for name, message in row["metrics"].get("probe_errors", {}).items():
+            failed.setdefault(name, [0, message])[0] += 1
+    return [f"- **probe `{name}` failed** in {count} of {len(rows)} cells, whose rows lack its numbers: {message}"
+            for name, (count, message) in sorted(failed.items())]
 
 
 def _task_words(rows):

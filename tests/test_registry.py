@@ -70,3 +70,33 @@ def test_a_probe_needs_a_name_a_known_section_and_a_name_of_its_own(probes):
         register(type("Elsewhere", (Probe,), {"name": "elsewhere", "section": "log"}))
     with pytest.raises(ValueError, match="defined twice"):
         register(type("Heads", (Probe,), {"name": "heads"}))
+
+
+@pytest.mark.parametrize("when", ["during_training", "measure"])
+def test_a_failing_probe_costs_its_own_numbers_not_the_groups_training(probes, tmp_path, tiny_config, capsys, when):
+    @register
+    class Broken(Probe):
+        name = "broken"
+
+        def during_training(self, step, ensemble):
+            if when == "during_training" and step > 0:
+                raise ZeroDivisionError("a member's norm is 0")
+            return None
+
+        def measure(self, run):
+            if when == "measure":
+                raise ZeroDivisionError("a member's norm is 0")
+            return [{"never": 1.0} for _ in run.cells]
+
+    config = dict(tiny_config, probes={"enabled": True, "strings": 16})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    rows = read_run(tmp_path / "run")
+    assert len(rows) == 8
+    for row in rows:
+        assert row["metrics"]["probe_errors"] == {"broken": "ZeroDivisionError: a member's norm is 0"}
+        assert "never" not in row["metrics"]["probes"]
+        assert "split_share" in row["metrics"]["ties"] and "attended_mean" in row["metrics"]["probes"]  # others ran
+    assert "probe 'broken' failed" in capsys.readouterr().err
+    assert "**probe `broken` failed** in 8 of 8 cells" in (tmp_path / "run" / "report.md").read_text()
