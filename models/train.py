@@ -26,7 +26,7 @@ from models.ensemble import Ensemble
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 SCHEDULES = ("constant", "cosine", "linear")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 LOG_SCHEDULES = ("linear", "log")
 
 
@@ -40,8 +40,9 @@ class TrainConfig:
     schedule: str = "cosine"  # constant | cosine | linear (after `warmup_steps` of linear warm-up)
     warmup_steps: int = 20
     # adamw: Adam with decoupled weight decay (p *= 1 - lr * wd); adam: Adam with the decay added to the gradient (L2);
-    # sgd: SGD with `momentum`, the decay added to the gradient. Merrill et al. trained with Adam(W).
-    optimizer: str = "adamw"  # adamw | adam | sgd
+    # sgd: SGD with `momentum`, the decay added to the gradient; rmsprop: torch's RMSprop (alpha 0.99), the decay added
+    # to the gradient, as Bhattamishra et al. (2020) trained. Merrill et al. trained with Adam(W).
+    optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop
     momentum: float = 0.0  # sgd only
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)
@@ -165,6 +166,8 @@ def make_optimizer(cfg: TrainConfig, params, fused=False):
     `fused`: torch's single-kernel implementation (CUDA)."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=fused or None)
+    if cfg.optimizer == "rmsprop":  # torch has no fused RMSprop; foreach over one flat tensor is one kernel anyway
+        return torch.optim.RMSprop(params, lr=cfg.lr)
     optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return optimizer(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0, fused=fused or None)
 

@@ -27,6 +27,8 @@ def reference_training(seed, data, weight_decay, train=TRAIN):
     if train.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
                                     weight_decay=weight_decay)
+    elif train.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=train.lr, weight_decay=weight_decay)
     else:
         kind = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
         optimizer = kind(model.parameters(), lr=train.lr, betas=train.betas, weight_decay=weight_decay)
@@ -70,9 +72,10 @@ def test_weight_decay_shrinks_the_norm():
     assert logs[1][-1]["norm"] < logs[0][-1]["norm"]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
 def test_every_optimizer_trains_each_member_as_torch_would_alone(optimizer):
-    train = dataclasses.replace(TRAIN, optimizer=optimizer, momentum=0.9, schedule="constant", lr=0.05)
+    lr = 0.005 if optimizer == "rmsprop" else 0.05
+    train = dataclasses.replace(TRAIN, optimizer=optimizer, momentum=0.9, schedule="constant", lr=lr)
     splits = [split("majority", 0), split("first", 1)]
     ensemble, _ = train_ensemble(MODEL, train, [0, 1], splits, torch.device("cpu"), weight_decays=[0.5, 0.0],
                                  progress=False)
