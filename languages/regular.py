@@ -1,9 +1,15 @@
-"""Regular controls, each written as a DFA only: the class counts paths through it to sample uniformly by length.
+"""Regular languages, each written as a DFA only: the class counts paths through it to sample uniformly by length.
 
 To add a regular language, subclass DFALanguage with `transitions` (state -> {symbol: next state}), `start` and
-`accepting`. A missing transition goes to an implicit rejecting sink. State names may be any hashable values.
+`accepting`, or write the same as a YAML file in languages/automata/ (languages/automata.py loads it). A missing
+transition goes to an implicit rejecting sink. State names may be any hashable values. The languages here are those
+whose automata are generated (bounded-depth Dyck, modular arithmetic) or predate the YAML files.
+
+Sampling is exact: a uniform rank among the accepted strings of length n, unranked with the exact (big-integer) path
+counts of the automaton.
 """
 
+import itertools
 from typing import ClassVar
 
 import numpy as np
@@ -122,7 +128,11 @@ class DFALanguage(Language):
 
 @register
 class Parity(DFALanguage):
-    """Binary strings with an odd number of 1s."""
+    """Binary strings with an odd number of 1s.
+
+    Bhattamishra et al. (2020) call the complement Parity: their generator and labels accept an even number of 1s, the
+    empty string included. FLaRe's parity (Butoi et al. 2025) is this one, odd.
+    """
 
     name = "parity"
     alphabet = "01"
@@ -195,7 +205,15 @@ class Tomita2(DFALanguage):
 
 @register
 class Tomita3(DFALanguage):
-    """Tomita 3: no maximal run of 1s of odd length followed, anywhere later, by a maximal run of 0s of odd length."""
+    """Tomita 3: no maximal run of 1s of odd length followed, anywhere later, by a maximal run of 0s of odd length.
+
+    Bhattamishra et al. (2020) use a different DFA for Tomita 3: it rejects only an odd run of 0s that directly
+    follows an odd run of 1s. After an odd run of 1s and an even run of 0s, a new run of 1s is counted afresh, so the
+    earlier odd run is forgotten once a new run of 1s starts: their language contains this one, and also strings such
+    as 100110 (odd 1, even 00, even 11, then odd 0), the shortest difference (1 of length 6, 7 of length 8, 179 of
+    length 12). Their next-symbol targets also count the state "inside an odd run of 0s after an odd run of 1s" as
+    dead, so after an odd run of 1s they never allow a 0, although 100 is a member of both languages.
+    """
 
     name = "tomita3"
     alphabet = "01"
@@ -259,3 +277,89 @@ class Tomita7(DFALanguage):
     transitions = {1: {"0": 1, "1": 2}, 2: {"1": 2, "0": 3}, 3: {"0": 3, "1": 4}, 4: {"1": 4}}  # state: block
     start = 1
     accepting = {1, 2, 3, 4}
+
+
+# ---- the peers' regular languages whose automata are generated --------------------------------------------------
+
+
+def bounded_dyck(pairs: str, depth: int) -> dict:
+    """Transitions of the Dyck language over `pairs` (opening, closing, opening, closing, ...) of nesting depth at most
+    `depth`. A state is the stack of open brackets, as a string of opening brackets; a closing bracket must match the
+    top one, and an opening bracket beyond `depth` goes to the rejecting sink."""
+    openers, closers = pairs[0::2], pairs[1::2]
+    transitions = {}
+    for size in range(depth + 1):
+        for stack in map("".join, itertools.product(openers, repeat=size)):
+            arrows = {o: stack + o for o in openers} if size < depth else {}
+            if stack:
+                arrows[closers[openers.index(stack[-1])]] = stack[:-1]
+            transitions[stack] = arrows
+    return transitions
+
+
+@register
+class Dyck1Depth12(DFALanguage):
+    """D_12: Dyck-1 of nesting depth at most 12, a opening and b closing.
+
+    Bhattamishra et al. (2020) define D_0 = {empty string} and D_n = (a D_(n-1) b)*, and write the brackets as a and
+    b; D_12 is the deepest of their star-free variants of Dyck-1 (D_2, D_3 and D_4 are YAML files in
+    languages/automata/).
+    """
+
+    name = "dyck1_depth12"
+    alphabet = "ab"
+    transitions = bounded_dyck("ab", 12)
+    start = ""
+    accepting = {""}
+    sources = ("bhattamishra2020",)
+
+
+@register
+class Dyck2Depth3(DFALanguage):
+    """Dyck-2 of nesting depth at most 3: balanced ( ) and [ ], never more than 3 brackets open.
+
+    FLaRe's dyck-2-3 (Butoi et al. 2025), whose symbols are written (0 )0 (1 )1; here ( ) and [ ].
+    """
+
+    name = "dyck2_depth3"
+    alphabet = "()[]"
+    transitions = bounded_dyck("()[]", 3)
+    start = ""
+    accepting = {""}
+    sources = ("butoi2025",)
+
+
+def modular_arithmetic(modulus: int = 5) -> dict:
+    """Transitions of d (op d)* = r over the digits below `modulus`: the state holds the value so far (left to right,
+    no precedence), then the operator waiting for its right operand, then the value the result digit must equal."""
+    digits = [str(d) for d in range(modulus)]
+    apply = {"+": lambda x, y: (x + y) % modulus, "-": lambda x, y: (x - y) % modulus,
+             "*": lambda x, y: (x * y) % modulus}
+    transitions = {"start": {d: ("value", int(d)) for d in digits}, "done": {}}
+    for x in range(modulus):
+        transitions["value", x] = {**{op: ("pending", x, op) for op in apply}, "=": ("result", x)}
+        for op, f in apply.items():
+            transitions["pending", x, op] = {d: ("value", f(x, int(d))) for d in digits}
+        transitions["result", x] = {str(x): "done"}
+    return transitions
+
+
+@register
+class ModularArithmetic(DFALanguage):
+    """d (op d)* = r: digits 0-4, ops + - * applied left to right mod 5, r the correct result.
+
+    FLaRe's modular-arithmetic-simple (Butoi et al. 2025): no precedence and no brackets, 1+2*3=4 since (1+2)*3 = 9
+    = 4 mod 5; subtraction wraps around (0-1=4). Members have odd lengths from 3 on. Near misses keep the expression
+    and change the result digit: telling them apart takes the whole computation.
+    """
+
+    name = "modular_arithmetic"
+    alphabet = "01234+-*="
+    transitions = modular_arithmetic(5)
+    start = "start"
+    accepting = {"done"}
+    sources = ("butoi2025",)
+    negative_mixture = {"near_miss": 0.4, "edit": 0.3, "shuffle": 0.1, "random": 0.2}
+
+    def near_misses(self, rng: np.random.Generator, s: str) -> list[str]:
+        return [s[:-1] + d for d in "01234" if d != s[-1:]]
