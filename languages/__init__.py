@@ -4,7 +4,7 @@ Importing the package registers the built-in languages; plugins (entry-point gro
 the first time a name is looked up that is not built in, or when all names are listed.
 """
 
-from languages import automata, counter, dyck, regular  # noqa: F401  (importing a family file registers its languages)
+from languages import automata, context_free, context_sensitive, counter, dyck, regular  # noqa: F401  (importing a family file registers its languages)
 from languages.base import (
     BOS,
     EOS,
