@@ -135,6 +135,7 @@ class Parity(DFALanguage):
     """
 
     name = "parity"
+    sources = ("bhattamishra2020", "butoi2025")
     alphabet = "01"
     transitions = {"even": {"0": "even", "1": "odd"}, "odd": {"0": "odd", "1": "even"}}
     start = "even"
@@ -148,6 +149,7 @@ class First(DFALanguage):
     """Binary strings whose first symbol is 1."""
 
     name = "first"
+    sources = ("butoi2025",)
     alphabet = "01"
     transitions = {"start": {"0": "no", "1": "yes"}, "yes": {"0": "yes", "1": "yes"}, "no": {"0": "no", "1": "no"}}
     start = "start"
@@ -159,6 +161,7 @@ class ABStar(DFALanguage):
     """(ab)*: zero or more repetitions of ab."""
 
     name = "ab_star"
+    sources = ("bhattamishra2020",)
     alphabet = "ab"
     transitions = {"even": {"a": "odd"}, "odd": {"b": "even"}}
     start = "even"
@@ -170,6 +173,7 @@ class AAStar(DFALanguage):
     """(aa)*: strings of a of even length."""
 
     name = "aa_star"
+    sources = ("bhattamishra2020",)
     alphabet = "a"
     transitions = {"even": {"a": "odd"}, "odd": {"a": "even"}}
     start = "even"
@@ -185,6 +189,7 @@ class Tomita1(DFALanguage):
     """Tomita 1: 1*, strings of 1s only."""
 
     name = "tomita1"
+    sources = ("bhattamishra2020",)
     alphabet = "01"
     transitions = {"ones": {"1": "ones"}}
     start = "ones"
@@ -197,6 +202,7 @@ class Tomita2(DFALanguage):
     """Tomita 2: (10)*."""
 
     name = "tomita2"
+    sources = ("bhattamishra2020",)
     alphabet = "01"
     transitions = {"even": {"1": "odd"}, "odd": {"0": "even"}}
     start = "even"
@@ -216,6 +222,7 @@ class Tomita3(DFALanguage):
     """
 
     name = "tomita3"
+    sources = ("bhattamishra2020",)
     alphabet = "01"
     # clean: no odd run of 1s has ended yet; odd_ones: inside a run of 1s of odd length, none ended before;
     # armed: an odd run of 1s has ended, and the current run (if of 0s) is even; odd_zeros: armed, inside an odd run
@@ -235,6 +242,7 @@ class Tomita4(DFALanguage):
     """Tomita 4: no three consecutive 0s."""
 
     name = "tomita4"
+    sources = ("bhattamishra2020",)
     alphabet = "01"
     transitions = {0: {"0": 1, "1": 0}, 1: {"0": 2, "1": 0}, 2: {"1": 0}}  # state: trailing 0s
     start = 0
@@ -246,6 +254,7 @@ class Tomita5(DFALanguage):
     """Tomita 5: an even number of 0s and an even number of 1s."""
 
     name = "tomita5"
+    sources = ("bhattamishra2020",)
     alphabet = "01"
     # state: (number of 0s mod 2, number of 1s mod 2)
     transitions = {(z, o): {"0": (1 - z, o), "1": (z, 1 - o)} for z in (0, 1) for o in (0, 1)}
@@ -260,6 +269,7 @@ class Tomita6(DFALanguage):
     """Tomita 6: the number of 0s minus the number of 1s is a multiple of 3."""
 
     name = "tomita6"
+    sources = ("bhattamishra2020",)
     alphabet = "01"
     transitions = {d: {"0": (d + 1) % 3, "1": (d - 1) % 3} for d in range(3)}  # state: (#0 - #1) mod 3
     start = 0
@@ -273,6 +283,7 @@ class Tomita7(DFALanguage):
     """Tomita 7: 0*1*0*1*."""
 
     name = "tomita7"
+    sources = ("bhattamishra2020",)
     alphabet = "01"
     transitions = {1: {"0": 1, "1": 2}, 2: {"1": 2, "0": 3}, 3: {"0": 3, "1": 4}, 4: {"1": 4}}  # state: block
     start = 1
