@@ -244,6 +244,11 @@ def expand(raw):
             cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
         cells.append(resolve(cell))
     for cell in cells:
+        lo, hi = cell["data"]["test_lengths"]
+        for a, b in cell["eval"]["length_bins"] or []:
+            if not lo <= a <= b <= hi:
+                raise ConfigError(f"eval.length_bins: [{a}, {b}] is not inside data.test_lengths [{lo}, {hi}]; "
+                                  "a bin with no test strings measures nothing")
         if cell["data"]["label_kind"] == "next_symbols" and get_language(cell["language"]).next_symbols("") is None:
             raise ConfigError(f"data.label_kind: next_symbols needs languages that define next_symbols; "
                               f"'{cell['language']}' does not")

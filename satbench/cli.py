@@ -11,8 +11,16 @@ from harness.allocator import keep_freed_memory
 from . import bench_commands, construct_command, language_commands
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the house rule for bad input: one line naming the problem (and where help is), exit 2. The
+    subcommands' parsers are of this class too (add_subparsers takes the parent's class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="satbench", description=__doc__)
+    parser = OneLineParser(prog="satbench", description=__doc__)
     try:
         installed = version("satbench")
     except PackageNotFoundError:  # run from a checkout that was never installed
@@ -25,8 +33,11 @@ def main(argv=None) -> int:
     # Dotted overrides (key=value) may stand anywhere on the line, also after options.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
+        if not hasattr(args, "overrides") or any(item.startswith("-") for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        for item in extra:
+            if "=" not in item:
+                parser.error(f"'{item}' is neither an option nor an override of the form key=value")
         args.overrides += extra
     keep_freed_memory()  # every subcommand builds and drops the same large tensors over and over (harness/allocator.py)
     try:

@@ -40,18 +40,23 @@ def add_commands(subparsers):
     report.set_defaults(run=run_report)
 
 
-FAMILIES = ("counter", "context-free", "context-sensitive", "regular")  # the order of the README's table; other families follow
+FAMILIES = ("counter", "context-free", "context-sensitive", "regular")  # the README table's order; others follow
+# The peer studies of report/theory.yaml's sources, as the table names them.
+PEERS = {"bhattamishra2020": "B20", "butoi2025": "FLaRe"}
 
 
 def language_table(names) -> str:
-    """The README's Markdown table of `names`: grouped by family, in registration order within a family."""
+    """The README's Markdown table of `names`: grouped by family, in registration order within a family, with the
+    peer studies that use each language (B20: Bhattamishra et al. 2020; FLaRe: Butoi et al. 2025)."""
     registered = list(names)
     def order(lang):
         family = FAMILIES.index(lang.family) if lang.family in FAMILIES else len(FAMILIES)
         return family, registered.index(lang.name)
-    lines = ["| name | family | alphabet | definition |", "| --- | --- | --- | --- |"]
+    lines = ["| name | family | alphabet | definition | used by |", "| --- | --- | --- | --- | --- |"]
     for lang in sorted(map(get_language, registered), key=order):
-        lines.append(f"| `{lang.name}` | {lang.family} | `{lang.alphabet}` | {lang.definition} |")
+        peers = ", ".join(PEERS.get(key, key) for key in lang.sources) or "—"
+        alphabet = lang.alphabet.replace("|", "\\|")
+        lines.append(f"| `{lang.name}` | {lang.family} | `{alphabet}` | {lang.definition} | {peers} |")
     return "\n".join(lines)
 
 

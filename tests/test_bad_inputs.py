@@ -113,3 +113,24 @@ def test_lengths_above_the_samplers_limit_are_refused_in_one_line(tmp_path, tiny
     assert bench(tmp_path, C.apply_overrides(tiny, ["data.test_lengths=[1, 5000]"])) == 2
     assert "data.test_lengths: 5000 is above the samplers' limit" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_length_bin_outside_the_test_range_is_refused_before_training(tmp_path, tiny, capsys):
+    config = C.apply_overrides(tiny, ["data.test_lengths=[1, 8]", "data.train_lengths=[1, 6]",
+                                      "eval.length_bins=[[7, 80]]"])
+    assert bench(tmp_path, config) == 2
+    assert "eval.length_bins: [7, 80] is not inside data.test_lengths [1, 8]" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["languages", "sample", "dyck1", "--length", "ten"], "invalid int value: 'ten'"),
+    (["bench", "configs/default.yaml", "--dry-run", "train.steps"], "'train.steps' is neither an option nor"),
+    (["bogus"], "invalid choice: 'bogus'"),
+])
+def test_command_line_mistakes_are_one_line_too(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    line = one_error_line(capsys)
+    assert message in line and line.endswith("--help)")
