@@ -194,6 +194,7 @@ class Majority(LeadDecided):
     """Strings over {a, b} with strictly more a's than b's."""
 
     name = "majority"
+    sources = ("butoi2025",)
 
     def accepts_lead(self, lead):
         return lead > 0
