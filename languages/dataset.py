@@ -53,7 +53,8 @@ class Split:
     labels: torch.Tensor  # (N,) float: 1.0 member, 0.0 non-member
     prefix_labels: torch.Tensor | None  # (N, T) float for label_kind "prefix": column i = accepts(s[:i]); -1 on PAD
     strings: list[str]
-    # (N, T, vocab) float for label_kind "next_symbols": [n, i, id] = 1 if the token can follow s[:i]; -1 not scored
+    # (N, T, vocab) int8 for label_kind "next_symbols": [n, i, id] = 1 if the token can follow s[:i], 0 if it cannot,
+    # -1 where not scored (int8: a test split of long strings holds N * T * vocab of them)
     next_labels: torch.Tensor | None = None
 
     def __len__(self):
@@ -290,17 +291,17 @@ def _split(lang, pairs, width, label_kind, rng, vocab_size):
 
 def _next_labels(lang, strings, width, vocab_size):
     """(N, width, vocab_size): row i of string s scores the ids of lang's symbols and EOS after s[:i]; -1 elsewhere."""
-    out = np.full((len(strings), width, vocab_size), -1.0, dtype=np.float32)
+    out = np.full((len(strings), width, vocab_size), -1, dtype=np.int8)
     scored = [EOS, *range(FIRST_SYMBOL, FIRST_SYMBOL + len(lang.alphabet))]
     column = {c: FIRST_SYMBOL + k for k, c in enumerate(lang.alphabet)}
     for row, s in enumerate(strings):
         follow, ends = lang.next_symbols(s), lang.prefix_accepts(s)
         if len(follow) != len(s) + 1 or any(s[i] not in follow[i] for i in range(len(s))):
             raise PluginError(f"language '{lang.name}': next_symbols({s!r}) does not contain the member's own symbols")
-        out[row, :len(s) + 1, scored] = 0.0
+        out[row, :len(s) + 1, scored] = 0
         out[row, :len(s) + 1, EOS] = ends
         for i, symbols in enumerate(follow):
-            out[row, i, [column[c] for c in symbols]] = 1.0
+            out[row, i, [column[c] for c in symbols]] = 1
     return torch.from_numpy(out)
 
 

@@ -81,7 +81,7 @@ class StackedSplit:
     prefix_labels: torch.Tensor | None  # (M, N, T) float, -1 where there is no label
     lengths: torch.Tensor  # (M, N) long, -1 on padding rows
     count: torch.Tensor  # (M,) long
-    next_labels: torch.Tensor | None = None  # (M, N, T, vocab) float, -1 where there is no label
+    next_labels: torch.Tensor | None = None  # (M, N, T, vocab) int8, -1 where there is no label
 
 
 def stack_splits(splits, device, tokens_only=False):
@@ -99,7 +99,7 @@ def stack_splits(splits, device, tokens_only=False):
     has_prefix = splits[0].prefix_labels is not None
     prefix = torch.full((M, N, T), -1.0) if has_prefix else None
     has_next = getattr(splits[0], "next_labels", None) is not None
-    next_ = torch.full((M, N, T, splits[0].next_labels.shape[-1]), -1.0) if has_next else None
+    next_ = torch.full((M, N, T, splits[0].next_labels.shape[-1]), -1, dtype=torch.int8) if has_next else None
     for i, s in enumerate(splits):
         n, t = s.tokens.shape
         labels[i, :n] = s.labels
@@ -117,7 +117,7 @@ def member_losses(out, labels, prefix_labels=None, next_labels=None):
     """Each member's own mean loss, shape (M,): the ensemble minimises their sum."""
     if next_labels is not None:
         known = next_labels >= 0
-        losses = F.binary_cross_entropy_with_logits(out["next_logits"].float(), next_labels.clamp(min=0),
+        losses = F.binary_cross_entropy_with_logits(out["next_logits"].float(), next_labels.clamp(min=0).float(),
                                                     reduction="none")
         return (losses * known).sum(dim=(-3, -2, -1)) / known.sum(dim=(-3, -2, -1)).clamp(min=1)
     if prefix_labels is None:
@@ -145,8 +145,8 @@ def judge_strings(out, labels, next_labels=None):
     next_labels = next_labels[..., :logits.shape[-2], :]  # the batch may be cut to its longest string
     known = next_labels >= 0
     finite = (torch.isfinite(logits) | ~known).all(dim=-1).all(dim=-1)
-    right = (((logits > 0) == (next_labels > 0.5)) | ~known).all(dim=-1).all(dim=-1) & finite
-    bits = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), next_labels.clamp(min=0),
+    right = (((logits > 0) == (next_labels > 0)) | ~known).all(dim=-1).all(dim=-1) & finite
+    bits = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), next_labels.clamp(min=0).float(),
                                               reduction="none")
     ce = (bits * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
     return right, ce, finite

@@ -135,7 +135,7 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
     index = align_by_length(data.lengths)
     tokens = gather_rows(data.tokens, index, PAD)
     labels = gather_rows(data.labels, index, 0.0)
-    next_labels = None if data.next_labels is None else gather_rows(data.next_labels, index, -1.0)
+    next_labels = None if data.next_labels is None else gather_rows(data.next_labels, index, -1)
     lengths = gather_rows(data.lengths, index, -1)
     real = lengths >= 0
 

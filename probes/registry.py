@@ -135,11 +135,11 @@ class ProbeRun:
 
     @cached_property
     def next_labels(self) -> torch.Tensor | None:
-        """(M, n, T, vocab) next-symbol targets of the probe strings (-1 where unscored), or None for membership."""
+        """(M, n, T, vocab) int8 next-symbol targets of the probe strings (-1 where unscored), or None for membership."""
         if self.strings[0].next_labels is None:
             return None
         tokens = self.tokens
-        out = torch.full((*tokens.shape, self.strings[0].next_labels.shape[-1]), -1.0)
+        out = torch.full((*tokens.shape, self.strings[0].next_labels.shape[-1]), -1, dtype=torch.int8)
         for i, strings in enumerate(self.strings):
             n, t = strings.tokens.shape
             out[i, :n, :t] = strings.next_labels

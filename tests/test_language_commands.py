@@ -46,11 +46,13 @@ def test_list_shows_every_language_with_its_definition(capsys):
     assert code == 0
     listed = table_rows(out)
     assert set(BUILTIN) <= set(listed)
-    assert listed["dyck2"] == ["context-free", "`()[]`", languages.get_language("dyck2").definition]
+    assert listed["dyck2"] == ["context-free", "`()[]`", languages.get_language("dyck2").definition, "B20"]
+    assert listed["parity"][-1] == "B20, FLaRe" and listed["equal"][-1] == "—"
+    assert len(listed) >= 40
 
 
 def table_rows(markdown):
-    """{name: [family, alphabet, definition]} of a `languages list` table."""
+    """{name: [family, alphabet, definition, used by]} of a `languages list` table."""
     cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in markdown.splitlines()[2:]]
     return {row[0].strip("`"): row[1:] for row in cells}
 
@@ -60,9 +62,11 @@ def test_list_prints_the_readme_table(capsys):
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code, out, _ = satbench(capsys, "list")
-    builtin = [line for line in out.strip().splitlines() if line.split(" | ")[0].strip("| `") in BUILTIN
-               or line.startswith("| name") or line.startswith("| ---")]
-    assert "\n".join(builtin) in readme
+    shipped = [line for line in out.strip().splitlines() if line.startswith(("| name", "| ---"))
+               or type(languages.get_language(line.split(" | ")[0].strip("| `"))).__module__.startswith("languages.")]
+    assert len(shipped) == 2 + len([n for n in languages.language_names()
+                                    if type(languages.get_language(n)).__module__.startswith("languages.")])
+    assert "\n".join(shipped) in readme
 
 
 def test_sample_prints_members_of_the_exact_length(capsys):
@@ -215,7 +219,7 @@ def test_plugin_language_appears_in_satbench_languages_list(installed_plugin):
     out = subprocess.run([*satbench_command(), "languages", "list"], capture_output=True, text=True, check=True)
     rows = table_rows(out.stdout)
     assert "palindrome" in rows
-    assert rows["palindrome"] == ["context-free", "`ab`", "Strings over {a, b} that read the same backwards."]
+    assert rows["palindrome"] == ["context-free", "`ab`", "Strings over {a, b} that read the same backwards.", "—"]
     assert set(BUILTIN) <= set(rows)
 
 

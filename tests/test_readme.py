@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 import languages
+from languages import automata
+from languages import base as language_base
 from languages.check import check_language
 from satbench.cli import main
 
@@ -59,8 +61,20 @@ def test_the_readme_has_commands_and_names_no_venv_path():
     assert not [line for line in shell_lines() if ".venv/bin/" in line and "activate" not in line]
 
 
-def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypatch, tiny_config, capsys):
+def readme_automaton():
+    """The "Add a language" YAML example: (its file name, its text)."""
+    match = re.search(r"```yaml\n# (\S+)\n(.*?)```", README, flags=re.S)
+    return match.group(1), match.group(2)
+
+
+def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypatch, tiny_config, capsys, registry):
     monkeypatch.chdir(tmp_path)
+    # The "Add a language" lines: the YAML example in the folder the README names, found through SATBENCH_AUTOMATA.
+    path, text = readme_automaton()
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_text(text)
+    monkeypatch.setenv(automata.ENVIRONMENT_VARIABLE, str((tmp_path / path).parent))
+    monkeypatch.setattr(language_base, "_plugins_loaded", False)
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     # The runs that `report` and `compare` read, tiny, under the names the README gives them.
     grid = tmp_path / "tiny.yaml"
@@ -88,11 +102,13 @@ def test_the_slow_readme_commands_run(capsys):
         assert main(shlex.split(line)[1:]) in (0, None), line
 
 
-def test_the_add_a_language_example_registers_and_passes_check(registry):
-    example = re.search(r"```python\n(@register\nclass \w+\(DFALanguage\):.*?)```", README, flags=re.S).group(1)
-    name = re.search(r'name = "(\w+)"', example).group(1)
-    used = {path.name for path in (ROOT / "tests").rglob("*.py") if f'"{name}"' in path.read_text()}
+def test_the_add_a_language_example_registers_and_passes_check(registry, tmp_path):
+    path, text = readme_automaton()
+    name = yaml.safe_load(text)["name"]
+    used = {p.name for p in (ROOT / "tests").rglob("*.py")
+            if f'"{name}"' in p.read_text() and p.name != "test_readme.py"}
     assert not used, f"tests already use the name {name!r}: {sorted(used)}"
-    namespace = {"register": languages.register, "DFALanguage": languages.DFALanguage}
-    exec(compile(example, "README.md", "exec"), namespace)
+    (tmp_path / "example.yaml").write_text(text)
+    cls = automata.load_file(tmp_path / "example.yaml")
+    assert cls.name == name and languages.get_language(name).definition == yaml.safe_load(text)["definition"]
     assert check_language(languages.get_language(name), seed=0).ok
