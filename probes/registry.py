@@ -135,7 +135,7 @@ class ProbeRun:
 
     @cached_property
     def next_labels(self) -> torch.Tensor | None:
-        """(M, n, T, vocab) int8 next-symbol targets of the probe strings (-1 where unscored), or None for membership."""
+        """(M, n, T, vocab) int8 next-symbol targets of the probe strings (-1: unscored), or None for membership."""
         if self.strings[0].next_labels is None:
             return None
         tokens = self.tokens

@@ -101,7 +101,7 @@ def test_a_log_schedule_records_log_spaced_steps_with_every_series():
     assert all(e["norm_with_embeddings"] > e["norm"] > 0 for e in logs[0])
 
 
-@pytest.mark.parametrize("field, value, message", [("optimizer", "rmsprop", "train.optimizer"),
+@pytest.mark.parametrize("field, value, message", [("optimizer", "lion", "train.optimizer"),
                                                    ("log_schedule", "exp", "train.log_schedule"),
                                                    ("momentum", 1.0, "train.momentum")])
 def test_bad_training_fields_name_themselves(field, value, message):
