@@ -15,6 +15,7 @@ import yaml
 from scipy.stats import chisquare
 
 import languages
+from harness.results import read_run
 from languages import automata, base
 from languages.check import check_language
 from report.common import load_theory
@@ -361,6 +362,22 @@ def test_a_plugin_may_ship_a_folder_of_automata(tmp_path, registry, monkeypatch)
     monkeypatch.setattr(base, "_plugins_loaded", False)
     assert "no_bb_yaml" in languages.language_names()
     assert type(languages.get_language("no_bb_yaml")).automaton_file == (tmp_path / "shipped" / "no_bb.yaml").resolve()
+
+
+def test_a_yaml_language_found_through_the_environment_runs_a_tiny_bench(tmp_path, registry, monkeypatch,
+                                                                          tiny_config):
+    write(tmp_path / "mine", NO_BB)
+    monkeypatch.setenv("SATBENCH_AUTOMATA", str(tmp_path / "mine"))
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    config = dict(tiny_config, languages=["no_bb_yaml"], seeds=[0],
+                  model=dict(tiny_config["model"], attention=["soft", "saturated"]),
+                  data=dict(tiny_config.get("data", {}), label_kind="next_symbols"))
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(config))
+    assert main(["bench", str(tmp_path / "grid.yaml"), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    rows = read_run(tmp_path / "run")
+    assert {row["config"]["model"]["attention"] for row in rows} == {"soft", "saturated"}
+    assert all(row["config"]["language"] == "no_bb_yaml" and 0 <= row["metrics"]["acc"]["1"] <= 1 for row in rows)
+    assert "no_bb_yaml" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_registrations_of_the_tests_do_not_leak():
