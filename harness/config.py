@@ -249,6 +249,9 @@ def expand(raw):
             if not lo <= a <= b <= hi:
                 raise ConfigError(f"eval.length_bins: [{a}, {b}] is not inside data.test_lengths [{lo}, {hi}]; "
                                   "a bin with no test strings measures nothing")
+        if cell["data"]["label_kind"] != "membership" and not cell["model"]["causal"]:
+            raise ConfigError(f"model.causal: data.label_kind {cell['data']['label_kind']} labels every prefix, "
+                              "which a bidirectional model sees past (position i would read the symbol it predicts)")
         if cell["data"]["label_kind"] == "next_symbols" and get_language(cell["language"]).next_symbols("") is None:
             raise ConfigError(f"data.label_kind: next_symbols needs languages that define next_symbols; "
                               f"'{cell['language']}' does not")
@@ -302,6 +305,9 @@ def resolve(cell):
         resolved = dataclasses.asdict(obj)
         resolved.pop("vocab_size", None)
         resolved.pop("next_symbols", None)  # derived from data.label_kind (model_config)
+        if section == "data" and resolved["negatives"] == "language":
+            # The default, left out so that cells (and the hashes that resume a run) read as before the field existed.
+            del resolved["negatives"]
         out[section] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}
     return out
 

@@ -101,7 +101,7 @@ def build_dataset(cell, cache):
                                   test_lengths=tuple(data["test_lengths"]), train_size=data["train_size"],
                                   test_per_length=data["test_per_length"], seed=cell["seed"],
                                   label_kind=data["label_kind"], vocab_size=cell["vocab_size"],
-                                  negatives=data["negatives"])
+                                  negatives=data.get("negatives", "language"))
     return cache[key]
 
 

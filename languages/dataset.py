@@ -296,8 +296,10 @@ def _next_labels(lang, strings, width, vocab_size):
     column = {c: FIRST_SYMBOL + k for k, c in enumerate(lang.alphabet)}
     for row, s in enumerate(strings):
         follow, ends = lang.next_symbols(s), lang.prefix_accepts(s)
-        if len(follow) != len(s) + 1 or any(s[i] not in follow[i] for i in range(len(s))):
-            raise PluginError(f"language '{lang.name}': next_symbols({s!r}) does not contain the member's own symbols")
+        if len(follow) != len(s) + 1 or len(ends) != len(s) + 1 or any(s[i] not in follow[i] for i in range(len(s))) \
+                or any(c not in column for symbols in follow for c in symbols):
+            raise PluginError(f"language '{lang.name}': next_symbols({s!r}) or prefix_accepts({s!r}) is not one set "
+                              "of alphabet symbols per prefix holding the member's own next symbol")
         out[row, :len(s) + 1, scored] = 0
         out[row, :len(s) + 1, EOS] = ends
         for i, symbols in enumerate(follow):

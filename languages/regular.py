@@ -135,7 +135,7 @@ class Parity(DFALanguage):
     """
 
     name = "parity"
-    sources = ("bhattamishra2020", "butoi2025")
+    sources = ("butoi2025",)  # B20's parity is the complement, crl3
     alphabet = "01"
     transitions = {"even": {"0": "even", "1": "odd"}, "odd": {"0": "odd", "1": "even"}}
     start = "even"

@@ -192,8 +192,8 @@ class Trainer:
     Parameters and gradients live in one (M, P) buffer each (Ensemble.flatten_parameters), so per-member clipping and
     decay are a kernel or two on the buffers and the optimizer updates one tensor. Adam's and SGD's updates are
     elementwise, so row i evolves as member i would under its own optimizer. Weight decay is applied by hand, per
-    member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update, for adam and sgd
-    grad += wd * p.
+    member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update, for adam, sgd and
+    rmsprop grad += wd * p.
     """
 
     def __init__(self, ensemble: Ensemble, cfg: TrainConfig, weight_decays=None):

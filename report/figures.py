@@ -12,14 +12,15 @@ import seaborn as sns  # noqa: E402
 from .common import VARIANTS  # noqa: E402
 
 
-def figure_heatmap(table, path):
+def figure_heatmap(table, path, chance=0.5):
     scales = [s for s in ("1", "inf") if s in set(table["scale"])]
     pivot = (table[table["scale"].isin(scales)].groupby(["language", "variant", "scale"])["acc"].mean()
              .unstack(["variant", "scale"]))
     pivot = pivot[[c for v in VARIANTS for s in scales for c in [(v, s)] if c in pivot.columns]]
     pivot.columns = [f"{v}\nc={s}" for v, s in pivot.columns]
     fig, ax = plt.subplots(figsize=(1.3 * len(pivot.columns) + 2, 0.4 * len(pivot) + 1.5))
-    sns.heatmap(pivot, annot=True, fmt=".2f", vmin=0.5, vmax=1.0, cmap="viridis", ax=ax, cbar_kws={"label": "accuracy"})
+    sns.heatmap(pivot, annot=True, fmt=".2f", vmin=chance or 0.0, vmax=1.0, cmap="viridis", ax=ax,
+                cbar_kws={"label": "accuracy"})
     ax.set_title("Accuracy on the training lengths (mean over seeds)")
     ax.set_xlabel("")
     fig.tight_layout()
@@ -27,9 +28,10 @@ def figure_heatmap(table, path):
     plt.close(fig)
 
 
-def figure_accuracy_vs_length(rows, path, scale="1"):
+def figure_accuracy_vs_length(rows, path, scale="1", chance=0.5):
     """Accuracy by test length at c=`scale` (solid) and at the exact limit c=inf (dashed), one panel per language,
-    one colour per variant; line: mean over seeds, band: min to max."""
+    one colour per variant; line: mean over seeds, band: min to max. `chance`: the accuracy of guessing (None where
+    it is near 0, as in the next-symbol task), drawn as grey dashes."""
     records = []
     for row in rows:
         for c in dict.fromkeys([scale, "inf"]):
@@ -45,17 +47,19 @@ def figure_accuracy_vs_length(rows, path, scale="1"):
     train_hi = rows[0]["config"]["data"]["train_lengths"][1]
     for ax in grid.axes.flat:
         ax.axvline(train_hi, color="grey", lw=0.8, ls=":")
-        ax.axhline(0.5, color="grey", lw=0.6, ls="--")
+        if chance:
+            ax.axhline(chance, color="grey", lw=0.6, ls="--")
     grid.set_titles("{col_name}")
     grid.set_axis_labels("string length", "accuracy")
     grid.figure.suptitle(f"Accuracy by length at c={scale} (solid) and at the saturated limit c=inf (dashed); line: "
-                         "mean over seeds, band: min to max; dotted: longest training length; grey dashes: chance",
+                         "mean over seeds, band: min to max; dotted: longest training length"
+                         + ("; grey dashes: chance" if chance else ""),
                          y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)
 
 
-def figure_accuracy_vs_scale(table, path, unit="scale c"):
+def figure_accuracy_vs_scale(table, path, unit="scale c", chance=0.5):
     """Accuracy in distribution against c, one panel per language, one line per variant over the finite scales
     (mean over seeds; band: min to max); the exact limit c=inf stands apart on the right, as unconnected points."""
     finite = table[table["scale_value"] < math.inf]
@@ -72,11 +76,13 @@ def figure_accuracy_vs_scale(table, path, unit="scale c"):
             ax.plot([top], [acc], marker="D", ls="none", color=palette[variant])
         ax.set_xscale("log")
         ax.axvline(top / 5, color="grey", lw=0.8, ls=":")
-        ax.axhline(0.5, color="grey", lw=0.6, ls="--")
+        if chance:
+            ax.axhline(chance, color="grey", lw=0.6, ls="--")
         ticks = [t for t in ax.get_xticks() if finite["scale_value"].min() <= t < top / 5]
         ax.set_xticks(ticks + [top], [f"{t:g}" for t in ticks] + ["inf"])
     grid.set_axis_labels(unit, "accuracy")
     grid.figure.suptitle(f"Accuracy on the training lengths against the {unit}; diamonds right of the dotted line: "
-                         "the exact limit c=inf; dashed: chance; band: min to max over seeds", y=1.03, fontsize=9)
+                         "the exact limit c=inf; " + ("dashed: chance; " if chance else "")
+                         + "band: min to max over seeds", y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)

@@ -97,9 +97,11 @@ def write_report(run_dir, header=None):
                       markdown(tie_table(part_ties, threshold)), ""]
             figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", title or run_dir.name)
             lines += [f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", ""]
-        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png")
-        figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png")
-        figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png", _unit(rows))
+        # Guessing gets half of a balanced membership test right, and next to nothing of the next-symbol task.
+        chance = None if any(r["config"]["data"]["label_kind"] == "next_symbols" for r in part_rows) else 0.5
+        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png", chance)
+        figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png", chance=chance)
+        figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png", _unit(rows), chance)
         lines += [f"![recognition heatmap](figures/recognition_heatmap{tag}.png)",
                   f"![accuracy vs length](figures/accuracy_vs_length{tag}.png)",
                   f"![accuracy vs scale](figures/accuracy_vs_scale{tag}.png)", ""]

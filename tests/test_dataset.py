@@ -239,3 +239,11 @@ def test_the_flare_preset_draws_negatives_from_edits_and_random_strings_only(mon
     assert "near_miss" in kinds and "shuffle" in kinds
     with pytest.raises(ValueError, match="negatives 'flair' is not one of language, flare"):
         make_dataset("dyck1", negatives="flair")
+
+
+def test_the_default_negatives_leave_the_cell_and_its_hash_as_they_were():
+    from harness import config as C
+    default = C.expand({"name": "n", "languages": ["dyck1"]}).cells[0]
+    flare = C.expand({"name": "n", "languages": ["dyck1"], "data": {"negatives": "flare"}}).cells[0]
+    assert "negatives" not in default["data"] and flare["data"]["negatives"] == "flare"
+    assert C.cell_hash(default) != C.cell_hash(flare)

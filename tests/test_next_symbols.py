@@ -117,3 +117,12 @@ def test_a_tiny_bench_learns_the_next_symbol_task(tmp_path):
         assert 0.0 <= row["metrics"]["acc"]["inf"] <= 1.0
         assert 0.0 <= row["log"][-1]["batch_acc"] <= 1.0
     assert "task: **next symbols**" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_bidirectional_model_is_refused_for_a_task_that_labels_every_prefix():
+    config = {"name": "peek", "languages": ["tomita2"], "model": {"causal": False},
+              "data": {"label_kind": "next_symbols"}}
+    with pytest.raises(C.ConfigError, match="model.causal: data.label_kind next_symbols labels every prefix"):
+        C.expand(config)
+    config["data"]["label_kind"] = "membership"
+    assert len(C.expand(config).cells) == 1
