@@ -202,32 +202,27 @@ class Dyck(Language):
         closes = iter(c for c in original if c in self.closing)
         return "".join(next(opens) if c == "(" else next(closes) for c in skeleton_miss)
 
-    def prefix_accepts(self, s):
-        out, stack, broken = [True], [], False
+    def _innermost(self, s):
+        """For i = 0 .. len(s): the innermost open bracket after s[:i] ("" with none open), or None once the prefix
+        is broken (a closing bracket that does not match). One left-to-right pass over a stack."""
+        out, stack = [""], []
         for c in s:
-            if not broken:
+            if out[-1] is not None:
                 if c in self.opening:
                     stack.append(c)
                 elif c in self.partner and stack and stack[-1] == self.partner[c]:
                     stack.pop()
                 else:
-                    broken = True
-            out.append(not broken and not stack)
+                    out.append(None)
+                    continue
+            out.append(None if out[-1] is None else (stack[-1] if stack else ""))
         return out
 
+    def prefix_accepts(self, s):
+        return [top == "" for top in self._innermost(s)]
+
     def next_symbols(self, s):
-        out, stack, broken = [], [], False
-        for i in range(len(s) + 1):
-            out.append("" if broken else self.followers[stack[-1] if stack else None])
-            if i < len(s) and not broken:
-                c = s[i]
-                if c in self.opening:
-                    stack.append(c)
-                elif c in self.partner and stack and stack[-1] == self.partner[c]:
-                    stack.pop()
-                else:
-                    broken = True
-        return out
+        return ["" if top is None else self.followers[top or None] for top in self._innermost(s)]
 
 
 @register
