@@ -1,7 +1,10 @@
-"""What several test modules share: the tiny bench grid, and a scratch language registry with a lying language."""
+"""What several test modules share: the tiny bench grid, a scratch language registry with a lying language, and the
+check of a language's next-symbol sets against enumerated members."""
 
 import copy
+import itertools
 
+import numpy as np
 import pytest
 
 import languages
@@ -53,3 +56,27 @@ def liar(registry):
             return "a" * n
 
     return Liar
+
+
+def check_next_symbols(lang, members, longest_prefix):
+    """lang.next_symbols agrees, on every string up to `longest_prefix` symbols, with the followers that the prefixes
+    of `members` show (the caller's members must be long enough for every live prefix to reach one); a foreign
+    symbol kills a prefix, and a member's own symbols are always among its next symbols."""
+    prefixes = {m[:i] for m in members for i in range(len(m) + 1)}
+
+    def followers(p):
+        return "".join(c for c in lang.alphabet if p + c in prefixes)
+
+    for m in range(longest_prefix + 1):
+        for p in map("".join, itertools.product(lang.alphabet, repeat=m)):
+            assert lang.next_symbols(p) == [followers(p[:i]) for i in range(m + 1)], p
+    assert lang.next_symbols("x") == [followers(""), ""]
+    member = lang.sample(np.random.default_rng(1), next(n for n in range(4, 12) if lang.count(n)))
+    follow = lang.next_symbols(member + "x" + member)
+    assert all(member[i] in follow[i] for i in range(len(member)))
+    assert follow[len(member) + 1:] == [""] * (len(member) + 1)
+
+
+@pytest.fixture
+def next_symbols_match_members():
+    return check_next_symbols

@@ -190,25 +190,13 @@ def test_negatives_are_non_members_of_the_length_and_some_keep_the_symbol_counts
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_next_symbols_are_the_followers_in_enumerated_members(name):
+def test_next_symbols_are_the_followers_in_enumerated_members(name, next_symbols_match_members):
     """Every live state of these automata reaches acceptance within 5 symbols, so a prefix of length m that extends
     to a member at all extends to one of length at most m + 1 + 5: the members up to that length show its followers."""
     lang, reference = languages.get_language(name), REFERENCE[name]
     longest_prefix = max(m for m in range(8) if len(lang.alphabet) ** (m + 6) <= 300000)
     members = [s for n in range(longest_prefix + 7) for s in all_strings(lang.alphabet, n) if reference(s)]
-    prefixes = {m[:i] for m in members for i in range(len(m) + 1)}
-
-    def followers(p):
-        return "".join(c for c in lang.alphabet if p + c in prefixes)
-
-    for m in range(longest_prefix + 1):
-        for p in all_strings(lang.alphabet, m):
-            assert lang.next_symbols(p) == [followers(p[:i]) for i in range(m + 1)], p
-    assert lang.next_symbols("x") == [followers(""), ""]
-    member = lang.sample(np.random.default_rng(1), next(n for n in range(4, 12) if lang.count(n)))
-    follow = lang.next_symbols(member + "x" + member)
-    assert all(member[i] in follow[i] for i in range(len(member)))
-    assert follow[len(member) + 1:] == [""] * (len(member) + 1)
+    next_symbols_match_members(lang, members, longest_prefix)
 
 
 def test_next_symbols_of_the_block_languages_follow_b20s_targets():

@@ -283,22 +283,10 @@ def next_symbol_case(name):
 
 
 @pytest.mark.parametrize("name", [n for n in OLD + NEW if not n.startswith("boolexp")])
-def test_next_symbols_are_the_followers_in_enumerated_members(name):
+def test_next_symbols_are_the_followers_in_enumerated_members(name, next_symbols_match_members):
     lang = languages.get_language(name)
     members, longest_prefix = next_symbol_case(name)
-    prefixes = {m[:i] for m in members for i in range(len(m) + 1)}
-
-    def followers(p):
-        return "".join(c for c in lang.alphabet if p + c in prefixes)
-
-    for m in range(longest_prefix + 1):
-        for p in all_strings(lang.alphabet, m):
-            assert lang.next_symbols(p) == [followers(p[:i]) for i in range(m + 1)], p
-    assert lang.next_symbols("x") == [followers(""), ""]
-    member = lang.sample(np.random.default_rng(1), next(n for n in range(4, 12) if lang.count(n)))
-    follow = lang.next_symbols(member + "x" + member)
-    assert all(member[i] in follow[i] for i in range(len(member)))
-    assert follow[len(member) + 1:] == [""] * (len(member) + 1)
+    next_symbols_match_members(lang, members, longest_prefix)
 
 
 @pytest.mark.parametrize("name, longest_prefix", [("boolexp3", 4), ("boolexp5", 3)])
