@@ -89,9 +89,7 @@ def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False, expl
     ensemble = Ensemble(config, seeds).to(device).train()
     if explicit:
         use_explicit_attention(ensemble)
-    if compiled:
-        ensemble.compile()
-    trainer = Trainer(ensemble, TrainConfig(lr=1e-3, clip=1.0, schedule="constant", warmup_steps=0))
+    trainer = Trainer(ensemble, TrainConfig(lr=1e-3, clip=1.0, schedule="constant", warmup_steps=0, compile=compiled))
     return lambda: trainer.step(tokens, labels), ensemble.M
 
 
@@ -139,7 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", nargs="+", default=["soft"], choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile every model, loop and ensemble alike (compiled while warming up)")
+                        help="torch.compile every model, loop and ensemble (train.compile) alike; compiled while "
+                             "warming up")
     parser.add_argument("--explicit", action="store_true",
                         help="softmax attention with its weights materialised, loop and ensemble alike (the default "
                              "is the fused scaled_dot_product_attention kernel, as in the harness)")

@@ -18,6 +18,7 @@ not depend on M, the kernel count not at all. Prints one line per variant:
 """
 
 import argparse
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -39,6 +40,7 @@ METADATA_ONLY = {
     "lift_fresh", "_reshape_alias", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
     "is_same_size", "_has_compatible_shallow_copy_type", "sym_size", "sym_stride", "sym_numel", "_local_scalar_dense",
     "diagonal", "movedim", "chunk", "_to_copy_noop", "_neg_view", "_conj", "values", "indices", "real", "imag",
+    "_record_function_enter_new", "_record_function_exit",  # the optimizer's profiler markers
 }
 
 
@@ -60,19 +62,61 @@ class KernelCounter(TorchDispatchMode):
         return out
 
 
-def count_step(variant: str, members: int, d_model: int, layers: int, heads: int, seq_len: int, batch: int):
-    """(kernels, MiB per model-step, kernels by operator) of one training step after a warm-up step."""
+def count_step(variant: str, members: int, d_model: int, layers: int, heads: int, seq_len: int, batch: int,
+               compiled: bool = False):
+    """(kernels, MiB per model-step, kernels by operator) of one training step after a warm-up step.
+
+    Compiled (train.compile), the forward pass and backward run as inductor's graphs, whose kernels no dispatch mode
+    sees: they are counted from inductor's own record of each graph as it compiles them (a kernel per scheduled
+    node, its bytes those of the buffers it reads and writes, the same model as above), and the rest of the step
+    (the loss's sum, the update) by the dispatch mode, as uncompiled."""
     config = ModelConfig(vocab_size=VOCAB, d_model=d_model, n_heads=heads, n_layers=layers, d_ff=2 * d_model,
                          attention=variant, max_len=seq_len)
-    cfg = TrainConfig(steps=10, batch_size=batch, lr=1e-3, clip=1.0, weight_decay=0.1)
+    cfg = TrainConfig(steps=10, batch_size=batch, lr=1e-3, clip=1.0, weight_decay=0.1, compile=compiled)
     ensemble = Ensemble(config, list(range(members))).train()
     trainer = Trainer(ensemble, cfg, weight_decays=[0.1] * members)
     tokens, labels = random_batches(torch.Generator().manual_seed(0), members, batch, seq_len, torch.device("cpu"))
-    trainer.step(tokens, labels)  # the optimizer allocates its state on the first step
     counter = KernelCounter()
+    if not compiled:
+        trainer.step(tokens, labels)  # the optimizer allocates its state on the first step
+        with counter:
+            trainer.step(tokens, labels)
+        return sum(counter.kernels.values()), counter.bytes / members / 2**20, counter.kernels
+
+    graphs = compiled_graphs(lambda: trainer.step(tokens, labels))
+    losses = trainer.losses(tokens, labels)  # Trainer.step, with the compiled parts outside the counter
     with counter:
-        trainer.step(tokens, labels)
-    return sum(counter.kernels.values()), counter.bytes / members / 2**20, counter.kernels
+        total = losses.sum()
+    grads = torch.autograd.grad(total, trainer.params, allow_unused=True, materialize_grads=True)
+    with counter:
+        trainer.update(grads)
+    by_operator = counter.kernels + Counter({"inductor graph kernel": len(graphs)})
+    return sum(by_operator.values()), (counter.bytes + sum(graphs)) / members / 2**20, by_operator
+
+
+def compiled_graphs(run) -> list[int]:
+    """The bytes each kernel of the graphs inductor compiles while `run()` runs reads and writes, one entry per
+    kernel (inductor's scheduler nodes, without those that launch nothing)."""
+    import torch._functorch.config
+    import torch._inductor.config
+    from torch._inductor import metrics
+    from torch._inductor.compile_fx import inductor_metrics_log as log
+
+    # Inductor measures its graphs only when its metrics log is on; turned on here without printing anything.
+    level, propagate = log.level, log.propagate
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    torch._dynamo.reset()
+    metrics.reset()
+    try:  # compile afresh: a graph taken from a cache is not measured
+        with torch._inductor.config.patch(fx_graph_cache=False), \
+                torch._functorch.config.patch(enable_autograd_cache=False):
+            run()
+    finally:
+        log.setLevel(level)
+        log.propagate = propagate
+    return [elements * 4 for node, elements in metrics.nodes_num_elem
+            if elements > 0 and type(node).__name__ != "NopKernelSchedulerNode"]
 
 
 def main(argv=None) -> int:
@@ -85,11 +129,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-len", type=int, default=64, help="T, BOS included")
     parser.add_argument("--batch", type=int, default=64, help="strings per model per step")
     parser.add_argument("--by-operator", action="store_true", help="also list the kernels by operator")
+    parser.add_argument("--compiled", action="store_true",
+                        help="the step of train.compile (tens of seconds of compiling per variant)")
     args = parser.parse_args(argv)
     for variant in args.variant:
         kernels, mib, by_operator = count_step(variant, args.members, args.d_model, args.layers, args.heads,
-                                               args.seq_len, args.batch)
-        print(f"traffic {variant}: {kernels} kernels/step, {mib:.1f} MiB/model-step", flush=True)
+                                               args.seq_len, args.batch, args.compiled)
+        label = f"{variant} compiled" if args.compiled else variant
+        print(f"traffic {label}: {kernels} kernels/step, {mib:.1f} MiB/model-step", flush=True)
         if args.by_operator:
             for name, count in by_operator.most_common():
                 print(f"  {name}: {count}")

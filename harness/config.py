@@ -288,6 +288,11 @@ def _points(axes, zipped):
         yield flat
 
 
+# Fields added after runs were published, left out of a cell at their default so that cells (and the hashes that
+# resume a run) read as before the field existed.
+LEFT_OUT_AT_DEFAULT = {"data": {"negatives": "language"}, "train": {"compile": False}}
+
+
 def resolve(cell):
     """Fill in defaults and run each section's checks; returns the canonical cell dict."""
     out = {"language": cell["language"], "seed": cell["seed"], "vocab_size": cell["vocab_size"]}
@@ -305,9 +310,9 @@ def resolve(cell):
         resolved = dataclasses.asdict(obj)
         resolved.pop("vocab_size", None)
         resolved.pop("next_symbols", None)  # derived from data.label_kind (model_config)
-        if section == "data" and resolved["negatives"] == "language":
-            # The default, left out so that cells (and the hashes that resume a run) read as before the field existed.
-            del resolved["negatives"]
+        for field, default in LEFT_OUT_AT_DEFAULT.get(section, {}).items():
+            if resolved[field] == default:
+                del resolved[field]
         out[section] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}
     return out
 

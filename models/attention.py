@@ -71,12 +71,16 @@ def tie_floor(masked: torch.Tensor, tol: float) -> torch.Tensor:
     return torch.where(top.isinf(), top, top - tol * top.abs().clamp(min=1.0))
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in fp32, or as it is when it is fp32 or wider (a float64 model keeps its precision)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def top_set(masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
     """Boolean mask of {j allowed : m_j >= tie_floor(m, tol)} on masked scores, compared in fp32 or wider.
     Intersected with `allowed` explicitly: when every allowed score is -inf the floor is -inf and every key passes the
     comparison; when a score is NaN the floor is NaN, no key passes, and the set is empty."""
-    if masked.dtype not in (torch.float32, torch.float64):
-        masked = masked.float()
+    masked = at_least_fp32(masked)
     return allowed & (masked >= tie_floor(masked, tol))
 
 
@@ -126,13 +130,23 @@ def hard_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> tor
     return weights_from_masked("hard", mask_scores(scores, allowed), allowed, tol)
 
 
-def straight_through(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """Forward value `exact`, gradient that of `surrogate`.
+class _StraightThrough(torch.autograd.Function):
+    """Forward: `exact`, as it is. Backward: the incoming gradient to both inputs, i.e. to `surrogate` (an exact
+    weighting derived from comparisons has no gradient of its own). The value of `surrogate + (exact -
+    surrogate).detach()` without its two elementwise passes and their rounding: the value is `exact`, bit for bit."""
 
-    Where `exact` is 0 (disallowed keys, keys outside M) the value is exactly 0, since x + (0 - x) == 0 in floating
-    point; elsewhere it equals `exact` up to one rounding.
-    """
-    return surrogate + (exact - surrogate).detach()
+    @staticmethod
+    def forward(ctx, exact, surrogate):
+        return exact.view_as(exact)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad
+
+
+def straight_through(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """Forward value `exact`, gradient that of `surrogate`. Exact zeros (disallowed keys, keys outside M) stay 0."""
+    return _StraightThrough.apply(exact, surrogate)
 
 
 def annealed_inverse_temperature(progress: float, final: float) -> float:
@@ -143,16 +157,53 @@ def annealed_inverse_temperature(progress: float, final: float) -> float:
     return float(final) ** progress
 
 
+class KeyMask:
+    """Which keys each query may see in one forward pass: built on first use and then shared by every layer of the
+    pass. The fused causal training path needs none of it, so a training step builds no mask at all.
+
+    real (M * B, T): True at real (non-padding) tokens. `allowed` (M * B, 1, 1 or T, T) is True where query i may
+    attend to key j: real keys only, and for a causal model only those at or before the query; every query may see
+    some key (the rows of all-padding strings are opened, see `open_empty_rows`). `future` (T, T) is 0 on and below
+    the diagonal and -inf above it: added to the scores, it masks a causal model's future keys.
+    """
+
+    def __init__(self, real: torch.Tensor, causal: bool):
+        self.real, self.causal = real, causal
+        # Built on first use. Not functools.cached_property: its lock (Python 3.11) breaks a torch.compile graph.
+        self._allowed: torch.Tensor | None = None
+        self._future: torch.Tensor | None = None
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        if self._allowed is None:
+            allowed = self.real[:, None, None, :]
+            if self.causal:
+                T = self.real.shape[-1]
+                allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=self.real.device).tril()
+            self._allowed = open_empty_rows(allowed)  # only all-padding strings have queries that may see nothing
+        return self._allowed
+
+    @property
+    def future(self) -> torch.Tensor:
+        if self._future is None:
+            T = self.real.shape[-1]
+            self._future = torch.full((T, T), float("-inf"), device=self.real.device).triu(1)
+        return self._future
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention whose weighting is one of VARIANTS.
 
-    forward(x, allowed, need_weights) -> (output, internals or None) for x (M, B, T, d) (M members, see
-    models/recognizer.py), where `allowed` (broadcastable to (M * B, 1, T, T): the members are folded into the batch)
-    is True where query i may attend to key j, and every query may attend to some key (the Recognizer opens the rows
-    of all-padding strings, see `open_empty_rows`). With need_weights the internals are the weights used ("attn"), the
-    scores at c = 1 ("scores", -inf on disallowed keys) and the values ("values"), each (M * B, H, T, .). In training,
-    when no weights are requested and the weighting is a softmax at c = 1, the fused scaled_dot_product_attention
-    kernel computes the same thing without materialising the (T, T) weights.
+    forward(x, keys, need_weights) -> (output, internals or None) for x (M, B, T, d) (M members, see
+    models/recognizer.py) and the pass's KeyMask `keys` (the members are folded into the attention's batch). With
+    need_weights the internals are the weights used ("attn"), the scores at c = 1 ("scores", -inf on disallowed keys)
+    and the values ("values"), each (M * B, H, T, .).
+
+    Training at c = 1 without internals takes a fused path that never materialises weights with a gradient: a softmax
+    runs in the fused scaled_dot_product_attention kernel, and the straight-through surrogate averages the values
+    over the exact variant's tied keys (found without gradient) while the fused softmax, fed values without gradient,
+    carries the gradient to q and k. Its gradients are those of the explicit path's straight_through of the weights:
+    v gets the exact weights' gradient, the scores the softmax's.
     """
 
     def __init__(self, config):
@@ -168,7 +219,9 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         # Knobs, not parameters: set through Recognizer.set_inverse_temperature and models.saturation.
-        self.inverse_temperature = 1.0  # beta of the anneal surrogate while training
+        # beta of the anneal surrogate while training: a tensor, so that changing it each step costs no host sync
+        # and no recompilation of a compiled step. Not persistent: checkpoints hold parameters only.
+        self.register_buffer("inverse_temperature", torch.ones(()), persistent=False)
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
         self.tol_override: float | None = None  # saturated_limit(model, tol): ... with this tie tolerance
@@ -176,8 +229,9 @@ class SelfAttention(nn.Module):
         # instead of materialising the (T, T) weights; () forces the explicit path (the tests' reference).
         self.fused_devices: tuple[str, ...] = ("cpu", "cuda")
 
-    def _mode(self) -> tuple[str, float]:
-        """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0)."""
+    def _mode(self) -> tuple[str, float | torch.Tensor]:
+        """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0); beta is 1.0 for soft
+        attention and the inverse temperature tensor for the anneal surrogate."""
         if self.exact_override is not None:
             return "exact", 0.0
         if self.variant == "soft":
@@ -185,53 +239,95 @@ class SelfAttention(nn.Module):
         if not self.training:
             return "exact", 0.0
         if self.surrogate == "anneal":
-            return "softmax", float(self.inverse_temperature)
+            return "softmax", self.inverse_temperature
         return "ste", 0.0  # ste and tolerant
 
     def tie_tolerance(self) -> float:
         return self.tol if self.tol_override is None else self.tol_override
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, need_weights: bool = False):
+    def forward(self, x: torch.Tensor, keys: KeyMask, need_weights: bool = False):
         M, B, T, C = x.shape
         q, k, v = linear(self.qkv, x).flatten(0, 1).split(C, dim=2)  # (M * B, T, C): members folded into the batch
         q, k, v = (t.view(M * B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (MB, H, T, hd)
         mode, beta = self._mode()
-        sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
 
         # Fused in training only: evaluation keeps the explicit path, whose softmax of equal scores is exactly uniform,
         # so that a construction's logits at c = 1 equal those of its saturated limit bit for bit; a sweep's c could
         # also overflow the fused kernel.
-        fusable = self.training and mode == "softmax" and self.logit_scale == 1.0 and not need_weights
+        fusable = self.training and mode != "exact" and self.logit_scale == 1.0 and not need_weights
         if fusable and q.device.type in self.fused_devices:
-            # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
-            # outputs at padded queries differ from the explicit path but are never read.
-            mask = None if self.causal else allowed
-            scale = beta / math.sqrt(self.head_dim)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=scale)
-            weights = None
+            y, weights = self._fused_training(q, k, v, keys, mode, beta), None
         else:
-            # Scaling q rather than the scores touches hd values per position instead of T.
-            scores = (q * (1 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, T)
-            masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
-            if mode == "softmax" and sharpen != 1.0:
-                # softmax(c * s) = softmax(c * (s - max s)): the shifted scores are <= 0, so no c overflows them to
-                # +inf, and at a c large enough every key below the maximum gets exactly 0 (the numerical limit).
-                # The shift has no gradient to give: softmax does not see it.
-                masked = (masked - masked.amax(dim=-1, keepdim=True).detach()) * sharpen
-            # The exact weights ignore the sweep's c: they are its limit already, and their relative tie tolerance
-            # makes them invariant to scaling the scores (apart from the absolute floor below |max| = 1).
-            tol = self.tie_tolerance()
-            if mode == "softmax":
-                weights = weights_from_masked("soft", masked, allowed, tol)
-            elif mode == "exact":
-                weights = weights_from_masked(self.exact_override or self.variant, masked, allowed, tol)
-            else:
-                weights = straight_through(weights_from_masked(self.variant, masked, allowed, tol),
-                                           weights_from_masked("soft", masked, allowed, tol))
-            y = weights @ v
-
+            y, weights, scores = self._explicit(q, k, v, keys.allowed, mode, beta)
         y = linear(self.proj, y.transpose(1, 2).reshape(M, B, T, C))
         if not need_weights:
             return y, None
         # What the tie probes read: the weights used, the scores at c = 1 (-inf on disallowed keys) and the values.
-        return y, {"attn": weights, "scores": mask_scores(scores, allowed), "values": v}
+        return y, {"attn": weights, "scores": mask_scores(scores, keys.allowed), "values": v}
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """q.k / sqrt(d_head), (MB, H, T, T), in fp32 even under bf16 autocast: bf16 keeps 8 bits of mantissa, so
+        keys whose scores differ in the third digit would tie, far above the exact variants' tolerance (1e-5)."""
+        with torch.autocast(q.device.type, enabled=False):
+            # Scaling q rather than the scores touches hd values per position instead of T.
+            return (at_least_fp32(q) * (1 / math.sqrt(self.head_dim))) @ at_least_fp32(k).transpose(-2, -1)
+
+    def _explicit(self, q, k, v, allowed, mode, beta):
+        """(output, weights, scores at c = 1) with the (T, T) weights materialised: evaluation, sweeps, internals."""
+        sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
+        scores = self._scores(q, k)
+        masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
+        if mode == "softmax" and (isinstance(sharpen, torch.Tensor) or sharpen != 1.0):
+            # softmax(c * s) = softmax(c * (s - max s)): the shifted scores are <= 0, so no c overflows them to +inf,
+            # and at a c large enough every key below the maximum gets exactly 0 (the numerical limit). The shift has
+            # no gradient to give: softmax does not see it.
+            masked = (masked - masked.amax(dim=-1, keepdim=True).detach()) * sharpen
+        # The exact weights ignore the sweep's c: they are its limit already, and their relative tie tolerance makes
+        # them invariant to scaling the scores (apart from the absolute floor below |max| = 1).
+        tol = self.tie_tolerance()
+        if mode == "softmax":
+            weights = weights_from_masked("soft", masked, allowed, tol)
+        elif mode == "exact":
+            weights = weights_from_masked(self.exact_override or self.variant, masked, allowed, tol)
+        else:
+            weights = straight_through(weights_from_masked(self.variant, masked, allowed, tol),
+                                       weights_from_masked("soft", masked, allowed, tol))
+        return weights.to(v.dtype) @ v, weights, scores
+
+    def _fused_training(self, q, k, v, keys: KeyMask, mode, beta):
+        """A training pass at c = 1 without materialising weights that carry a gradient (see the class docstring)."""
+        # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
+        # outputs at padded queries differ from the explicit path's but are never read.
+        mask = None if self.causal else keys.allowed
+        scale = 1 / math.sqrt(self.head_dim)
+        if mode == "softmax":
+            if isinstance(beta, torch.Tensor):  # the anneal surrogate's softmax(beta * s)
+                q = q * beta
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=scale)
+        exact = self._exact_average(q, k, v, keys)
+        surrogate = F.scaled_dot_product_attention(q, k, v.detach(), attn_mask=mask, is_causal=self.causal, scale=scale)
+        return straight_through(exact, surrogate)
+
+    def _exact_average(self, q, k, v, keys: KeyMask) -> torch.Tensor:
+        """The exact variant's output, weights @ v, with the tied set found without gradient (it has none): for
+        `saturated` the mean of the values over the set, for `hard` the value at its leftmost key. v's gradient is
+        then that of the exact weights."""
+        with torch.no_grad():
+            if self.causal:  # the future's -inf added in the matmul; the rows of padded queries are never read
+                MB, H, T, hd = q.shape
+                with torch.autocast(q.device.type, enabled=False):
+                    masked = torch.baddbmm(keys.future.to(at_least_fp32(q).dtype),
+                                           at_least_fp32(q).reshape(MB * H, T, hd),
+                                           at_least_fp32(k).reshape(MB * H, T, hd).transpose(1, 2),
+                                           alpha=1 / math.sqrt(hd)).view(MB, H, T, T)
+            else:
+                masked = mask_scores(self._scores(q, k), keys.allowed)
+            # Disallowed keys are -inf and every row's maximum is finite, so comparing with the floor is the set
+            # (`top_set` without its intersection with the mask); a row holding a NaN (a diverged model) ties nothing.
+            in_set = masked >= tie_floor(masked, self.tie_tolerance())
+        if self.variant == "hard":
+            # argmax returns the first maximal index: the leftmost key of the set.
+            leftmost = in_set.to(torch.uint8).argmax(dim=-1, keepdim=True)
+            return v.gather(2, leftmost.expand(-1, -1, -1, v.shape[-1]))
+        count = in_set.sum(dim=-1, keepdim=True).clamp(min=1)
+        return (in_set.to(v.dtype) @ v) / count

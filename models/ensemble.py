@@ -34,6 +34,18 @@ def _replace_parameter(module: nn.Module, name: str, value: torch.Tensor) -> Non
     setattr(module.get_submodule(owner) if owner else module, leaf, nn.Parameter(value))
 
 
+def buffer_views(buffer: torch.Tensor, params: list[torch.Tensor], transposed: list[bool]) -> list[torch.Tensor]:
+    """Views of an (M, P) buffer shaped like `params`, in order, each a block of columns; a transposed parameter's
+    block holds it as (M, in, out)."""
+    views, offset = [], 0
+    for p, t in zip(params, transposed, strict=True):
+        size = p[0].numel()
+        block = buffer[:, offset:offset + size]
+        views.append(block.view(p.transpose(1, 2).shape).transpose(1, 2) if t else block.view(p.shape))
+        offset += size
+    return views
+
+
 class Ensemble(nn.Module):
     """M Recognizers of one config, one per seed. forward(tokens (M, B, T) or (B, T), internals=False) returns
     Recognizer.forward's dict with a leading member axis on every value."""
@@ -98,34 +110,29 @@ class Ensemble(nn.Module):
         model.to(next(self.parameters()).device)
         model.train(self.training)
         for mine, theirs in zip(model.attention_layers(), self.attention_layers(), strict=True):
-            mine.inverse_temperature = theirs.inverse_temperature
+            mine.inverse_temperature.copy_(theirs.inverse_temperature)
         return model
 
     @torch.no_grad()
-    def flatten_parameters(self) -> tuple[nn.Parameter, torch.Tensor]:
-        """Move every parameter and its gradient into one (M, P) buffer each, member i's values in row i; returns the
-        buffer as one Parameter (give it to the optimizer) and the gradient buffer.
+    def flatten_parameters(self) -> tuple[nn.Parameter, list[nn.Parameter], list[bool]]:
+        """Move every trainable parameter into one (M, P) buffer, member i's values in row i. Returns the buffer as one
+        Parameter (give it to the optimizer), the module's parameters, now views of the buffer's columns in the
+        buffer's order, and for each whether the buffer holds it transposed.
 
-        The module's parameters become views of the buffer's rows and their .grad views of the gradient buffer, into
-        which backward accumulates in place. So per-member decay and clipping are one kernel each on the buffers and
-        the optimizer updates one tensor. Call after .to(device) (which would copy the parameters out of the
-        buffer), and clear gradients with `grad.zero_()`, never by setting them to None.
+        So per-member decay and clipping are one kernel each on the buffer and the optimizer updates one tensor. The
+        weights of linear layers are held transposed, (in, out) per member: that is the layout of the gradient the
+        batched matmul of `models.layers.linear` computes for them, so every gradient is a plain block of the buffer
+        and gathering them (`models.train.Trainer.backward`) is one concatenation without copies. Call after
+        .to(device), which would copy the parameters out of the buffer.
         """
+        linear_weights = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
         params = [p for p in self.parameters() if p.requires_grad]
-        sizes = [p[0].numel() for p in params]
-        first = params[0]
-        flat = torch.empty(self.M, sum(sizes), dtype=first.dtype, device=first.device)
-        grad = torch.zeros_like(flat)
-        offset = 0
-        for p, size in zip(params, sizes, strict=True):
-            rows = slice(offset, offset + size)
-            flat[:, rows] = p.reshape(self.M, size)
-            p.data = flat[:, rows].view(p.shape)
-            p.grad = grad[:, rows].view(p.shape)
-            offset += size
-        buffer = nn.Parameter(flat)
-        buffer.grad = grad
-        return buffer, grad
+        transposed = [id(p) in linear_weights for p in params]
+        flat = torch.empty(self.M, sum(p[0].numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+        for p, view in zip(params, buffer_views(flat, params, transposed), strict=True):
+            view.copy_(p)
+            p.data = view
+        return nn.Parameter(flat), params, transposed
 
     @torch.no_grad()
     def parameter_norm(self, embeddings: bool = False) -> torch.Tensor:

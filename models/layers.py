@@ -28,6 +28,31 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return out.view(*x.shape[:-1], weight.shape[1])
 
 
+class _StackedLayerNorm(torch.autograd.Function):
+    """Layer norm over the last axis of x (M, ..., d) with a per-member affine, weight and bias (M, 1, ..., 1, d).
+
+    torch's fused layer norm takes one (d,) affine, so a stacked one runs the norm without it and then one addcmul.
+    Written out, autograd would differentiate the addcmul on its own (five elementwise passes, two of them only to
+    apply its implicit factor of 1); here the backward is the four passes it needs, plus the fused norm's backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        normalized, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, eps)
+        ctx.save_for_backward(x, normalized, mean, rstd, weight)
+        ctx.has_bias = bias is not None
+        return normalized * weight if bias is None else torch.addcmul(bias, normalized, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, normalized, mean, rstd, weight = ctx.saved_tensors
+        members_only = tuple(range(1, x.dim() - 1))  # sum over every axis but the member axis and d
+        grad_x = torch.ops.aten.native_layer_norm_backward(grad * weight, x, x.shape[-1:], mean, rstd, None, None,
+                                                           [True, False, False])[0]
+        grad_weight = (grad * normalized).sum(members_only, keepdim=True)
+        grad_bias = grad.sum(members_only, keepdim=True) if ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias, None
+
+
 def norm(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """layer(x) for a LayerNorm (or the Identity of layer_norm: none) on x (M, ..., d), stacked or not."""
     if isinstance(layer, nn.Identity):
@@ -35,10 +60,8 @@ def norm(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if layer.weight.dim() == 1:  # one member: torch's fused layer norm with its affine
         return F.layer_norm(x, layer.normalized_shape, layer.weight, layer.bias, layer.eps)
     shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)  # (M, 1, ..., 1, d)
-    normalized = F.layer_norm(x, layer.normalized_shape, eps=layer.eps)
-    if layer.bias is None:
-        return normalized * layer.weight.view(shape)
-    return torch.addcmul(layer.bias.view(shape), normalized, layer.weight.view(shape))
+    bias = None if layer.bias is None else layer.bias.view(shape)
+    return _StackedLayerNorm.apply(x, layer.weight.view(shape), bias, layer.eps)
 
 
 def embed(layer: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
@@ -47,5 +70,5 @@ def embed(layer: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
     if layer.weight.dim() == 2:
         return F.embedding(tokens, layer.weight)
     M, V = layer.weight.shape[:2]
-    offsets = torch.arange(M, device=tokens.device).view(M, *[1] * (tokens.dim() - 1)) * V
+    offsets = torch.arange(0, M * V, V, device=tokens.device).view(M, *[1] * (tokens.dim() - 1))
     return F.embedding(tokens + offsets, layer.weight.flatten(0, 1))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.attention import SURROGATES, VARIANTS, SelfAttention, open_empty_rows
+from models.attention import SURROGATES, VARIANTS, KeyMask, SelfAttention
 from models.layers import embed, linear, norm, stacked
 
 # The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
@@ -198,17 +198,17 @@ class Block(nn.Module):
         self.ln_2 = layer_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, allowed, need_weights=False):
+    def forward(self, x, keys, need_weights=False):
         if self.placement == "post":
-            a, internals = self.attn(x, allowed, need_weights)
+            a, internals = self.attn(x, keys, need_weights)
             x = norm(self.ln_1, x + a)
             x = norm(self.ln_2, x + self.mlp(x))
         elif self.placement == "branch":
-            a, internals = self.attn(x, allowed, need_weights)
+            a, internals = self.attn(x, keys, need_weights)
             x = x + norm(self.ln_1, a)
             x = x + norm(self.ln_2, self.mlp(x))
         else:  # pre, or none (whose norms are the identity)
-            a, internals = self.attn(norm(self.ln_1, x), allowed, need_weights)
+            a, internals = self.attn(norm(self.ln_1, x), keys, need_weights)
             x = x + a
             x = x + self.mlp(norm(self.ln_2, x))
         return x, internals
@@ -252,7 +252,7 @@ class Recognizer(nn.Module):
         """Inverse temperature of the `anneal` surrogate, for every attention layer (no effect on soft attention or
         in eval mode). See models.attention.annealed_inverse_temperature for the schedule."""
         for layer in self.attention_layers():
-            layer.inverse_temperature = float(beta)
+            layer.inverse_temperature.fill_(float(beta))
 
     def forward(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
         if self.token_embedding.weight.dim() == 3:  # stacked parameters: tokens (M, B, T), outputs (M, ...)
@@ -264,12 +264,7 @@ class Recognizer(nn.Module):
         M, B, T = tokens.shape
         real = tokens != PAD  # (M, B, T)
 
-        # Which keys each query may see: real keys only, and for a causal model only those at or before the query.
-        # The attention folds the members into its batch, so the mask is (M * B, 1, 1 or T, T).
-        allowed = real.flatten(0, 1)[:, None, None, :]
-        if self.config.causal:
-            allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-        allowed = open_empty_rows(allowed)  # only all-padding strings have queries that may see nothing
+        keys = KeyMask(real.flatten(0, 1), self.config.causal)  # the attention folds the members into its batch
 
         x = embed(self.token_embedding, tokens)  # (M, B, T, d)
         position = self.positions(tokens)
@@ -278,12 +273,12 @@ class Recognizer(nn.Module):
 
         hidden, layers = [x], []
         for block in self.blocks:
-            x, attention = block(x, allowed, need_weights=internals)
+            x, attention = block(x, keys, need_weights=internals)
             hidden.append(x)
             layers.append(attention)
 
         head = linear(self.head, norm(self.ln_f, x)).masked_fill(~real[..., None], 0.0)  # (M, B, T, outputs)
-        prefix_logits = head[..., EOS] if self.config.next_symbols else head[..., 0]  # (M, B, T)
+        prefix_logits = head[..., EOS] if self.config.next_symbols else head.squeeze(-1)  # (M, B, T)
         if self.config.causal:
             last = (real.sum(dim=-1) - 1).clamp(min=0)
             logit = prefix_logits.gather(-1, last[..., None]).squeeze(-1)

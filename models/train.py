@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from models.attention import annealed_inverse_temperature
-from models.ensemble import Ensemble
+from models.ensemble import Ensemble, buffer_views
 
-# The parameters' gradients are views of one (M, P) buffer (Ensemble.flatten_parameters): backward accumulates into
-# them in place, as intended, and torch warns that such strided views are not the layout it would have allocated.
+# Between steps the parameters' gradients are views of one (M, P) buffer (Trainer.backward); a caller that runs a
+# backward of its own into them makes torch warn that such strided views are not the layout it would have allocated.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -56,6 +56,10 @@ class TrainConfig:
     # model can be reopened at any point of its norm's growth.
     keep_checkpoints: bool = False
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
+    # torch.compile the forward pass and the loss (and so their backward), with CUDA graphs on CUDA. Pays a compile
+    # (tens of seconds per shape group) for fewer, fused kernels per step: worth it for long runs. Where compilation
+    # fails, training goes on uncompiled after one warning.
+    compile: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "lr", "log_every", "log_points"):
@@ -161,15 +165,18 @@ def logged_steps(cfg: TrainConfig) -> list[int]:
     return sorted({*range(0, cfg.steps, cfg.log_every), cfg.steps})
 
 
-def make_optimizer(cfg: TrainConfig, params, fused=False):
+def make_optimizer(cfg: TrainConfig, params):
     """The optimizer of cfg.optimizer, with no weight decay of its own: `Trainer` applies each member's.
-    `fused`: torch's single-kernel implementation (CUDA)."""
+
+    Adam(W) and SGD run torch's fused single-kernel step (CPU and CUDA), Adam(W)'s with its learning rate as a
+    tensor, which the scheduler updates in place: a step then reads no host value. torch has no fused RMSprop; its
+    foreach path over one flat tensor is a handful of kernels."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=fused or None)
-    if cfg.optimizer == "rmsprop":  # torch has no fused RMSprop; foreach over one flat tensor is one kernel anyway
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=True)
+    if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr)
     optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=0.0, fused=fused or None)
+    return optimizer(params, lr=torch.tensor(cfg.lr), betas=tuple(cfg.betas), weight_decay=0.0, fused=True)
 
 
 def learning_rate_factor(cfg: TrainConfig):
@@ -189,47 +196,105 @@ class Trainer:
     """The optimizer of one ensemble and its training step: `Trainer(ensemble, cfg, weight_decays).step(tokens, labels,
     prefix_labels)` takes one step of every member and returns their (M,) losses.
 
-    Parameters and gradients live in one (M, P) buffer each (Ensemble.flatten_parameters), so per-member clipping and
-    decay are a kernel or two on the buffers and the optimizer updates one tensor. Adam's and SGD's updates are
-    elementwise, so row i evolves as member i would under its own optimizer. Weight decay is applied by hand, per
-    member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update, for adam, sgd and
-    rmsprop grad += wd * p.
+    Parameters live in one (M, P) buffer (Ensemble.flatten_parameters) and `gather` puts the gradients into a
+    second, so per-member clipping and decay are a kernel or two on the buffers and the optimizer updates one tensor.
+    Adam's and SGD's updates are elementwise, so row i evolves as member i would under its own optimizer. Weight decay
+    is applied by hand, per member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update, for
+    adam, sgd and rmsprop grad += wd * p.
     """
 
     def __init__(self, ensemble: Ensemble, cfg: TrainConfig, weight_decays=None):
         self.ensemble, self.cfg = ensemble, cfg
-        self.flat, self.grad = ensemble.flatten_parameters()
+        self.flat, self.params, self.transposed = ensemble.flatten_parameters()
+        self.grad = torch.zeros_like(self.flat)
+        self.flat.grad = self.grad
+        self.grad_views = buffer_views(self.grad, self.params, self.transposed)  # each parameter's .grad
         device = self.flat.device
-        self.optimizer = make_optimizer(cfg, [self.flat], fused=device.type == "cuda")
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(cfg))
+        self.optimizer = make_optimizer(cfg, [self.flat])
+        self.lr_factor, self.step_count = learning_rate_factor(cfg), 0
         decays = weight_decays if weight_decays is not None else [cfg.weight_decay] * ensemble.M
         self.decay = torch.tensor(decays, dtype=self.flat.dtype, device=device)[:, None] if any(decays) else None
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+        self._attach_gradients()
+        self.compiled = cfg.compile
+        self.losses = self.eager_losses
+        if cfg.compile:
+            # CUDA graphs replay the static-shape step without launching its kernels one by one.
+            self.losses = torch.compile(self.eager_losses, mode="reduce-overhead" if device.type == "cuda" else None)
+
+    def eager_losses(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
+        """Each member's loss on its batch, (M,): the forward pass and models.train.member_losses."""
+        with self.autocast:
+            out = self.ensemble(tokens)
+        return member_losses(out, labels, prefix_labels, next_labels)
+
+    def _attach_gradients(self) -> None:
+        for p, view in zip(self.params, self.grad_views, strict=True):
+            p.grad = view
+
+    def gradients(self, tokens, labels, prefix_labels=None, next_labels=None):
+        """(losses (M,), one gradient per parameter): the forward pass, the loss and its backward, compiled with
+        train.compile. torch.autograd.grad hands back each gradient as backward computed it: accumulating into .grad
+        would cost a kernel per parameter, and a copy for each whose layout differs from its parameter's."""
+        losses = self.losses(tokens, labels, prefix_labels, next_labels)
+        return losses, torch.autograd.grad(losses.sum(), self.params, allow_unused=True, materialize_grads=True)
+
+    @torch.no_grad()
+    def gather(self, grads) -> None:
+        """The gradients into the gradient buffer, in one concatenation (the buffer holds every gradient in the layout
+        backward computed it, see Ensemble.flatten_parameters); every parameter's .grad is then a view of it."""
+        blocks = [g.transpose(1, 2) if t else g for g, t in zip(grads, self.transposed, strict=True)]
+        torch.cat([b.reshape(self.ensemble.M, -1) for b in blocks], dim=1, out=self.grad)
+        self._attach_gradients()
 
     @torch.no_grad()
     def clip_gradients(self, max_norm: float) -> torch.Tensor:
         """Clip each member's gradient to l2 norm `max_norm`, as torch.nn.utils.clip_grad_norm_ would for that member
-        alone (the norm over all of its parameters is its row's norm); returns the (M,) norms before clipping."""
+        alone (the norm over all of its parameters is its row's norm): g / max(1, (norm + 1e-6) / max_norm). Returns
+        the (M,) norms before clipping."""
         norms = torch.linalg.vector_norm(self.grad, dim=1, keepdim=True)
-        self.grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0))
+        self.grad.div_((norms + 1e-6).div_(max_norm).clamp_(min=1.0))
         return norms.squeeze(1)
 
-    def step(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
-        with self.autocast:
-            out = self.ensemble(tokens)
-        losses = member_losses(out, labels, prefix_labels, next_labels)
-        self.grad.zero_()  # in place: the parameters' .grad are views of it
-        losses.sum().backward()
-        with torch.no_grad():
-            if self.cfg.clip > 0:
-                self.clip_gradients(self.cfg.clip)
-            if self.decay is not None and self.cfg.optimizer == "adamw":
-                self.flat.mul_(1 - self.schedule.get_last_lr()[0] * self.decay)
-            elif self.decay is not None:
-                self.grad.addcmul_(self.flat, self.decay)
+    @torch.no_grad()
+    def set_learning_rate(self, lr: float) -> None:
+        """The schedule's rate for the next step: written into Adam's lr tensor in place (no host value for the step
+        to wait on), or into the optimizer's float."""
+        group = self.optimizer.param_groups[0]
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+    @torch.no_grad()
+    def update(self, grads) -> None:
+        """One optimizer step of every member from its gradients: gathered, clipped, decayed, applied."""
+        self.gather(grads)
+        lr = self.cfg.lr * self.lr_factor(self.step_count)
+        self.set_learning_rate(lr)
+        if self.cfg.clip > 0:
+            self.clip_gradients(self.cfg.clip)
+        if self.decay is not None and self.cfg.optimizer == "adamw":
+            self.flat.addcmul_(self.flat, self.decay, value=-lr)  # p *= 1 - lr * wd, per member
+        elif self.decay is not None:
+            self.grad.addcmul_(self.flat, self.decay)
         self.optimizer.step()
-        self.schedule.step()
-        return losses.detach()
+        self.step_count += 1
+
+    def step(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
+        try:
+            losses, grads = self.gradients(tokens, labels, prefix_labels, next_labels)
+        except Exception as error:  # noqa: BLE001  a compiler's failure, of any type, on the first step
+            if not self.compiled or self.step_count > 0:
+                raise
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            warnings.warn(f"train.compile: compiling the step failed, training uncompiled ({type(error).__name__}: "
+                          f"{first_line})", stacklevel=2)
+            self.compiled, self.losses = False, self.eager_losses
+            losses, grads = self.gradients(tokens, labels, prefix_labels, next_labels)
+        self.update(grads)
+        # A CUDA graph's next replay overwrites its outputs.
+        return losses.detach().clone() if self.compiled else losses.detach()
 
 
 def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,

@@ -178,8 +178,12 @@ def explicit(model):
 @pytest.mark.parametrize(
     "overrides,shared",
     [(dict(causal=True), False), (dict(causal=False), False), (dict(causal=False), True),
-     (dict(attention="hard", surrogate="anneal"), False)],
-    ids=["causal", "bidirectional", "bidirectional-shared-tokens", "anneal"],
+     (dict(attention="hard", surrogate="anneal"), False),
+     (dict(attention="saturated"), False), (dict(attention="hard"), False),
+     (dict(attention="saturated", causal=False), False), (dict(attention="hard", causal=False), False),
+     (dict(attention="saturated", surrogate="tolerant"), False)],
+    ids=["causal", "bidirectional", "bidirectional-shared-tokens", "anneal", "saturated-ste", "hard-ste",
+         "saturated-ste-bidirectional", "hard-ste-bidirectional", "saturated-tolerant"],
 )
 def test_fused_attention_folds_members_into_one_kernel_call_per_layer(overrides, shared):
     cfg = config(**overrides)

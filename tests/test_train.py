@@ -1,14 +1,15 @@
 """Training a stacked ensemble: each member trains as it would alone, with its own weight decay."""
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from languages import make_dataset
-from models import ModelConfig, Recognizer
-from models.train import TrainConfig, learning_rate_factor, logged_steps, train_ensemble
+from models import Ensemble, ModelConfig, Recognizer
+from models.train import TrainConfig, Trainer, learning_rate_factor, logged_steps, train_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 TRAIN = TrainConfig(steps=12, batch_size=8, lr=0.01, warmup_steps=2, clip=0.0, log_every=5)
@@ -126,3 +127,31 @@ def test_a_member_decides_alike_whatever_group_it_is_in():
         theirs = grouped[0](data.tokens)["logit"][1]
     assert torch.equal(mine > 0, theirs > 0)
     torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", [pytest.param("soft", marks=pytest.mark.slow), "saturated"])
+def test_a_compiled_step_trains_like_the_uncompiled_one(attention):
+    """train.compile: 20 steps of the torch.compile'd forward and loss (and the backward compiled with them) give the
+    losses and weights of 20 uncompiled steps, up to the rounding of fused kernels."""
+    # No biases: a key bias's true gradient is 0, and Adam blows the rounding noise standing in for it up to full
+    # steps, which differ between any two kernels (see test_members_with_different_weight_decay_train_as_alone).
+    model = dataclasses.replace(MODEL, attention=attention, bias=False)
+    train = dataclasses.replace(TRAIN, steps=20, clip=1.0, weight_decay=0.1)
+    data = split("dyck1", 0)
+    index = torch.randint(len(data), (20, 2, 8), generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        trainer = Trainer(Ensemble(model, [0, 1]).train(), dataclasses.replace(train, compile=compiled))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [trainer.step(data.tokens[index[step]], data.labels[index[step]]) for step in range(20)]
+        # A fallback to the uncompiled step would pass this test vacuously.
+        assert not [w for w in caught if "train.compile" in str(w.message)]
+        runs[compiled] = trainer.ensemble, torch.stack(losses)
+    (eager, eager_losses), (compiled, compiled_losses) = runs[False], runs[True]
+    assert not torch.equal(eager_losses[0], eager_losses[-1])  # it trained
+    torch.testing.assert_close(compiled_losses, eager_losses, rtol=1e-4, atol=1e-5)
+    for i in range(2):
+        for name, value in eager.member_state_dict(i).items():
+            torch.testing.assert_close(compiled.member_state_dict(i)[name], value, rtol=1e-3, atol=1e-4)
