@@ -3,7 +3,8 @@
 #
 #   benchmarks/gpu_checks.sh OUT models      the CUDA tests (the fused attention kernel for all members, bf16),
 #                                            then training throughput into OUT/throughput.txt: every variant as
-#                                            the harness trains it, and soft with explicit attention
+#                                            the harness trains it, soft with explicit attention, and soft and
+#                                            saturated compiled (train.compile)
 #   benchmarks/gpu_checks.sh OUT bench [override ...]
 #                                            configs/gpu.yaml, timed, rows into OUT/gpu; then
 #                                            `satbench report OUT/gpu --header "..."` anywhere
@@ -41,6 +42,9 @@ models)
     run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated hard 2>&1 \
         | tee "$out/throughput.txt" || status=$?
     run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft --explicit 2>&1 \
+        | tee -a "$out/throughput.txt" || status=$?
+    # train.compile: CUDA graphs of the compiled step; the loop compiles one model only, to keep the stage short.
+    run "$python" benchmarks/throughput.py "${shape[@]}" --loop-members 1 --variant soft saturated --compile 2>&1 \
         | tee -a "$out/throughput.txt" || status=$?
     ;;
 bench)

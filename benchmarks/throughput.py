@@ -93,6 +93,14 @@ def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False, expl
     return lambda: trainer.step(tokens, labels), ensemble.M
 
 
+def matmul_flops_per_model_step(config, seq_len: int, batch: int) -> int:
+    """The multiply-adds (x2) of one model's training step in matmuls: the linear layers and both attention products,
+    forward and twice that backward. Causal masks and padding are not subtracted: what the kernels are asked to do."""
+    d, f, T = config.d_model, config.d_ff, seq_len
+    per_token = config.n_layers * (2 * (3 * d * d + d * d + 2 * d * f) + 2 * 2 * T * d) + 2 * d
+    return 3 * batch * T * per_token
+
+
 def time_steps(step, steps, device) -> float:
     synchronize(device)
     start = time.perf_counter()
@@ -174,11 +182,14 @@ def main(argv=None) -> int:
                      "explicit_attention": args.explicit,
                      "loop_model_steps_per_s": round(loop, 1), "ensemble_model_steps_per_s": round(ensemble, 1),
                      "ratio": round(ensemble / loop, 2), "warnings": notes})
+        tflops = ensemble * matmul_flops_per_model_step(config, args.seq_len, args.batch) / 1e12
+        rows[-1]["ensemble_matmul_tflops"] = round(tflops, 3)
         subset = f" (timed on {args.loop_members} of {args.members} models)" if args.loop_members < args.members else ""
         how = (", compiled" if args.compile else "") + (", explicit attention" if args.explicit else "")
         print(f"{variant}{how} on {device.type} [{hardware}] d={args.d_model} L={args.layers} H={args.heads} "
               f"T={args.seq_len} B={args.batch} M={args.members}: loop {loop:,.1f} model-steps/s{subset}, "
-              f"ensemble {ensemble:,.1f} model-steps/s, ratio {ensemble / loop:.2f}x", flush=True)
+              f"ensemble {ensemble:,.1f} model-steps/s ({tflops:.3g} TFLOP/s in matmuls), ratio {ensemble / loop:.2f}x",
+              flush=True)
         for note in notes:
             print(f"  warning while warming up: {note}", flush=True)
     for row in rows:

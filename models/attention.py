@@ -27,6 +27,7 @@ A layer reads four knobs that are not parameters (so they are in no state_dict):
 `logit_scale`, `exact_override` and `tol_override`, which `models.saturation` sets for its scale sweeps.
 """
 
+import contextlib
 import math
 
 import torch
@@ -47,6 +48,38 @@ def open_empty_rows(allowed: torch.Tensor) -> torch.Tensor:
     never read. Cheap: it works on the boolean mask, which has no head axis.
     """
     return allowed | ~allowed.any(dim=-1, keepdim=True)
+
+
+@contextlib.contextmanager
+def ieee_matmuls(device: torch.device):
+    """fp32 matmuls in full fp32 inside the block where a training step runs them in TF32 (models.train.Trainer):
+    TF32 rounds its inputs to 11 significant bits, which would tie scores that differ by 0.05%. Not inside a compiled
+    graph, which is traced with the step's setting (see TrainConfig.tf32)."""
+    if device.type != "cuda" or not torch.backends.cuda.matmul.allow_tf32 or torch.compiler.is_compiling():
+        yield
+        return
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, future: torch.Tensor | None = None) -> torch.Tensor:
+    """q.k / sqrt(d_head) for q, k (B, H, T, d_head): (B, H, T, T), plus `future` (T, T) if given, added in the same
+    kernel (a causal mask of 0 and -inf).
+
+    In fp32 (or wider) even under bf16 autocast. bf16 keeps 8 significant bits, so its scores would tie keys whose
+    scores differ by up to 0.4%, 400 times the exact variants' tolerance; computed in fp32 from bf16 q and k, only
+    keys that are equal in bf16 tie."""
+    B, H, T, hd = q.shape
+    with torch.autocast(q.device.type, enabled=False), ieee_matmuls(q.device):
+        q, k = at_least_fp32(q), at_least_fp32(k)
+        if future is None:
+            # Scaling q rather than the scores touches hd values per position instead of T.
+            return (q * (1 / math.sqrt(hd))) @ k.transpose(-2, -1)
+        return torch.baddbmm(future.to(q.dtype), q.reshape(B * H, T, hd), k.reshape(B * H, T, hd).transpose(1, 2),
+                             alpha=1 / math.sqrt(hd)).view(B, H, T, T)
 
 
 def mask_scores(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -265,17 +298,10 @@ class SelfAttention(nn.Module):
         # What the tie probes read: the weights used, the scores at c = 1 (-inf on disallowed keys) and the values.
         return y, {"attn": weights, "scores": mask_scores(scores, keys.allowed), "values": v}
 
-    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """q.k / sqrt(d_head), (MB, H, T, T), in fp32 even under bf16 autocast: bf16 keeps 8 bits of mantissa, so
-        keys whose scores differ in the third digit would tie, far above the exact variants' tolerance (1e-5)."""
-        with torch.autocast(q.device.type, enabled=False):
-            # Scaling q rather than the scores touches hd values per position instead of T.
-            return (at_least_fp32(q) * (1 / math.sqrt(self.head_dim))) @ at_least_fp32(k).transpose(-2, -1)
-
     def _explicit(self, q, k, v, allowed, mode, beta):
         """(output, weights, scores at c = 1) with the (T, T) weights materialised: evaluation, sweeps, internals."""
         sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
-        scores = self._scores(q, k)
+        scores = attention_scores(q, k)
         masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
         if mode == "softmax" and (isinstance(sharpen, torch.Tensor) or sharpen != 1.0):
             # softmax(c * s) = softmax(c * (s - max s)): the shifted scores are <= 0, so no c overflows them to +inf,
@@ -314,14 +340,9 @@ class SelfAttention(nn.Module):
         then that of the exact weights."""
         with torch.no_grad():
             if self.causal:  # the future's -inf added in the matmul; the rows of padded queries are never read
-                MB, H, T, hd = q.shape
-                with torch.autocast(q.device.type, enabled=False):
-                    masked = torch.baddbmm(keys.future.to(at_least_fp32(q).dtype),
-                                           at_least_fp32(q).reshape(MB * H, T, hd),
-                                           at_least_fp32(k).reshape(MB * H, T, hd).transpose(1, 2),
-                                           alpha=1 / math.sqrt(hd)).view(MB, H, T, T)
+                masked = attention_scores(q, k, keys.future)
             else:
-                masked = mask_scores(self._scores(q, k), keys.allowed)
+                masked = mask_scores(attention_scores(q, k), keys.allowed)
             # Disallowed keys are -inf and every row's maximum is finite, so comparing with the floor is the set
             # (`top_set` without its intersection with the mask); a row holding a NaN (a diverged model) ties nothing.
             in_set = masked >= tie_floor(masked, self.tie_tolerance())

@@ -9,6 +9,7 @@ tests, the benchmarks and a notebook train without a grid), and it depends on no
 only builds a TrainConfig from a cell and calls `train_ensemble`.
 """
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ class TrainConfig:
     # model can be reopened at any point of its norm's growth.
     keep_checkpoints: bool = False
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
+    # TF32 for the fp32 matmuls of a training step on CUDA (not for the exact variants' attention scores, see
+    # models.attention.ieee_matmuls; under train.compile those too). Evaluation always runs in full fp32: ties are
+    # measured there.
+    tf32: bool = True
     # torch.compile the forward pass and the loss (and so their backward), with CUDA graphs on CUDA. Pays a compile
     # (tens of seconds per shape group) for fewer, fused kernels per step: worth it for long runs. Where compilation
     # fails, training goes on uncompiled after one warning.
@@ -216,6 +221,7 @@ class Trainer:
         self.decay = torch.tensor(decays, dtype=self.flat.dtype, device=device)[:, None] if any(decays) else None
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
         self._attach_gradients()
+        self.tf32 = cfg.tf32 and device.type == "cuda"
         self.compiled = cfg.compile
         self.losses = self.eager_losses
         if cfg.compile:
@@ -282,8 +288,16 @@ class Trainer:
         self.step_count += 1
 
     def step(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
+        with tf32_matmuls(self.tf32):
+            losses, grads = self._gradients_with_fallback(tokens, labels, prefix_labels, next_labels)
+        self.update(grads)
+        # A CUDA graph's next replay overwrites its outputs.
+        return losses.detach().clone() if self.compiled else losses.detach()
+
+    def _gradients_with_fallback(self, tokens, labels, prefix_labels=None, next_labels=None):
+        """`gradients`, falling back to the uncompiled step where the first compiled one fails."""
         try:
-            losses, grads = self.gradients(tokens, labels, prefix_labels, next_labels)
+            return self.gradients(tokens, labels, prefix_labels, next_labels)
         except Exception as error:  # noqa: BLE001  a compiler's failure, of any type, on the first step
             if not self.compiled or self.step_count > 0:
                 raise
@@ -291,10 +305,18 @@ class Trainer:
             warnings.warn(f"train.compile: compiling the step failed, training uncompiled ({type(error).__name__}: "
                           f"{first_line})", stacklevel=2)
             self.compiled, self.losses = False, self.eager_losses
-            losses, grads = self.gradients(tokens, labels, prefix_labels, next_labels)
-        self.update(grads)
-        # A CUDA graph's next replay overwrites its outputs.
-        return losses.detach().clone() if self.compiled else losses.detach()
+            return self.gradients(tokens, labels, prefix_labels, next_labels)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool):
+    """TF32 for CUDA's fp32 matmuls inside the block, if `enabled`; the setting before it afterwards."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled or before
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,

@@ -5,6 +5,7 @@ import torch
 
 from models.attention import (
     annealed_inverse_temperature,
+    attention_scores,
     hard_weights,
     mask_scores,
     open_empty_rows,
@@ -203,3 +204,17 @@ def test_the_tolerant_surrogate_raises_the_exact_variants_tolerance_in_training_
     scores = torch.tensor([[10.0, 9.2, 8.8, 1.0]])
     allowed = torch.ones(1, 4, dtype=torch.bool)
     assert saturated_set(scores, allowed, 0.1).tolist() == [[True, True, False, False]]
+
+
+def test_scores_stay_fp32_under_bf16_autocast_so_close_keys_do_not_tie():
+    # Two keys whose scores differ by 2^-8 (1 + 2^-8 is not a bf16 number): a bf16 score rounds them to one value.
+    q = torch.tensor([2.0, 2.0, 0.0, 0.0]).view(1, 1, 1, 4).to(torch.bfloat16)  # d_head 4: scores are q.k / 2
+    k = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.5, 0.50390625, 0.0, 0.0]]).view(1, 1, 2, 4).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_bf16 = (q / 2) @ k.transpose(-2, -1)
+        scores = attention_scores(q, k)
+    assert in_bf16[0, 0, 0, 0] == in_bf16[0, 0, 0, 1]  # the hazard: bf16 scores would tie the two keys
+    assert scores.dtype == torch.float32
+    assert scores[0, 0, 0].tolist() == pytest.approx([1.0, 1.00390625], abs=1e-6)
+    allowed = torch.ones(1, 1, 1, 2, dtype=torch.bool)
+    assert saturated_set(scores, allowed, TOL)[0, 0, 0].tolist() == [False, True]

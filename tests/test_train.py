@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from languages import make_dataset
 from models import Ensemble, ModelConfig, Recognizer
+from models.io import load, save
 from models.train import TrainConfig, Trainer, learning_rate_factor, logged_steps, train_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
@@ -155,3 +156,26 @@ def test_a_compiled_step_trains_like_the_uncompiled_one(attention):
     for i in range(2):
         for name, value in eager.member_state_dict(i).items():
             torch.testing.assert_close(compiled.member_state_dict(i)[name], value, rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_keeps_the_first_layers_tie_sets_of_a_trained_checkpoint(tmp_path):
+    """train.bf16: the attention scores stay fp32 under bf16 autocast (models.attention.attention_scores), so keys
+    that are equal tie as they do in fp32. Without positions the first layer's keys are equal wherever the tokens
+    are, and its tie sets are those of fp32. Deeper layers read a residual stream rounded to bf16, whose rounding
+    (about 4e-3) is far above the tie tolerance (1e-5): keys equal in exact arithmetic but computed along different
+    paths can stop tying there, which no precision of the scores repairs. Evaluation never runs in bf16."""
+    model = dataclasses.replace(MODEL, attention="saturated", positional="none", n_layers=2)
+    train = dataclasses.replace(TRAIN, steps=60)
+    ensemble, _ = train_ensemble(model, train, [0], [split("majority", 0)], torch.device("cpu"), progress=False)
+    trained = load(save(ensemble, tmp_path / "trained.pt")).member(0).eval()
+    tokens = make_dataset("majority", train_lengths=(1, 6), test_lengths=(1, 40), train_size=64, test_per_length=4,
+                          seed=1, vocab_size=8).test.tokens
+    real = (tokens != 0)[:, None, :, None]  # queries at real tokens, against (B, H, T, T)
+    with torch.no_grad():
+        fp32 = trained(tokens, internals=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = trained(tokens, internals=True)
+    assert bf16["values"].dtype == torch.bfloat16  # autocast did act
+    tied_fp32, tied_bf16 = (fp32["attn"][0] > 0) & real, (bf16["attn"][0] > 0) & real
+    assert (tied_fp32.sum(-1) > 1).sum() > 100  # many ties to keep
+    assert torch.equal(tied_fp32, tied_bf16)
