@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The measurements behind the published GPU figures, on one CUDA device, in stages of under 10 minutes each:
 #
-#   benchmarks/gpu_checks.sh OUT models      the CUDA tests (the fused attention kernel for all members, bf16),
+#   benchmarks/gpu_checks.sh OUT models      the CUDA tests (one fused attention call for all members, no host
+#                                            sync in a step, the compiled step with CUDA graphs),
 #                                            then training throughput into OUT/throughput.txt: every variant as
 #                                            the harness trains it, soft with explicit attention, and soft and
-#                                            saturated compiled (train.compile)
+#                                            saturated with TF32 (train.tf32), then also compiled (train.compile)
 #   benchmarks/gpu_checks.sh OUT bench [override ...]
 #                                            configs/gpu.yaml, timed, rows into OUT/gpu; then
 #                                            `satbench report OUT/gpu --header "..."` anywhere
@@ -37,15 +38,19 @@ run() {
 
 case "$stage" in
 models)
-    run "$python" -m pytest -q -m gpu tests/test_ensemble.py 2>&1 | tee "$out/gpu_tests.txt" || status=$?
+    run "$python" -m pytest -q -m gpu tests/test_ensemble.py tests/test_train.py 2>&1 | tee "$out/gpu_tests.txt" \
+        || status=$?
     shape=(--members 256 --d-model 64 --seq-len 64 --batch 64 --loop-members 8 --rounds 3)
     run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated hard 2>&1 \
         | tee "$out/throughput.txt" || status=$?
     run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft --explicit 2>&1 \
         | tee -a "$out/throughput.txt" || status=$?
-    # train.compile: CUDA graphs of the compiled step; the loop compiles one model only, to keep the stage short.
-    run "$python" benchmarks/throughput.py "${shape[@]}" --loop-members 1 --variant soft saturated --compile 2>&1 \
+    # train.tf32, then train.compile with it (CUDA graphs of the compiled step); the compiled loop is one model, to keep
+    # the stage short.
+    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated --tf32 2>&1 \
         | tee -a "$out/throughput.txt" || status=$?
+    run "$python" benchmarks/throughput.py "${shape[@]}" --loop-members 1 --variant soft saturated --tf32 --compile \
+        2>&1 | tee -a "$out/throughput.txt" || status=$?
     ;;
 bench)
     run timeout "${BENCH_LIMIT:-560}" "$python" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \

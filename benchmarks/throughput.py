@@ -89,7 +89,8 @@ def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False, expl
     ensemble = Ensemble(config, seeds).to(device).train()
     if explicit:
         use_explicit_attention(ensemble)
-    trainer = Trainer(ensemble, TrainConfig(lr=1e-3, clip=1.0, schedule="constant", warmup_steps=0, compile=compiled))
+    trainer = Trainer(ensemble, TrainConfig(lr=1e-3, clip=1.0, schedule="constant", warmup_steps=0, compile=compiled,
+                                            tf32=torch.backends.cuda.matmul.allow_tf32))
     return lambda: trainer.step(tokens, labels), ensemble.M
 
 
@@ -147,6 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every model, loop and ensemble (train.compile) alike; compiled while "
                              "warming up")
+    parser.add_argument("--tf32", action="store_true",
+                        help="TF32 for CUDA's fp32 matmuls, loop and ensemble (train.tf32) alike")
     parser.add_argument("--explicit", action="store_true",
                         help="softmax attention with its weights materialised, loop and ensemble alike (the default "
                              "is the fused scaled_dot_product_attention kernel, as in the harness)")
@@ -155,6 +158,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     if args.threads:
         torch.set_num_threads(args.threads)
     args.loop_members = args.loop_members or args.members
@@ -179,13 +183,14 @@ def main(argv=None) -> int:
                      "members": args.members, "loop_members": args.loop_members, "d_model": args.d_model,
                      "d_ff": config.d_ff, "layers": args.layers, "heads": args.heads, "seq_len": args.seq_len,
                      "batch": args.batch, "steps": args.steps, "rounds": args.rounds, "compiled": args.compile,
-                     "explicit_attention": args.explicit,
+                     "explicit_attention": args.explicit, "tf32": args.tf32,
                      "loop_model_steps_per_s": round(loop, 1), "ensemble_model_steps_per_s": round(ensemble, 1),
                      "ratio": round(ensemble / loop, 2), "warnings": notes})
         tflops = ensemble * matmul_flops_per_model_step(config, args.seq_len, args.batch) / 1e12
         rows[-1]["ensemble_matmul_tflops"] = round(tflops, 3)
         subset = f" (timed on {args.loop_members} of {args.members} models)" if args.loop_members < args.members else ""
         how = (", compiled" if args.compile else "") + (", explicit attention" if args.explicit else "")
+        how += ", TF32" if args.tf32 else ""
         print(f"{variant}{how} on {device.type} [{hardware}] d={args.d_model} L={args.layers} H={args.heads} "
               f"T={args.seq_len} B={args.batch} M={args.members}: loop {loop:,.1f} model-steps/s{subset}, "
               f"ensemble {ensemble:,.1f} model-steps/s ({tflops:.3g} TFLOP/s in matmuls), ratio {ensemble / loop:.2f}x",

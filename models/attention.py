@@ -192,7 +192,7 @@ def annealed_inverse_temperature(progress: float, final: float) -> float:
 
 class KeyMask:
     """Which keys each query may see in one forward pass: built on first use and then shared by every layer of the
-    pass. The fused causal training path needs none of it, so a training step builds no mask at all.
+    pass. The fused causal training path needs none of it but the exact variants' (T, T) `future`.
 
     real (M * B, T): True at real (non-padding) tokens. `allowed` (M * B, 1, 1 or T, T) is True where query i may
     attend to key j: real keys only, and for a causal model only those at or before the query; every query may see
@@ -344,7 +344,8 @@ class SelfAttention(nn.Module):
             else:
                 masked = mask_scores(attention_scores(q, k), keys.allowed)
             # Disallowed keys are -inf and every row's maximum is finite, so comparing with the floor is the set
-            # (`top_set` without its intersection with the mask); a row holding a NaN (a diverged model) ties nothing.
+            # (`top_set` without its intersection with the mask). A row holding a NaN (a diverged model) ties nothing:
+            # it averages to 0 here as in the explicit path, but `hard` reads key 0 where the explicit path gives 0.
             in_set = masked >= tie_floor(masked, self.tie_tolerance())
         if self.variant == "hard":
             # argmax returns the first maximal index: the leftmost key of the set.

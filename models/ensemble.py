@@ -122,7 +122,7 @@ class Ensemble(nn.Module):
         So per-member decay and clipping are one kernel each on the buffer and the optimizer updates one tensor. The
         weights of linear layers are held transposed, (in, out) per member: that is the layout of the gradient the
         batched matmul of `models.layers.linear` computes for them, so every gradient is a plain block of the buffer
-        and gathering them (`models.train.Trainer.backward`) is one concatenation without copies. Call after
+        and gathering them (`models.train.Trainer.gather`) is one concatenation without copies. Call after
         .to(device), which would copy the parameters out of the buffer.
         """
         linear_weights = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}

@@ -36,6 +36,7 @@ class _StackedLayerNorm(torch.autograd.Function):
     apply its implicit factor of 1); here the backward is the four passes it needs, plus the fused norm's backward."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # in fp32 under autocast, as F.layer_norm
     def forward(ctx, x, weight, bias, eps):
         normalized, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, eps)
         ctx.save_for_backward(x, normalized, mean, rstd, weight)
@@ -43,9 +44,10 @@ class _StackedLayerNorm(torch.autograd.Function):
         return normalized * weight if bias is None else torch.addcmul(bias, normalized, weight)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         x, normalized, mean, rstd, weight = ctx.saved_tensors
-        members_only = tuple(range(1, x.dim() - 1))  # sum over every axis but the member axis and d
+        members_only = tuple(range(1, x.dim() - 1))  # sum over every axis but the member axis and d (x is 4-D)
         grad_x = torch.ops.aten.native_layer_norm_backward(grad * weight, x, x.shape[-1:], mean, rstd, None, None,
                                                            [True, False, False])[0]
         grad_weight = (grad * normalized).sum(members_only, keepdim=True)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from models.attention import annealed_inverse_temperature
 from models.ensemble import Ensemble, buffer_views
 
-# Between steps the parameters' gradients are views of one (M, P) buffer (Trainer.backward); a caller that runs a
+# Between steps the parameters' gradients are views of one (M, P) buffer (Trainer.gather); a caller that runs a
 # backward of its own into them makes torch warn that such strided views are not the layout it would have allocated.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
@@ -57,10 +57,10 @@ class TrainConfig:
     # model can be reopened at any point of its norm's growth.
     keep_checkpoints: bool = False
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
-    # TF32 for the fp32 matmuls of a training step on CUDA (not for the exact variants' attention scores, see
-    # models.attention.ieee_matmuls; under train.compile those too). Evaluation always runs in full fp32: ties are
-    # measured there.
-    tf32: bool = True
+    # TF32 for the fp32 matmuls of a training step on CUDA, except the exact variants' attention scores (see
+    # models.attention.ieee_matmuls), which a compiled step (train.compile) computes in TF32 too. Evaluation always
+    # runs in full fp32: ties are measured there.
+    tf32: bool = False
     # torch.compile the forward pass and the loss (and so their backward), with CUDA graphs on CUDA. Pays a compile
     # (tens of seconds per shape group) for fewer, fused kernels per step: worth it for long runs. Where compilation
     # fails, training goes on uncompiled after one warning.
@@ -181,7 +181,9 @@ def make_optimizer(cfg: TrainConfig, params):
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr)
     optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(params, lr=torch.tensor(cfg.lr), betas=tuple(cfg.betas), weight_decay=0.0, fused=True)
+    device = params[0].device
+    return optimizer(params, lr=torch.tensor(cfg.lr, device=device), betas=tuple(cfg.betas), weight_decay=0.0,
+                     fused=True)
 
 
 def learning_rate_factor(cfg: TrainConfig):
@@ -225,6 +227,9 @@ class Trainer:
         self.compiled = cfg.compile
         self.losses = self.eager_losses
         if cfg.compile:
+            # Every Trainer compiles the same function: without a reset, each shape group would add a compiled variant
+            # (and CUDA-graph memory) until torch's recompile limit silently turned compilation off.
+            torch._dynamo.reset()
             # CUDA graphs replay the static-shape step without launching its kernels one by one.
             self.losses = torch.compile(self.eager_losses, mode="reduce-overhead" if device.type == "cuda" else None)
 
@@ -310,9 +315,9 @@ class Trainer:
 
 @contextlib.contextmanager
 def tf32_matmuls(enabled: bool):
-    """TF32 for CUDA's fp32 matmuls inside the block, if `enabled`; the setting before it afterwards."""
+    """TF32 for CUDA's fp32 matmuls inside the block or not, as `enabled` says; the setting before it afterwards."""
     before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled or before
+    torch.backends.cuda.matmul.allow_tf32 = enabled
     try:
         yield
     finally:

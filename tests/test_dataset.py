@@ -247,3 +247,13 @@ def test_the_default_negatives_leave_the_cell_and_its_hash_as_they_were():
     flare = C.expand({"name": "n", "languages": ["dyck1"], "data": {"negatives": "flare"}}).cells[0]
     assert "negatives" not in default["data"] and flare["data"]["negatives"] == "flare"
     assert C.cell_hash(default) != C.cell_hash(flare)
+
+
+@pytest.mark.parametrize("field,value", [("compile", True), ("tf32", True)])
+def test_the_default_speed_switches_leave_the_cell_and_its_hash_as_they_were(field, value):
+    from harness import config as C
+    default = C.expand({"name": "n", "languages": ["dyck1"]}).cells[0]
+    explicit_default = C.expand({"name": "n", "languages": ["dyck1"], "train": {field: not value}}).cells[0]
+    switched = C.expand({"name": "n", "languages": ["dyck1"], "train": {field: value}}).cells[0]
+    assert field not in default["train"] and C.cell_hash(explicit_default) == C.cell_hash(default)
+    assert switched["train"][field] is value and C.cell_hash(switched) != C.cell_hash(default)

@@ -1,10 +1,13 @@
 """The stacked Ensemble: member i must behave exactly like a standalone Recognizer built from seed i."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from models import BOS, PAD, Ensemble, ModelConfig, Recognizer, parameter_norm
+from models.attention import top_set
 from models.train import TrainConfig, Trainer
 
 SEEDS = [11, 3, 7]
@@ -181,9 +184,14 @@ def explicit(model):
      (dict(attention="hard", surrogate="anneal"), False),
      (dict(attention="saturated"), False), (dict(attention="hard"), False),
      (dict(attention="saturated", causal=False), False), (dict(attention="hard", causal=False), False),
-     (dict(attention="saturated", surrogate="tolerant"), False)],
+     (dict(attention="saturated", surrogate="tolerant"), False),
+     # Without positions equal tokens give equal keys: tie sets of several keys, averaged or decided leftmost.
+     (dict(attention="saturated", positional="none"), False), (dict(attention="hard", positional="none"), False),
+     (dict(attention="saturated", positional="none", causal=False), False),
+     (dict(attention="hard", surrogate="tolerant", positional="none"), False)],
     ids=["causal", "bidirectional", "bidirectional-shared-tokens", "anneal", "saturated-ste", "hard-ste",
-         "saturated-ste-bidirectional", "hard-ste-bidirectional", "saturated-tolerant"],
+         "saturated-ste-bidirectional", "hard-ste-bidirectional", "saturated-tolerant", "saturated-ties",
+         "hard-ties", "saturated-ties-bidirectional", "hard-tolerant-ties"],
 )
 def test_fused_attention_folds_members_into_one_kernel_call_per_layer(overrides, shared):
     cfg = config(**overrides)
@@ -209,6 +217,11 @@ def test_fused_attention_folds_members_into_one_kernel_call_per_layer(overrides,
         ensemble_loss({k: v[None] for k, v in alone.items()}, labels[i : i + 1]).backward()
         for name, p in model.named_parameters():
             assert torch.allclose(grads[name].grad[i], p.grad, atol=1e-5, rtol=1e-4), name
+        if cfg.positional == "none" and cfg.attention != "soft":  # the case has the ties it is meant to test
+            with torch.no_grad():
+                scores = model(tokens if shared else tokens[i], internals=True)["scores"]
+            tied = top_set(scores, scores > -math.inf, model.attention_layers()[0].tie_tolerance())
+            assert (tied.sum(dim=-1) > 1).any()
 
 
 @pytest.mark.gpu
@@ -234,3 +247,24 @@ def test_on_cuda_each_layer_makes_one_fused_attention_call_for_all_members(causa
         ensemble_loss({k: v[None] for k, v in alone.items()}, labels[i : i + 1]).backward()
         for name, p in model.named_parameters():
             assert torch.allclose(grads[name].grad[i], p.grad, atol=1e-4, rtol=1e-3), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("overrides", [dict(), dict(attention="saturated"), dict(attention="hard", surrogate="anneal")],
+                         ids=["soft", "saturated", "hard-anneal"])
+def test_a_cuda_training_step_never_waits_for_the_host(overrides):
+    # The learning rate and the inverse temperature are tensors written in place and Adam's step count lives on the
+    # device, so nothing in a step reads a value back: torch's sync debug mode raises on any synchronisation.
+    ensemble = Ensemble(config(**overrides), SEEDS).cuda().train()
+    trainer = Trainer(ensemble, TrainConfig(weight_decay=0.1, clip=1.0))
+    tokens, labels = (t.cuda() for t in member_batches(T=16))
+    trainer.step(tokens, labels)  # the optimizer allocates its state on the first step
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        ensemble.set_inverse_temperature(2.0)
+        losses = trainer.step(tokens, labels)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(losses).all()
