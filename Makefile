@@ -28,7 +28,9 @@ bench: install
 
 bench-perf: install
 	$(PY) benchmarks/traffic.py
+	$(PY) benchmarks/traffic.py --compiled
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/compiled_step.py
 	$(PY) benchmarks/datasets.py
 
 clean:

@@ -61,9 +61,10 @@ class TrainConfig:
     # models.attention.ieee_matmuls), which a compiled step (train.compile) computes in TF32 too. Evaluation always
     # runs in full fp32: ties are measured there.
     tf32: bool = False
-    # torch.compile the forward pass and the loss (and so their backward), with CUDA graphs on CUDA. Pays a compile
-    # (tens of seconds per shape group) for fewer, fused kernels per step: worth it for long runs. Where compilation
-    # fails, training goes on uncompiled after one warning.
+    # torch.compile the forward pass and the loss (and so their backward), with CUDA graphs on CUDA: a compile of tens
+    # of seconds per shape group for fewer, fused kernels per step, meant for long runs on the GPU (on the CPU the
+    # step gets barely faster, benchmarks/compiled_step.py). Where compilation fails, training goes on uncompiled
+    # after one warning.
     compile: bool = False
 
     def __post_init__(self):
