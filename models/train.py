@@ -364,9 +364,10 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         norms, norms_all = ensemble.parameter_norm(), ensemble.parameter_norm(embeddings=True)
         extra = on_log(step, ensemble) if on_log else None
         ensemble.train()  # probes may switch to eval mode
-        for i in range(M):
-            entry = {"step": step, "loss": losses[i].item(), "batch_acc": accuracy[i].item(), "norm": norms[i].item(),
-                     "norm_with_embeddings": norms_all[i].item()}
+        # One read-back per quantity for all members, not one per member.
+        columns = zip(losses.tolist(), accuracy.tolist(), norms.tolist(), norms_all.tolist(), strict=True)
+        for i, (loss, acc, norm, norm_all) in enumerate(columns):
+            entry = {"step": step, "loss": loss, "batch_acc": acc, "norm": norm, "norm_with_embeddings": norm_all}
             logs[i].append(entry | (extra[i] if extra else {}))
 
     def batch(step):

@@ -44,12 +44,12 @@ def _is_causal(model) -> bool:
 
 
 def query_mask_for(model, tokens: torch.Tensor) -> torch.Tensor:
-    """The queries whose attention is informative: real positions, minus column 0 (BOS) in a causal model, where the
-    BOS query can see only itself and would count as a one-position query by construction."""
+    """For tokens (..., T): the queries whose attention is informative: real positions, minus column 0 (BOS) in a
+    causal model, where the BOS query can see only itself and would count as a one-position query by construction."""
     mask = tokens != PAD
     if _is_causal(model):
         mask = mask.clone()
-        mask[:, 0] = False
+        mask[..., 0] = False
     return mask
 
 

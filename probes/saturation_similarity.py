@@ -15,7 +15,7 @@ from models.train import judge_strings
 
 from .heads import query_mask_for
 from .registry import Probe, register
-from .ties import pooled_shares
+from .ties import member_pooled_shares
 
 
 @torch.no_grad()
@@ -43,7 +43,7 @@ def member_saturation_similarity(ensemble, tokens: torch.Tensor, c: float = 1000
     (M, B, T), one batch per member (members may be trained on different languages)."""
     h1, hc = _hidden_pair(ensemble, tokens, c)  # (M, L + 1, B, T, d)
     real = (tokens != PAD).expand(h1.shape[0], *tokens.shape[-2:])
-    return [_similarity(h1[i], hc[i], real[i]) for i in range(h1.shape[0])]
+    return _similarity(h1, hc, real)
 
 
 def _hidden_pair(model, tokens: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,16 +55,24 @@ def _hidden_pair(model, tokens: torch.Tensor, c: float) -> tuple[torch.Tensor, t
     return h1, hc
 
 
-def _similarity(h1: torch.Tensor, hc: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-    """h1, hc: (L + 1, B, T, d); real: (B, T) bool. See `saturation_similarity` for the keys."""
-    real = real.to(h1.device)
+def _similarity(h1: torch.Tensor, hc: torch.Tensor, real: torch.Tensor) -> dict[str, float] | list[dict[str, float]]:
+    """h1, hc: (L + 1, B, T, d); real: (B, T) bool. See `saturation_similarity` for the keys. With a member axis in
+    front of all three, one dict per member, read back from the device in one go."""
+    if h1.dim() == 4:
+        return _similarity(h1[None], hc[None], real[None])[0]
+    real = real.to(h1.device)[:, None]  # (M, 1, B, T)
     h1, hc = h1.double(), hc.double()
     u = h1 / h1.norm(dim=-1, keepdim=True)
     v = hc / hc.norm(dim=-1, keepdim=True)
-    cos = (u * v).sum(-1)  # (L + 1, B, T); NaN where a state is zero or not finite
-    out = {f"sim_layer{layer}": float(cos[layer][real].mean()) for layer in range(cos.shape[0])}
-    deep = [out[f"sim_layer{layer}"] for layer in range(1, cos.shape[0])]
-    out["sim_mean"] = float(sum(deep) / len(deep)) if deep else float("nan")
+    cos = (u * v).sum(-1)  # (M, L + 1, B, T); NaN where a state is zero or not finite
+    # The mean over real positions; a NaN there makes it NaN, one at a padded position does not count.
+    means = torch.where(real, cos, 0.0).sum(dim=(-2, -1)) / real.sum(dim=(-2, -1))  # (M, L + 1)
+    out = []
+    for layers in means.tolist():
+        member = {f"sim_layer{layer}": value for layer, value in enumerate(layers)}
+        deep = layers[1:]
+        member["sim_mean"] = float(sum(deep) / len(deep)) if deep else float("nan")
+        out.append(member)
     return out
 
 
@@ -106,18 +114,14 @@ def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor,
         exact = ensemble(tokens)
         with saturated_limit(ensemble):
             limit = ensemble(tokens, internals=True)
-    right_exact = judge_strings(exact, labels.clamp(min=0), next_labels)[0]
-    right_limit = judge_strings(limit, labels.clamp(min=0), next_labels)[0]
-    alike = decided_alike(exact, limit, next_labels)
-    out = []
-    for i in range(tokens.shape[0]):
-        real = labels[i] >= 0
-        queries = query_mask_for(ensemble, tokens[i]) & real[:, None]
-        out.append({"acc_probe": right_exact[i][real].float().mean().item(),
-                    "acc_limit": right_limit[i][real].float().mean().item(),
-                    "agree_limit": alike[i][real].float().mean().item(),
-                    **pooled_shares(limit["attn"][i], limit["values"][i], queries)})
-    return out
+    real = labels >= 0  # (M, n)
+    rates = torch.stack([(judge_strings(exact, labels.clamp(min=0), next_labels)[0] & real).sum(1),
+                         (judge_strings(limit, labels.clamp(min=0), next_labels)[0] & real).sum(1),
+                         (decided_alike(exact, limit, next_labels) & real).sum(1)]) / real.sum(1)
+    queries = query_mask_for(ensemble, tokens) & real[..., None]  # (M, n, T)
+    ties = member_pooled_shares(limit["attn"], limit["values"], queries)
+    return [{"acc_probe": a, "acc_limit": b, "agree_limit": c} | member_ties
+            for (a, b, c), member_ties in zip(rates.T.tolist(), ties, strict=True)]
 
 
 @register

@@ -55,6 +55,17 @@ def pooled_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tenso
     return shares(int(split.sum()), int(distinct.sum()), int(queries.sum()) * attn.shape[2] * len(split))
 
 
+def member_pooled_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> list[dict[str, float]]:
+    """`pooled_shares` of every member: attn (M, L, B, H, T, T), values (M, L, B, H, T, d), queries (M, B, T); one
+    dict per member, read back from the device in one go."""
+    counts = []
+    for member_attn, member_values, member_queries in zip(attn, values, queries, strict=True):
+        # One member at a time: tie_shares holds a (T, T, d) deviation per query, too much for all members at once.
+        split, distinct = tie_shares(member_attn.double(), member_values.double(), member_queries)
+        counts.append(torch.stack([split.sum(), distinct.sum(), member_queries.sum() * attn.shape[3] * attn.shape[1]]))
+    return [shares(int(s), int(d), int(a)) for s, d, a in torch.stack(counts).tolist()]
+
+
 def shares(split: int, distinct: int, asked: int) -> dict[str, float]:
     """Split queries among those `asked`, and value-distinct ones among the split; NaN where nothing divides."""
     return {"split_share": split / asked if asked else math.nan,

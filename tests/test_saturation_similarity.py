@@ -119,3 +119,37 @@ def test_ensemble_members_match_standalone_members():
             alone = saturation_similarity(ensemble.member(i), tokens if tokens.dim() == 2 else tokens[i])
             assert sims[i] == pytest.approx(alone, abs=1e-5)
     assert ensemble.training
+
+
+def test_limit_over_training_gives_each_member_its_own_numbers():
+    """The probe strings' accuracies, agreement and tie shares, computed for all members in one go, are each
+    member's own: as its standalone model gives them on its own strings (padding rows, label -1, left out)."""
+    from models import Ensemble, ModelConfig, eval_mode, saturated_limit
+    from models.train import judge_strings
+    from probes.heads import query_mask_for
+    from probes.saturation_similarity import limit_over_training
+    from probes.ties import pooled_shares
+
+    config = ModelConfig(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=2, d_ff=16, attention="saturated",
+                         positional="none")  # equal tokens, equal keys: tie sets of several keys
+    ensemble = Ensemble(config, seeds=[0, 1, 2])
+    tokens = torch.stack([random_tokens(seed=seed) for seed in range(3)])
+    labels = torch.stack([torch.randint(0, 2, (16,), generator=torch.Generator().manual_seed(s)) for s in range(3)])
+    labels = labels.float()
+    labels[1, 10:] = -1  # member 1 has fewer probe strings
+    out = limit_over_training(ensemble, tokens, labels)
+    assert len(out) == 3
+    for i in range(3):
+        model, real = ensemble.member(i), labels[i] >= 0
+        with torch.no_grad(), eval_mode(model):
+            exact = model(tokens[i])
+            with saturated_limit(model):
+                limit = model(tokens[i], internals=True)
+        right_exact = judge_strings(exact, labels[i].clamp(min=0))[0][real]
+        right_limit = judge_strings(limit, labels[i].clamp(min=0))[0][real]
+        agree = ((exact["logit"] > 0) == (limit["logit"] > 0))[real]
+        expected = {"acc_probe": right_exact.float().mean().item(), "acc_limit": right_limit.float().mean().item(),
+                    "agree_limit": agree.float().mean().item(),
+                    **pooled_shares(limit["attn"], limit["values"], query_mask_for(model, tokens[i]) & real[:, None])}
+        assert out[i] == pytest.approx(expected, abs=1e-6, nan_ok=True)
+    assert any(member["split_share"] > 0 for member in out)  # ties were there to count
