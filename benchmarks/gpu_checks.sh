@@ -2,10 +2,11 @@
 # The measurements behind the published GPU figures, on one CUDA device, in stages of under 10 minutes each:
 #
 #   benchmarks/gpu_checks.sh OUT models      the CUDA tests (one fused attention call for all members, no host
-#                                            sync in a step, the compiled step with CUDA graphs),
-#                                            then training throughput into OUT/throughput.txt: every variant as
-#                                            the harness trains it, soft with explicit attention, and soft and
-#                                            saturated with TF32 (train.tf32), then also compiled (train.compile)
+#                                            sync in a step, the compiled step with CUDA graphs), then training
+#                                            throughput into OUT/throughput.txt: every variant as the harness
+#                                            trains it, and soft with explicit attention
+#   benchmarks/gpu_checks.sh OUT compiled    throughput of soft and saturated with TF32 (train.tf32), then also
+#                                            compiled (train.compile), into OUT/throughput_compiled.txt
 #   benchmarks/gpu_checks.sh OUT bench [override ...]
 #                                            configs/gpu.yaml, timed, rows into OUT/gpu; then
 #                                            `satbench report OUT/gpu --header "..."` anywhere
@@ -18,7 +19,7 @@
 # OUT/gpu. A published time needs an uninterrupted run into an OUT that holds no rows yet.
 set -uo pipefail
 
-usage="usage: benchmarks/gpu_checks.sh OUT models|bench|norm_growth [override ...]"
+usage="usage: benchmarks/gpu_checks.sh OUT models|compiled|bench|norm_growth [override ...]"
 out=${1:?$usage}
 stage=${2:?$usage}
 shift 2
@@ -45,12 +46,17 @@ models)
         | tee "$out/throughput.txt" || status=$?
     run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft --explicit 2>&1 \
         | tee -a "$out/throughput.txt" || status=$?
+    ;;
+compiled)
     # train.tf32, then train.compile with it (CUDA graphs of the compiled step); the compiled loop is one model, to keep
     # the stage short.
+    shape=(--members 256 --d-model 64 --seq-len 64 --batch 64 --loop-members 8 --rounds 3)
     run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated --tf32 2>&1 \
-        | tee -a "$out/throughput.txt" || status=$?
+        | tee "$out/throughput_compiled.txt" || status=$?
     run "$python" benchmarks/throughput.py "${shape[@]}" --loop-members 1 --variant soft saturated --tf32 --compile \
-        2>&1 | tee -a "$out/throughput.txt" || status=$?
+        2>&1 | tee -a "$out/throughput_compiled.txt" || status=$?
+    run "$python" benchmarks/compiled_step.py --members 256 --d-model 64 --seq-len 64 --batch 64 2>&1 \
+        | tee -a "$out/throughput_compiled.txt" || status=$?
     ;;
 bench)
     run timeout "${BENCH_LIMIT:-560}" "$python" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \
@@ -61,7 +67,7 @@ norm_growth)
         --no-report --run-dir "$out/norm_growth" 2>&1 | tee "$out/norm_growth.txt" || status=$?
     ;;
 *)
-    echo "gpu_checks.sh: unknown stage '$stage' (models, bench or norm_growth)" >&2
+    echo "gpu_checks.sh: unknown stage '$stage' (models, compiled, bench or norm_growth)" >&2
     status=2
     ;;
 esac

@@ -80,6 +80,9 @@ class TrainConfig:
             raise ValueError("train: warmup_steps, weight_decay and clip must be >= 0")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"train.betas: {list(self.betas)} must lie in [0, 1)")
+        for name in ("keep_checkpoints", "bf16", "tf32", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"train.{name}: {getattr(self, name)!r} is not true or false")
 
 
 @dataclass

@@ -188,3 +188,9 @@ def test_bf16_keeps_the_first_layers_tie_sets_of_a_trained_checkpoint(tmp_path):
     tied_fp32, tied_bf16 = (fp32["attn"][0] > 0) & real, (bf16["attn"][0] > 0) & real
     assert (tied_fp32.sum(-1) > 1).sum() > 100  # many ties to keep
     assert torch.equal(tied_fp32, tied_bf16)
+
+
+@pytest.mark.parametrize("field", ["compile", "tf32", "bf16", "keep_checkpoints"])
+def test_a_switch_that_is_not_a_bool_is_refused_by_name(field):
+    with pytest.raises(ValueError, match=rf"^train\.{field}: 'yes' is not true or false$"):
+        TrainConfig(**{field: "yes"})
