@@ -194,14 +194,14 @@ class KeyMask:
     """Which keys each query may see in one forward pass: built on first use and then shared by every layer of the
     pass. The fused causal training path needs none of it but the exact variants' (T, T) `future`.
 
-    real (M * B, T): True at real (non-padding) tokens. `allowed` (M * B, 1, 1 or T, T) is True where query i may
-    attend to key j: real keys only, and for a causal model only those at or before the query; every query may see
-    some key (the rows of all-padding strings are opened, see `open_empty_rows`). `future` (T, T) is 0 on and below
-    the diagonal and -inf above it: added to the scores, it masks a causal model's future keys.
+    padding (M * B, T): True at padding tokens. `allowed` (M * B, 1, 1 or T, T) is True where query i may attend to
+    key j: real keys only, and for a causal model only those at or before the query; every query may see some key
+    (the rows of all-padding strings are opened, see `open_empty_rows`). `future` (T, T) is 0 on and below the
+    diagonal and -inf above it: added to the scores, it masks a causal model's future keys.
     """
 
-    def __init__(self, real: torch.Tensor, causal: bool):
-        self.real, self.causal = real, causal
+    def __init__(self, padding: torch.Tensor, causal: bool):
+        self.padding, self.causal = padding, causal
         # Built on first use. Not functools.cached_property: its lock (Python 3.11) breaks a torch.compile graph.
         self._allowed: torch.Tensor | None = None
         self._future: torch.Tensor | None = None
@@ -209,18 +209,18 @@ class KeyMask:
     @property
     def allowed(self) -> torch.Tensor:
         if self._allowed is None:
-            allowed = self.real[:, None, None, :]
+            allowed = ~self.padding[:, None, None, :]
             if self.causal:
-                T = self.real.shape[-1]
-                allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=self.real.device).tril()
+                T = self.padding.shape[-1]
+                allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=self.padding.device).tril()
             self._allowed = open_empty_rows(allowed)  # only all-padding strings have queries that may see nothing
         return self._allowed
 
     @property
     def future(self) -> torch.Tensor:
         if self._future is None:
-            T = self.real.shape[-1]
-            self._future = torch.full((T, T), float("-inf"), device=self.real.device).triu(1)
+            T = self.padding.shape[-1]
+            self._future = torch.full((T, T), float("-inf"), device=self.padding.device).triu(1)
         return self._future
 
 

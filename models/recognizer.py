@@ -262,9 +262,9 @@ class Recognizer(nn.Module):
     def forward_members(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
         """forward() for tokens (M, B, T), one batch per member; every output has the member axis in front."""
         M, B, T = tokens.shape
-        real = tokens != PAD  # (M, B, T)
+        padding = tokens == PAD  # (M, B, T)
 
-        keys = KeyMask(real.flatten(0, 1), self.config.causal)  # the attention folds the members into its batch
+        keys = KeyMask(padding.flatten(0, 1), self.config.causal)  # the attention folds the members into its batch
 
         x = embed(self.token_embedding, tokens)  # (M, B, T, d)
         position = self.positions(tokens)
@@ -277,10 +277,10 @@ class Recognizer(nn.Module):
             hidden.append(x)
             layers.append(attention)
 
-        head = linear(self.head, norm(self.ln_f, x)).masked_fill(~real[..., None], 0.0)  # (M, B, T, outputs)
+        head = linear(self.head, norm(self.ln_f, x)).masked_fill(padding[..., None], 0.0)  # (M, B, T, outputs)
         prefix_logits = head[..., EOS] if self.config.next_symbols else head.squeeze(-1)  # (M, B, T)
         if self.config.causal:
-            last = (real.sum(dim=-1) - 1).clamp(min=0)
+            last = (T - 1 - padding.sum(dim=-1)).clamp(min=0)  # the padding trails the string
             logit = prefix_logits.gather(-1, last[..., None]).squeeze(-1)
         else:
             logit = prefix_logits[..., 0]
