@@ -220,7 +220,7 @@ class Trainer:
         self.grad = torch.zeros_like(self.flat)
         self.flat.grad = self.grad
         self.grad_views = buffer_views(self.grad, self.params, self.transposed)  # each parameter's .grad
-        self.seed = torch.ones(ensemble.M, dtype=self.flat.dtype, device=self.flat.device)  # d(sum of losses)/d(loss)
+        self.loss_grad = torch.ones(ensemble.M, dtype=self.flat.dtype, device=self.flat.device)  # d(sum)/d(loss)
         device = self.flat.device
         self.optimizer = make_optimizer(cfg, [self.flat])
         self.lr_factor, self.step_count = learning_rate_factor(cfg), 0
@@ -254,7 +254,8 @@ class Trainer:
         would cost a kernel per parameter, and a copy for each whose layout differs from its parameter's."""
         losses = self.losses(tokens, labels, prefix_labels, next_labels)
         # The gradient of the sum of the members' losses, seeded with ones rather than summed first.
-        return losses, torch.autograd.grad(losses, self.params, self.seed, allow_unused=True, materialize_grads=True)
+        grads = torch.autograd.grad(losses, self.params, self.loss_grad, allow_unused=True, materialize_grads=True)
+        return losses, grads
 
     @torch.no_grad()
     def gather(self, grads) -> None:
