@@ -124,6 +124,7 @@ CASES = [
     ("train: momentum 1", [config_file(tiny(**{"train.optimizer": "sgd", "train.momentum": 1.0}))], BENCH),
     ("train: beta 1", [config_file(tiny(**{"train.betas": [0.9, 1.0]}))], BENCH),
     ("train: negative weight decay", [config_file(tiny(**{"train.weight_decay": -0.1}))], BENCH),
+    ("train: compile a string", [config_file(tiny(**{"train.compile": "yes"}))], BENCH),
     ("eval: negative scale", [config_file(tiny(**{"eval.scales": [-1, "inf"]}))], BENCH),
     ("eval: scale a word", [config_file(tiny(**{"eval.scales": [1, "infinite"]}))], BENCH),
     ("eval: threshold above 1", [config_file(tiny(**{"eval.threshold": 2}))], BENCH),
