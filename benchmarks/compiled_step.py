@@ -1,5 +1,5 @@
 """The training step of train.compile against the uncompiled one, in one process: model-steps per second of each, and
-the seconds the compiled one's first two steps take (the compile).
+the seconds the compiled one's first two steps take (the compile). Both in full fp32 (train.tf32 off).
 
 Both Trainers train the same ensemble on the same batch; rounds of 5 steps alternate between them and the median
 round is reported, so that a machine whose load changes treats both alike.
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
 
-from benchmarks.throughput import VOCAB, random_batches, synchronize  # noqa: E402
+from benchmarks.throughput import VOCAB, random_batches, synchronize, time_steps  # noqa: E402
 from models import VARIANTS, Ensemble, ModelConfig  # noqa: E402
 from models.train import TrainConfig, Trainer  # noqa: E402
 
@@ -50,11 +50,8 @@ def main(argv=None) -> int:
         rates = {False: [], True: []}
         for _ in range(args.rounds):
             for compiled, trainer in trainers.items():
-                start = time.perf_counter()
-                for _ in range(5):
-                    trainer.step(tokens, labels)
-                synchronize(device)
-                rates[compiled].append(5 * args.members / (time.perf_counter() - start))
+                seconds = time_steps(lambda trainer=trainer: trainer.step(tokens, labels), 5, device)
+                rates[compiled].append(5 * args.members / seconds)
         eager, compiled = statistics.median(rates[False]), statistics.median(rates[True])
         print(f"{variant} on {device.type} d={args.d_model} T={args.seq_len} B={args.batch} M={args.members}: "
               f"uncompiled {eager:,.1f} model-steps/s, compiled {compiled:,.1f} model-steps/s, ratio "

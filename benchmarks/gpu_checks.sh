@@ -6,7 +6,9 @@
 #                                            throughput into OUT/throughput.txt: every variant as the harness
 #                                            trains it, and soft with explicit attention
 #   benchmarks/gpu_checks.sh OUT compiled    throughput of soft and saturated with TF32 (train.tf32), then also
-#                                            compiled (train.compile), into OUT/throughput_compiled.txt
+#                                            compiled (train.compile), and the compiled step against the
+#                                            uncompiled one in fp32 (compiled_step.py), into
+#                                            OUT/throughput_compiled.txt
 #   benchmarks/gpu_checks.sh OUT bench [override ...]
 #                                            configs/gpu.yaml, timed, rows into OUT/gpu; then
 #                                            `satbench report OUT/gpu --header "..."` anywhere

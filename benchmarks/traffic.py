@@ -13,8 +13,12 @@ not depend on M, the kernel count not at all. Prints one line per variant:
 
     traffic <variant>: <K> kernels/step, <B> MiB/model-step
 
+With --compiled, the step of train.compile, whose forward and backward run as the kernels inductor generates for the
+CPU (see `count_step`), after a compile of tens of seconds per variant; the lines read `traffic <variant> compiled:`.
+
     python benchmarks/traffic.py                   # every variant at the reference shape
     python benchmarks/traffic.py --variant soft --members 4
+    python benchmarks/traffic.py --compiled
 """
 
 import argparse
@@ -112,8 +116,9 @@ def compiled_graphs(run) -> list[int]:
     finally:
         log.setLevel(level)
         log.propagate = propagate
-    return [elements * 4 for node, elements in metrics.nodes_num_elem
-            if elements > 0 and type(node).__name__ != "NopKernelSchedulerNode"]
+    # Inductor records each node's bytes divided by 4 (as fp32 elements).
+    return [quarter_bytes * 4 for node, quarter_bytes in metrics.nodes_num_elem
+            if quarter_bytes > 0 and type(node).__name__ != "NopKernelSchedulerNode"]
 
 
 def main(argv=None) -> int:

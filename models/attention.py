@@ -146,8 +146,8 @@ def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """Boolean mask of M = {j allowed : s_j >= max over allowed s - tol}, computed in fp32 or wider; empty for a row
-    that allows no key."""
+    """Boolean mask of M = {j allowed : s_j >= tie_floor}, the relative tolerance of `tie_floor`, computed in fp32 or
+    wider; empty for a row that allows no key."""
     return top_set(mask_scores(scores, allowed), allowed, tol)
 
 
@@ -164,9 +164,10 @@ def hard_weights(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> tor
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Forward: `exact`, as it is. Backward: the incoming gradient to both inputs, i.e. to `surrogate` (an exact
-    weighting derived from comparisons has no gradient of its own). The value of `surrogate + (exact -
-    surrogate).detach()` without its two elementwise passes and their rounding: the value is `exact`, bit for bit."""
+    """Forward: `exact`, as it is, bit for bit. Backward: the incoming gradient to both inputs: to `surrogate`, and to
+    `exact` where it has one. Exact weights derived from comparisons have none, and then this is
+    `surrogate + (exact - surrogate).detach()` without its two elementwise passes and their rounding; the fused
+    path's exact output (its weights @ v) has one, and v gets it."""
 
     @staticmethod
     def forward(ctx, exact, surrogate):
@@ -178,7 +179,8 @@ class _StraightThrough(torch.autograd.Function):
 
 
 def straight_through(exact: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """Forward value `exact`, gradient that of `surrogate`. Exact zeros (disallowed keys, keys outside M) stay 0."""
+    """Forward value `exact`; the gradient reaches `surrogate` (and `exact` where it has one, see _StraightThrough).
+    Exact zeros (disallowed keys, keys outside M) stay 0."""
     return _StraightThrough.apply(exact, surrogate)
 
 
@@ -258,8 +260,9 @@ class SelfAttention(nn.Module):
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
         self.tol_override: float | None = None  # saturated_limit(model, tol): ... with this tie tolerance
-        # Devices on which a training pass of softmax attention uses the fused scaled_dot_product_attention kernel
-        # instead of materialising the (T, T) weights; () forces the explicit path (the tests' reference).
+        # Devices on which a training pass takes the fused path (`_fused_training`: scaled_dot_product_attention, and
+        # for the straight-through surrogate no (T, T) weights with a gradient); () forces the explicit path (the
+        # tests' reference).
         self.fused_devices: tuple[str, ...] = ("cpu", "cuda")
 
     def _mode(self) -> tuple[str, float | torch.Tensor]:

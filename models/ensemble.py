@@ -1,20 +1,20 @@
 """A stacked ensemble: M Recognizers of one config trained in a single forward pass.
 
 Every parameter carries a leading member axis (M, ...). The forward pass is an ordinary Recognizer's, whose layers
-compute on a member axis (models/layers.py): each linear map is one batched matmul over the members, each layer norm
-one kernel over the stacked tensor, and the attention folds the members into its batch. A standalone Recognizer runs
-the same code with M = 1, so member i computes what a standalone Recognizer with member i's parameters computes, up to
-the rounding of batched versus single kernels. Member i is initialised exactly like `Recognizer(config)` built right
-after `torch.manual_seed(seeds[i])`.
+compute on a member axis (models/layers.py): each linear map is one batched matmul over the members, each layer norm one
+fused norm over the stacked tensor and one per-member affine, and the attention folds the members into its batch. A
+standalone Recognizer runs the same code with M = 1, so member i computes what a standalone Recognizer with member i's
+parameters computes, up to the rounding of batched versus single kernels. Member i is initialised exactly like
+`Recognizer(config)` built right after `torch.manual_seed(seeds[i])`.
 
 Training, per member:
     loss       sum over members of each member's own mean loss; its gradient with respect to member i's slice is
                member i's own gradient, since no parameter is shared.
     clipping   `models.train.Trainer` clips each member's gradient by that member's norm.
-    optimizer  plain torch.optim.AdamW over `ensemble.parameters()` is per member: Adam's moments, its update and the
-               decoupled weight decay are elementwise, so member i's slice evolves as it would under its own AdamW
-               (same lr, betas, eps and weight decay for every member; the step count is shared, which is harmless as
-               all members step together).
+    optimizer  `models.train.Trainer` runs one torch optimizer over the flat (M, P) buffer of all parameters
+               (`flatten_parameters`): Adam's moments and update are elementwise, so member i's row evolves as it would
+               under its own optimizer (same lr, betas and eps for every member; the step count is shared, which is
+               harmless as all members step together). Weight decay is applied by the Trainer, per member.
 
 All members share one config (the attention variant selects Python control flow). Group cells by config; members may
 differ in seed and, through their weights, in anything else.

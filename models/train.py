@@ -219,7 +219,8 @@ class Trainer:
         self.flat, self.params, self.transposed = ensemble.flatten_parameters()
         self.grad = torch.zeros_like(self.flat)
         self.flat.grad = self.grad
-        self.grad_views = buffer_views(self.grad, self.params, self.transposed)  # each parameter's .grad
+        for p, view in zip(self.params, buffer_views(self.grad, self.params, self.transposed), strict=True):
+            p.grad = view  # for whoever reads .grad: `gather` fills the buffer in place
         self.loss_grad = torch.ones(ensemble.M, dtype=self.flat.dtype, device=self.flat.device)  # d(sum)/d(loss)
         device = self.flat.device
         self.optimizer = make_optimizer(cfg, [self.flat])
@@ -227,7 +228,6 @@ class Trainer:
         decays = weight_decays if weight_decays is not None else [cfg.weight_decay] * ensemble.M
         self.decay = torch.tensor(decays, dtype=self.flat.dtype, device=device)[:, None] if any(decays) else None
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
-        self._attach_gradients()
         self.tf32 = cfg.tf32 and device.type == "cuda"
         self.compiled = cfg.compile
         self.losses = self.eager_losses
@@ -244,10 +244,6 @@ class Trainer:
             out = self.ensemble(tokens)
         return member_losses(out, labels, prefix_labels, next_labels)
 
-    def _attach_gradients(self) -> None:
-        for p, view in zip(self.params, self.grad_views, strict=True):
-            p.grad = view
-
     def gradients(self, tokens, labels, prefix_labels=None, next_labels=None):
         """(losses (M,), one gradient per parameter): the forward pass, the loss and its backward, compiled with
         train.compile. torch.autograd.grad hands back each gradient as backward computed it: accumulating into .grad
@@ -260,10 +256,9 @@ class Trainer:
     @torch.no_grad()
     def gather(self, grads) -> None:
         """The gradients into the gradient buffer, in one concatenation (the buffer holds every gradient in the layout
-        backward computed it, see Ensemble.flatten_parameters); every parameter's .grad is then a view of it."""
+        backward computed it, see Ensemble.flatten_parameters), of which every parameter's .grad is a view."""
         blocks = [g.transpose(1, 2) if t else g for g, t in zip(grads, self.transposed, strict=True)]
         torch.cat([b.reshape(self.ensemble.M, -1) for b in blocks], dim=1, out=self.grad)
-        self._attach_gradients()
 
     @torch.no_grad()
     def clip_gradients(self, max_norm: float) -> torch.Tensor:

@@ -51,8 +51,7 @@ def tie_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) 
 def pooled_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> dict[str, float]:
     """`split_share` and `value_distinct_share` pooled over layers and heads, for one member's saturated attention
     attn (L, B, H, T, T), values (L, B, H, T, d) and queries (B, T); NaN where there is nothing to divide."""
-    split, distinct = tie_shares(attn.double(), values.double(), queries)
-    return shares(int(split.sum()), int(distinct.sum()), int(queries.sum()) * attn.shape[2] * len(split))
+    return member_pooled_shares(attn[None], values[None], queries[None])[0]
 
 
 def member_pooled_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> list[dict[str, float]]:

@@ -268,3 +268,15 @@ def test_a_cuda_training_step_never_waits_for_the_host(overrides):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(losses).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_bf16_cuda_step_runs_the_stacked_layer_norm_in_fp32():
+    # With layer_norm "branch" the stacked norm reads bf16 linear outputs: its custom autograd Function must cast them
+    # to fp32 as autocast does for F.layer_norm, in the backward pass too.
+    ensemble = Ensemble(config(layer_norm="branch", attention="saturated"), SEEDS).cuda().train()
+    trainer = Trainer(ensemble, TrainConfig(bf16=True))
+    tokens, labels = (t.cuda() for t in member_batches(T=16))
+    losses = torch.stack([trainer.step(tokens, labels) for _ in range(3)])
+    assert torch.isfinite(losses).all() and torch.isfinite(trainer.grad).all()
