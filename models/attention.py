@@ -198,14 +198,16 @@ class KeyMask:
 
     padding (M * B, T): True at padding tokens. `allowed` (M * B, 1, 1 or T, T) is True where query i may attend to
     key j: real keys only, and for a causal model only those at or before the query; every query may see some key
-    (the rows of all-padding strings are opened, see `open_empty_rows`). `future` (T, T) is 0 on and below the
-    diagonal and -inf above it: added to the scores, it masks a causal model's future keys.
+    (the rows of all-padding strings are opened, see `open_empty_rows`). `past` (T, T) is True on and below the
+    diagonal, and `future` (T, T) is 0 there and -inf above it: added to the scores, it masks a causal model's future
+    keys. A causal model's padding trails its strings, so `past` alone keeps its real queries off padded keys.
     """
 
     def __init__(self, padding: torch.Tensor, causal: bool):
         self.padding, self.causal = padding, causal
         # Built on first use. Not functools.cached_property: its lock (Python 3.11) breaks a torch.compile graph.
         self._allowed: torch.Tensor | None = None
+        self._past: torch.Tensor | None = None
         self._future: torch.Tensor | None = None
 
     @property
@@ -213,10 +215,17 @@ class KeyMask:
         if self._allowed is None:
             allowed = ~self.padding[:, None, None, :]
             if self.causal:
-                T = self.padding.shape[-1]
-                allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=self.padding.device).tril()
+                allowed = allowed & self.past
             self._allowed = open_empty_rows(allowed)  # only all-padding strings have queries that may see nothing
         return self._allowed
+
+    @property
+    def past(self) -> torch.Tensor:
+        """(T, T): True on and below the diagonal, the keys a causal query may see if it ignores padding."""
+        if self._past is None:
+            T = self.padding.shape[-1]
+            self._past = torch.ones(T, T, dtype=torch.bool, device=self.padding.device).tril()
+        return self._past
 
     @property
     def future(self) -> torch.Tensor:
@@ -294,18 +303,24 @@ class SelfAttention(nn.Module):
         if fusable and q.device.type in self.fused_devices:
             y, weights = self._fused_training(q, k, v, keys, mode, beta), None
         else:
-            y, weights, scores = self._explicit(q, k, v, keys.allowed, mode, beta)
+            y, weights, scores = self._explicit(q, k, v, keys, mode, beta, need_weights)
         y = linear(self.proj, y.transpose(1, 2).reshape(M, B, T, C))
         if not need_weights:
             return y, None
         # What the tie probes read: the weights used, the scores at c = 1 (-inf on disallowed keys) and the values.
         return y, {"attn": weights, "scores": mask_scores(scores, keys.allowed), "values": v}
 
-    def _explicit(self, q, k, v, allowed, mode, beta):
+    def _explicit(self, q, k, v, keys: KeyMask, mode, beta, need_weights):
         """(output, weights, scores at c = 1) with the (T, T) weights materialised: evaluation, sweeps, internals."""
         sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
-        scores = attention_scores(q, k)
-        masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
+        if mode == "exact" and self.causal and not need_weights:
+            # A causal model's exact evaluation: the future's -inf added in the score matmul (as in training) instead
+            # of a masking pass. Only the rows of padded queries change, and they are never read.
+            scores, allowed = None, keys.past
+            masked = attention_scores(q, k, keys.future)
+        else:
+            scores, allowed = attention_scores(q, k), keys.allowed
+            masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
         if mode == "softmax" and (isinstance(sharpen, torch.Tensor) or sharpen != 1.0):
             # softmax(c * s) = softmax(c * (s - max s)): the shifted scores are <= 0, so no c overflows them to +inf,
             # and at a c large enough every key below the maximum gets exactly 0 (the numerical limit). The shift has
