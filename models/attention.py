@@ -146,8 +146,8 @@ def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """Boolean mask of M = {j allowed : s_j >= tie_floor}, the relative tolerance of `tie_floor`, computed in fp32 or
-    wider; empty for a row that allows no key."""
+    """Boolean mask of M = {j allowed : s_j >= tie_floor(s, tol)} (a tolerance relative to the row's maximum),
+    computed in fp32 or wider; empty for a row that allows no key."""
     return top_set(mask_scores(scores, allowed), allowed, tol)
 
 
@@ -310,14 +310,21 @@ class SelfAttention(nn.Module):
         # What the tie probes read: the weights used, the scores at c = 1 (-inf on disallowed keys) and the values.
         return y, {"attn": weights, "scores": mask_scores(scores, keys.allowed), "values": v}
 
+    def _tie_scores(self, q, k, keys: KeyMask) -> torch.Tensor:
+        """Masked scores for finding ties, when the scores at c = 1 themselves are not wanted: a causal model adds the
+        future's -inf in the score matmul instead of a masking pass (masked as by `keys.past`), which changes only the
+        rows of padded queries, and they are never read."""
+        if self.causal:
+            return attention_scores(q, k, keys.future)
+        return mask_scores(attention_scores(q, k), keys.allowed)
+
     def _explicit(self, q, k, v, keys: KeyMask, mode, beta, need_weights):
-        """(output, weights, scores at c = 1) with the (T, T) weights materialised: evaluation, sweeps, internals."""
+        """(output, weights, scores at c = 1, or None where no internals are asked of an exact weighting) with the
+        (T, T) weights materialised: evaluation, sweeps, internals."""
         sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
-        if mode == "exact" and self.causal and not need_weights:
-            # A causal model's exact evaluation: the future's -inf added in the score matmul (as in training) instead
-            # of a masking pass. Only the rows of padded queries change, and they are never read.
-            scores, allowed = None, keys.past
-            masked = attention_scores(q, k, keys.future)
+        if mode == "exact" and not need_weights:
+            scores, allowed = None, keys.past if self.causal else keys.allowed
+            masked = self._tie_scores(q, k, keys)
         else:
             scores, allowed = attention_scores(q, k), keys.allowed
             masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
@@ -357,10 +364,7 @@ class SelfAttention(nn.Module):
         `saturated` the mean of the values over the set, for `hard` the value at its leftmost key. v's gradient is
         then that of the exact weights."""
         with torch.no_grad():
-            if self.causal:  # the future's -inf added in the matmul; the rows of padded queries are never read
-                masked = attention_scores(q, k, keys.future)
-            else:
-                masked = mask_scores(attention_scores(q, k), keys.allowed)
+            masked = self._tie_scores(q, k, keys)
             # Disallowed keys are -inf and every row's maximum is finite, so comparing with the floor is the set
             # (`top_set` without its intersection with the mask). A row holding a NaN (a diverged model) ties nothing:
             # it averages to 0 here as in the explicit path, but `hard` reads key 0 where the explicit path gives 0.

@@ -178,8 +178,8 @@ def make_optimizer(cfg: TrainConfig, params):
     """The optimizer of cfg.optimizer, with no weight decay of its own: `Trainer` applies each member's.
 
     Adam(W) and SGD run torch's fused single-kernel step (CPU and CUDA), Adam(W)'s with its learning rate as a
-    tensor, which the scheduler updates in place: a step then reads no host value. torch has no fused RMSprop; its
-    foreach path over one flat tensor is a handful of kernels."""
+    tensor, which Trainer.set_learning_rate writes in place: a step then reads no host value. torch has no fused
+    RMSprop; its foreach path over one flat tensor is a handful of kernels."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=True)
     if cfg.optimizer == "rmsprop":

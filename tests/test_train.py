@@ -168,11 +168,12 @@ def test_a_compiled_step_trains_like_the_uncompiled_one(attention, device):
 
 
 def test_bf16_keeps_the_first_layers_tie_sets_of_a_trained_checkpoint(tmp_path):
-    """train.bf16: the attention scores stay fp32 under bf16 autocast (models.attention.attention_scores), so keys
-    that are equal tie as they do in fp32. Without positions the first layer's keys are equal wherever the tokens
-    are, and its tie sets are those of fp32. Deeper layers read a residual stream rounded to bf16, whose rounding
-    (about 4e-3) is far above the tie tolerance (1e-5): keys equal in exact arithmetic but computed along different
-    paths can stop tying there, which no precision of the scores repairs. Evaluation never runs in bf16."""
+    """train.bf16 on a trained checkpoint: without positions the first layer's keys are equal wherever the tokens
+    are, and its tie sets under bf16 autocast are those of fp32. (That bf16 scores would tie close but different keys
+    is tested in tests/test_attention.py; equal keys tie at any precision.) Deeper layers read a residual stream
+    rounded to bf16, whose rounding (about 4e-3) is far above the tie tolerance (1e-5): keys equal in exact
+    arithmetic but computed along different paths can stop tying there, which no precision of the scores repairs
+    (benchmarks/bf16_ties.py counts them). Evaluation never runs in bf16."""
     model = dataclasses.replace(MODEL, attention="saturated", positional="none", n_layers=2)
     train = dataclasses.replace(TRAIN, steps=60)
     ensemble, _ = train_ensemble(model, train, [0], [split("majority", 0)], torch.device("cpu"), progress=False)
