@@ -60,7 +60,8 @@ def use_explicit_attention(model):
 
 
 def loop_trainer(config, seeds, tokens, labels, device, compiled=False, explicit=False):
-    """One training step of every standalone Recognizer, each with its own AdamW."""
+    """One training step of every standalone Recognizer, each with its own AdamW, on the membership logit alone
+    (logit_only), as the harness's Trainer takes it: both sides do the same work per model."""
     models, optimizers = [], []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -74,7 +75,7 @@ def loop_trainer(config, seeds, tokens, labels, device, compiled=False, explicit
 
     def step():
         for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
-            loss = F.binary_cross_entropy_with_logits(model(tokens[i])["logit"], labels[i])
+            loss = F.binary_cross_entropy_with_logits(model(tokens[i], logit_only=True)["logit"], labels[i])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -96,10 +97,13 @@ def ensemble_trainer(config, seeds, tokens, labels, device, compiled=False, expl
 
 def matmul_flops_per_model_step(config, seq_len: int, batch: int) -> int:
     """The multiply-adds (x2) of one model's training step in matmuls: the linear layers and both attention products,
-    forward and twice that backward. Causal masks and padding are not subtracted: what the kernels are asked to do."""
+    forward and twice that backward, for a pass on the membership logit alone (logit_only), whose last block answers
+    one query per string after projecting every position's q, k and v. Causal masks and padding are not subtracted:
+    what the kernels are asked to do."""
     d, f, T = config.d_model, config.d_ff, seq_len
-    per_token = config.n_layers * (2 * (3 * d * d + d * d + 2 * d * f) + 2 * 2 * T * d) + 2 * d
-    return 3 * batch * T * per_token
+    qkv, rest = 2 * 3 * d * d, 2 * (d * d + 2 * d * f) + 2 * 2 * T * d  # per query position
+    per_string = config.n_layers * T * qkv + ((config.n_layers - 1) * T + 1) * rest + 2 * d
+    return 3 * batch * per_string
 
 
 def time_steps(step, steps, device) -> float:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import linear
+from models.layers import at_least_fp32, linear, norm_linear
 
 VARIANTS = ("soft", "saturated", "hard")
 SURROGATES = ("ste", "anneal", "tolerant")
@@ -102,11 +102,6 @@ def tie_floor(masked: torch.Tensor, tol: float) -> torch.Tensor:
     """
     top = masked.amax(dim=-1, keepdim=True)
     return torch.where(top.isinf(), top, top - tol * top.abs().clamp(min=1.0))
-
-
-def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """x in fp32, or as it is when it is fp32 or wider (a float64 model keeps its precision)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def top_set(masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
@@ -201,6 +196,7 @@ class KeyMask:
     (the rows of all-padding strings are opened, see `open_empty_rows`). `past` (T, T) is True on and below the
     diagonal, and `future` (T, T) is 0 there and -inf above it: added to the scores, it masks a causal model's future
     keys. A causal model's padding trails its strings, so `past` alone keeps its real queries off padded keys.
+    `padding_bias(dtype)` (M * B, 1, 1, T) masks the padded keys of a bidirectional pass when added to the scores.
     """
 
     def __init__(self, padding: torch.Tensor, causal: bool):
@@ -209,6 +205,16 @@ class KeyMask:
         self._allowed: torch.Tensor | None = None
         self._past: torch.Tensor | None = None
         self._future: torch.Tensor | None = None
+        self._padding_bias: torch.Tensor | None = None
+
+    def padding_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """0 on real keys and the dtype's lowest finite value on padded ones, (M * B, 1, 1, T): the fused kernel's
+        mask of a bidirectional pass, one kernel where a boolean mask costs several. Finite rather than -inf, so
+        that the row of an all-padding string stays finite (uniform), as `open_empty_rows` makes it."""
+        if self._padding_bias is None or self._padding_bias.dtype != dtype:
+            lowest = max(torch.finfo(dtype).min, torch.finfo(torch.float32).min)  # computed in fp32 (bool * float)
+            self._padding_bias = (self.padding[:, None, None, :] * lowest).to(dtype)
+        return self._padding_bias
 
     @property
     def allowed(self) -> torch.Tensor:
@@ -290,10 +296,16 @@ class SelfAttention(nn.Module):
     def tie_tolerance(self) -> float:
         return self.tol if self.tol_override is None else self.tol_override
 
-    def forward(self, x: torch.Tensor, keys: KeyMask, need_weights: bool = False):
+    def forward(self, x: torch.Tensor, keys: KeyMask, need_weights: bool = False, ln: nn.Module | None = None,
+                rows: torch.Tensor | None = None):
+        """With a layer norm `ln` (a pre-LN block's), x is the residual stream and the layer reads ln(x). With `rows`
+        (M, B), only the query at that position of each string is answered (output (M, B, 1, C)); `keys` must then
+        be the mask of those queries (see Recognizer.forward_members)."""
         M, B, T, C = x.shape
-        q, k, v = linear(self.qkv, x).flatten(0, 1).split(C, dim=2)  # (M * B, T, C): members folded into the batch
-        q, k, v = (t.view(M * B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (MB, H, T, hd)
+        q, k, v = norm_linear(ln, self.qkv, x).flatten(0, 1).split(C, dim=2)  # (M * B, T, C): members in the batch
+        if rows is not None:
+            q = q.gather(1, rows.reshape(M * B, 1, 1).expand(-1, 1, C))
+        q, k, v = (t.unflatten(2, (self.n_heads, self.head_dim)).transpose(1, 2) for t in (q, k, v))  # (MB, H, T, hd)
         mode, beta = self._mode()
 
         # Fused in training only: evaluation keeps the explicit path, whose softmax of equal scores is exactly uniform,
@@ -304,7 +316,7 @@ class SelfAttention(nn.Module):
             y, weights = self._fused_training(q, k, v, keys, mode, beta), None
         else:
             y, weights, scores = self._explicit(q, k, v, keys, mode, beta, need_weights)
-        y = linear(self.proj, y.transpose(1, 2).reshape(M, B, T, C))
+        y = linear(self.proj, y.transpose(1, 2).reshape(M, B, q.shape[2], C))
         if not need_weights:
             return y, None
         # What the tie probes read: the weights used, the scores at c = 1 (-inf on disallowed keys) and the values.
@@ -314,7 +326,7 @@ class SelfAttention(nn.Module):
         """Masked scores for finding ties, when the scores at c = 1 themselves are not wanted: a causal model adds the
         future's -inf in the score matmul instead of a masking pass (masked as by `keys.past`), which changes only the
         rows of padded queries, and they are never read."""
-        if self.causal:
+        if keys.causal:
             return attention_scores(q, k, keys.future)
         return mask_scores(attention_scores(q, k), keys.allowed)
 
@@ -323,7 +335,7 @@ class SelfAttention(nn.Module):
         (T, T) weights materialised: evaluation, sweeps, internals."""
         sharpen = beta * self.logit_scale  # softmax(sharpen * s): the anneal surrogate's beta times the sweep's c
         if mode == "exact" and not need_weights:
-            scores, allowed = None, keys.past if self.causal else keys.allowed
+            scores, allowed = None, keys.past if keys.causal else keys.allowed
             masked = self._tie_scores(q, k, keys)
         else:
             scores, allowed = attention_scores(q, k), keys.allowed
@@ -349,14 +361,14 @@ class SelfAttention(nn.Module):
         """A training pass at c = 1 without materialising weights that carry a gradient (see the class docstring)."""
         # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
         # outputs at padded queries differ from the explicit path's but are never read.
-        mask = None if self.causal else keys.allowed
+        mask = None if keys.causal else keys.padding_bias(q.dtype)
         scale = 1 / math.sqrt(self.head_dim)
         if mode == "softmax":
             if isinstance(beta, torch.Tensor):  # the anneal surrogate's softmax(beta * s)
                 q = q * beta
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal, scale=scale)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=keys.causal, scale=scale)
         exact = self._exact_average(q, k, v, keys)
-        surrogate = F.scaled_dot_product_attention(q, k, v.detach(), attn_mask=mask, is_causal=self.causal, scale=scale)
+        surrogate = F.scaled_dot_product_attention(q, k, v.detach(), attn_mask=mask, is_causal=keys.causal, scale=scale)
         return straight_through(exact, surrogate)
 
     def _exact_average(self, q, k, v, keys: KeyMask) -> torch.Tensor:

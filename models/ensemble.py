@@ -81,14 +81,14 @@ class Ensemble(nn.Module):
         """Inverse temperature of the `anneal` surrogate, for every member and layer."""
         self.stacked.set_inverse_temperature(beta)
 
-    def forward(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, internals: bool = False, logit_only: bool = False) -> dict:
         """tokens (M, B, T), one batch per member, or (B, T) shared by all members. Returns Recognizer.forward's keys,
         each with a leading member axis."""
         if tokens.dim() == 3 and tokens.shape[0] != self.M:
             raise ValueError(f"ensemble: tokens have {tokens.shape[0]} member batches but the ensemble has {self.M}")
         if tokens.dim() == 2:
             tokens = tokens.expand(self.M, *tokens.shape)
-        return self.stacked.forward_members(tokens, internals)
+        return self.stacked.forward_members(tokens, internals, logit_only)
 
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's parameters as a standalone Recognizer state_dict (copies)."""

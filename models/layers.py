@@ -10,6 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in fp32, or as it is when it is fp32 or wider (a float64 model keeps its precision)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def stacked(p: torch.Tensor, dims: int) -> torch.Tensor:
     """Parameter `p` with a member axis in front: as it is when it has one (a stacked ensemble), else as a view of
     one member. `dims` is the parameter's rank in a standalone model."""
@@ -64,6 +69,81 @@ def norm(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)  # (M, 1, ..., 1, d)
     bias = None if layer.bias is None else layer.bias.view(shape)
     return _StackedLayerNorm.apply(x, layer.weight.view(shape), bias, layer.eps)
+
+
+class _NormLinear(torch.autograd.Function):
+    """linear(LN(x)) for x (M, N, d) with a per-member affine in the norm, ln_weight and ln_bias (M, d), and a
+    per-member linear map, weight (M, out, d) and bias (M, out), without materialising the norm's affine output.
+
+    The affine is folded into the map, which is parameter-sized: LN(x) W^T + b = x_hat (W * w)^T + (b + W ln_b), where
+    x_hat is the norm without affine. So the activations go through the fused norm and one matmul each way, and the
+    affine's passes over them (its forward, and the backward's two products with the gradient and two sums) become
+    products of (M, out, d) tensors. The gradient of the folded map, x_hat^T dy, gives the original ones:
+        dW = dW' * w + db' ln_b^T,   dw = sum_out(dW' * W),   d(ln_b) = W^T db',   db = db' = sum over tokens of dy.
+    Under autocast the norm runs in fp32 and the matmuls in the autocast dtype, as F.layer_norm and a Linear would."""
+
+    @staticmethod
+    def forward(ctx, x, ln_weight, ln_bias, weight, bias, eps):
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        with torch.autocast(device, enabled=False):
+            normalized, mean, rstd = torch.native_layer_norm(at_least_fp32(x), x.shape[-1:], None, None, eps)
+            folded = weight * ln_weight[:, None, :]  # (M, out, d)
+            shift = None if bias is None else bias[:, None, :]  # (M, 1, out)
+            if ln_bias is not None and shift is None:
+                shift = torch.bmm(ln_bias[:, None, :], weight.transpose(1, 2))
+            elif ln_bias is not None:
+                shift = torch.baddbmm(shift, ln_bias[:, None, :], weight.transpose(1, 2))
+            normalized, folded_cast = normalized.to(dtype), folded.to(dtype)
+            if shift is None:
+                out = torch.bmm(normalized, folded_cast.transpose(1, 2))
+            else:
+                out = torch.baddbmm(shift.to(dtype), normalized, folded_cast.transpose(1, 2))
+        ctx.save_for_backward(x, normalized, mean, rstd, ln_weight, ln_bias, weight, folded_cast)
+        ctx.eps, ctx.has_shift = eps, shift is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, normalized, mean, rstd, ln_weight, ln_bias, weight, folded = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_x = grad_ln_weight = grad_ln_bias = grad_weight = grad_bias = None
+        with torch.autocast(x.device.type, enabled=False):
+            if needs[0]:
+                grad_normalized = at_least_fp32(torch.bmm(grad, folded))
+                grad_x = torch.ops.aten.native_layer_norm_backward(
+                    grad_normalized, at_least_fp32(x), x.shape[-1:], mean, rstd, None, None, [True, False, False]
+                )[0].to(x.dtype)
+            # (M, d, out): the layout in which the flat parameter buffer holds a linear weight (models/ensemble.py).
+            grad_folded = torch.bmm(normalized.transpose(1, 2), grad).to(weight.dtype)
+            grad_shift = grad.sum(dim=1, dtype=weight.dtype) if ctx.has_shift else None  # (M, out)
+            if needs[3]:
+                grad_weight = grad_folded * ln_weight[:, :, None]
+                if ln_bias is not None:
+                    grad_weight = torch.baddbmm(grad_weight, ln_bias[:, :, None], grad_shift[:, None, :])
+                grad_weight = grad_weight.transpose(1, 2)
+            if needs[1]:
+                grad_ln_weight = (grad_folded * weight.transpose(1, 2)).sum(dim=2)
+            if needs[2]:
+                grad_ln_bias = torch.bmm(grad_shift[:, None, :], weight).squeeze(1)
+            if needs[4]:
+                grad_bias = grad_shift
+        return grad_x, grad_ln_weight, grad_ln_bias, grad_weight, grad_bias, None
+
+
+def norm_linear(ln: nn.Module | None, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """linear(layer, norm(ln, x)), or linear(layer, x) for ln None: a pre-LN block's norm and the map that reads it.
+    Stacked, the norm's affine is folded into the map (_NormLinear) where the activations outweigh the map, which
+    spares the passes over them that a per-member affine costs; a standalone model's fused layer norm applies its
+    (d,) affine in the same kernel."""
+    if ln is None:
+        return linear(layer, x)
+    if isinstance(ln, nn.Identity) or ln.weight.dim() == 1 or x[0].numel() <= layer.weight[0].numel():
+        return linear(layer, norm(ln, x))
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    out = _NormLinear.apply(flat, ln.weight, ln.bias, stacked(layer.weight, 2),
+                            None if layer.bias is None else stacked(layer.bias, 1), ln.eps)
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def embed(layer: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:

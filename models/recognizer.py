@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.attention import SURROGATES, VARIANTS, KeyMask, SelfAttention
-from models.layers import embed, linear, norm, stacked
+from models.layers import embed, linear, norm, norm_linear, stacked
 
 # The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
 PAD = 0
@@ -155,8 +155,9 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
         self.proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
 
-    def forward(self, x):
-        return linear(self.proj, F.relu(linear(self.fc, x)))
+    def forward(self, x, ln=None):
+        """With a layer norm `ln` (a pre-LN block's), the layer reads ln(x)."""
+        return linear(self.proj, F.relu(norm_linear(ln, self.fc, x)))
 
 
 def layer_norm(config: ModelConfig) -> nn.Module:
@@ -198,19 +199,22 @@ class Block(nn.Module):
         self.ln_2 = layer_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, keys, need_weights=False):
+    def forward(self, x, keys, need_weights=False, rows=None):
+        """x (M, B, T, d) -> (M, B, T, d); with `rows` (M, B), the output at that one position of each string only,
+        (M, B, 1, d), its query attending under the mask `keys` (see Recognizer.forward_members)."""
+        stream = x if rows is None else x.gather(2, rows[..., None, None].expand(*rows.shape, 1, x.shape[-1]))
         if self.placement == "post":
-            a, internals = self.attn(x, keys, need_weights)
-            x = norm(self.ln_1, x + a)
+            a, internals = self.attn(x, keys, need_weights, rows=rows)
+            x = norm(self.ln_1, stream + a)
             x = norm(self.ln_2, x + self.mlp(x))
         elif self.placement == "branch":
-            a, internals = self.attn(x, keys, need_weights)
-            x = x + norm(self.ln_1, a)
+            a, internals = self.attn(x, keys, need_weights, rows=rows)
+            x = stream + norm(self.ln_1, a)
             x = x + norm(self.ln_2, self.mlp(x))
-        else:  # pre, or none (whose norms are the identity)
-            a, internals = self.attn(norm(self.ln_1, x), keys, need_weights)
-            x = x + a
-            x = x + self.mlp(norm(self.ln_2, x))
+        else:  # pre, or none (whose norms are the identity); each layer norms its input itself (layers.norm_linear)
+            a, internals = self.attn(x, keys, need_weights, ln=self.ln_1, rows=rows)
+            x = stream + a
+            x = x + self.mlp(x, ln=self.ln_2)
         return x, internals
 
 
@@ -254,13 +258,19 @@ class Recognizer(nn.Module):
         for layer in self.attention_layers():
             layer.inverse_temperature.fill_(float(beta))
 
-    def forward(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, internals: bool = False, logit_only: bool = False) -> dict:
         if self.token_embedding.weight.dim() == 3:  # stacked parameters: tokens (M, B, T), outputs (M, ...)
-            return self.forward_members(tokens, internals)
-        return {key: value[0] for key, value in self.forward_members(tokens[None], internals).items()}
+            return self.forward_members(tokens, internals, logit_only)
+        return {key: value[0] for key, value in self.forward_members(tokens[None], internals, logit_only).items()}
 
-    def forward_members(self, tokens: torch.Tensor, internals: bool = False) -> dict[str, torch.Tensor]:
-        """forward() for tokens (M, B, T), one batch per member; every output has the member axis in front."""
+    def forward_members(self, tokens: torch.Tensor, internals: bool = False, logit_only: bool = False) -> dict:
+        """forward() for tokens (M, B, T), one batch per member; every output has the member axis in front.
+
+        logit_only: only "logit", for training on membership labels, computed without the positions it does not read
+        (see `_membership_logit`). A row of padding alone then gets the head's logit at column 0 rather than 0.
+        """
+        if logit_only and internals:
+            raise ValueError("Recognizer.forward: logit_only leaves out the internals that internals=True asks for")
         M, B, T = tokens.shape
         padding = tokens == PAD  # (M, B, T)
 
@@ -271,6 +281,9 @@ class Recognizer(nn.Module):
         if position is not None:
             x = x + position
 
+        if logit_only:
+            return {"logit": self._membership_logit(x, keys)}
+
         hidden, layers = [x], []
         for block in self.blocks:
             x, attention = block(x, keys, need_weights=internals)
@@ -280,8 +293,7 @@ class Recognizer(nn.Module):
         head = linear(self.head, norm(self.ln_f, x)).masked_fill(padding[..., None], 0.0)  # (M, B, T, outputs)
         prefix_logits = head[..., EOS] if self.config.next_symbols else head.squeeze(-1)  # (M, B, T)
         if self.config.causal:
-            last = (T - 1 - padding.sum(dim=-1)).clamp(min=0)  # the padding trails the string
-            logit = prefix_logits.gather(-1, last[..., None]).squeeze(-1)
+            logit = prefix_logits.gather(-1, self.logit_position(padding)[..., None]).squeeze(-1)
         else:
             logit = prefix_logits[..., 0]
 
@@ -293,6 +305,28 @@ class Recognizer(nn.Module):
             for key in ("attn", "scores", "values"):
                 out[key] = torch.stack([layer[key].unflatten(0, (M, B)) for layer in layers], dim=1)
         return out
+
+
+    @staticmethod
+    def logit_position(padding: torch.Tensor) -> torch.Tensor:
+        """(M, B) column of a causal model's membership logit: the last real position (the padding trails)."""
+        return (padding.shape[-1] - 1 - padding.sum(dim=-1)).clamp(min=0)
+
+    def _membership_logit(self, x: torch.Tensor, keys: KeyMask) -> torch.Tensor:
+        """The membership logit alone, (M, B), from the embedded input x (M, B, T, d). The last block answers only the
+        query the logit is read at (a causal model's last real position, a bidirectional one's BOS), which sees every
+        real key, so that block's MLP, the final norm and the head run on one position per string; the logit and its
+        gradient are the full pass's, up to the rounding of smaller kernels."""
+        for block in self.blocks[:-1]:
+            x, _ = block(x, keys)
+        padding = keys.padding.view(x.shape[:3])
+        if self.config.causal:
+            rows = self.logit_position(padding)
+        else:
+            rows = torch.zeros(padding.shape[:2], dtype=torch.long, device=padding.device)
+        x, _ = self.blocks[-1](x, KeyMask(keys.padding, causal=False), rows=rows)  # (M, B, 1, d)
+        head = linear(self.head, norm(self.ln_f, x)).flatten(2)  # (M, B, outputs)
+        return head[..., EOS] if self.config.next_symbols else head.squeeze(-1)
 
 
 def counts_toward_norm(name: str, member_shape: torch.Size) -> bool:

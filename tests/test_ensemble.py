@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from models import BOS, PAD, Ensemble, ModelConfig, Recognizer, parameter_norm
 from models.attention import top_set
+from models.layers import _NormLinear, linear, norm, norm_linear
 from models.train import TrainConfig, Trainer
 
 SEEDS = [11, 3, 7]
@@ -280,3 +281,93 @@ def test_a_bf16_cuda_step_runs_the_stacked_layer_norm_in_fp32():
     tokens, labels = (t.cuda() for t in member_batches(T=16))
     losses = torch.stack([trainer.step(tokens, labels) for _ in range(3)])
     assert torch.isfinite(losses).all() and torch.isfinite(trainer.grad).all()
+
+
+def test_folded_norm_and_linear_has_the_gradients_of_its_forward():
+    # The backward of _NormLinear is written by hand; gradcheck compares it with finite differences, in float64.
+    g = torch.Generator().manual_seed(0)
+    M, N, d, out = 2, 5, 4, 3
+    inputs = [torch.randn(*shape, dtype=torch.float64, generator=g)
+              for shape in ((M, N, d), (M, d), (M, d), (M, out, d), (M, out))]
+    inputs = [t.requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(lambda *a: _NormLinear.apply(*a, 1e-5), inputs)
+    x, ln_weight, _, weight, _ = inputs  # and without biases
+    assert torch.autograd.gradcheck(lambda x, w, W: _NormLinear.apply(x, w, None, W, None, 1e-5),
+                                    (x, ln_weight, weight))
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_folded_norm_and_linear_computes_the_norm_then_the_linear_map(bf16):
+    # A stacked pre-LN block folds its norm's affine into the map that reads it where the activations outweigh the map
+    # (here 3 * 4 * 10 = 120 positions per member against 48 outputs). Under autocast the norm stays fp32 and the
+    # matmul runs in bf16, as F.layer_norm and a Linear would.
+    block = Ensemble(config(), SEEDS).stacked.blocks[0]
+    with torch.no_grad():  # a non-trivial affine in the norm
+        block.ln_1.weight.uniform_(0.5, 1.5)
+        block.ln_1.bias.normal_()
+    x = torch.randn(len(SEEDS), 4, 10, 16, generator=torch.Generator().manual_seed(1))
+    reference = linear(block.attn.qkv, norm(block.ln_1, x))
+    reference.square().sum().backward()
+    expected = [p.grad.clone() for p in block.parameters() if p.grad is not None]
+    block.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        folded = norm_linear(block.ln_1, block.attn.qkv, x)
+    assert folded.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    tolerance = dict(atol=5e-2, rtol=5e-2) if bf16 else dict(atol=1e-5, rtol=1e-4)
+    assert torch.allclose(folded.float(), reference.detach(), **tolerance)
+    folded.float().square().sum().backward()
+    got = [p.grad for p in block.parameters() if p.grad is not None]
+    assert len(got) == len(expected) == 4  # ln_1's weight and bias, qkv's weight and bias
+    for a, b in zip(got, expected, strict=True):
+        assert a.dtype == torch.float32
+        assert torch.allclose(a, b, atol=tolerance["atol"] * b.abs().max(), rtol=tolerance["rtol"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(attention="soft"), dict(attention="saturated"), dict(attention="hard"),
+     dict(attention="saturated", surrogate="anneal"), dict(causal=False, positional="learned", layer_norm="post"),
+     dict(attention="hard", surrogate="tolerant", positional="none", layer_norm="branch", bias=False),
+     dict(attention="saturated", layer_norm="none", next_symbols=True)],
+    ids=["soft", "saturated-ste", "hard-ste", "saturated-anneal", "bidirectional-post", "hard-tolerant-branch",
+         "no-norm-next-symbols"],
+)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
+def test_the_logit_only_pass_gives_the_full_passs_logit_and_gradients(overrides, fused):
+    # Training on membership labels (Trainer) reads one logit per string, so its pass answers only that query in the
+    # last block; for the ensemble and a standalone model alike, the logit and every gradient must be the full pass's.
+    cfg = config(**overrides)
+    tokens, labels = member_batches(B=8, T=12)
+    models = [Ensemble(cfg, SEEDS), standalone(cfg, SEEDS[0])]
+    for model, batch, target in zip(models, (tokens, tokens[0]), (labels, labels[0]), strict=True):
+        model.train().set_inverse_temperature(2.5)
+        if not fused:
+            for layer in model.attention_layers():
+                layer.fused_devices = ()
+        results = []
+        for logit_only in (False, True):
+            model.zero_grad()
+            out = model(batch, logit_only=logit_only)
+            assert logit_only == (set(out) == {"logit"})
+            F.binary_cross_entropy_with_logits(out["logit"], target).backward()
+            results.append((out["logit"].detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+        (full, full_grads), (pruned, pruned_grads) = results
+        assert torch.allclose(full, pruned, atol=1e-5)
+        for name, grad in full_grads.items():
+            assert torch.allclose(grad, pruned_grads[name], atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_the_logit_only_pass_stays_finite_on_an_all_padding_row(causal):
+    ensemble = Ensemble(config(attention="saturated", causal=causal), SEEDS).train()
+    tokens, labels = member_batches(B=8, T=12)
+    tokens[1, 3] = PAD
+    logit = ensemble(tokens, logit_only=True)["logit"]
+    assert torch.isfinite(logit).all()
+    F.binary_cross_entropy_with_logits(logit, labels).backward()
+    assert all(torch.isfinite(p.grad).all() for p in ensemble.parameters())
+
+
+def test_the_logit_only_pass_refuses_internals():
+    with pytest.raises(ValueError, match="^Recognizer.forward: logit_only leaves out the internals"):
+        Ensemble(config(), SEEDS)(member_batches()[0], internals=True, logit_only=True)
