@@ -209,8 +209,9 @@ class KeyMask:
 
     def padding_bias(self, dtype: torch.dtype) -> torch.Tensor:
         """0 on real keys and the dtype's lowest finite value on padded ones, (M * B, 1, 1, T): the fused kernel's
-        mask of a bidirectional pass, one kernel where a boolean mask costs several. Finite rather than -inf, so
-        that the row of an all-padding string stays finite (uniform), as `open_empty_rows` makes it."""
+        mask of a bidirectional pass, one kernel where a boolean mask costs several. Finite rather than -inf, so that
+        the rows of an all-padding string stay finite, as `open_empty_rows` keeps them: uniform here rather than a
+        softmax of their scores, which no one reads."""
         if self._padding_bias is None or self._padding_bias.dtype != dtype:
             lowest = max(torch.finfo(dtype).min, torch.finfo(torch.float32).min)  # computed in fp32 (bool * float)
             self._padding_bias = (self.padding[:, None, None, :] * lowest).to(dtype)
@@ -244,10 +245,11 @@ class KeyMask:
 class SelfAttention(nn.Module):
     """Multi-head self-attention whose weighting is one of VARIANTS.
 
-    forward(x, keys, need_weights) -> (output, internals or None) for x (M, B, T, d) (M members, see
+    forward(x, keys, need_weights, ln, rows) -> (output, internals or None) for x (M, B, T, d) (M members, see
     models/recognizer.py) and the pass's KeyMask `keys` (the members are folded into the attention's batch). With
     need_weights the internals are the weights used ("attn"), the scores at c = 1 ("scores", -inf on disallowed keys)
-    and the values ("values"), each (M * B, H, T, .).
+    and the values ("values"), each (M * B, H, T, .). A pre-LN block passes its norm as `ln`; `rows` (M, B) asks for
+    the output at one query per string, (M, B, 1, d) (see Recognizer._membership_logit).
 
     Training at c = 1 without internals takes a fused path that never materialises weights with a gradient: a softmax
     runs in the fused scaled_dot_product_attention kernel, and the straight-through surrogate averages the values
@@ -265,7 +267,6 @@ class SelfAttention(nn.Module):
         self.surrogate = config.surrogate
         # The exact variants' tie tolerance; `tolerant` training raises it for training and evaluation alike.
         self.tol = config.tolerant_tol if config.surrogate == "tolerant" and config.attention != "soft" else config.tol
-        self.causal = config.causal
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         # Knobs, not parameters: set through Recognizer.set_inverse_temperature and models.saturation.
@@ -300,7 +301,7 @@ class SelfAttention(nn.Module):
                 rows: torch.Tensor | None = None):
         """With a layer norm `ln` (a pre-LN block's), x is the residual stream and the layer reads ln(x). With `rows`
         (M, B), only the query at that position of each string is answered (output (M, B, 1, C)); `keys` must then
-        be the mask of those queries (see Recognizer.forward_members)."""
+        be the mask of those queries (see Recognizer._membership_logit)."""
         M, B, T, C = x.shape
         q, k, v = norm_linear(ln, self.qkv, x).flatten(0, 1).split(C, dim=2)  # (M * B, T, C): members in the batch
         if rows is not None:

@@ -47,7 +47,8 @@ def buffer_views(buffer: torch.Tensor, params: list[torch.Tensor], transposed: l
 
 
 class Ensemble(nn.Module):
-    """M Recognizers of one config, one per seed. forward(tokens (M, B, T) or (B, T), internals=False) returns
+    """M Recognizers of one config, one per seed. forward(tokens (M, B, T) or (B, T), internals=False,
+    logit_only=False) returns
     Recognizer.forward's dict with a leading member axis on every value."""
 
     def __init__(self, config: ModelConfig, seeds: list[int]):
@@ -81,7 +82,8 @@ class Ensemble(nn.Module):
         """Inverse temperature of the `anneal` surrogate, for every member and layer."""
         self.stacked.set_inverse_temperature(beta)
 
-    def forward(self, tokens: torch.Tensor, internals: bool = False, logit_only: bool = False) -> dict:
+    def forward(self, tokens: torch.Tensor, internals: bool = False,
+                logit_only: bool = False) -> dict[str, torch.Tensor]:
         """tokens (M, B, T), one batch per member, or (B, T) shared by all members. Returns Recognizer.forward's keys,
         each with a leading member axis."""
         if tokens.dim() == 3 and tokens.shape[0] != self.M:

@@ -2,7 +2,8 @@
 
 A parameter either is a standalone model's (an nn.Linear weight (out, in)) or carries a member axis in front (M, out,
 in), as in a stacked ensemble. The functions below take the module and run one batched kernel either way, so the
-Recognizer has one code path for one model and for M: a standalone model is M = 1.
+Recognizer has one code path for one model and for M: a standalone model is M = 1. One function differs by more than
+a kernel's rounding: `norm_linear` folds a stacked norm's affine into the map after it.
 """
 
 import torch
@@ -80,12 +81,14 @@ class _NormLinear(torch.autograd.Function):
     affine's passes over them (its forward, and the backward's two products with the gradient and two sums) become
     products of (M, out, d) tensors. The gradient of the folded map, x_hat^T dy, gives the original ones:
         dW = dW' * w + db' ln_b^T,   dw = sum_out(dW' * W),   d(ln_b) = W^T db',   db = db' = sum over tokens of dy.
-    Under autocast the norm runs in fp32 and the matmuls in the autocast dtype, as F.layer_norm and a Linear would."""
+    Under autocast the norm runs in fp32 and the matmuls in the autocast dtype, as F.layer_norm and a Linear would:
+    by hand, since custom_fwd's cast_inputs (as in _StackedLayerNorm) would run the matmuls in fp32 too."""
 
     @staticmethod
     def forward(ctx, x, ln_weight, ln_bias, weight, bias, eps):
         device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        autocast = torch.is_autocast_enabled(device) and x.dtype == torch.float32  # autocast leaves float64 alone
+        dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
         with torch.autocast(device, enabled=False):
             normalized, mean, rstd = torch.native_layer_norm(at_least_fp32(x), x.shape[-1:], None, None, eps)
             folded = weight * ln_weight[:, None, :]  # (M, out, d)

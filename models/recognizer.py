@@ -10,7 +10,9 @@ Member axis. Every layer computes on tensors with a leading member axis M: x is 
 the case M = 1 with ordinary parameters; a stacked ensemble (models/ensemble.py) is the same module with a member axis
 in front of every parameter, so that one pass runs M models with batched matmuls (`linear`), one layer norm over the
 stacked tensor (`norm`) and the members folded into the batch of the attention. Both run this one code path, which is
-why member i of an ensemble computes what the standalone model with its parameters computes.
+why member i of an ensemble computes what the standalone model with its parameters computes, up to rounding: batched
+kernels round differently, and a stacked pre-LN block folds its norms' affine into the maps that read them
+(`models.layers.norm_linear`), where a standalone model's fused norm applies it.
 """
 
 import math
@@ -201,7 +203,7 @@ class Block(nn.Module):
 
     def forward(self, x, keys, need_weights=False, rows=None):
         """x (M, B, T, d) -> (M, B, T, d); with `rows` (M, B), the output at that one position of each string only,
-        (M, B, 1, d), its query attending under the mask `keys` (see Recognizer.forward_members)."""
+        (M, B, 1, d), its query attending under the mask `keys` (see Recognizer._membership_logit)."""
         stream = x if rows is None else x.gather(2, rows[..., None, None].expand(*rows.shape, 1, x.shape[-1]))
         if self.placement == "post":
             a, internals = self.attn(x, keys, need_weights, rows=rows)
@@ -221,7 +223,7 @@ class Block(nn.Module):
 class Recognizer(nn.Module):
     """A transformer that maps BOS + string (+ PAD) to a membership logit.
 
-    forward(tokens (B, T), internals=False) returns
+    forward(tokens (B, T), internals=False, logit_only=False) returns
         "logit"          (B,)   membership logit: read at the last real position for a causal model, at BOS (column 0)
                                 for a bidirectional one
         "prefix_logits"  (B, T) a logit per position; for a causal model position i sees BOS + s[:i], so it is the
@@ -258,12 +260,14 @@ class Recognizer(nn.Module):
         for layer in self.attention_layers():
             layer.inverse_temperature.fill_(float(beta))
 
-    def forward(self, tokens: torch.Tensor, internals: bool = False, logit_only: bool = False) -> dict:
+    def forward(self, tokens: torch.Tensor, internals: bool = False,
+                logit_only: bool = False) -> dict[str, torch.Tensor]:
         if self.token_embedding.weight.dim() == 3:  # stacked parameters: tokens (M, B, T), outputs (M, ...)
             return self.forward_members(tokens, internals, logit_only)
         return {key: value[0] for key, value in self.forward_members(tokens[None], internals, logit_only).items()}
 
-    def forward_members(self, tokens: torch.Tensor, internals: bool = False, logit_only: bool = False) -> dict:
+    def forward_members(self, tokens: torch.Tensor, internals: bool = False,
+                        logit_only: bool = False) -> dict[str, torch.Tensor]:
         """forward() for tokens (M, B, T), one batch per member; every output has the member axis in front.
 
         logit_only: only "logit", for training on membership labels, computed without the positions it does not read
@@ -282,7 +286,7 @@ class Recognizer(nn.Module):
             x = x + position
 
         if logit_only:
-            return {"logit": self._membership_logit(x, keys)}
+            return {"logit": self._membership_logit(x, keys, padding)}
 
         hidden, layers = [x], []
         for block in self.blocks:
@@ -306,20 +310,18 @@ class Recognizer(nn.Module):
                 out[key] = torch.stack([layer[key].unflatten(0, (M, B)) for layer in layers], dim=1)
         return out
 
-
     @staticmethod
     def logit_position(padding: torch.Tensor) -> torch.Tensor:
         """(M, B) column of a causal model's membership logit: the last real position (the padding trails)."""
         return (padding.shape[-1] - 1 - padding.sum(dim=-1)).clamp(min=0)
 
-    def _membership_logit(self, x: torch.Tensor, keys: KeyMask) -> torch.Tensor:
+    def _membership_logit(self, x: torch.Tensor, keys: KeyMask, padding: torch.Tensor) -> torch.Tensor:
         """The membership logit alone, (M, B), from the embedded input x (M, B, T, d). The last block answers only the
         query the logit is read at (a causal model's last real position, a bidirectional one's BOS), which sees every
         real key, so that block's MLP, the final norm and the head run on one position per string; the logit and its
         gradient are the full pass's, up to the rounding of smaller kernels."""
         for block in self.blocks[:-1]:
             x, _ = block(x, keys)
-        padding = keys.padding.view(x.shape[:3])
         if self.config.causal:
             rows = self.logit_position(padding)
         else:
