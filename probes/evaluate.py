@@ -118,13 +118,15 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor, fill) -> torch.Tensor:
 @torch.no_grad()
 def judge_members(ensemble, tokens, labels, next_labels, batch_size):
     """Per stacked test string (M, N): right or not, cross-entropy, finite (models.train.judge_strings), in chunks
-    of `batch_size` strings, each chunk cut to its longest string (padding trails every string and changes nothing)."""
+    of `batch_size` strings, each chunk cut to its longest string (padding trails every string and changes nothing).
+    Membership reads one logit per string, so its pass computes nothing else (Recognizer.forward's logit_only)."""
     chunks = []
     for i in range(0, tokens.shape[1], batch_size):
         chunk = tokens[:, i:i + batch_size]
         width = max(int((chunk != PAD).sum(dim=-1).max()), 1)
         targets = None if next_labels is None else next_labels[:, i:i + batch_size]
-        chunks.append(judge_strings(ensemble(chunk[..., :width]), labels[:, i:i + batch_size], targets))
+        out = ensemble(chunk[..., :width], logit_only=targets is None)
+        chunks.append(judge_strings(out, labels[:, i:i + batch_size], targets))
     return [torch.cat(part, dim=1) for part in zip(*chunks, strict=True)]
 
 
