@@ -48,8 +48,7 @@ def buffer_views(buffer: torch.Tensor, params: list[torch.Tensor], transposed: l
 
 class Ensemble(nn.Module):
     """M Recognizers of one config, one per seed. forward(tokens (M, B, T) or (B, T), internals=False,
-    logit_only=False) returns
-    Recognizer.forward's dict with a leading member axis on every value."""
+    logit_only=False) returns Recognizer.forward's dict with a leading member axis on every value."""
 
     def __init__(self, config: ModelConfig, seeds: list[int]):
         super().__init__()

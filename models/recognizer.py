@@ -236,6 +236,8 @@ class Recognizer(nn.Module):
         "scores"         (L, B, H, T, T) attention scores q.k / sqrt(d_head) before any scale c, -inf on keys a query
                                 may not see
         "values"         (L, B, H, T, d_head) the values the weights average
+    and with logit_only=True only "logit", computed without what it does not read (`_membership_logit`): the pass
+    that training and evaluation on membership labels take.
 
     model.train(): saturated and hard attention run their surrogate (config.surrogate); model.eval(): exact weights.
     """
@@ -270,8 +272,9 @@ class Recognizer(nn.Module):
                         logit_only: bool = False) -> dict[str, torch.Tensor]:
         """forward() for tokens (M, B, T), one batch per member; every output has the member axis in front.
 
-        logit_only: only "logit", for training on membership labels, computed without the positions it does not read
-        (see `_membership_logit`). A row of padding alone then gets the head's logit at column 0 rather than 0.
+        logit_only: only "logit", for training and evaluating on membership labels, computed without the positions it
+        does not read (see `_membership_logit`). A row of padding alone then gets the head's logit at column 0 rather
+        than 0.
         """
         if logit_only and internals:
             raise ValueError("Recognizer.forward: logit_only leaves out the internals that internals=True asks for")

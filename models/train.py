@@ -241,7 +241,7 @@ class Trainer:
     def eager_losses(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
         """Each member's loss on its batch, (M,): the forward pass and models.train.member_losses."""
         with self.autocast:
-            # A membership loss reads one logit per string: the head need not run at every position.
+            # A membership loss reads one logit per string: a pass that computes only those (Recognizer's logit_only).
             out = self.ensemble(tokens, logit_only=prefix_labels is None and next_labels is None)
         return member_losses(out, labels, prefix_labels, next_labels)
 
