@@ -360,7 +360,7 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         happen between a forward pass and its backward pass.
         """
         with autocast:
-            out = ensemble(tokens)
+            out = ensemble(tokens, logit_only=prefix is None and next_ is None)
         losses = member_losses(out, labels, prefix, next_)
         accuracy = judge_strings(out, labels, next_)[0].float().mean(dim=-1)
         norms, norms_all = ensemble.parameter_norm(), ensemble.parameter_norm(embeddings=True)

@@ -111,7 +111,7 @@ def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor,
     alike by both (`agree_limit`), and the limit's tie shares (`split_share`, `value_distinct_share`, pooled over
     layers; see probes/ties.py): what the norm-growth study follows through training."""
     with eval_mode(ensemble):
-        exact = ensemble(tokens)
+        exact = ensemble(tokens, logit_only=next_labels is None)  # membership: the logit alone (judge, agreement)
         with saturated_limit(ensemble):
             limit = ensemble(tokens, internals=True)
     real = labels >= 0  # (M, n)
