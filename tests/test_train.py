@@ -133,8 +133,10 @@ def test_a_member_decides_alike_whatever_group_it_is_in():
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+# Slow (make test-all) on the CPU: each compile takes about 10 s, and train.compile is off by default and falls back to
+# the uncompiled step, with a warning, where compiling fails.
 @pytest.mark.parametrize("attention,device", [
-    pytest.param("soft", "cpu", marks=pytest.mark.slow), ("saturated", "cpu"),
+    pytest.param("soft", "cpu", marks=pytest.mark.slow), pytest.param("saturated", "cpu", marks=pytest.mark.slow),
     pytest.param("soft", "cuda", marks=[pytest.mark.gpu, CUDA]),
     pytest.param("hard", "cuda", marks=[pytest.mark.gpu, CUDA])])
 def test_a_compiled_step_trains_like_the_uncompiled_one(attention, device):
