@@ -16,7 +16,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from languages import get_language, language_names, make_dataset  # noqa: E402
+from satbench.languages import get_language, language_names, make_dataset  # noqa: E402
 
 TRAIN_SIZE, TEST_PER_LENGTH, LENGTHS = 9000, 10, (1, 100)
 

@@ -28,7 +28,13 @@ shift 2
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The device machine runs a bare copy of the tree, never installed: a folder of links lays the top-level folders out
+# as the installed satbench.languages, satbench.models, ... would be (pyproject.toml, [tool.setuptools.package-dir]).
+tree=$(mktemp -d)
+mkdir "$tree/satbench"
+ln -s "$PWD"/satbench/*.py "$tree/satbench/"
+for package in languages models probes harness report; do ln -s "$PWD/$package" "$tree/satbench/$package"; done
+export PYTHONPATH="$tree:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 start=$(date +%s)
 status=0

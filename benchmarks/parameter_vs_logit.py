@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.results import CorruptResults, load_rows_with_config  # noqa: E402
+from satbench.harness.results import CorruptResults, load_rows_with_config  # noqa: E402
 
 
 def trained_cell(row):

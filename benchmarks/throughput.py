@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
 
-from harness.allocator import keep_freed_memory  # noqa: E402
-from models import BOS, EOS, PAD, VARIANTS, Ensemble, ModelConfig, Recognizer  # noqa: E402
-from models.train import TrainConfig, Trainer  # noqa: E402
+from satbench.harness.allocator import keep_freed_memory  # noqa: E402
+from satbench.models import BOS, EOS, PAD, VARIANTS, Ensemble, ModelConfig, Recognizer  # noqa: E402
+from satbench.models.train import TrainConfig, Trainer  # noqa: E402
 
 VOCAB = EOS + 4  # PAD, BOS, EOS and three symbols
 

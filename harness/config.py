@@ -26,12 +26,12 @@ from pathlib import Path
 
 import yaml
 
-from languages import get_language
-from languages.base import MAX_LENGTH
-from models import ModelConfig
-from models.train import TrainConfig
-from probes.evaluate import EvalConfig
-from probes.registry import ProbeConfig
+from satbench.languages import get_language
+from satbench.languages.base import MAX_LENGTH
+from satbench.models import ModelConfig
+from satbench.models.train import TrainConfig
+from satbench.probes.evaluate import EvalConfig
+from satbench.probes.registry import ProbeConfig
 
 from .results import canonical_json, cell_hash, encode_inf, read_yaml  # noqa: F401  (cell identity, used via C.)
 
@@ -208,7 +208,7 @@ def expand(raw):
     if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
         raise ConfigError("languages: expected a non-empty list of language names")
     if languages == ["all"]:
-        from languages import language_names
+        from satbench.languages import language_names
         languages = language_names()
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):

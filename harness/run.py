@@ -22,11 +22,11 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from languages import make_dataset
-from models.io import save
-from models.train import train_ensemble
-from probes import ProbeRun, probe_classes
-from probes.theory_check import construction_rows
+from satbench.languages import make_dataset
+from satbench.models.io import save
+from satbench.models.train import train_ensemble
+from satbench.probes import ProbeRun, probe_classes
+from satbench.probes.theory_check import construction_rows
 
 from . import config as C
 from .results import (

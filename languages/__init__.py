@@ -4,8 +4,8 @@ Importing the package registers the built-in languages; plugins (entry-point gro
 the first time a name is looked up that is not built in, or when all names are listed.
 """
 
-from languages import automata, context_free, context_sensitive, counter, dyck, regular  # noqa: F401  (importing a family file registers its languages)
-from languages.base import (
+from satbench.languages import automata, context_free, context_sensitive, counter, dyck, regular  # noqa: F401  (importing a family file registers its languages)
+from satbench.languages.base import (
     BOS,
     EOS,
     FIRST_SYMBOL,
@@ -19,8 +19,8 @@ from languages.base import (
     load_plugins,
     register,
 )
-from languages.dataset import Dataset, Split, make_dataset
-from languages.regular import DFALanguage
+from satbench.languages.dataset import Dataset, Split, make_dataset
+from satbench.languages.regular import DFALanguage
 
 __all__ = [
     "BOS",

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import yaml
 
-import languages.base as base
-from languages.base import NAME_PATTERN, PluginError, register
-from languages.regular import DFALanguage
+import satbench.languages.base as base
+from satbench.languages.base import NAME_PATTERN, PluginError, register
+from satbench.languages.regular import DFALanguage
 
 BUILTIN_FOLDER = Path(__file__).with_name("automata")
 ENVIRONMENT_VARIABLE = "SATBENCH_AUTOMATA"

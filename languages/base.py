@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from languages.uniform_sampling import random_index
+from satbench.languages.uniform_sampling import random_index
 
 # Token ids shared by every language, so that one model shape can train on several languages. Symbol k of a
 # language's alphabet gets id FIRST_SYMBOL + k.

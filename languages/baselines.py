@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from languages.base import FIRST_SYMBOL
+from satbench.languages.base import FIRST_SYMBOL
 
 SHORTCUTS = ("length", "parity", "counts")
 

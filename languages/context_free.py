@@ -17,8 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from languages.base import Language, random_string, register
-from languages.uniform_sampling import choose_weighted, random_index, uniform_below
+from satbench.languages.base import Language, random_string, register
+from satbench.languages.uniform_sampling import choose_weighted, random_index, uniform_below
 
 
 def flip(bit: str) -> str:

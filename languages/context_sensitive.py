@@ -23,9 +23,9 @@ import re
 from functools import cache
 from typing import ClassVar
 
-from languages.base import Language, random_string, register
-from languages.context_free import MarkedTransduction, flip, swap_two_different
-from languages.uniform_sampling import choose_weighted, random_index, uniform_below
+from satbench.languages.base import Language, random_string, register
+from satbench.languages.context_free import MarkedTransduction, flip, swap_two_different
+from satbench.languages.uniform_sampling import choose_weighted, random_index, uniform_below
 
 # ---- w # f(w) -------------------------------------------------------------------------------------------------
 

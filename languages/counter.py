@@ -11,8 +11,8 @@ from functools import cache
 
 import numpy as np
 
-from languages.base import COUNTS_BOUNDS, Language, register
-from languages.uniform_sampling import choose_weighted, random_index, uniform_below
+from satbench.languages.base import COUNTS_BOUNDS, Language, register
+from satbench.languages.uniform_sampling import choose_weighted, random_index, uniform_below
 
 
 def arrangement(rng: np.random.Generator, n: int, a_count: int) -> str:

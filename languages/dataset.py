@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from languages.base import (
+from satbench.languages.base import (
     BOS,
     EOS,
     FIRST_SYMBOL,
@@ -35,7 +35,7 @@ from languages.base import (
     checked_sample,
     get_language,
 )
-from languages.baselines import shortcut_baselines
+from satbench.languages.baselines import shortcut_baselines
 
 LABEL_KINDS = ("membership", "prefix", "next_symbols")
 # Negative mixtures a protocol may impose instead of each language's own. flare: FLaRe (Butoi et al. 2025) perturbs a

@@ -15,8 +15,8 @@ from functools import cache
 
 import numpy as np
 
-from languages.base import COUNTS_BOUNDS, Language, register
-from languages.uniform_sampling import ballot, catalan, choose_weighted, random_index, uniform_below
+from satbench.languages.base import COUNTS_BOUNDS, Language, register
+from satbench.languages.uniform_sampling import ballot, catalan, choose_weighted, random_index, uniform_below
 
 
 def dyck_word(rng: np.random.Generator, n: int, open_: str = "(", close: str = ")", depth: int = 0) -> str | None:

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from languages.base import Language, PluginError, register
-from languages.uniform_sampling import uniform_below
+from satbench.languages.base import Language, PluginError, register
+from satbench.languages.uniform_sampling import uniform_below
 
 
 class DFALanguage(Language):

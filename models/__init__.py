@@ -1,6 +1,6 @@
 """Recognizers with soft, saturated or hard attention, the saturation operations, stacked ensembles and checkpoints."""
 
-from models.attention import (
+from satbench.models.attention import (
     SURROGATES,
     VARIANTS,
     SelfAttention,
@@ -11,10 +11,10 @@ from models.attention import (
     soft_weights,
     straight_through,
 )
-from models.ensemble import Ensemble
-from models.io import load, save
-from models.recognizer import BOS, EOS, PAD, ModelConfig, Recognizer, parameter_norm
-from models.saturation import attention_layers, eval_mode, saturate, saturated_limit, scale_attention
+from satbench.models.ensemble import Ensemble
+from satbench.models.io import load, save
+from satbench.models.recognizer import BOS, EOS, PAD, ModelConfig, Recognizer, parameter_norm
+from satbench.models.saturation import attention_layers, eval_mode, saturate, saturated_limit, scale_attention
 
 __all__ = [
     "BOS",

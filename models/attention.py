@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import at_least_fp32, linear, norm_linear
+from satbench.models.layers import at_least_fp32, linear, norm_linear
 
 VARIANTS = ("soft", "saturated", "hard")
 SURROGATES = ("ste", "anneal", "tolerant")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.recognizer import BOS, ModelConfig, Recognizer
+from satbench.models.recognizer import BOS, ModelConfig, Recognizer
 
 D_MODEL = 16
 HEAD_WIDTH_ROOT = 4.0  # sqrt(D_MODEL) with one head: a query bias of 4 cancels the 1/sqrt(d) of the scores

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.func import stack_module_state
 
-from models.recognizer import ModelConfig, Recognizer, check_state_dict, counts_toward_norm
+from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict, counts_toward_norm
 
 
 def _replace_parameter(module: nn.Module, name: str, value: torch.Tensor) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from models.ensemble import Ensemble
-from models.recognizer import ModelConfig, Recognizer, check_state_dict
+from satbench.models.ensemble import Ensemble
+from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict
 
 FORMAT = "satbench-model"
 VERSION = 1

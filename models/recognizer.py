@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.attention import SURROGATES, VARIANTS, KeyMask, SelfAttention
-from models.layers import embed, linear, norm, norm_linear, stacked
+from satbench.models.attention import SURROGATES, VARIANTS, KeyMask, SelfAttention
+from satbench.models.layers import embed, linear, norm, norm_linear, stacked
 
 # The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
 PAD = 0

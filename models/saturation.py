@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from models.attention import SelfAttention
+from satbench.models.attention import SelfAttention
 
 
 def attention_layers(model: nn.Module) -> list[SelfAttention]:

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.attention import annealed_inverse_temperature
-from models.ensemble import Ensemble, buffer_views
+from satbench.models.attention import annealed_inverse_temperature
+from satbench.models.ensemble import Ensemble, buffer_views
 
 # Between steps the parameters' gradients are views of one (M, P) buffer (Trainer.gather); a caller that runs a
 # backward of its own into them makes torch warn that such strided views are not the layout it would have allocated.

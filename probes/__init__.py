@@ -5,7 +5,7 @@ first), norm growth, saturation, attention heads and linear probes. The theory c
 constructions (probes/theory_check.py) measures those constructions rather than trained members.
 """
 
-from probes import (  # noqa: F401  (registers them)
+from satbench.probes import (  # noqa: F401  (registers them)
     evaluate,
     heads,
     linear_probe,
@@ -13,6 +13,6 @@ from probes import (  # noqa: F401  (registers them)
     saturation_similarity,
     ties,
 )
-from probes.registry import PROBES, Probe, ProbeConfig, ProbeRun, probe_classes, register
+from satbench.probes.registry import PROBES, Probe, ProbeConfig, ProbeRun, probe_classes, register
 
 __all__ = ["PROBES", "Probe", "ProbeConfig", "ProbeRun", "probe_classes", "register"]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models import PAD, saturate, saturated_limit, scale_attention
-from models.train import judge_strings, stack_splits
+from satbench.models import PAD, saturate, saturated_limit, scale_attention
+from satbench.models.train import judge_strings, stack_splits
 
 from .registry import Probe, register
 

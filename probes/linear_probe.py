@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
 
-from languages.base import FIRST_SYMBOL, get_language
-from models import PAD, eval_mode
+from satbench.languages.base import FIRST_SYMBOL, get_language
+from satbench.models import PAD, eval_mode
 
 from .registry import Probe, register
 

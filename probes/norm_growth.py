@@ -21,7 +21,7 @@ from scipy import stats
 from sklearn.linear_model import LinearRegression
 from torch import nn
 
-from models.recognizer import counts_toward_norm
+from satbench.models.recognizer import counts_toward_norm
 
 from .registry import Probe, register
 

@@ -23,9 +23,9 @@ from typing import ClassVar
 
 import torch
 
-from models import Ensemble, saturated_limit
-from models.saturation import eval_mode
-from models.train import stack_splits
+from satbench.models import Ensemble, saturated_limit
+from satbench.models.saturation import eval_mode
+from satbench.models.train import stack_splits
 
 SECTIONS = ("metrics", "probes")
 

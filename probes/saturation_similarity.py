@@ -10,8 +10,8 @@ the classifier decide the same at c = 1 and at the exact saturated limit?
 
 import torch
 
-from models import PAD, eval_mode, saturate, saturated_limit
-from models.train import judge_strings
+from satbench.models import PAD, eval_mode, saturate, saturated_limit
+from satbench.models.train import judge_strings
 
 from .heads import query_mask_for
 from .registry import Probe, register

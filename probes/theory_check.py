@@ -60,8 +60,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from languages import BOS, get_language
-from models.constructions import CONSTRUCTIONS, construct, get_construction
+from satbench.languages import BOS, get_language
+from satbench.models.constructions import CONSTRUCTIONS, construct, get_construction
 
 from .evaluate import at_scale, scale_name
 

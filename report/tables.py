@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results import CorruptResults, load_rows_with_config
+from satbench.harness.results import CorruptResults, load_rows_with_config
 
 from .common import VARIANTS, flatten, markdown, scale_value
 

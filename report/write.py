@@ -3,7 +3,7 @@ which scale, and what the probes saw. Reads rows only (harness/results.py): no t
 
 from pathlib import Path
 
-from harness.results import PHASES, load_rows_with_config, read_constructions, write_atomically
+from satbench.harness.results import PHASES, load_rows_with_config, read_constructions, write_atomically
 
 from .common import load_theory, markdown
 from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap

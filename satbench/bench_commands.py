@@ -5,12 +5,12 @@ from pathlib import Path
 
 import torch
 
-from harness import config as C
-from harness.launch import check_flags, launch
-from harness.run import RESULTS_ROOT, pick_device, run_bench
-from harness.shard import parse_shard, rows_name, select_shard
-from report.tables import compare_runs
-from report.write import write_report
+from satbench.harness import config as C
+from satbench.harness.launch import check_flags, launch
+from satbench.harness.run import RESULTS_ROOT, pick_device, run_bench
+from satbench.harness.shard import parse_shard, rows_name, select_shard
+from satbench.report.tables import compare_runs
+from satbench.report.write import write_report
 
 CONFIGS = Path("configs")
 

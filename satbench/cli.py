@@ -6,7 +6,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from harness.allocator import keep_freed_memory
+from satbench.harness.allocator import keep_freed_memory
 
 from . import bench_commands, construct_command, language_commands
 

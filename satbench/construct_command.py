@@ -6,8 +6,8 @@ import math
 import re
 import sys
 
-from models.constructions import CONSTRUCTIONS, get_construction
-from probes.theory_check import EXHAUSTIVE_UP_TO, SCALES, accuracy_table, first_failures, predicted_n_star
+from satbench.models.constructions import CONSTRUCTIONS, get_construction
+from satbench.probes.theory_check import EXHAUSTIVE_UP_TO, SCALES, accuracy_table, first_failures, predicted_n_star
 
 # ---- printing ----------------------------------------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ Bad input raises ValueError with one line naming the problem; the `satbench` ent
 
 import numpy as np
 
-from languages.base import checked_negative, checked_sample, get_language, language_names, registration_order
-from languages.check import check_language, members_of_length
-from languages.dataset import make_dataset
+from satbench.languages.base import checked_negative, checked_sample, get_language, language_names, registration_order
+from satbench.languages.check import check_language, members_of_length
+from satbench.languages.dataset import make_dataset
 
 REPORT_LENGTHS = range(13)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.attention import (
+from satbench.models.attention import (
     annealed_inverse_temperature,
     attention_scores,
     hard_weights,
@@ -192,7 +192,7 @@ def test_an_overflowed_maximum_is_its_own_tie_floor():
 
 
 def test_the_tolerant_surrogate_raises_the_exact_variants_tolerance_in_training_and_evaluation():
-    from models import ModelConfig, Recognizer, saturated_limit
+    from satbench.models import ModelConfig, Recognizer, saturated_limit
 
     for attention, expected in (("saturated", 0.1), ("hard", 0.1), ("soft", 1e-5)):
         model = Recognizer(ModelConfig(vocab_size=6, attention=attention, surrogate="tolerant"))

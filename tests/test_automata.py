@@ -14,11 +14,11 @@ import pytest
 import yaml
 from scipy.stats import chisquare
 
-import languages
-from harness.results import read_run
-from languages import automata, base
-from languages.check import check_language
-from report.common import load_theory
+from satbench import languages
+from satbench.harness.results import read_run
+from satbench.languages import automata, base
+from satbench.languages.check import check_language
+from satbench.report.common import load_theory
 from satbench.cli import main
 
 
@@ -317,7 +317,7 @@ BAD_FILES = {
     "note not text": ({"note": ["a", "list"]}, "note must be text"),
     "arrows not a mapping": ({"transitions": {"ok": ["a", "ok"]}}, "transitions of state 'ok' must map symbols"),
     "bad mixture": ({"negative_mixture": {"edits": 1.0}}, "negative_mixture {'edits': 1.0} needs"),
-    "taken name": ({"name": "parity"}, "language 'parity' is already defined by languages.regular.Parity"),
+    "taken name": ({"name": "parity"}, "language 'parity' is already defined by satbench.languages.regular.Parity"),
     "not a mapping": ("- just\n- a list\n", "must be a mapping"),
     "not YAML": ("name: [unclosed\n", "not valid YAML: line"),
 }

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from scipy.stats import chisquare
 
-import languages
+from satbench import languages
 
 
 def regex(pattern, alphabet):

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from scipy.stats import chisquare
 
-import languages
+from satbench import languages
 
 NEW = ["dyck3", "dyck4", "shuffle4", "shuffle6", "anbncndn", "reset_dyck", "boolexp3", "boolexp5"]
 OLD = ["anbn", "anbncn", "majority", "equal", "dyck1", "dyck2", "shuffle2"]

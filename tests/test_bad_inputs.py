@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from harness import config as C
+from satbench.harness import config as C
 from satbench.cli import main
 
 

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from models import Recognizer, attention_layers, load, saturated_limit, save, scale_attention
-from models.constructions import CONSTRUCTIONS, construct, get_construction
-from models.recognizer import check_state_dict
-from probes.theory_check import (
+from satbench.models import Recognizer, attention_layers, load, saturated_limit, save, scale_attention
+from satbench.models.constructions import CONSTRUCTIONS, construct, get_construction
+from satbench.models.recognizer import check_state_dict
+from satbench.probes.theory_check import (
     accuracy_table,
     construction_rows,
     encode,

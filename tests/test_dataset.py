@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import languages
-from languages import make_dataset
+from satbench import languages
+from satbench.languages import make_dataset
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]
@@ -242,7 +242,7 @@ def test_the_flare_preset_draws_negatives_from_edits_and_random_strings_only(mon
 
 
 def test_the_default_negatives_leave_the_cell_and_its_hash_as_they_were():
-    from harness import config as C
+    from satbench.harness import config as C
     default = C.expand({"name": "n", "languages": ["dyck1"]}).cells[0]
     flare = C.expand({"name": "n", "languages": ["dyck1"], "data": {"negatives": "flare"}}).cells[0]
     assert "negatives" not in default["data"] and flare["data"]["negatives"] == "flare"
@@ -251,7 +251,7 @@ def test_the_default_negatives_leave_the_cell_and_its_hash_as_they_were():
 
 @pytest.mark.parametrize("field,value", [("compile", True), ("tf32", True)])
 def test_the_default_speed_switches_leave_the_cell_and_its_hash_as_they_were(field, value):
-    from harness import config as C
+    from satbench.harness import config as C
     default = C.expand({"name": "n", "languages": ["dyck1"]}).cells[0]
     explicit_default = C.expand({"name": "n", "languages": ["dyck1"], "train": {field: not value}}).cells[0]
     switched = C.expand({"name": "n", "languages": ["dyck1"], "train": {field: value}}).cells[0]

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import BOS, PAD, Ensemble, ModelConfig, Recognizer, parameter_norm
-from models.attention import top_set
-from models.layers import _NormLinear, linear, norm, norm_linear
-from models.train import TrainConfig, Trainer
+from satbench.models import BOS, PAD, Ensemble, ModelConfig, Recognizer, parameter_norm
+from satbench.models.attention import top_set
+from satbench.models.layers import _NormLinear, linear, norm, norm_linear
+from satbench.models.train import TrainConfig, Trainer
 
 SEEDS = [11, 3, 7]
 

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from languages import make_dataset
-from models import Ensemble, ModelConfig, saturated_limit
-from probes.evaluate import EvalConfig, align_by_length, at_scale, evaluate_ensemble
+from satbench.languages import make_dataset
+from satbench.models import Ensemble, ModelConfig, saturated_limit
+from satbench.probes.evaluate import EvalConfig, align_by_length, at_scale, evaluate_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=2, d_ff=32)
 

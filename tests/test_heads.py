@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes.heads import attended_counts, head_statistics, positions_attended
+from satbench.probes.heads import attended_counts, head_statistics, positions_attended
 
 
 def one_hot_attention(B=2, H=3, T=5):
@@ -69,7 +69,7 @@ def positional_head_model(kind):
     """One layer, one head, no layer norm. Learned positions put 1 in dimension 0 and j/10 in dimension 1.
     kind="latest": key reads dimension 1, query reads dimension 0, so the score j/10 grows with the key position
     and each query's unique maximum is itself (causal). kind="tied": the query is 0, every score ties."""
-    from models import ModelConfig, Recognizer
+    from satbench.models import ModelConfig, Recognizer
 
     model = Recognizer(ModelConfig(vocab_size=VOCAB, d_model=D, n_heads=1, n_layers=1, d_ff=8, layer_norm="none",
                                    positional="learned", max_len=16))
@@ -109,7 +109,7 @@ def test_head_statistics_mean_like_head():
 
 
 def test_head_statistics_keys_and_ranges_on_a_random_model():
-    from models import ModelConfig, Recognizer
+    from satbench.models import ModelConfig, Recognizer
 
     torch.manual_seed(0)
     model = Recognizer(ModelConfig(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=2, d_ff=8))

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from models import BOS, Ensemble, ModelConfig, Recognizer, load, save
+from satbench.models import BOS, Ensemble, ModelConfig, Recognizer, load, save
 
 
 def config(**overrides):

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-import languages
-from languages import base
+from satbench import languages
+from satbench.languages import base
 from satbench import language_commands as languages_cli
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",

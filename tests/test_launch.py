@@ -17,10 +17,10 @@ import yaml
 
 submitit = pytest.importorskip("submitit")
 
-from harness import config as C  # noqa: E402
-from harness.launch import make_executor, submit  # noqa: E402
-from harness.results import read_rows, read_run  # noqa: E402
-from harness.shard import select_shard  # noqa: E402
+from satbench.harness import config as C  # noqa: E402
+from satbench.harness.launch import make_executor, submit  # noqa: E402
+from satbench.harness.results import read_rows, read_run  # noqa: E402
+from satbench.harness.shard import select_shard  # noqa: E402
 from satbench.bench_commands import add_commands  # noqa: E402
 from satbench.cli import main  # noqa: E402
 

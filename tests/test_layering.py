@@ -1,5 +1,5 @@
-"""The layering rules of DESIGN.md section 2, read off the source with ast so that they cannot silently rot:
-data flows config -> cells -> languages -> models -> probes -> rows -> report, and no module imports upwards."""
+"""The layering rules of ARCHITECTURE.md, read off the source with ast so that they cannot silently rot: data flows
+config -> cells -> languages -> models -> probes -> rows -> report, and no module imports upwards."""
 
 import ast
 import re
@@ -15,11 +15,13 @@ LAYERS = ["languages", "models", "probes", "harness", "report", "satbench"]
 
 
 def modules():
-    """{dotted module name: path} of every module in the layered packages."""
+    """{dotted module name: path} of every module in the layered packages, by its installed name (satbench.models.x
+    for models/x.py)."""
     out = {}
     for package in LAYERS:
+        dotted = "satbench" if package == "satbench" else f"satbench.{package}"
         for path in sorted((REPO / package).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            name = dotted if path.stem == "__init__" else f"{dotted}.{path.stem}"
             out[name] = path
     return out
 
@@ -47,12 +49,14 @@ def graph():
 
 
 def layer(module):
-    return LAYERS.index(module.split(".")[0])
+    parts = module.split(".")
+    return LAYERS.index(parts[1] if len(parts) > 1 and parts[1] in LAYERS else "satbench")
 
 
 def test_the_graph_is_read_at_all():
     edges = graph()
-    assert "models.train" in edges["harness.run"] and "harness.results" in edges["report.write"]
+    assert "satbench.models.train" in edges["satbench.harness.run"]
+    assert "satbench.harness.results" in edges["satbench.report.write"]
 
 
 def test_no_module_imports_from_a_higher_layer():
@@ -79,14 +83,14 @@ def test_no_import_circle():
 
 
 def test_the_report_reads_rows_without_torch_or_the_run_loop():
-    code = ("import sys, report.write, report.tables; print(sorted(m for m in sys.modules "
-            "if m == 'torch' or m.startswith(('harness.run', 'probes', 'models'))))")
+    code = ("import sys, satbench.report.write, satbench.report.tables; print(sorted(m for m in sys.modules "
+            "if m == 'torch' or m.startswith(('satbench.harness.run', 'satbench.probes', 'satbench.models'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def registered_names():
-    import languages
+    from satbench import languages
 
     return languages.language_names()
 
@@ -100,7 +104,8 @@ def test_no_language_name_in_probes_models_or_the_bench():
     assert {"dyck1", "anbn", "tomita3", "ab_star"} <= unmistakable
     found = []
     for module, path in modules().items():
-        if not module.startswith(("probes", "models", "harness", "report")) or module == "models.constructions":
+        if (not module.startswith(("satbench.probes", "satbench.models", "satbench.harness", "satbench.report"))
+                or module == "satbench.models.constructions"):
             continue
         text = path.read_text()
         for node in ast.walk(ast.parse(text)):

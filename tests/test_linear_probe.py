@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes.linear_probe import counter_targets, probe_layers
+from satbench.probes.linear_probe import counter_targets, probe_layers
 
 
 def test_counter_targets_by_hand():
@@ -33,7 +33,7 @@ def test_counter_targets_by_hand():
 
 
 def test_a_language_declaring_nothing_has_no_targets(registry):
-    import languages
+    from satbench import languages
 
     @languages.register
     class Silent(languages.Language):
@@ -153,7 +153,7 @@ def split_of(strings, alphabet="ab"):
 
 
 def test_decode_strings():
-    from probes.linear_probe import decode_strings
+    from satbench.probes.linear_probe import decode_strings
 
     assert decode_strings(split_of(["abba", "", "b"]).tokens, "ab") == ["abba", "", "b"]
 
@@ -162,7 +162,7 @@ def counting_model():
     """One causal layer whose head ties on every score, so it averages the value +1 ('a') / -1 ('b') / 0 (BOS) over
     BOS and the prefix: dimension 3 of layer 1 holds (#a - #b) / (i + 1) at column i. Layer 0 holds only the
     current symbol."""
-    from models import ModelConfig, Recognizer
+    from satbench.models import ModelConfig, Recognizer
 
     d = 8
     model = Recognizer(ModelConfig(vocab_size=5, d_model=d, n_heads=1, n_layers=1, d_ff=8, layer_norm="none",
@@ -188,7 +188,7 @@ def random_strings(n, seed=0):
 
 
 def test_linear_probe_metrics_finds_the_counter_the_model_computes():
-    from probes.linear_probe import linear_probe_metrics
+    from satbench.probes.linear_probe import linear_probe_metrics
 
     model = counting_model()
     split = split_of(random_strings(200))
@@ -206,8 +206,8 @@ def test_linear_probe_metrics_finds_the_counter_the_model_computes():
 
 
 def test_linear_probe_metrics_keys_for_dyck_and_languages_without_counters():
-    from models import ModelConfig, Recognizer
-    from probes.linear_probe import linear_probe_metrics
+    from satbench.models import ModelConfig, Recognizer
+    from satbench.probes.linear_probe import linear_probe_metrics
 
     torch.manual_seed(0)
     model = Recognizer(ModelConfig(vocab_size=5, d_model=8, n_heads=2, n_layers=2, d_ff=16))
@@ -224,7 +224,7 @@ def test_linear_probe_metrics_keys_for_dyck_and_languages_without_counters():
 
 @pytest.mark.parametrize("name", ["anbn", "majority", "equal", "dyck1", "shuffle2", "anbncn"])
 def test_counter_languages_declare_counters_over_their_own_alphabet(name):
-    from languages.base import get_language
+    from satbench.languages.base import get_language
 
     language = get_language(name)
     assert language.counters, f"{name} declares no counter"
@@ -233,8 +233,8 @@ def test_counter_languages_declare_counters_over_their_own_alphabet(name):
 
 
 def test_decoded_strings_of_a_real_dataset_are_its_strings():
-    from languages import make_dataset
-    from probes.linear_probe import decode_strings
+    from satbench.languages import make_dataset
+    from satbench.probes.linear_probe import decode_strings
 
     data = make_dataset("dyck1", train_lengths=(2, 10), test_lengths=(2, 12), train_size=50, test_per_length=4, seed=0)
     assert decode_strings(data.test.tokens, "()") == list(data.test.strings)
@@ -244,10 +244,10 @@ def test_decoded_strings_of_a_real_dataset_are_its_strings():
 
 
 def test_linear_probes_spread_over_worker_processes_give_the_same_numbers(monkeypatch, tiny_config):
-    from harness import config as C
-    from harness.run import build_dataset
-    from models.train import train_ensemble
-    from probes import ProbeRun, linear_probe
+    from satbench.harness import config as C
+    from satbench.harness.run import build_dataset
+    from satbench.models.train import train_ensemble
+    from satbench.probes import ProbeRun, linear_probe
 
     raw = C.apply_overrides(tiny_config, ["languages=[majority, dyck1, first]", "model.attention=soft",
                                           "train.steps=5", "probes.strings=16"])

@@ -6,13 +6,13 @@ import pytest
 import torch
 import yaml
 
-from harness import config as C
-from harness.results import read_run
-from languages import EOS, FIRST_SYMBOL, Language, get_language, make_dataset
-from languages import base as language_base
-from models import Recognizer
-from models.recognizer import ModelConfig
-from models.train import judge_strings, member_losses
+from satbench.harness import config as C
+from satbench.harness.results import read_run
+from satbench.languages import EOS, FIRST_SYMBOL, Language, get_language, make_dataset
+from satbench.languages import base as language_base
+from satbench.models import Recognizer
+from satbench.models.recognizer import ModelConfig
+from satbench.models.train import judge_strings, member_losses
 from satbench.cli import main
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from probes.norm_growth import (
+from satbench.probes.norm_growth import (
     counted_parameters,
     direction_cosines,
     fit_power_law,
@@ -131,7 +131,7 @@ def test_norm_per_layer_rule():
 
 
 def test_norm_per_layer_of_a_recognizer_matches_models_parameter_norm():
-    from models import ModelConfig, Recognizer, parameter_norm
+    from satbench.models import ModelConfig, Recognizer, parameter_norm
 
     torch.manual_seed(0)
     model = Recognizer(ModelConfig(vocab_size=5, n_layers=2, positional="learned"))
@@ -141,7 +141,7 @@ def test_norm_per_layer_of_a_recognizer_matches_models_parameter_norm():
 
 
 def test_member_entries_of_an_ensemble_match_its_members():
-    from models import Ensemble, ModelConfig
+    from satbench.models import Ensemble, ModelConfig
 
     ensemble = Ensemble(ModelConfig(vocab_size=5, n_layers=2, positional="fraction"), seeds=[0, 1, 2])
     entries = member_norm_entries(ensemble)
@@ -191,7 +191,7 @@ def test_the_squared_norm_of_a_planted_sqrt_series_is_a_line():
 
 
 def test_the_late_phase_fit_sees_sqrt_growth_after_a_fast_start():
-    from report.probe_sections import late_squared_norm_fit
+    from satbench.report.probe_sections import late_squared_norm_fit
 
     steps = np.unique(np.round(np.geomspace(1, 10_000, 30)).astype(int))
     # ||theta||^2: a fast rise over the first thousand steps, then a line of slope 0.005 (the sqrt(t) law).

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import languages
-from languages import automata
-from languages import base as language_base
-from languages.check import check_language
+from satbench import languages
+from satbench.languages import automata
+from satbench.languages import base as language_base
+from satbench.languages.check import check_language
 from satbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

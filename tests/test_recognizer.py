@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from models import BOS, PAD, ModelConfig, Recognizer, parameter_norm
+from satbench.models import BOS, PAD, ModelConfig, Recognizer, parameter_norm
 
 VARIANTS = ("soft", "saturated", "hard")
 

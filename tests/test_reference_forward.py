@@ -29,7 +29,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import BOS, PAD, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
+from satbench.models import BOS, PAD, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
 
 VARIANTS = ("soft", "saturated", "hard")
 

@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from harness.results import read_run
-from probes import registry
-from probes.registry import Probe, register
+from satbench.harness.results import read_run
+from satbench.probes import registry
+from satbench.probes.registry import Probe, register
 from satbench.cli import main
 
 

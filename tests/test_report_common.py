@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from report.common import MAX_COLUMNS, markdown
+from satbench.report.common import MAX_COLUMNS, markdown
 
 
 def tables(text):

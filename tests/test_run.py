@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from harness import config as C
-from harness.results import read_run, repair
-from models import load, parameter_norm
+from satbench.harness import config as C
+from satbench.harness.results import read_run, repair
+from satbench.models import load, parameter_norm
 from satbench.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

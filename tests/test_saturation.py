@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from models import BOS, PAD, Ensemble, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
+from satbench.models import BOS, PAD, Ensemble, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
 
 
 def config(**overrides):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from probes.saturation_similarity import (
+from satbench.probes.saturation_similarity import (
     decision_agreement,
     decisions,
     member_saturation_similarity,
@@ -12,7 +12,7 @@ VOCAB = 5
 
 
 def recognizer(**overrides):
-    from models import ModelConfig, Recognizer
+    from satbench.models import ModelConfig, Recognizer
 
     config = dict(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=2, d_ff=16)
     config.update(overrides)
@@ -106,7 +106,7 @@ def test_tied_attention_agrees_with_its_saturated_limit():
 
 
 def test_ensemble_members_match_standalone_members():
-    from models import Ensemble, ModelConfig
+    from satbench.models import Ensemble, ModelConfig
 
     ensemble = Ensemble(ModelConfig(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=2, d_ff=16), seeds=[0, 1])
     ensemble.train()
@@ -124,11 +124,11 @@ def test_ensemble_members_match_standalone_members():
 def test_limit_over_training_gives_each_member_its_own_numbers():
     """The probe strings' accuracies, agreement and tie shares, computed for all members in one go, are each
     member's own: as its standalone model gives them on its own strings (padding rows, label -1, left out)."""
-    from models import Ensemble, ModelConfig, eval_mode, saturated_limit
-    from models.train import judge_strings
-    from probes.heads import query_mask_for
-    from probes.saturation_similarity import limit_over_training
-    from probes.ties import pooled_shares
+    from satbench.models import Ensemble, ModelConfig, eval_mode, saturated_limit
+    from satbench.models.train import judge_strings
+    from satbench.probes.heads import query_mask_for
+    from satbench.probes.saturation_similarity import limit_over_training
+    from satbench.probes.ties import pooled_shares
 
     config = ModelConfig(vocab_size=VOCAB, d_model=8, n_heads=2, n_layers=2, d_ff=16, attention="saturated",
                          positional="none")  # equal tokens, equal keys: tie sets of several keys

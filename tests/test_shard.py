@@ -8,9 +8,9 @@ import sys
 import pytest
 import yaml
 
-from harness import config as C
-from harness.results import grid_hash, read_rows, read_run
-from harness.shard import group_cost, parse_shard, select_shard, split_groups
+from satbench.harness import config as C
+from satbench.harness.results import grid_hash, read_rows, read_run
+from satbench.harness.shard import group_cost, parse_shard, select_shard, split_groups
 from satbench.cli import main
 
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from models import BOS, ModelConfig, Recognizer, eval_mode, saturated_limit
-from probes.heads import query_mask_for
-from probes.ties import member_ties, score_gaps, tie_shares
+from satbench.models import BOS, ModelConfig, Recognizer, eval_mode, saturated_limit
+from satbench.probes.heads import query_mask_for
+from satbench.probes.ties import member_ties, score_gaps, tie_shares
 
 
 def test_ties_among_equal_values_split_but_do_not_count():

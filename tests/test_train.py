@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from languages import make_dataset
-from models import Ensemble, ModelConfig, Recognizer
-from models.io import load, save
-from models.train import TrainConfig, Trainer, learning_rate_factor, logged_steps, train_ensemble
+from satbench.languages import make_dataset
+from satbench.models import Ensemble, ModelConfig, Recognizer
+from satbench.models.io import load, save
+from satbench.models.train import TrainConfig, Trainer, learning_rate_factor, logged_steps, train_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 TRAIN = TrainConfig(steps=12, batch_size=8, lr=0.01, warmup_steps=2, clip=0.0, log_every=5)

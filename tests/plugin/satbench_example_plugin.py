@@ -1,7 +1,7 @@
 """An example satbench language plugin: palindromes over {a, b}."""
 
-from languages import Language, register
-from languages.base import COUNTS_BOUNDS
+from satbench.languages import Language, register
+from satbench.languages.base import COUNTS_BOUNDS
 
 
 @register
