@@ -18,9 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
 
-from benchmarks.throughput import VOCAB, random_batches, synchronize, time_steps  # noqa: E402
 from satbench.models import VARIANTS, Ensemble, ModelConfig  # noqa: E402
 from satbench.models.train import TrainConfig, Trainer  # noqa: E402
+
+from benchmarks.throughput import VOCAB, random_batches, synchronize, time_steps  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,6 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-
 from satbench.languages import get_language, language_names, make_dataset  # noqa: E402
 
 TRAIN_SIZE, TEST_PER_LENGTH, LENGTHS = 9000, 10, (1, 100)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-
 from satbench.languages import get_language
 from satbench.languages.base import MAX_LENGTH
 from satbench.models import ModelConfig

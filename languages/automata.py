@@ -28,9 +28,8 @@ Any problem with a file is a PluginError of one line that names the file.
 import os
 from pathlib import Path
 
-import yaml
-
 import satbench.languages.base as base
+import yaml
 from satbench.languages.base import NAME_PATTERN, PluginError, register
 from satbench.languages.regular import DFALanguage
 

@@ -6,7 +6,6 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from satbench.languages.base import ENUMERATION_LIMIT, Language
 from satbench.languages.dataset import make_dataset
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from satbench.languages.base import (
     BOS,
     EOS,

@@ -13,7 +13,6 @@ import itertools
 from typing import ClassVar
 
 import numpy as np
-
 from satbench.languages.base import Language, PluginError, register
 from satbench.languages.uniform_sampling import uniform_below
 

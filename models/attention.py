@@ -32,9 +32,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from satbench.models.layers import at_least_fp32, linear, norm_linear
+from torch import nn
 
 VARIANTS = ("soft", "saturated", "hard")
 SURROGATES = ("ste", "anneal", "tolerant")

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
 from satbench.models.recognizer import BOS, ModelConfig, Recognizer
 
 D_MODEL = 16

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from satbench.models.ensemble import Ensemble
 from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict
 

@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from satbench.models.attention import SURROGATES, VARIANTS, KeyMask, SelfAttention
 from satbench.models.layers import embed, linear, norm, norm_linear, stacked
+from torch import nn
 
 # The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
 PAD = 0

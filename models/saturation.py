@@ -15,9 +15,8 @@ import math
 from contextlib import contextmanager
 
 import torch
-from torch import nn
-
 from satbench.models.attention import SelfAttention
+from torch import nn
 
 
 def attention_layers(model: nn.Module) -> list[SelfAttention]:

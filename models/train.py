@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-
 from satbench.models.attention import annealed_inverse_temperature
 from satbench.models.ensemble import Ensemble, buffer_views
+from tqdm.auto import tqdm
 
 # Between steps the parameters' gradients are views of one (M, P) buffer (Trainer.gather); a caller that runs a
 # backward of its own into them makes torch warn that such strided views are not the layout it would have allocated.

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-
 from satbench.models import PAD, saturate, saturated_limit, scale_attention
 from satbench.models.train import judge_strings, stack_splits
 

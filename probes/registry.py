@@ -22,7 +22,6 @@ from functools import cached_property
 from typing import ClassVar
 
 import torch
-
 from satbench.models import Ensemble, saturated_limit
 from satbench.models.saturation import eval_mode
 from satbench.models.train import stack_splits

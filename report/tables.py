@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pandas as pd
-
 from satbench.harness.results import CorruptResults, load_rows_with_config
 
 from .common import VARIANTS, flatten, markdown, scale_value

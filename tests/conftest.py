@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
+from satbench.languages import base
 
 from satbench import languages
-from satbench.languages import base
 
 # Two languages x two seeds x two attention variants, small enough to train in seconds on a CPU. Tests take it through
 # the `tiny_config` fixture and derive their own with harness.config.apply_overrides (which copies).

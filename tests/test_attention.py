@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from satbench.models.attention import (
     annealed_inverse_temperature,
     attention_scores,

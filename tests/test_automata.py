@@ -12,13 +12,13 @@ from functools import reduce
 import numpy as np
 import pytest
 import yaml
-from scipy.stats import chisquare
-
-from satbench import languages
 from satbench.harness.results import read_run
 from satbench.languages import automata, base
 from satbench.languages.check import check_language
 from satbench.report.common import load_theory
+from scipy.stats import chisquare
+
+from satbench import languages
 from satbench.cli import main
 
 

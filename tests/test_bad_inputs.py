@@ -6,8 +6,8 @@ import os
 
 import pytest
 import yaml
-
 from satbench.harness import config as C
+
 from satbench.cli import main
 
 

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from satbench.models import Recognizer, attention_layers, load, saturated_limit, save, scale_attention
 from satbench.models.constructions import CONSTRUCTIONS, construct, get_construction
 from satbench.models.recognizer import check_state_dict
@@ -15,6 +14,7 @@ from satbench.probes.theory_check import (
     n_star,
     predicted_n_star,
 )
+
 from satbench.cli import main
 from satbench.construct_command import parse_lengths
 

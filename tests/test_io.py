@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from satbench.models import BOS, Ensemble, ModelConfig, Recognizer, load, save
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from satbench import languages
 from satbench.languages import base
+
 from satbench import language_commands as languages_cli
+from satbench import languages
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]

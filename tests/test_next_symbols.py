@@ -5,7 +5,6 @@ import itertools
 import pytest
 import torch
 import yaml
-
 from satbench.harness import config as C
 from satbench.harness.results import read_run
 from satbench.languages import EOS, FIRST_SYMBOL, Language, get_language, make_dataset
@@ -13,6 +12,7 @@ from satbench.languages import base as language_base
 from satbench.models import Recognizer
 from satbench.models.recognizer import ModelConfig
 from satbench.models.train import judge_strings, member_losses
+
 from satbench.cli import main
 
 

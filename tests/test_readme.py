@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from satbench import languages
 from satbench.languages import automata
 from satbench.languages import base as language_base
 from satbench.languages.check import check_language
+
+from satbench import languages
 from satbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,6 @@ import itertools
 
 import pytest
 import torch
-
 from satbench.models import BOS, PAD, ModelConfig, Recognizer, parameter_norm
 
 VARIANTS = ("soft", "saturated", "hard")

@@ -27,9 +27,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from satbench.models import BOS, PAD, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
+from torch import nn
 
 VARIANTS = ("soft", "saturated", "hard")
 

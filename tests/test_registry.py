@@ -2,10 +2,10 @@
 
 import pytest
 import yaml
-
 from satbench.harness.results import read_run
 from satbench.probes import registry
 from satbench.probes.registry import Probe, register
+
 from satbench.cli import main
 
 

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from satbench.probes.saturation_similarity import (
     decision_agreement,
     decisions,

@@ -6,7 +6,6 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-
 from satbench.languages import make_dataset
 from satbench.models import Ensemble, ModelConfig, Recognizer
 from satbench.models.io import load, save
