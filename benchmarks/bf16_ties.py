@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
 
-from satbench.languages import make_dataset  # noqa: E402
+from satbench.data import make_dataset  # noqa: E402
 from satbench.models import PAD, ModelConfig  # noqa: E402
 from satbench.models.train import TrainConfig, train_ensemble  # noqa: E402
 

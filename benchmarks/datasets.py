@@ -15,7 +15,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-from satbench.languages import get_language, language_names, make_dataset  # noqa: E402
+from satbench.data import make_dataset
+from satbench.languages import get_language, language_names  # noqa: E402
 
 TRAIN_SIZE, TEST_PER_LENGTH, LENGTHS = 9000, 10, (1, 100)
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from satbench.data import DataConfig
 from satbench.languages import get_language
-from satbench.languages.base import MAX_LENGTH
 from satbench.models import ModelConfig
 from satbench.models.train import TrainConfig
 from satbench.probes.evaluate import EvalConfig
@@ -39,47 +39,11 @@ class ConfigError(ValueError):
     """One line naming the key and what is wrong with it."""
 
 
-@dataclass
-class DataConfig:
-    train_lengths: tuple[int, int] = (1, 20)
-    test_lengths: tuple[int, int] = (1, 40)
-    train_size: int = 2000
-    test_per_length: int = 40
-    label_kind: str = "membership"  # membership | prefix | next_symbols (k-hot next-symbol sets, members only)
-    # language: each language's own negative mixture | flare: length-keeping edits and random strings, 1:1
-    negatives: str = "language"
-
-    def __post_init__(self):
-        for key in ("train_lengths", "test_lengths"):
-            lo, hi = getattr(self, key)
-            if not 0 <= lo <= hi:
-                raise ConfigError(f"data.{key}: [{lo}, {hi}] is not a range 0 <= lo <= hi")
-            if hi > MAX_LENGTH:
-                raise ConfigError(f"data.{key}: {hi} is above the samplers' limit of {MAX_LENGTH} "
-                                  "(languages.base.MAX_LENGTH)")
-        if self.test_lengths[1] < self.train_lengths[1]:
-            raise ConfigError("data.test_lengths: the test range must reach at least as far as the training range")
-        _check_positive("data.train_size", self.train_size)
-        _check_positive("data.test_per_length", self.test_per_length)
-        _check_choice("data.label_kind", self.label_kind, ("membership", "prefix", "next_symbols"))
-        _check_choice("data.negatives", self.negatives, ("language", "flare"))
-
-
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "probes": ProbeConfig}
 TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", "zip", *SECTIONS}
 # Fields of ModelConfig the harness fills in itself.
 DERIVED = {"model.vocab_size", "model.next_symbols"}
 DEFAULT_VOCAB_SIZE = 8  # 3 specials + up to 5 symbols; fixed per config so a cell never depends on its neighbours
-
-
-def _check_positive(path, value):
-    if not value > 0:
-        raise ConfigError(f"{path}: {value} must be > 0")
-
-
-def _check_choice(path, value, choices):
-    if value not in choices:
-        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
 
 
 def _suggest(word, options):

@@ -1,8 +1,9 @@
 """The files of a run: one JSON line per finished cell, appended atomically, read back with torn lines repaired.
 
 A run directory holds `config.yaml` (the grid as run), `grid_cells.json` (the hashes of its cells), one or more rows
-files `cells*.jsonl` (one per shard when a bench is split) and `constructions.json` (the hand-built constructions on
-the run's test lengths). A kill in mid-write can leave a last line without its newline; reading repairs the file by
+files `cells*.jsonl` (one per shard when a bench is split), `constructions.json` (the hand-built constructions on
+the run's test lengths) and `probe_reports.json` (what each probe that ran contributes to the report,
+probes/report_section.py). A kill in mid-write can leave a last line without its newline; reading repairs the file by
 cutting that line off, so its cell counts as unfinished and is rerun; only the bench repairs (`repair`), the report
 reads and skips a torn line without writing.
 
@@ -23,6 +24,7 @@ ROWS_GLOBS = ("cells*.jsonl", "cells*.jsonl.gz")  # gzip: published runs, read-o
 CONFIG_FILE = "config.yaml"
 GRID_CELLS_FILE = "grid_cells.json"
 CONSTRUCTIONS_FILE = "constructions.json"
+PROBE_REPORTS_FILE = "probe_reports.json"
 PHASES = ("datasets", "train", "evaluate", "probes")  # the order a group runs them in; each row carries their seconds
 
 
@@ -205,3 +207,21 @@ def read_constructions(run_dir):
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         raise CorruptResults(f"{path}: not JSON (delete it; the next bench writes it again)") from None
+
+
+def write_probe_reports(run_dir, declarations):
+    """Record the probes' report declarations (`probes.recorded_reports`): a list of {name, section, report}."""
+    write_atomically(Path(run_dir) / PROBE_REPORTS_FILE, json.dumps({"probes": declarations}, indent=1) + "\n")
+
+
+def read_probe_reports(run_dir):
+    """The probes' report declarations the bench recorded for this run, in the order the probes ran; None for a run
+    written before probes declared their sections."""
+    path = Path(run_dir) / PROBE_REPORTS_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["probes"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CorruptResults(f"{path}: not the probes' report declarations (delete it; the next bench writes it "
+                             "again)") from None

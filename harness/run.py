@@ -3,7 +3,8 @@
 Cells that differ only in per-member fields (language, seed, weight decay) train together as one stacked ensemble,
 and every registered probe (probes/registry.py) measures it. Finished cells (found by their config hash in the run's
 rows) are skipped, so an interrupted bench resumes where it stopped. The run also records the hand-built
-constructions' accuracy on its test lengths (constructions.json), so that its report reads files only.
+constructions' accuracy on its test lengths (constructions.json) and what its probes show in the report
+(probe_reports.json), so that its report reads files only.
 """
 
 import fcntl
@@ -20,10 +21,10 @@ import numpy as np
 import sklearn
 import torch
 import yaml
-from satbench.languages import make_dataset
+from satbench.data import make_dataset
 from satbench.models.io import save
 from satbench.models.train import train_ensemble
-from satbench.probes import ProbeRun, probe_classes
+from satbench.probes import ProbeRun, probe_classes, recorded_reports
 from satbench.probes.theory_check import construction_rows
 from tqdm.auto import tqdm
 
@@ -39,6 +40,7 @@ from .results import (
     repair,
     rows_files,
     write_atomically,
+    write_probe_reports,
 )
 
 RESULTS_ROOT = Path("results/runs")
@@ -89,7 +91,16 @@ def prepare_run_dir(grid, run_dir, force):
     # Every time: the cells' hashes depend on the code's defaults as well as on the config, and the report keeps the
     # rows of exactly these cells.
     write_atomically(run_dir / GRID_CELLS_FILE, json.dumps({"cells": [C.cell_hash(c) for c in grid.cells]}) + "\n")
+    record_probe_reports(grid.cells, run_dir)
     return run_dir
+
+
+def record_probe_reports(cells, run_dir):
+    """What the probes that run on `cells` contribute to report.md (their `report` declarations), recorded so that
+    the report renders their sections from the run directory alone. Every time, like the cells' hashes: the report
+    shows what the code declares now."""
+    enabled = any(cell["probes"]["enabled"] for cell in cells)
+    write_probe_reports(run_dir, recorded_reports(probe_classes(enabled=enabled)))
 
 
 def build_dataset(cell, cache):
@@ -224,19 +235,28 @@ def writing(rows_path):
         os.close(fd)
 
 
+@contextmanager
+def flushed_denormals():
+    """Subnormal floats flushed to zero while a bench runs, and not after it returns. Weight decay can drive
+    parameters below 1e-38, on which CPUs compute tens of times slower; a member whose norm collapsed then slows its
+    whole ensemble. Flushed to zero, they cost nothing and change no decision. torch cannot read the setting back, so
+    it is restored to torch's default (off)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None):
     """Run every unfinished cell of `grid` (or of `cells`, a subset such as one shard); returns the run directory and
     the number of cells found finished already."""
     device = pick_device(device)
-    # Weight decay can drive parameters to subnormal floats (below 1e-38), on which CPUs compute tens of times slower;
-    # a member whose norm collapsed then slows its whole ensemble. Flushed to zero, they cost nothing and change no
-    # decision.
-    torch.set_flush_denormal(True)
     run_dir = Path(run_dir or RESULTS_ROOT / grid.name)
     if run_dir.exists() and not run_dir.is_dir():
         raise C.ConfigError(f"--run-dir {run_dir}: a file, not a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with writing(run_dir / rows_name):  # before --force discards anything
+    with writing(run_dir / rows_name), flushed_denormals():  # the lock before --force discards anything
         prepare_run_dir(grid, run_dir, force)
         return run_dir, _run_cells(grid, run_dir, device, progress, rows_name, grid.cells if cells is None else cells)
 

@@ -1,4 +1,5 @@
-"""Formal languages with exact membership oracles and exact samplers, and the datasets built from them.
+"""Formal languages with exact membership oracles and exact samplers: plain Python and numpy, no tensors (the datasets
+built from them are satbench.data).
 
 Importing the package registers the built-in languages; plugins (entry-point group `satbench.languages`) are loaded
 the first time a name is looked up that is not built in, or when all names are listed.
@@ -19,7 +20,6 @@ from satbench.languages.base import (
     load_plugins,
     register,
 )
-from satbench.languages.dataset import Dataset, Split, make_dataset
 from satbench.languages.regular import DFALanguage
 
 __all__ = [
@@ -29,14 +29,11 @@ __all__ = [
     "PAD",
     "PLUGIN_GROUP",
     "DFALanguage",
-    "Dataset",
     "Language",
     "PluginError",
-    "Split",
     "UnknownLanguage",
     "get_language",
     "language_names",
     "load_plugins",
-    "make_dataset",
     "register",
 ]

@@ -13,7 +13,8 @@ from satbench.models.attention import (
 )
 from satbench.models.ensemble import Ensemble
 from satbench.models.io import load, save
-from satbench.models.recognizer import BOS, EOS, PAD, ModelConfig, Recognizer, parameter_norm
+from satbench.languages.base import BOS, EOS, PAD
+from satbench.models.recognizer import ModelConfig, Recognizer, parameter_norm
 from satbench.models.saturation import attention_layers, eval_mode, saturate, saturated_limit, scale_attention
 
 __all__ = [

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from satbench.models.recognizer import BOS, ModelConfig, Recognizer
+from satbench.languages.base import BOS
+from satbench.models.recognizer import ModelConfig, Recognizer
 
 D_MODEL = 16
 HEAD_WIDTH_ROOT = 4.0  # sqrt(D_MODEL) with one head: a query bias of 4 cancels the 1/sqrt(d) of the scores

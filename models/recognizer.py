@@ -24,10 +24,7 @@ from satbench.models.attention import SURROGATES, VARIANTS, KeyMask, SelfAttenti
 from satbench.models.layers import embed, linear, norm, norm_linear, stacked
 from torch import nn
 
-# The reserved token ids; languages/base.py defines the same values. Kept local so that models/ stands alone.
-PAD = 0
-BOS = 1
-EOS = 2
+from satbench.languages.base import EOS, PAD  # the reserved token ids, defined once with the alphabet's encoding
 
 POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
 LAYER_NORMS = ("pre", "post", "branch", "none")

@@ -16,14 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from satbench.data import stack_splits
 from satbench.models.attention import annealed_inverse_temperature
 from satbench.models.ensemble import Ensemble, buffer_views
+from satbench.models.objectives import judge_strings, member_losses
 from tqdm.auto import tqdm
-
-# Between steps the parameters' gradients are views of one (M, P) buffer (Trainer.gather); a caller that runs a
-# backward of its own into them makes torch warn that such strided views are not the layout it would have allocated.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
@@ -82,86 +79,6 @@ class TrainConfig:
         for name in ("keep_checkpoints", "bf16", "tf32", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not true or false")
-
-
-@dataclass
-class StackedSplit:
-    """The splits of M datasets padded to one (M, N, T) block; `count[i]` rows of member i are real."""
-
-    tokens: torch.Tensor  # (M, N, T) long
-    labels: torch.Tensor  # (M, N) float
-    prefix_labels: torch.Tensor | None  # (M, N, T) float, -1 where there is no label
-    lengths: torch.Tensor  # (M, N) long, -1 on padding rows
-    count: torch.Tensor  # (M,) long
-    next_labels: torch.Tensor | None = None  # (M, N, T, vocab) int8, -1 where there is no label
-
-
-def stack_splits(splits, device, tokens_only=False):
-    """(M, N, T) blocks of the splits; with tokens_only, just the token block (for anything with `.tokens`)."""
-    M = len(splits)
-    N = max(len(s.tokens) for s in splits)
-    T = max(s.tokens.shape[1] for s in splits)
-    tokens = torch.zeros(M, N, T, dtype=torch.long)
-    for i, s in enumerate(splits):
-        tokens[i, :s.tokens.shape[0], :s.tokens.shape[1]] = s.tokens
-    if tokens_only:
-        return tokens.to(device)
-    labels = torch.zeros(M, N)
-    lengths = torch.full((M, N), -1, dtype=torch.long)
-    has_prefix = splits[0].prefix_labels is not None
-    prefix = torch.full((M, N, T), -1.0) if has_prefix else None
-    has_next = getattr(splits[0], "next_labels", None) is not None
-    next_ = torch.full((M, N, T, splits[0].next_labels.shape[-1]), -1, dtype=torch.int8) if has_next else None
-    for i, s in enumerate(splits):
-        n, t = s.tokens.shape
-        labels[i, :n] = s.labels
-        lengths[i, :n] = s.lengths
-        if has_prefix:
-            prefix[i, :n, :t] = s.prefix_labels
-        if has_next:
-            next_[i, :n, :t] = s.next_labels
-    count = torch.tensor([len(s.labels) for s in splits])
-    to = lambda x: None if x is None else x.to(device)  # noqa: E731
-    return StackedSplit(to(tokens), to(labels), to(prefix), to(lengths), to(count), to(next_))
-
-
-def member_losses(out, labels, prefix_labels=None, next_labels=None):
-    """Each member's own mean loss, shape (M,): the ensemble minimises their sum."""
-    if next_labels is not None:
-        known = next_labels >= 0
-        losses = F.binary_cross_entropy_with_logits(out["next_logits"].float(), next_labels.clamp(min=0).float(),
-                                                    reduction="none")
-        return (losses * known).sum(dim=(-3, -2, -1)) / known.sum(dim=(-3, -2, -1)).clamp(min=1)
-    if prefix_labels is None:
-        losses = F.binary_cross_entropy_with_logits(out["logit"].float(), labels, reduction="none")
-        return losses.mean(dim=-1)
-    known = prefix_labels >= 0
-    losses = F.binary_cross_entropy_with_logits(out["prefix_logits"].float(), prefix_labels.clamp(min=0),
-                                                reduction="none")
-    return (losses * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
-
-
-def judge_strings(out, labels, next_labels=None):
-    """Per string (M, B): right or not, its cross-entropy, and whether its logits were finite.
-
-    Membership: the sign of the logit against the label. The next-symbol task (Bhattamishra et al. 2020): right only
-    if every scored bit of every prefix is; the cross-entropy is the mean over those bits. A logit that overflowed at
-    a large scale is a wrong answer, not a crash."""
-    if next_labels is None:
-        logit = out["logit"].float()
-        finite = torch.isfinite(logit)
-        right = ((logit > 0).float() == labels) & finite
-        ce = F.binary_cross_entropy_with_logits(logit.nan_to_num(0.0, 1e4, -1e4), labels, reduction="none")
-        return right, ce, finite
-    logits = out["next_logits"].float()
-    next_labels = next_labels[..., :logits.shape[-2], :]  # the batch may be cut to its longest string
-    known = next_labels >= 0
-    finite = (torch.isfinite(logits) | ~known).all(dim=-1).all(dim=-1)
-    right = (((logits > 0) == (next_labels > 0)) | ~known).all(dim=-1).all(dim=-1) & finite
-    bits = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), next_labels.clamp(min=0).float(),
-                                              reduction="none")
-    ce = (bits * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
-    return right, ce, finite
 
 
 def logged_steps(cfg: TrainConfig) -> list[int]:
@@ -238,7 +155,7 @@ class Trainer:
             self.losses = torch.compile(self.eager_losses, mode="reduce-overhead" if device.type == "cuda" else None)
 
     def eager_losses(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
-        """Each member's loss on its batch, (M,): the forward pass and models.train.member_losses."""
+        """Each member's loss on its batch, (M,): the forward pass and models.objectives.member_losses."""
         with self.autocast:
             # A membership loss reads one logit per string: a pass that computes only those (Recognizer's logit_only).
             out = self.ensemble(tokens, logit_only=prefix_labels is None and next_labels is None)

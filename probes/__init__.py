@@ -14,5 +14,7 @@ from satbench.probes import (  # noqa: F401  (registers them)
     ties,
 )
 from satbench.probes.registry import PROBES, Probe, ProbeConfig, ProbeRun, probe_classes, register
+from satbench.probes.report_section import ProbeReport, Table, recorded_reports
 
-__all__ = ["PROBES", "Probe", "ProbeConfig", "ProbeRun", "probe_classes", "register"]
+__all__ = ["PROBES", "Probe", "ProbeConfig", "ProbeReport", "ProbeRun", "Table", "probe_classes", "recorded_reports",
+           "register"]

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 from satbench.models import PAD, saturate, saturated_limit, scale_attention
-from satbench.models.train import judge_strings, stack_splits
+from satbench.data import stack_splits
+from satbench.models.objectives import judge_strings
 
 from .registry import Probe, register
 
@@ -116,7 +117,7 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor, fill) -> torch.Tensor:
 
 @torch.no_grad()
 def judge_members(ensemble, tokens, labels, next_labels, batch_size):
-    """Per stacked test string (M, N): right or not, cross-entropy, finite (models.train.judge_strings), in chunks
+    """Per stacked test string (M, N): right or not, cross-entropy, finite (models.objectives.judge_strings), in chunks
     of `batch_size` strings, each chunk cut to its longest string (padding trails every string and changes nothing).
     Membership reads one logit per string, so its pass computes nothing else (Recognizer.forward's logit_only)."""
     chunks = []

@@ -11,6 +11,7 @@ import torch
 from satbench.models import PAD, eval_mode, saturated_limit
 
 from .registry import Probe, register
+from .report_section import ProbeReport, Table
 
 ATTENDED_THRESHOLD = 1e-5  # a weight above this counts as attended (DESIGN.md, "positions attended")
 ARGMAX_SPLIT_SHARE = 0.5  # a head is argmax-like when fewer than this share of its queries split attention
@@ -118,6 +119,12 @@ class Heads(Probe):
     """Positions attended per head at the saturated limit, and their histogram over all heads."""
 
     name = "heads"
+    report = ProbeReport(
+        title="Attention heads under saturation",
+        text="Positions attended per query at the saturated limit (weight > 1e-5). A head is argmax-like when fewer "
+             "than half of its queries split their attention over more than one position, mean-like otherwise.",
+        tables=[Table(["attended_mean", "split_share", "argmax_like_share"], rows="variant")],
+        renderers=["head_histogram"])
 
     def measure(self, run):
         out = []

@@ -18,6 +18,7 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
 
 from .registry import Probe, register
+from .report_section import ProbeReport
 
 RIDGE_ALPHA = 1.0  # on standardised features, so the same penalty means the same thing for every layer and model
 
@@ -211,6 +212,13 @@ class LinearProbes(Probe):
     """`probe_scores` for every member whose language declares probe targets, against the untrained control."""
 
     name = "linear_probes"
+    report = ProbeReport(
+        title="Counter representations (linear probes)",
+        text="Best layer's held-out R² for a counter a language declares (its count over the prefix length, such as "
+             "(#a-#b)/i or the Dyck depth/i) or balanced accuracy for its prefix flag (is the prefix in the language, "
+             "or balanced), fit on half of the strings and scored on the other half; `probe_control_*` is the same "
+             "probe on a randomly initialised model of the same shape.",
+        columns=["probe_*_best"])
 
     def measure(self, run):
         jobs = []

@@ -23,6 +23,7 @@ from sklearn.linear_model import LinearRegression
 from torch import nn
 
 from .registry import Probe, register
+from .report_section import ProbeReport, Table
 
 
 def counted_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -260,6 +261,29 @@ class NormGrowth(Probe):
     afterwards the fits of `norm_growth_metrics`. The parameter vectors stay in memory, never in the rows."""
 
     name = "norm_growth"
+    # `sq_late_*` the report fits itself, to the norms of the training log (report/probe_sections.py, LATE = 0.2).
+    report = ProbeReport(
+        title="Norm growth",
+        text="Per language and variant, mean±std over seeds. The norm is the l2 norm of the parameters, embeddings "
+             "excluded. `sq_slope`, `sq_r2`: slope and r² of the line ||theta||² = slope * t + intercept through "
+             "every logged step (a linear square means the norm grows like sqrt(t)); `sq_late_slope`, `sq_late_r2`: "
+             "the same over the late phase, logged steps t >= 0.2 x the last; `growth_gamma`: exponent of a power law "
+             "fitted to the norm's growth since the first logged step (0.5 for sqrt(t) growth); `norm_ratio`: final / "
+             "initial norm; `cos_consecutive_last`: cosine between the parameter vectors of the last two logged "
+             "steps (1: the direction has stopped moving).",
+        columns=["sq_slope", "sq_r2", "sq_late_slope", "sq_late_r2", "growth_gamma", "norm_ratio",
+                 "cos_consecutive_last"],
+        tables=[Table(["norm_initial", "norm_final", "sq_slope", "sq_intercept", "sq_r2", "sq_late_slope",
+                       "sq_late_r2", "growth_gamma", "growth_gamma_r2"], rows="seed", title="The fits per cell",
+                      csv="norm_fits.csv",
+                      text="Every cell's norm at its first and last logged step, the line ||theta||² = sq_slope * t + "
+                           "sq_intercept with its r² over every logged step, the same line over the late phase only "
+                           "(`sq_late_*`: logged steps t >= 0.2 x the last; a constant slope there is sqrt(t) growth "
+                           "once the first fast changes are over), and the power-law exponent of the growth since "
+                           "the first logged step with the r² of that fit in log-log (`growth_gamma`, "
+                           "`growth_gamma_r2`). Also in `norm_fits.csv`."),
+                Table(["sq_r2", "growth_gamma", "norm_ratio"], rows="field")],
+        renderers=["norm_growth"])
 
     def __init__(self, run):
         super().__init__(run)

@@ -8,9 +8,10 @@ harness builds a `ProbeRun` and, for every registered probe:
     probe.measure(run)                  after training: one flat dict of numbers per member
 
 A probe's numbers go into the row's `metrics` (the recognition itself, section "metrics", which always runs) or into
-`metrics["probes"]` (section "probes", switched off together by `probes.enabled: false`). The forward passes that
-several probes read (the exact forward, the saturated limit and the untrained control on the probe strings) are
-computed once per group, on first use, by the ProbeRun.
+`metrics["probes"]` (section "probes", switched off together by `probes.enabled: false`); what of them report.md
+shows, the probe declares as data in `report` (probes/report_section.py). The forward passes that several probes read
+(the exact forward, the saturated limit and the untrained control on the probe strings) are computed once per group,
+on first use, by the ProbeRun.
 
 Adding a probe is one class in one file, imported by probes/__init__.py. A probe knows nothing of particular
 languages: what it needs from one (the counters a counter machine keeps, the flag worth probing) the language
@@ -22,9 +23,11 @@ from functools import cached_property
 from typing import ClassVar
 
 import torch
+from satbench.data import stack_splits
 from satbench.models import Ensemble, saturated_limit
 from satbench.models.saturation import eval_mode
-from satbench.models.train import stack_splits
+
+from .report_section import ProbeReport
 
 SECTIONS = ("metrics", "probes")
 
@@ -47,6 +50,7 @@ class Probe:
 
     name: ClassVar[str]
     section: ClassVar[str] = "probes"
+    report: ClassVar[ProbeReport | None] = None  # its section of report.md; None: its numbers stay in the rows
 
     def __init__(self, run: "ProbeRun"):
         self.run = run
@@ -67,6 +71,8 @@ def register(cls: type[Probe]) -> type[Probe]:
         raise ValueError(f"{cls.__qualname__}: a probe needs a `name`")
     if cls.section not in SECTIONS:
         raise ValueError(f"probe '{name}': section {cls.section!r} is not one of {', '.join(SECTIONS)}")
+    if cls.report is not None and not isinstance(cls.report, ProbeReport):
+        raise ValueError(f"probe '{name}': `report` must be a ProbeReport (probes/report_section.py) or None")
     if name in PROBES and PROBES[name] is not cls:
         raise ValueError(f"probe '{name}' is defined twice: {PROBES[name].__qualname__} and {cls.__qualname__}")
     PROBES[name] = cls
@@ -101,7 +107,7 @@ class ProbeRun:
     ensemble and the training logs after (`finish`); and the forward passes probes share, each computed once."""
 
     cells: list[dict]
-    datasets: list  # languages.Dataset, one per member
+    datasets: list  # data.Dataset, one per member
     device: torch.device
     ensemble: Ensemble | None = None
     logs: list[list[dict]] | None = None

@@ -10,10 +10,11 @@ the classifier decide the same at c = 1 and at the exact saturated limit?
 
 import torch
 from satbench.models import PAD, eval_mode, saturate, saturated_limit
-from satbench.models.train import judge_strings
+from satbench.models.objectives import judge_strings
 
 from .heads import query_mask_for
 from .registry import Probe, register
+from .report_section import ProbeReport, Table
 from .ties import member_pooled_shares
 
 
@@ -130,6 +131,14 @@ class Saturation(Probe):
     (`limit_over_training`). After training: decision agreement between c = 1 and the saturated limit."""
 
     name = "saturation"
+    report = ProbeReport(
+        title="Saturation",
+        text="Per language and variant, mean±std over seeds. `sim_mean`: cosine between the hidden states at c=1 and "
+             "with every parameter multiplied by 1000, mean over layers; `decision_agreement`: share of probe strings "
+             "decided alike at c=1 and at the saturated limit.",
+        columns=["sim_mean", "decision_agreement"],
+        tables=[Table(["sim_mean"], rows="field")],
+        renderers=["limit_over_training", "saturation_over_training"])
 
     def during_training(self, step, ensemble):
         similarity = member_saturation_similarity(ensemble, self.run.tokens)

@@ -1,5 +1,5 @@
-"""What every part of the report shares: the variants in their order, the theory table, flat config fields, scale
-names, Markdown."""
+"""What every part of the report shares: the variants in their order, the theory table, flat config fields and those
+that vary across a run, scale names, Markdown."""
 
 import math
 from pathlib import Path
@@ -28,6 +28,24 @@ def flatten(config, prefix=""):
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+SPLIT_ALWAYS = {"language", "seed", "model.attention"}  # every table splits by these already (seed: over seeds)
+
+
+def varying_fields(rows) -> list[str]:
+    """Flat config fields (such as train.weight_decay) that take more than one value across the rows."""
+    values: dict[str, set] = {}
+    for row in rows:
+        for key, value in flatten(row["config"]).items():
+            values.setdefault(key, set()).add(repr(value))
+    return sorted(key for key, seen in values.items() if len(seen) > 1 and key not in SPLIT_ALWAYS)
+
+
+def setting(row, fields):
+    """The values of the flat config `fields` in one row."""
+    flat = flatten(row["config"])
+    return {field: flat[field] for field in fields}
 
 
 def scale_value(name):

@@ -1,41 +1,25 @@
-"""The report's probe sections: norm growth, saturation over training, attention heads, linear probes.
+"""The report's probe sections, one per probe that declares one (probes/report_section.py): its title, its paragraph,
+tables of its numbers and the renderers it asks for by name (report/probe_renderers.py). The report never imports a
+probe: it reads the declarations the bench recorded in the run directory (probe_reports.json). A run recorded before
+probes declared their sections gets one table of every number its probes left in the rows.
 
 Besides language and variant, every table and figure splits by the config fields that vary across the run (weight
 decay, model size, ...), whichever they are: `varying_fields`.
 """
 
+import fnmatch
 import math
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
+from satbench.harness.results import PROBE_REPORTS_FILE, read_probe_reports
 
-from .common import VARIANTS, flatten, markdown
+from .common import markdown, setting, varying_fields
+from .probe_renderers import RENDERERS, RunView
 
-SPLIT_ALWAYS = {"language", "seed", "model.attention"}  # every table splits by these already (seed: over seeds)
-
-
-def _probes(row):
-    return row["metrics"].get("probes") or {}
-
-
-def varying_fields(rows) -> list[str]:
-    """Flat config fields (such as train.weight_decay) that take more than one value across the rows."""
-    values: dict[str, set] = {}
-    for row in rows:
-        for key, value in flatten(row["config"]).items():
-            values.setdefault(key, set()).add(repr(value))
-    return sorted(key for key, seen in values.items() if len(seen) > 1 and key not in SPLIT_ALWAYS)
-
-
-def _setting(row, fields):
-    flat = flatten(row["config"])
-    return {field: flat[field] for field in fields}
-
-
-LATE = 0.2  # the late phase of training: logged steps t >= LATE * the last step
+LATE = 0.2  # the late phase of training: logged steps t >= LATE * the last step (the norm-growth probe's text says so)
+LOG_FITS = ("sq_late_slope", "sq_late_r2")  # what `late_squared_norm_fit` adds to every cell's numbers
+MAX_CELLS_LISTED = 100  # above this a table of rows "seed" is in its csv file only
 
 
 def late_squared_norm_fit(log):
@@ -53,17 +37,20 @@ def late_squared_norm_fit(log):
     return {"sq_late_slope": float(slope), "sq_late_r2": float(1 - residual.var() / square.var())}
 
 
-def probe_frame(rows, fields):
-    records = []
-    for row in rows:
-        probes = _probes(row)
-        if not probes:
-            continue
-        records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
-                        "seed": row["config"]["seed"], **_setting(row, fields),
-                        **{k: v for k, v in probes.items() if not isinstance(v, dict)},
-                        **late_squared_norm_fit(row.get("log") or [])})
-    return pd.DataFrame.from_records(records)
+def numbers_of(row, section):
+    """The numbers that probes of `section` left in a row, where the harness puts them: metrics.probes for section
+    "probes", the row's own metrics for section "metrics". Nested results (a histogram) are for renderers."""
+    source = row["metrics"] if section == "metrics" else row["metrics"].get("probes") or {}
+    return {key: value for key, value in source.items() if value is None or isinstance(value, (int, float))}
+
+
+def cell_frame(rows, fields, section):
+    """One line per cell: its numbers of `section`, the late-phase fit of the norm in its training log (which every
+    row carries, probes or not), and language, variant, seed and the varying `fields`."""
+    return pd.DataFrame.from_records([
+        {**numbers_of(row, section), **late_squared_norm_fit(row.get("log") or []),
+         "language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+         "seed": row["config"]["seed"], **setting(row, fields)} for row in rows])
 
 
 def mean_std(values):
@@ -77,214 +64,103 @@ def summary_table(frame, columns, by):
     return frame.groupby(by).agg({c: mean_std for c in columns if c in frame})
 
 
-SERIES = ("norm", "norm_with_embeddings", "sim_mean", "agree_limit", "acc_limit", "split_share", "value_distinct_share")
+def resolve(columns, present):
+    """A table's declared columns as {key: header} over the keys `present`: a key with `*` stands for every present
+    key of that shape, in sorted order; a declared key that no cell has is left out."""
+    headers = columns if isinstance(columns, dict) else {key: key for key in columns}
+    headers = {key: str(header).replace("|", "\\|") for key, header in headers.items()}  # a | would end the cell
+    out = {}
+    for key, header in headers.items():
+        if "*" in key:
+            out.update({match: match for match in sorted(k for k in present if fnmatch.fnmatchcase(k, key))})
+        elif key in present:
+            out[key] = header
+    return out
 
 
-def norm_series(rows, fields):
-    """One line per logged step of every cell: the norm and whatever the probes followed through training."""
-    records = []
-    for row in rows:
-        for entry in row["log"]:
-            records.append({"variant": row["config"]["model"]["attention"], "language": row["config"]["language"],
-                            "seed": row["config"]["seed"], **_setting(row, fields), "step": entry["step"],
-                            **{key: entry.get(key, math.nan) for key in SERIES}})
-    return pd.DataFrame.from_records(records)
+def table_lines(table, frame, fields, run_dir):
+    """Markdown of one declared table. A cell none of whose own numbers are in it (the probe failed there, or had
+    nothing to say about its language) is left out of it; a table no cell has numbers for is left out."""
+    headers = resolve(table["columns"], [c for c in frame.columns if c not in ("language", "variant", "seed")])
+    own = [key for key in headers if key not in LOG_FITS] or list(headers)
+    if not own:
+        return []
+    part = frame.dropna(subset=own, how="all")
+    if part.empty or (table["rows"] == "field" and not fields):
+        return []
+    columns, cell = list(headers), ["language", "variant", *fields]
+    lines = ([f"### {table['title']}", ""] if table["title"] else []) + ([table["text"], ""] if table["text"] else [])
+    if table["rows"] == "cell":
+        lines += [markdown(summary_table(part, columns, cell).rename(columns=headers)), ""]
+    elif table["rows"] == "variant":
+        lines += [markdown(summary_table(part, columns, ["variant", *fields]).rename(columns=headers)), ""]
+    elif table["rows"] == "field":
+        for field in fields:
+            lines += [f"### By {field}", "", "Over all languages and seeds:", "",
+                      markdown(summary_table(part, columns, [field, "variant"]).rename(columns=headers)), ""]
+    else:  # "seed"
+        every = part.sort_values([*cell, "seed"]).set_index([*cell, "seed"])[columns].rename(columns=headers)
+        if table["csv"]:
+            every.to_csv(run_dir / table["csv"], float_format="%.6g")
+        if len(every) <= MAX_CELLS_LISTED:
+            lines += [markdown(every.round(4)), ""]
+        else:
+            where = f"see `{table['csv']}`" if table["csv"] else "too many to list here"
+            lines += [f"{len(every)} cells: {where}.", ""]
+    return lines
 
 
-def facets(fields):
-    """Figure facets from the varying fields: columns by the last one (in sorted order train.* comes after model.*,
-    so a weight-decay axis gets the columns), line style by the one before."""
-    return {"col": fields[-1] if fields else None, "style": fields[-2] if len(fields) > 1 else None}
+def declared_section(declared, frame, view, run_dir):
+    """A probe's section: ## title, paragraph, tables, renderers. A probe whose tables find no numbers in any row
+    (it failed everywhere, or ran on no cell) gets none."""
+    report = {"text": "", "columns": [], "tables": [], "renderers": [], **declared["report"]}
+    tables = [{"columns": report["columns"], "rows": "cell"}] if report["columns"] else []
+    tables = [{"rows": "cell", "title": "", "text": "", "csv": "", **table} for table in tables + report["tables"]]
+    body = [line for table in tables for line in table_lines(table, frame, view.fields, run_dir)]
+    if tables and not body:
+        return []
+    lines = [f"## {report['title']}", ""] + ([report["text"], ""] if report["text"] else []) + body
+    for name in report["renderers"]:
+        if name in RENDERERS:
+            lines += RENDERERS[name](view)
+        else:
+            lines += [f"Probe `{declared['name']}` asks for the renderer `{name}`, which this version of report/ "
+                      "does not have.", ""]
+    return lines
 
 
-def growth_facets(fields):
-    """Norm-growth figures: one panel column per language, colour by weight decay when it varies (else by variant),
-    one panel row per other varying field (such as the optimizer), taking at most one."""
-    hue = "train.weight_decay" if "train.weight_decay" in fields else "variant"
-    others = [f for f in fields if f != hue]
-    return {"hue": hue, "row": others[-1] if others else None}
-
-
-NORM_FLOOR = 1e-3
-
-
-def figure_norm_growth(series, fields, path):
-    """Norm against t, log-log, per language; line: mean over seeds, band: min to max; dashed: the fit
-    ||theta||^2 = a t + b to the mean series of the first colour (no weight decay when decay varies)."""
-    data = series[series["step"] > 0]
-    if data.empty:
-        return False
-    layout = growth_facets(fields)
-    # Categories, not numbers: a numeric hue would give weight decays 0 and 0.01 nearly the same colour. Norms that
-    # weight decay drove to zero are drawn at the floor of the log axis.
-    data = data.assign(**{layout["hue"]: data[layout["hue"]].map(str), "norm": data["norm"].clip(lower=NORM_FLOOR)})
-    hues = sorted(data[layout["hue"]].unique(), key=float if layout["hue"] == "train.weight_decay" else str)
-    grid = sns.relplot(data=data, x="step", y="norm", col="language", kind="line", height=2.6, aspect=1.4,
-                       errorbar=("pi", 100), hue_order=hues, palette="viridis" if len(hues) > 3 else None,
-                       facet_kws={"sharey": "row"}, **layout)
-    for (row_value, language), ax in _panels(grid, layout):
-        part = data[(data["language"] == language) & (data[layout["hue"]] == hues[0])]
-        if layout["row"]:
-            part = part[part[layout["row"]] == row_value]
-        mean = part.groupby("step")["norm"].mean()
-        if len(mean) >= 3:
-            t = mean.index.to_numpy(dtype=float)
-            a, b = np.polyfit(t, mean.to_numpy() ** 2, 1)
-            if a > 0:
-                ax.plot(t, np.sqrt(np.maximum(a * t + b, 0)), color="black", ls="--", lw=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
-    grid.set_axis_labels("step t", "||theta|| (embeddings excluded)")
-    grid.figure.suptitle(f"Parameter norm against t, coloured by {layout['hue']}; line: mean over seeds, band: min to "
-                         f"max; dashed: sqrt(a t + b) fitted to the mean of {layout['hue']} = {hues[0]}; norms below "
-                         f"{NORM_FLOOR:g} drawn at {NORM_FLOOR:g}", y=1.03, fontsize=9)
-    grid.savefig(path, dpi=100)
-    plt.close(grid.figure)
-    return True
-
-
-def figure_limit_over_training(series, fields, path):
-    """Agreement with the saturated limit and accuracy at the limit against t, per language."""
-    data = series[series["step"] > 0].dropna(subset=["agree_limit"])
-    if data.empty:
-        return False
-    layout = growth_facets(fields)
-    long = data.melt(id_vars=["language", "step", "seed", layout["hue"]] + ([layout["row"]] if layout["row"] else []),
-                     value_vars=["agree_limit", "acc_limit"], var_name="measure", value_name="share")
-    long["measure"] = long["measure"].map({"agree_limit": "agreement with the limit",
-                                           "acc_limit": "accuracy at the limit"})
-    long[layout["hue"]] = long[layout["hue"]].map(str)
-    hues = sorted(long[layout["hue"]].unique(), key=float if layout["hue"] == "train.weight_decay" else str)
-    grid = sns.relplot(data=long, x="step", y="share", col="language", style="measure", kind="line", height=2.6,
-                       aspect=1.4, errorbar=("pi", 100), hue_order=hues,
-                       palette="viridis" if len(hues) > 3 else None, **layout)
-    for _, ax in _panels(grid, layout):
-        ax.set_xscale("log")
-        ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-    grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
-    grid.set_axis_labels("step t", "share of probe strings")
-    grid.figure.suptitle("Decisions at c=1 that the saturated limit shares (solid) and the limit's accuracy (dashed) "
-                         "against t; line: mean over seeds, band: min to max; dotted: chance", y=1.03, fontsize=9)
-    grid.savefig(path, dpi=100)
-    plt.close(grid.figure)
-    return True
-
-
-def _panels(grid, layout):
-    """((row value or None, language), axis) for every panel of a relplot faceted by `layout`."""
-    for key, ax in grid.axes_dict.items():
-        yield (key if layout["row"] else (None, key)), ax
-
-
-def figure_saturation(series, fields, path):
-    data = series.dropna(subset=["sim_mean"])
-    grid = sns.relplot(data=data, x="step", y="sim_mean", hue="variant", kind="line", height=3, aspect=1.2,
-                       hue_order=[v for v in VARIANTS if v in set(data["variant"])], errorbar=("pi", 50),
-                       col=facets(fields)["col"])
-    grid.set_axis_labels("step", "saturation similarity (c=1000)")
-    grid.figure.suptitle("Saturation over training: cosine of f(x; theta) and f(x; 1000 theta), mean over layers",
-                         y=1.02)
-    grid.savefig(path, dpi=100)
-    plt.close(grid.figure)
-
-
-def figure_heads(rows, path):
-    """Histogram of positions attended per query at the saturated limit, over all heads of each variant."""
-    records = []
-    for row in rows:
-        for count, n in (_probes(row).get("attended_histogram") or {}).items():
-            records.append({"variant": row["config"]["model"]["attention"], "positions": int(count), "queries": n})
-    frame = pd.DataFrame.from_records(records)
-    if frame.empty:
-        return False
-    frame = frame.groupby(["variant", "positions"], as_index=False)["queries"].sum()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.barplot(data=frame[frame["positions"] <= 40], x="positions", y="queries", hue="variant",
-                hue_order=[v for v in VARIANTS if v in set(frame["variant"])], ax=ax)
-    ax.set_yscale("log")
-    ax.set_xlabel("positions attended (weight > 1e-5) under saturation")
-    ax.set_title("Positions each query attends to at the saturated limit, all heads, layers and cells; 1: argmax-like",
-                 fontsize=9)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(12))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
-FIT_COLUMNS = ["norm_initial", "norm_final", "sq_slope", "sq_intercept", "sq_r2", "sq_late_slope", "sq_late_r2",
-               "growth_gamma", "growth_gamma_r2"]
-MAX_CELLS_LISTED = 100  # above this the per-cell fits are in norm_fits.csv only
-
-
-def fit_table(frame, by):
-    """One row per cell: the norm at the first and last logged step and the fits of `norm_growth_metrics`."""
-    columns = [c for c in FIT_COLUMNS if c in frame]
-    return frame.sort_values([*by, "seed"]).set_index([*by, "seed"])[columns]
+def undeclared_section(rows, fields):
+    """For a run recorded before probes declared their sections: every number under metrics.probes, by cell."""
+    frame = cell_frame(rows, fields, "probes")
+    keys = sorted({key for row in rows for key in numbers_of(row, "probes")})
+    if not keys:
+        return []
+    return ["## Probe numbers", "",
+            f"This run directory has no `{PROBE_REPORTS_FILE}`, the probes' declarations of their report sections "
+            "(it was written before satbench recorded them), so the probes' own tables and figures are missing. "
+            "Instead: every number the probes left in the rows (`metrics.probes`), per language and variant, "
+            "mean±std over seeds.", "",
+            markdown(summary_table(frame.dropna(subset=keys, how="all"), keys, ["language", "variant", *fields])), ""]
 
 
 def probe_sections(rows, run_dir):
     fields = varying_fields(rows)
-    frame = probe_frame(rows, fields)
-    if frame.empty:
-        return []
-    figures = run_dir / "figures"
-    by = ["language", "variant", *fields]
-    lines = ["## Norm growth and saturation", "",
-             "Per language and variant, mean±std over seeds. The norm is the l2 norm of the parameters, embeddings "
-             "excluded. `sq_slope`, `sq_r2`: slope and r² of the line ||theta||² = slope * t + intercept through every "
-             "logged step (a linear square means the norm grows like sqrt(t)); `sq_late_slope`, `sq_late_r2`: the "
-             f"same over the late phase, logged steps t >= {LATE:g} x the last; `growth_gamma`: exponent of a power "
-             "law fitted to the norm's growth since the first logged step (0.5 for sqrt(t) growth); `norm_ratio`: "
-             "final / initial norm; `sim_mean`: cosine between the hidden states at c=1 and with every parameter "
-             "multiplied by 1000, mean over layers; `decision_agreement`: share of probe strings decided alike at c=1 "
-             "and at the saturated limit; `cos_consecutive_last`: cosine between the parameter vectors of the last "
-             "two logged steps (1: the direction has stopped moving).", "",
-             markdown(summary_table(frame, ["sq_slope", "sq_r2", "sq_late_slope", "sq_late_r2", "growth_gamma",
-                                            "norm_ratio", "sim_mean", "decision_agreement", "cos_consecutive_last"],
-                                    by)), ""]
-    fits = fit_table(frame, by)
-    fits.to_csv(run_dir / "norm_fits.csv", float_format="%.6g")
-    lines += ["### The fits per cell", "",
-              "Every cell's norm at its first and last logged step, the line ||theta||² = sq_slope * t + sq_intercept "
-              "with its r² over every logged step, the same line over the late phase only (`sq_late_*`: logged steps "
-              f"t >= {LATE:g} x the last; a constant slope there is sqrt(t) growth once the first fast changes are "
-              "over), and the power-law exponent of the growth since the first logged step with the r² of that "
-              "fit in log-log (`growth_gamma`, `growth_gamma_r2`). Also in `norm_fits.csv`.", ""]
-    if len(fits) <= MAX_CELLS_LISTED:
-        lines += [markdown(fits.round(4)), ""]
-    else:
-        lines += [f"{len(fits)} cells: see `norm_fits.csv`.", ""]
-    for field in fields:
-        lines += [f"### By {field}", "", "Over all languages and seeds:", "",
-                  markdown(summary_table(frame, ["sq_r2", "growth_gamma", "norm_ratio", "sim_mean"],
-                                         [field, "variant"])), ""]
-    series = norm_series(rows, fields)
-    if figure_norm_growth(series, fields, figures / "norm_growth.png"):
-        lines += ["![norm growth](figures/norm_growth.png)", ""]
-    if figure_limit_over_training(series, fields, figures / "limit_over_training.png"):
-        lines += ["![agreement with the saturated limit over training](figures/limit_over_training.png)", ""]
-    figure_saturation(series, fields, figures / "saturation_over_training.png")
-    lines += ["![saturation over training](figures/saturation_over_training.png)", ""]
-
-    lines += ["## Attention heads under saturation", "",
-              "Positions attended per query at the saturated limit (weight > 1e-5). A head is argmax-like when fewer "
-              "than half of its queries split their attention over more than one position, mean-like otherwise.", "",
-              markdown(summary_table(frame, ["attended_mean", "split_share", "argmax_like_share"],
-                                     ["variant"] + by[2:])), ""]
-    if figure_heads(rows, figures / "head_histogram.png"):
-        lines += ["![positions attended](figures/head_histogram.png)", ""]
-
-    probe_columns = sorted(c for c in frame.columns if c.startswith("probe_") and c.endswith("_best"))
-    if probe_columns:
-        lines += ["## Counter representations (linear probes)", "",
-                  "Best layer's held-out R² for a counter a language declares (its count over the prefix length, "
-                  "such as (#a-#b)/i or the Dyck depth/i) or balanced accuracy for its prefix flag (is the prefix in "
-                  "the language, or balanced), fit on half of the strings and scored on the other half; "
-                  "`probe_control_*` is the same probe on a randomly initialised model of the same shape.", ""]
-        subset = frame.dropna(subset=probe_columns, how="all")
-        lines += [markdown(summary_table(subset, probe_columns, by)), ""]
+    declarations = read_probe_reports(run_dir)
+    if declarations is None:
+        return undeclared_section(rows, fields)
+    view = RunView(rows, fields, run_dir / "figures")
+    frames = {}  # section -> cell_frame, built once for all the probes of a section
+    lines, silent = [], []
+    for declared in declarations:
+        if declared["report"] is None:
+            # Recognition and ties (section "metrics") are the report's own tables; any other probe says nothing.
+            silent += [declared["name"]] if declared["section"] == "probes" else []
+            continue
+        if declared["section"] not in frames:
+            frames[declared["section"]] = cell_frame(rows, fields, declared["section"])
+        lines += declared_section(declared, frames[declared["section"]], view, run_dir)
+    if silent:
+        names = ", ".join(f"`{name}`" for name in silent)
+        lines += ["## Probes without a report section", "",
+                  f"{names}: their numbers are in the rows only (`metrics.probes` of cells.jsonl).", ""]
     return lines

@@ -1,16 +1,8 @@
-"""The `bench`, `report` and `compare` subcommands."""
+"""The `bench`, `report` and `compare` subcommands. The harness (torch) and the report (pandas, matplotlib) are
+imported when a command runs, so that `satbench --help` and the language commands start without them."""
 
 import time
 from pathlib import Path
-
-import torch
-
-from satbench.harness import config as C
-from satbench.harness.launch import check_flags, launch
-from satbench.harness.run import RESULTS_ROOT, pick_device, run_bench
-from satbench.harness.shard import parse_shard, rows_name, select_shard
-from satbench.report.tables import compare_runs
-from satbench.report.write import write_report
 
 CONFIGS = Path("configs")
 
@@ -61,6 +53,8 @@ def add_commands(commands):
 
 
 def default_config():
+    import torch
+
     name = "gpu.yaml" if torch.cuda.is_available() else "default.yaml"
     why = "a CUDA device is visible" if name == "gpu.yaml" else "no CUDA device"
     print(f"satbench: using configs/{name} ({why})")
@@ -68,6 +62,12 @@ def default_config():
 
 
 def bench_command(args):
+    from satbench.harness import config as C
+    from satbench.harness.launch import check_flags, launch
+    from satbench.harness.run import RESULTS_ROOT, pick_device, run_bench
+    from satbench.harness.shard import parse_shard, rows_name, select_shard
+    from satbench.report.write import write_report
+
     start = time.time()
     overrides = list(args.overrides)
     config = args.config
@@ -106,10 +106,14 @@ def bench_command(args):
 
 
 def report_command(args):
+    from satbench.report.write import write_report
+
     print(f"satbench: report: {write_report(args.run_dir, header=args.header)}")
     return 0
 
 
 def compare_command(args):
+    from satbench.report.tables import compare_runs
+
     print(compare_runs(args.run_a, args.run_b))
     return 0

@@ -1,19 +1,20 @@
 """`satbench construct`: a hand-built construction per length, at the saturated limit and at finite attention scales
 c, and the measured first failing length n*(c) beside the predicted one (probes/theory_check.py measures, this file
-prints)."""
+prints). The constructions and the theory check need torch; they are imported when the command runs, not when the
+command line starts."""
 
 import math
 import re
 import sys
 
-from satbench.models.constructions import CONSTRUCTIONS, get_construction
-from satbench.probes.theory_check import EXHAUSTIVE_UP_TO, SCALES, accuracy_table, first_failures, predicted_n_star
 
 # ---- printing ----------------------------------------------------------------------------------------------------
 
 
 def length_bins(lengths: list[int]) -> list[list[int]]:
     """Every length on its own up to 12 (or when there are few); beyond, bins 13-16, 17-32, 33-64, ... (powers of 2)."""
+    from satbench.probes.theory_check import EXHAUSTIVE_UP_TO
+
     if len(lengths) <= 20:
         return [[n] for n in lengths]
     bins: dict[int, list[int]] = {}
@@ -42,6 +43,8 @@ def format_accuracy(rows, scales) -> str:
 
 
 def format_n_star(name: str, measured: dict[float, int | None], scales, first: int, longest: int) -> str:
+    from satbench.probes.theory_check import predicted_n_star
+
     lines = []
     for c in scales:
         if math.isinf(c):
@@ -94,6 +97,8 @@ def parse_scales(text: str) -> list[float]:
 
 
 def describe_strings(lengths: list[int], samples: int, seed: int) -> str:
+    from satbench.probes.theory_check import EXHAUSTIVE_UP_TO
+
     parts = []
     if lengths[0] <= EXHAUSTIVE_UP_TO:
         parts.append(f"every string up to length {EXHAUSTIVE_UP_TO}")
@@ -111,10 +116,10 @@ def add_commands(commands):
                     "length 12, sampled members and hard negatives beyond, at the saturated limit and with the "
                     "attention scores multiplied by each c; then the measured first failing length n*(c) beside the "
                     "one softmax concentration predicts.")
-    parser.add_argument("name", help=", ".join(CONSTRUCTIONS))
+    parser.add_argument("name", help="a hand-built construction (an unknown name lists them)")
     parser.add_argument("--lengths", default="1..100", help="lengths such as 1..1000 or 1..12,100,500 (default 1..100)")
-    parser.add_argument("--scales", default=",".join(f"{c:g}" for c in SCALES),
-                        help="finite attention scales c (default 10,100,1000,10000)")
+    parser.add_argument("--scales", help="finite attention scales c such as 10,100 (default: probes/theory_check.py's "
+                                          "SCALES, 10 to 10^4)")
     parser.add_argument("--samples", type=int, default=8,
                         help="members and negatives drawn per length beyond 12 (default 8), plus near misses and the "
                              "construction's critical strings")
@@ -123,9 +128,12 @@ def add_commands(commands):
 
 
 def construct_command(args) -> int:
+    from satbench.models.constructions import get_construction
+    from satbench.probes.theory_check import SCALES, accuracy_table, first_failures
+
     construction = get_construction(args.name)
     lengths = parse_lengths(args.lengths)
-    scales = [math.inf, *parse_scales(args.scales)]
+    scales = [math.inf, *(parse_scales(args.scales) if args.scales is not None else SCALES)]
     if args.samples < 0:
         raise ValueError(f"--samples must be >= 0, got {args.samples}")
     if args.seed < 0:

@@ -1,5 +1,8 @@
 """`satbench languages list | sample | check | report`.
 
+`list` and `sample` need only the oracles and samplers (numpy); `check` and `report` build datasets and fit baselines,
+so they import torch and scikit-learn when they run, not when the command line starts.
+
 Bad input raises ValueError with one line naming the problem; the `satbench` entry point prints it and exits 2.
 `check` returns 1 when a language fails a check.
 """
@@ -7,8 +10,6 @@ Bad input raises ValueError with one line naming the problem; the `satbench` ent
 import numpy as np
 
 from satbench.languages.base import checked_negative, checked_sample, get_language, language_names, registration_order
-from satbench.languages.check import check_language, members_of_length
-from satbench.languages.dataset import make_dataset
 
 REPORT_LENGTHS = range(13)
 
@@ -92,6 +93,8 @@ def run_check(args) -> int:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     names = language_names() if args.all else [get_language(args.name).name]
     failed = 0
+    from satbench.data.check import check_language
+
     for name in names:
         result = check_language(get_language(name), seed=args.seed)
         status = "ok" if result.ok else "FAIL"
@@ -120,6 +123,9 @@ def run_report(args) -> int:
 
 def markdown_report(seed=0) -> str:
     """Members per length 0..12 and the shortcut baselines of the default dataset, one row per language."""
+    from satbench.data import make_dataset
+    from satbench.data.check import members_of_length
+
     header = ["language", "family", "alphabet", *map(str, REPORT_LENGTHS), "length", "parity", "counts+length"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in language_names():

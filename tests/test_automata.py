@@ -14,7 +14,7 @@ import pytest
 import yaml
 from satbench.harness.results import read_run
 from satbench.languages import automata, base
-from satbench.languages.check import check_language
+from satbench.data.check import check_language
 from satbench.report.common import load_theory
 from scipy.stats import chisquare
 

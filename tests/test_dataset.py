@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from satbench.languages import make_dataset
+from satbench.data import make_dataset
 
 from satbench import languages
 
@@ -153,7 +153,7 @@ def test_same_seed_same_bytes_even_across_processes():
     assert here == fingerprint(make_dataset("shuffle2", seed=5, **args))
     assert here != fingerprint(make_dataset("shuffle2", seed=6, **args))
     code = ("import sys; sys.path.insert(0, 'tests'); from test_dataset import fingerprint; "
-            "from languages import make_dataset; "
+            "from satbench.data import make_dataset; "
             "print(fingerprint(make_dataset('shuffle2', seed=5, train_size=300, test_per_length=6, "
             "label_kind='prefix')))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,25 +1,22 @@
 """`satbench languages ...`: output, exit codes, one-line errors, and a plugin found through its entry point."""
 
 import argparse
-import base64
-import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 import tomllib
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from satbench.data import make_dataset
 from satbench.languages import base
 
 from satbench import language_commands as languages_cli
 from satbench import languages
+from satbench.cli import main
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]
@@ -158,89 +155,61 @@ def test_check_all_passes(capsys):
 # ---- plugins ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def installed_plugin(tmp_path_factory):
-    """tests/plugin installed into the running environment (from a copy, so no build files land in the tree);
-    uninstalled afterwards unless it was there before."""
-    try:
-        importlib.metadata.distribution(PLUGIN_DIST)
-        already = True
-    except importlib.metadata.PackageNotFoundError:
-        already = False
-    if not already:
-        work = tmp_path_factory.mktemp("plugin")
-        source = work / "plugin"
-        shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        target = source if can_build_wheels() else handmade_wheel(source, work)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--disable-pip-version-check", str(target)], check=True, capture_output=True)
-    yield
-    if not already:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", PLUGIN_DIST], check=True,
-                       capture_output=True)
-
-
-def can_build_wheels():
-    """setuptools builds wheels itself from 70.1 on, earlier only with the `wheel` package (a fresh Python 3.11
-    venv has setuptools 65 and no `wheel`); the install must not reach the network to fetch either."""
-    return any(importlib.util.find_spec(name) is not None for name in ("setuptools.command.bdist_wheel", "wheel"))
-
-
-def handmade_wheel(source, out_dir):
-    """The plugin as a pure-Python wheel built from its pyproject.toml: one module, metadata and entry points."""
-    pyproject = tomllib.loads((source / "pyproject.toml").read_text())
+@pytest.fixture
+def example_plugin(tmp_path, monkeypatch, registry):
+    """tests/plugin laid out as pip installs it: its module next to a .dist-info folder (metadata and entry points, read
+    off its pyproject.toml) in a folder put on sys.path, where importlib.metadata finds it like any installed
+    distribution. The registry loads its plugins afresh; afterwards the folder leaves sys.path, the module
+    sys.modules, and `registry` and monkeypatch put back the languages and the loaded-plugins flag as they were.
+    Returns the folder, for the PYTHONPATH of a child process."""
+    pyproject = tomllib.loads((PLUGIN_SOURCE / "pyproject.toml").read_text())
     project = pyproject["project"]
-    dist = project["name"].replace("-", "_")
-    info = f"{dist}-{project['version']}.dist-info"
-    files = {f"{module}.py": (source / f"{module}.py").read_bytes()
-             for module in pyproject["tool"]["setuptools"]["py-modules"]}
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
-    files[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: satbench tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    files[f"{info}/entry_points.txt"] = "".join(
+    modules = pyproject["tool"]["setuptools"]["py-modules"]
+    site = tmp_path / "site"
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    for module in modules:
+        shutil.copy(PLUGIN_SOURCE / f"{module}.py", site)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    (info / "entry_points.txt").write_text("".join(
         f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in entries.items())
-        for group, entries in project["entry-points"].items())
-    files = {path: data.encode() if isinstance(data, str) else data for path, data in files.items()}
-    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-              f"{len(data)}" for path, data in files.items()]
-    files[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
-    wheel = out_dir / f"{dist}-{project['version']}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return wheel
+        for group, entries in project["entry-points"].items()))
+    assert project["name"] == PLUGIN_DIST
+    for module in modules:
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.syspath_prepend(site)
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    yield site
+    for module in modules:
+        sys.modules.pop(module, None)
 
 
-def satbench_command():
-    script = Path(sys.executable).parent / "satbench"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "satbench"]
-
-
-def test_plugin_language_appears_in_satbench_languages_list(installed_plugin):
-    out = subprocess.run([*satbench_command(), "languages", "list"], capture_output=True, text=True, check=True)
-    rows = table_rows(out.stdout)
+def test_plugin_language_appears_in_satbench_languages_list(example_plugin, capsys):
+    assert main(["languages", "list"]) == 0
+    rows = table_rows(capsys.readouterr().out)
     assert "palindrome" in rows
     assert rows["palindrome"] == ["context-free", "`ab`", "Strings over {a, b} that read the same backwards.", "—"]
     assert set(BUILTIN) <= set(rows)
+    assert importlib.metadata.distribution(PLUGIN_DIST).entry_points.select(group=base.PLUGIN_GROUP).names == \
+        {"palindrome"}
 
 
-def test_plugin_language_passes_check_and_builds_datasets(installed_plugin, capsys, registry, monkeypatch):
-    monkeypatch.setattr(base, "_plugins_loaded", False)
-    importlib.invalidate_caches()
+def test_plugin_language_passes_check_and_builds_datasets(example_plugin, capsys):
     code, out, _ = satbench(capsys, "check", "palindrome")
     assert code == 0, out
-    dataset = languages.make_dataset("palindrome", train_size=200, test_per_length=4)
+    dataset = make_dataset("palindrome", train_size=200, test_per_length=4)
     assert all(s == s[::-1] for s, y in zip(dataset.train.strings, dataset.train.labels.tolist(), strict=True) if y)
     assert languages.get_language("palindrome").sample(np.random.default_rng(0), 0) == ""
 
 
-def test_plugin_language_gets_linear_probes_in_a_tiny_bench(installed_plugin, tmp_path, tiny_config):
+def test_plugin_language_gets_linear_probes_in_a_tiny_bench(example_plugin, tmp_path, tiny_config, capsys):
     """A plugin declares nothing for the probes, and its cells still carry linear probes (of its prefix flag)."""
     config = dict(tiny_config, languages=["palindrome"], seeds=[0], probes={"enabled": True, "strings": 32},
                   model=dict(tiny_config["model"], attention="soft"), train=dict(tiny_config["train"], steps=10))
     path = tmp_path / "plugin.yaml"
     path.write_text(yaml.safe_dump(config))
-    subprocess.run([*satbench_command(), "bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet",
-                    "--no-report"], capture_output=True, text=True, check=True)
+    assert main(["bench", str(path), "--run-dir", str(tmp_path / "run"), "--quiet", "--no-report"]) == 0, \
+        capsys.readouterr().err
     (row,) = [json.loads(line) for line in (tmp_path / "run" / "cells.jsonl").read_text().splitlines()]
     probes = row["metrics"]["probes"]
     assert row["config"]["language"] == "palindrome"

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).parents[1]
 # Each package may import only from the packages at or below its own layer.
-LAYERS = ["languages", "models", "probes", "harness", "report", "satbench"]
+LAYERS = ["languages", "data", "models", "probes", "harness", "report", "satbench"]
 
 
 def modules():

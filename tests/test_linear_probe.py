@@ -232,7 +232,7 @@ def test_counter_languages_declare_counters_over_their_own_alphabet(name):
 
 
 def test_decoded_strings_of_a_real_dataset_are_its_strings():
-    from satbench.languages import make_dataset
+    from satbench.data import make_dataset
     from satbench.probes.linear_probe import decode_strings
 
     data = make_dataset("dyck1", train_lengths=(2, 10), test_lengths=(2, 12), train_size=50, test_per_length=4, seed=0)

@@ -1,5 +1,5 @@
-"""The README's commands run as printed (inside the activated .venv), and its "Add a language" example works as
-written.
+"""The README's commands run as printed (inside the activated .venv), and its "Add a language" and "Add a probe"
+examples work as written.
 
 Every `satbench` line of the README's shell blocks is run in-process: `languages` commands as they are, `bench`
 commands with --dry-run appended (training is what `make bench` and the other tests cover), `report` and `compare`
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from satbench.data.check import check_language
+from satbench.harness.results import read_run
 from satbench.languages import automata
 from satbench.languages import base as language_base
-from satbench.languages.check import check_language
+from satbench.probes import registry as probe_registry
 
 from satbench import languages
 from satbench.cli import main
@@ -114,3 +116,29 @@ def test_the_add_a_language_example_registers_and_passes_check(registry, tmp_pat
     cls = automata.load_file(tmp_path / "example.yaml")
     assert cls.name == name and languages.get_language(name).definition == yaml.safe_load(text)["definition"]
     assert check_language(languages.get_language(name), seed=0).ok
+
+
+def readme_probe():
+    """The "Add a probe" Python example."""
+    return re.search(r"## Add a probe\n.*?```python\n(.*?)```", README, flags=re.S).group(1)
+
+
+def test_the_add_a_probe_example_puts_its_numbers_in_the_report(tmp_path, tiny_config, monkeypatch):
+    # The built-in probes that every row needs, and the README's: a scratch registry, so it leaks into no other test.
+    monkeypatch.setattr(probe_registry, "PROBES", {name: cls for name, cls in probe_registry.PROBES.items()
+                                                   if cls.section == "metrics"})
+    exec(compile(readme_probe(), "README.md, Add a probe", "exec"), {})
+    [cls] = [cls for cls in probe_registry.PROBES.values() if cls.section == "probes"]
+    grid = tmp_path / "tiny.yaml"
+    grid.write_text(yaml.safe_dump(dict(tiny_config, probes={"enabled": True, "strings": 16})))
+    assert main(["bench", str(grid), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"## {cls.report.title}" in report
+    for header in cls.report.columns.values():
+        assert f"| {header}" in report
+    for row in read_run(tmp_path / "run"):
+        numbers = row["metrics"]["probes"]
+        assert numbers["final_norm"] == pytest.approx(row["log"][-1]["norm"], rel=1e-5)
+        cell = [row["config"]["language"], row["config"]["model"]["attention"], row["config"]["seed"]]
+        line = rf"\|\s*{cell[0]}\s*\|\s*{cell[1]}\s*\|\s*{cell[2]}\s*\|\s*{round(numbers['final_norm'], 4):g}\s*\|"
+        assert re.search(line, report), cell

@@ -216,10 +216,10 @@ def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path, tiny
         assert [e["step"] for e in row["log"]] == [0, 10, 20, 30]
         assert all("norm_per_layer" in e and "sim_mean" in e for e in row["log"])
     report = (tmp_path / "run" / "report.md").read_text()
-    for section in ("## Norm growth and saturation", "### By train.weight_decay", "## Attention heads under saturation",
-                    "## Counter representations"):
+    for section in ("## Norm growth", "## Saturation", "### By train.weight_decay", "### The fits per cell",
+                    "## Attention heads under saturation", "## Counter representations"):
         assert section in report
-    for figure in ("norm_growth", "saturation_over_training", "head_histogram"):
+    for figure in ("norm_growth", "limit_over_training", "saturation_over_training", "head_histogram"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").exists()
 
 

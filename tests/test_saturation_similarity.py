@@ -124,7 +124,7 @@ def test_limit_over_training_gives_each_member_its_own_numbers():
     """The probe strings' accuracies, agreement and tie shares, computed for all members in one go, are each
     member's own: as its standalone model gives them on its own strings (padding rows, label -1, left out)."""
     from satbench.models import Ensemble, ModelConfig, eval_mode, saturated_limit
-    from satbench.models.train import judge_strings
+    from satbench.models.objectives import judge_strings
     from satbench.probes.heads import query_mask_for
     from satbench.probes.saturation_similarity import limit_over_training
     from satbench.probes.ties import pooled_shares

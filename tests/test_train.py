@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from satbench.languages import make_dataset
+from satbench.data import make_dataset
 from satbench.models import Ensemble, ModelConfig, Recognizer
 from satbench.models.io import load, save
 from satbench.models.train import TrainConfig, Trainer, learning_rate_factor, logged_steps, train_ensemble

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from satbench.languages.base import (
+    MAX_LENGTH,
     BOS,
     EOS,
     FIRST_SYMBOL,
@@ -34,7 +35,7 @@ from satbench.languages.base import (
     checked_sample,
     get_language,
 )
-from satbench.languages.baselines import shortcut_baselines
+from satbench.data.baselines import shortcut_baselines
 
 LABEL_KINDS = ("membership", "prefix", "next_symbols")
 # Negative mixtures a protocol may impose instead of each language's own. flare: FLaRe (Butoi et al. 2025) perturbs a
@@ -43,6 +44,37 @@ LABEL_KINDS = ("membership", "prefix", "next_symbols")
 NEGATIVES = {"language": None, "flare": {"edit": 0.5, "random": 0.5}}
 # Draws allowed per held-out string wanted before a length is declared short of held-out strings.
 HELD_OUT_TRIES = 50
+
+
+@dataclass
+class DataConfig:
+    """The `data` section of a bench config: what make_dataset builds for each cell."""
+
+    train_lengths: tuple[int, int] = (1, 20)
+    test_lengths: tuple[int, int] = (1, 40)
+    train_size: int = 2000
+    test_per_length: int = 40
+    label_kind: str = "membership"  # one of LABEL_KINDS
+    # language: each language's own negative mixture | flare: length-keeping edits and random strings, 1:1
+    negatives: str = "language"
+
+    def __post_init__(self):
+        for key in ("train_lengths", "test_lengths"):
+            lo, hi = getattr(self, key)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"data.{key}: [{lo}, {hi}] is not a range 0 <= lo <= hi")
+            if hi > MAX_LENGTH:
+                raise ValueError(f"data.{key}: {hi} is above the samplers' limit of {MAX_LENGTH} "
+                                  "(languages.base.MAX_LENGTH)")
+        if self.test_lengths[1] < self.train_lengths[1]:
+            raise ValueError("data.test_lengths: the test range must reach at least as far as the training range")
+        for key in ("train_size", "test_per_length"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"data.{key}: {getattr(self, key)} must be > 0")
+        for key, choices in (("label_kind", LABEL_KINDS), ("negatives", NEGATIVES)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"data.{key}: {getattr(self, key)!r} is not one of {', '.join(choices)}")
+
 
 
 @dataclass
