@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# -n auto: one worker per core; --dist loadgroup keeps the tests of one xdist_group (a shared fixture) on one worker.
 test: install
-	$(PY) -m pytest -m "not slow and not gpu" -q
+	$(PY) -m pytest -m "not slow and not gpu" -q -n auto --dist loadgroup
 
 test-all: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -6,8 +6,8 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from satbench.languages.base import ENUMERATION_LIMIT, Language
 from satbench.data.dataset import make_dataset
+from satbench.languages.base import ENUMERATION_LIMIT, Language
 
 CHECK_LENGTHS = (*range(25), 50, 100)
 DRAWS_PER_LENGTH = 12

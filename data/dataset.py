@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from satbench.data.baselines import shortcut_baselines
 from satbench.languages.base import (
-    MAX_LENGTH,
     BOS,
     EOS,
     FIRST_SYMBOL,
+    MAX_LENGTH,
     PAD,
     Language,
     PluginError,
@@ -35,7 +36,6 @@ from satbench.languages.base import (
     checked_sample,
     get_language,
 )
-from satbench.data.baselines import shortcut_baselines
 
 LABEL_KINDS = ("membership", "prefix", "next_symbols")
 # Negative mixtures a protocol may impose instead of each language's own. flare: FLaRe (Butoi et al. 2025) perturbs a
@@ -59,6 +59,7 @@ class DataConfig:
     negatives: str = "language"
 
     def __post_init__(self):
+        self.train_lengths, self.test_lengths = tuple(self.train_lengths), tuple(self.test_lengths)
         for key in ("train_lengths", "test_lengths"):
             lo, hi = getattr(self, key)
             if not 0 <= lo <= hi:

@@ -9,7 +9,9 @@ is the product of all axes, except for axes named together under the top-level k
     model: {layer_norm: [pre, branch], bias: [true, false]}
     zip: [[model.layer_norm, model.bias]]     # pre-LN with biases, or the homogeneous block without: 2 cells, not 4
 
-A cell is one fully resolved point of the grid: one language, one seed, one value for every field.
+A cell is one fully resolved point of the grid: one language, one seed, and one typed object per section, built and
+checked here once; the objects travel down to where each field acts (cell.model to the Recognizer, cell.train to
+training, cell.eval to the recognition probe). `Cell.as_dict` is what rows, hashes and grid_cells.json record.
 
 Every check runs before any work, so a typo costs one line and nothing is written.
 """
@@ -32,7 +34,8 @@ from satbench.models.train import TrainConfig
 from satbench.probes.evaluate import EvalConfig
 from satbench.probes.registry import ProbeConfig
 
-from .results import canonical_json, cell_hash, encode_inf, read_yaml  # noqa: F401  (cell identity, used via C.)
+from . import results
+from .results import canonical_json, encode_inf, read_yaml  # noqa: F401  (used via C.)
 
 
 class ConfigError(ValueError):
@@ -53,13 +56,27 @@ def _suggest(word, options):
 
 # --- type checks -----------------------------------------------------------------------------------------------
 
+INFINITY = ("inf", ".inf", "infinity")  # how a YAML config writes infinity (YAML 1.1 reads only .inf as a float)
+
+
+def _is_infinity(value):
+    return isinstance(value, str) and value.strip().lower() in INFINITY
+
+
+def _with_infinity(value):
+    """`value` with every word for infinity replaced by math.inf (numbers as they are)."""
+    if isinstance(value, list):
+        return [_with_infinity(v) for v in value]
+    return math.inf if _is_infinity(value) else value
+
+
 def _is_scalar(value, kind):
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) or _is_infinity(value)
     return isinstance(value, kind)
 
 
@@ -88,28 +105,13 @@ def _type_name(annotation):
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _parse_scales(path, values):
-    if not isinstance(values, list):
-        raise ConfigError(f"{path}: expected a list of scales such as [1, 10, 1000, inf], got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, str) and v.strip().lower() in ("inf", ".inf", "infinity"):
-            out.append(math.inf)
-        elif _is_scalar(v, float):
-            out.append(float(v))
-        else:
-            raise ConfigError(f"{path}: {v!r} is not a number or inf")
-    return out
-
-
 def _axis_values(path, value, annotation):
-    """The list of values this field takes across the grid (one value when it is not an axis)."""
-    if path == "eval.scales":  # a list evaluated on every model, never an axis
-        return [_parse_scales(path, value)]
+    """The list of values this field takes across the grid (one value when it is not an axis): a value that fits the
+    field's type is one value (a list-typed field such as eval.scales takes a list), a list of such values an axis."""
     if _matches(value, annotation):
-        return [list(value) if isinstance(value, tuple) else value]
+        return [_with_infinity(list(value) if isinstance(value, tuple) else value)]
     if isinstance(value, list) and value and all(_matches(v, annotation) for v in value):
-        return value
+        return [_with_infinity(v) for v in value]
     if annotation is float and _is_scalar(value, int):
         return [float(value)]
     raise ConfigError(f"{path}: {value!r} is not {_type_name(annotation)} (or a list of them, for an axis)")
@@ -149,11 +151,54 @@ def apply_overrides(raw, overrides):
     return raw
 
 
+# Fields added after runs were published, left out of a cell's record at their default so that cells (and the hashes
+# that resume a run) read as before the field existed.
+LEFT_OUT_AT_DEFAULT = {"data": {"negatives": "language"}, "train": {"compile": False, "tf32": False}}
+
+
+@dataclass
+class Cell:
+    """One point of the grid: a language, a seed and the typed section objects the code acts on."""
+
+    language: str
+    seed: int
+    vocab_size: int
+    model: ModelConfig  # with vocab_size and the next-symbol head filled in by the harness
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    probes: ProbeConfig
+
+    def as_dict(self) -> dict:
+        """The cell as rows, hashes and grid_cells.json record it: plain values, without the model fields the
+        harness derives and without LEFT_OUT_AT_DEFAULT fields at their default."""
+        out = {"language": self.language, "seed": self.seed, "vocab_size": self.vocab_size}
+        for section in SECTIONS:
+            values = dataclasses.asdict(getattr(self, section))
+            for derived in DERIVED:
+                if derived.startswith(f"{section}."):
+                    del values[derived.split(".", 1)[1]]
+            for key, default in LEFT_OUT_AT_DEFAULT.get(section, {}).items():
+                if values[key] == default:
+                    del values[key]
+            out[section] = {k: _plain(v) for k, v in values.items()}
+        return out
+
+
+def _plain(value):
+    """Tuples as lists, at any depth: the cell as JSON and YAML read it back."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def cell_hash(cell: Cell) -> str:
+    return results.cell_hash(cell.as_dict())
+
+
 @dataclass
 class Grid:
     name: str
     raw: dict  # the config as given, after overrides: what the run directory records
-    cells: list[dict]
+    cells: list[Cell]
 
 
 def expand(raw):
@@ -207,17 +252,17 @@ def expand(raw):
             cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
         cells.append(resolve(cell))
     for cell in cells:
-        lo, hi = cell["data"]["test_lengths"]
-        for a, b in cell["eval"]["length_bins"] or []:
+        lo, hi = cell.data.test_lengths
+        for a, b in cell.eval.length_bins or []:
             if not lo <= a <= b <= hi:
                 raise ConfigError(f"eval.length_bins: [{a}, {b}] is not inside data.test_lengths [{lo}, {hi}]; "
                                   "a bin with no test strings measures nothing")
-        if cell["data"]["label_kind"] != "membership" and not cell["model"]["causal"]:
-            raise ConfigError(f"model.causal: data.label_kind {cell['data']['label_kind']} labels every prefix, "
+        if cell.data.label_kind != "membership" and not cell.model.causal:
+            raise ConfigError(f"model.causal: data.label_kind {cell.data.label_kind} labels every prefix, "
                               "which a bidirectional model sees past (position i would read the symbol it predicts)")
-        if cell["data"]["label_kind"] == "next_symbols" and get_language(cell["language"]).next_symbols("") is None:
+        if cell.data.label_kind == "next_symbols" and get_language(cell.language).next_symbols("") is None:
             raise ConfigError(f"data.label_kind: next_symbols needs languages that define next_symbols; "
-                              f"'{cell['language']}' does not")
+                              f"'{cell.language}' does not")
     return Grid(name=name, raw=raw, cells=cells)
 
 
@@ -251,33 +296,23 @@ def _points(axes, zipped):
         yield flat
 
 
-# Fields added after runs were published, left out of a cell at their default so that cells (and the hashes that
-# resume a run) read as before the field existed.
-LEFT_OUT_AT_DEFAULT = {"data": {"negatives": "language"}, "train": {"compile": False, "tf32": False}}
-
-
-def resolve(cell):
-    """Fill in defaults and run each section's checks; returns the canonical cell dict."""
-    out = {"language": cell["language"], "seed": cell["seed"], "vocab_size": cell["vocab_size"]}
+def resolve(cell) -> Cell:
+    """Fill in defaults and run each section's checks, once: the typed cell of a point given as plain values."""
+    built = {}
     for section, cls in SECTIONS.items():
         given = dict(cell.get(section, {}))
         if section == "model":
             given["vocab_size"] = cell["vocab_size"]
+            # The next-symbol task's head follows from data.label_kind, not from a model field.
+            given["next_symbols"] = cell.get("data", {}).get("label_kind") == "next_symbols"
         try:
-            obj = cls(**given)
+            built[section] = cls(**given)
         except ConfigError:
             raise
         except (ValueError, TypeError) as error:
             message = str(error)
             raise ConfigError(message if message.startswith(section) else f"{section}: {message}") from None
-        resolved = dataclasses.asdict(obj)
-        resolved.pop("vocab_size", None)
-        resolved.pop("next_symbols", None)  # derived from data.label_kind (model_config)
-        for field, default in LEFT_OUT_AT_DEFAULT.get(section, {}).items():
-            if resolved[field] == default:
-                del resolved[field]
-        out[section] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}
-    return out
+    return Cell(language=cell["language"], seed=cell["seed"], vocab_size=cell["vocab_size"], **built)
 
 
 def load_grid(path, overrides=()):
@@ -291,22 +326,10 @@ def load_grid(path, overrides=()):
 PER_MEMBER = ("language", "seed", "train.weight_decay")
 
 
-def group_key(cell):
+def group_key(cell: Cell) -> str:
     """Cells that differ only in per-member fields share a model shape and recipe: one stacked ensemble."""
-    shared = {k: v for k, v in cell.items() if k not in PER_MEMBER}
-    shared["train"] = {k: v for k, v in cell["train"].items() if f"train.{k}" not in PER_MEMBER}
-    return canonical_json(shared)
-
-
-def model_config(cell):
-    """The cell's model; the next-symbol task's head follows from data.label_kind, not from a model field."""
-    return ModelConfig(vocab_size=cell["vocab_size"], next_symbols=cell["data"]["label_kind"] == "next_symbols",
-                       **cell["model"])
-
-
-def train_config(cell):
-    return TrainConfig(**cell["train"])
-
-
-def eval_config(cell):
-    return EvalConfig(**cell["eval"])
+    shared = cell.as_dict()
+    for path in PER_MEMBER:
+        section, _, key = path.rpartition(".")
+        (shared[section] if section else shared).pop(key)
+    return results.canonical_json(shared)

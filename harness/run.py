@@ -7,6 +7,7 @@ constructions' accuracy on its test lengths (constructions.json) and what its pr
 (probe_reports.json), so that its report reads files only.
 """
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -99,19 +100,16 @@ def record_probe_reports(cells, run_dir):
     """What the probes that run on `cells` contribute to report.md (their `report` declarations), recorded so that
     the report renders their sections from the run directory alone. Every time, like the cells' hashes: the report
     shows what the code declares now."""
-    enabled = any(cell["probes"]["enabled"] for cell in cells)
+    enabled = any(cell.probes.enabled for cell in cells)
     write_probe_reports(run_dir, recorded_reports(probe_classes(enabled=enabled)))
 
 
 def build_dataset(cell, cache):
-    data = cell["data"]
-    key = C.canonical_json([cell["language"], cell["seed"], cell["vocab_size"], data])
+    """The cell's dataset, built once per (language, seed, vocabulary, data section) in this process."""
+    data = dataclasses.asdict(cell.data)
+    key = C.canonical_json([cell.language, cell.seed, cell.vocab_size, data])
     if key not in cache:
-        cache[key] = make_dataset(cell["language"], train_lengths=tuple(data["train_lengths"]),
-                                  test_lengths=tuple(data["test_lengths"]), train_size=data["train_size"],
-                                  test_per_length=data["test_per_length"], seed=cell["seed"],
-                                  label_kind=data["label_kind"], vocab_size=cell["vocab_size"],
-                                  negatives=data.get("negatives", "language"))
+        cache[key] = make_dataset(cell.language, seed=cell.seed, vocab_size=cell.vocab_size, **data)
     return cache[key]
 
 
@@ -149,9 +147,9 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
         datasets = [build_dataset(cell, dataset_cache)
                     for cell in tqdm(cells, desc="datasets", leave=False, disable=not progress)]
     run = ProbeRun(cells=cells, datasets=datasets, device=device)
-    probes = [cls(run) for cls in probe_classes(enabled=first["probes"]["enabled"])]
+    probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled)]
 
-    keep = first["train"].get("keep_checkpoints", False) and run_dir is not None
+    keep = first.train.keep_checkpoints and run_dir is not None
     errors = {}  # probe name -> its error: a probe that fails costs its own numbers, not the group's training
 
     def guarded(probe, call):
@@ -180,9 +178,8 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
         return entries
 
     with timer("train"):  # the probes followed during training (on_log) included
-        ensemble, logs = train_ensemble(C.model_config(first), C.train_config(first), run.seeds,
-                                        [d.train for d in datasets], device,
-                                        weight_decays=[c["train"]["weight_decay"] for c in cells], on_log=on_log,
+        ensemble, logs = train_ensemble(first.model, first.train, run.seeds, [d.train for d in datasets], device,
+                                        weight_decays=[c.train.weight_decay for c in cells], on_log=on_log,
                                         progress=progress)
     run.finish(ensemble, logs)
     metrics = [{} for _ in cells]
@@ -196,7 +193,7 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
             member["probe_errors"] = dict(errors)
     rows = []
     for cell, dataset, member, log in zip(cells, datasets, metrics, logs, strict=True):
-        rows.append({"hash": C.cell_hash(cell), "config": C.encode_inf(cell), "metrics": member, "log": log,
+        rows.append({"hash": C.cell_hash(cell), "config": C.encode_inf(cell.as_dict()), "metrics": member, "log": log,
                      "dataset": {"meta": dataset.meta, "baselines": dataset.baselines}})
     seconds = time.perf_counter() - start
     for row in rows:
@@ -210,8 +207,8 @@ def record_constructions(cells, run_dir):
     path = Path(run_dir) / CONSTRUCTIONS_FILE
     if path.exists():
         return
-    lo = max(1, min(c["data"]["test_lengths"][0] for c in cells))
-    hi = max(c["data"]["test_lengths"][1] for c in cells)
+    lo = max(1, min(c.data.test_lengths[0] for c in cells))
+    hi = max(c.data.test_lengths[1] for c in cells)
     write_atomically(path, json.dumps(C.encode_inf(construction_rows(lengths=(lo, hi))), indent=1) + "\n")
 
 

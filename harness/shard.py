@@ -43,9 +43,9 @@ def group_cost(cells):
     sizes. The estimate needs no timing, so every process computes the same split.
     """
     cell = cells[0]
-    model, train = cell["model"], cell["train"]
-    tokens = train["steps"] * train["batch_size"] * cell["data"]["train_lengths"][1]
-    per_token = model["n_layers"] * model["d_model"] * (4 * model["d_model"] + 2 * model["d_ff"])
+    model, train = cell.model, cell.train
+    tokens = train.steps * train.batch_size * cell.data.train_lengths[1]
+    per_token = model.n_layers * model.d_model * (4 * model.d_model + 2 * model.d_ff)
     return len(cells) * tokens * per_token
 
 

@@ -1,11 +1,15 @@
 """Recognizers with soft, saturated or hard attention, the saturation operations, stacked ensembles and checkpoints."""
 
+from satbench.languages.base import BOS, EOS, PAD
 from satbench.models.attention import (
     SURROGATES,
     VARIANTS,
     SelfAttention,
+    Weighting,
     annealed_inverse_temperature,
+    get_variant,
     hard_weights,
+    register_variant,
     saturated_set,
     saturated_weights,
     soft_weights,
@@ -13,7 +17,6 @@ from satbench.models.attention import (
 )
 from satbench.models.ensemble import Ensemble
 from satbench.models.io import load, save
-from satbench.languages.base import BOS, EOS, PAD
 from satbench.models.recognizer import ModelConfig, Recognizer, parameter_norm
 from satbench.models.saturation import attention_layers, eval_mode, saturate, saturated_limit, scale_attention
 
@@ -27,15 +30,18 @@ __all__ = [
     "ModelConfig",
     "Recognizer",
     "SelfAttention",
+    "Weighting",
     "annealed_inverse_temperature",
     "attention_layers",
     "eval_mode",
+    "get_variant",
     "hard_weights",
     "load",
     "parameter_norm",
     "saturate",
     "saturated_limit",
     "saturated_set",
+    "register_variant",
     "saturated_weights",
     "save",
     "scale_attention",

@@ -24,7 +24,8 @@ The exact variants have zero gradient with respect to the scores, so training th
                 attention over the keys within 10% of the best.
 
 A layer reads four knobs that are not parameters (so they are in no state_dict): `inverse_temperature` (anneal), and
-`logit_scale`, `exact_override` and `tol_override`, which `models.saturation` sets for its scale sweeps.
+`logit_scale` and `exact_override`, which `models.saturation` sets for its scale sweeps; `saturated_limit(model, tol)`
+also sets the tie tolerance `tol` for its duration.
 """
 
 import contextlib
@@ -35,7 +36,6 @@ import torch.nn.functional as F
 from satbench.models.layers import at_least_fp32, linear, norm_linear
 from torch import nn
 
-VARIANTS = ("soft", "saturated", "hard")
 SURROGATES = ("ste", "anneal", "tolerant")
 
 
@@ -111,25 +111,104 @@ def top_set(masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Te
     return allowed & (masked >= tie_floor(masked, tol))
 
 
-def weights_from_masked(variant: str, masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """`variant`'s weights from masked scores (see `mask_scores`) and the mask they were masked with.
+class Weighting:
+    """One attention variant: how a row of masked scores (see `mask_scores`) becomes weights over its keys.
 
-    The attention layer masks once and derives both the exact weights and, for the straight-through surrogate, the
-    softmax from the same tensor. Disallowed keys get exactly 0; a row whose set is empty (NaN scores) is 0 under the
-    exact variants.
+    `exact` variants are limits of softmax(c s) as c -> inf: the scale sweep leaves them alone, they have no gradient
+    with respect to the scores (so they train through a surrogate, SURROGATES), and their ties are decided within the
+    layer's tolerance `tol`. Adding a variant is one subclass registered with `@register_variant` plus its entries in
+    report/theory.yaml (README, "Add an attention variant").
     """
-    if variant == "soft":
+
+    name: str
+    exact: bool = True
+
+    def weights(self, masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+        """(..., T) weights from masked scores and the mask they were masked with; disallowed keys get exactly 0."""
+        raise NotImplementedError
+
+    def average(self, masked: torch.Tensor, v: torch.Tensor, tol: float) -> torch.Tensor:
+        """weights @ v for the fused training pass (exact variants only): the weights found without gradient (they
+        have none), so that v's gradient is that of the exact weights. `masked` carries -inf on disallowed keys."""
+        with torch.no_grad():
+            weights = self.weights(masked, masked > float("-inf"), tol)
+        return weights.to(v.dtype) @ v
+
+
+VARIANTS: dict[str, Weighting] = {}  # name -> weighting, in registration order (the order of every table)
+
+
+def register_variant(cls: type[Weighting]) -> type[Weighting]:
+    if cls.name in VARIANTS and type(VARIANTS[cls.name]) is not cls:
+        raise ValueError(f"attention variant '{cls.name}' is defined twice: {type(VARIANTS[cls.name]).__qualname__} "
+                         f"and {cls.__qualname__}")
+    VARIANTS[cls.name] = cls()
+    return cls
+
+
+def get_variant(name: str) -> Weighting:
+    if name not in VARIANTS:
+        raise ValueError(f"attention variant: {name!r} is not one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+@register_variant
+class Soft(Weighting):
+    """softmax over the allowed keys."""
+
+    name, exact = "soft", False
+
+    def weights(self, masked, allowed, tol):
         return masked.softmax(dim=-1)
-    in_set = top_set(masked, allowed, tol)
-    if variant == "saturated":
-        in_set = in_set.to(masked.dtype)
+
+
+@register_variant
+class Saturated(Weighting):
+    """Uniform weight over the tie set M (`top_set`); a row whose set is empty (NaN scores) is 0."""
+
+    name = "saturated"
+
+    def weights(self, masked, allowed, tol):
+        in_set = top_set(masked, allowed, tol).to(masked.dtype)
         return in_set / in_set.sum(dim=-1, keepdim=True).clamp(min=1.0)
-    if variant == "hard":
+
+    def average(self, masked, v, tol):
+        # Disallowed keys are -inf and every row's maximum is finite, so comparing with the floor is the set (`top_set`
+        # without its intersection with the mask). A row holding a NaN (a diverged model) ties nothing and averages
+        # to 0, as in `weights`.
+        with torch.no_grad():
+            in_set = masked >= tie_floor(masked, tol)
+        count = in_set.sum(dim=-1, keepdim=True).clamp(min=1)
+        return (in_set.to(v.dtype) @ v) / count
+
+
+@register_variant
+class Hard(Weighting):
+    """All weight on the leftmost key of the tie set M (the leftmost argmax); a row whose set is empty is 0."""
+
+    name = "hard"
+
+    def weights(self, masked, allowed, tol):
+        in_set = top_set(masked, allowed, tol)
         # argmax returns the first maximal index, i.e. the leftmost member of the set.
         leftmost = in_set.to(masked.dtype).argmax(dim=-1, keepdim=True)
         picked = torch.arange(masked.shape[-1], device=masked.device) == leftmost
         return (picked & in_set.any(dim=-1, keepdim=True)).to(masked.dtype)
-    raise ValueError(f"attention variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+
+    def average(self, masked, v, tol):
+        # The value at the leftmost key of the set. A row holding a NaN reads key 0, where `weights` gives 0.
+        with torch.no_grad():
+            in_set = masked >= tie_floor(masked, tol)
+            leftmost = in_set.to(torch.uint8).argmax(dim=-1, keepdim=True)
+        return v.gather(2, leftmost.expand(-1, -1, -1, v.shape[-1]))
+
+
+def weights_from_masked(variant: str, masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
+    """`variant`'s weights from masked scores (see `mask_scores`) and the mask they were masked with.
+
+    The attention layer masks once and derives both the exact weights and, for the straight-through surrogate, the
+    softmax from the same tensor."""
+    return get_variant(variant).weights(masked, allowed, tol)
 
 
 def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -263,9 +342,10 @@ class SelfAttention(nn.Module):
         self.n_heads = config.n_heads
         self.head_dim = config.d_model // config.n_heads
         self.variant = config.attention
+        self.weighting = get_variant(config.attention)
         self.surrogate = config.surrogate
         # The exact variants' tie tolerance; `tolerant` training raises it for training and evaluation alike.
-        self.tol = config.tolerant_tol if config.surrogate == "tolerant" and config.attention != "soft" else config.tol
+        self.tol = config.tolerant_tol if config.surrogate == "tolerant" and self.weighting.exact else config.tol
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         # Knobs, not parameters: set through Recognizer.set_inverse_temperature and models.saturation.
@@ -274,7 +354,6 @@ class SelfAttention(nn.Module):
         self.register_buffer("inverse_temperature", torch.ones(()), persistent=False)
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
-        self.tol_override: float | None = None  # saturated_limit(model, tol): ... with this tie tolerance
         # Devices on which a training pass takes the fused path (`_fused_training`: scaled_dot_product_attention, and
         # for the straight-through surrogate no (T, T) weights with a gradient); () forces the explicit path (the
         # tests' reference).
@@ -285,16 +364,13 @@ class SelfAttention(nn.Module):
         attention and the inverse temperature tensor for the anneal surrogate."""
         if self.exact_override is not None:
             return "exact", 0.0
-        if self.variant == "soft":
+        if not self.weighting.exact:
             return "softmax", 1.0
         if not self.training:
             return "exact", 0.0
         if self.surrogate == "anneal":
             return "softmax", self.inverse_temperature
         return "ste", 0.0  # ste and tolerant
-
-    def tie_tolerance(self) -> float:
-        return self.tol if self.tol_override is None else self.tol_override
 
     def forward(self, x: torch.Tensor, keys: KeyMask, need_weights: bool = False, ln: nn.Module | None = None,
                 rows: torch.Tensor | None = None):
@@ -347,7 +423,7 @@ class SelfAttention(nn.Module):
             masked = (masked - masked.amax(dim=-1, keepdim=True).detach()) * sharpen
         # The exact weights ignore the sweep's c: they are its limit already, and their relative tie tolerance makes
         # them invariant to scaling the scores (apart from the absolute floor below |max| = 1).
-        tol = self.tie_tolerance()
+        tol = self.tol
         if mode == "softmax":
             weights = weights_from_masked("soft", masked, allowed, tol)
         elif mode == "exact":
@@ -372,18 +448,7 @@ class SelfAttention(nn.Module):
         return straight_through(exact, surrogate)
 
     def _exact_average(self, q, k, v, keys: KeyMask) -> torch.Tensor:
-        """The exact variant's output, weights @ v, with the tied set found without gradient (it has none): for
-        `saturated` the mean of the values over the set, for `hard` the value at its leftmost key. v's gradient is
-        then that of the exact weights."""
+        """The exact variant's output, weights @ v, from its Weighting.average (weights found without gradient)."""
         with torch.no_grad():
             masked = self._tie_scores(q, k, keys)
-            # Disallowed keys are -inf and every row's maximum is finite, so comparing with the floor is the set
-            # (`top_set` without its intersection with the mask). A row holding a NaN (a diverged model) ties nothing:
-            # it averages to 0 here as in the explicit path, but `hard` reads key 0 where the explicit path gives 0.
-            in_set = masked >= tie_floor(masked, self.tie_tolerance())
-        if self.variant == "hard":
-            # argmax returns the first maximal index: the leftmost key of the set.
-            leftmost = in_set.to(torch.uint8).argmax(dim=-1, keepdim=True)
-            return v.gather(2, leftmost.expand(-1, -1, -1, v.shape[-1]))
-        count = in_set.sum(dim=-1, keepdim=True).clamp(min=1)
-        return (in_set.to(v.dtype) @ v) / count
+        return self.weighting.average(masked, v, self.tol)

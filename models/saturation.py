@@ -68,15 +68,16 @@ def saturated_limit(model: nn.Module, tol: float | None = None):
     """Every attention layer evaluates exact saturated attention inside the block, in train and eval mode alike
     (it has no gradient with respect to the scores), with relative tie tolerance `tol` (default: each layer's own)."""
     layers = attention_layers(model)
-    before = [(layer.exact_override, layer.tol_override) for layer in layers]
+    before = [(layer.exact_override, layer.tol) for layer in layers]
     for layer in layers:
         layer.exact_override = "saturated"
-        layer.tol_override = None if tol is None else float(tol)
+        if tol is not None:
+            layer.tol = float(tol)
     try:
         yield model
     finally:
-        for layer, (override, tol_override) in zip(layers, before, strict=True):
-            layer.exact_override, layer.tol_override = override, tol_override
+        for layer, (override, own_tol) in zip(layers, before, strict=True):
+            layer.exact_override, layer.tol = override, own_tol
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from satbench.data import stack_splits
-from satbench.models.attention import annealed_inverse_temperature
+from satbench.models.attention import annealed_inverse_temperature, get_variant
 from satbench.models.ensemble import Ensemble, buffer_views
 from satbench.models.objectives import judge_strings, member_losses
 from tqdm.auto import tqdm
@@ -265,7 +265,7 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
 
     trainer = Trainer(ensemble, train_cfg, weight_decays)
     autocast = trainer.autocast
-    anneal = model_cfg.attention != "soft" and model_cfg.surrogate == "anneal"
+    anneal = get_variant(model_cfg.attention).exact and model_cfg.surrogate == "anneal"
     logs = [[] for _ in range(M)]
 
     @torch.no_grad()

@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from satbench.models import PAD, saturate, saturated_limit, scale_attention
 from satbench.data import stack_splits
+from satbench.models import PAD, saturate, saturated_limit, scale_attention
 from satbench.models.objectives import judge_strings
 
 from .registry import Probe, register
@@ -46,6 +46,7 @@ class EvalConfig:
     batch_size: int = 128
 
     def __post_init__(self):
+        self.scales = [float(c) for c in self.scales]  # a list of numbers, as YAML gives it: 1 and 1.0 are one scale
         if not self.scales or any(not c > 0 for c in self.scales):
             raise ValueError(f"eval.scales: {self.scales} must be a non-empty list of positive numbers or inf")
         if 1.0 not in self.scales:
@@ -154,10 +155,10 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
         with saturated_limit(ensemble, tol=tol):
             per_tol[f"{tol:g}"] = judged()[0]
     lengths, real = lengths.cpu(), real.cpu()
-    bins = eval_cfg.bins(data_cfg["train_lengths"], data_cfg["test_lengths"])
+    bins = eval_cfg.bins(data_cfg.train_lengths, data_cfg.test_lengths)
     return [recognition_metrics({name: tuple(x[i] for x in values) for name, values in per_scale.items()},
                                 {name: correct[i] for name, correct in per_tol.items()},
-                                lengths[i], real[i], data_cfg["train_lengths"], bins, eval_cfg.threshold)
+                                lengths[i], real[i], data_cfg.train_lengths, bins, eval_cfg.threshold)
             for i in range(len(test_splits))]
 
 
@@ -213,5 +214,4 @@ class Recognition(Probe):
 
     def measure(self, run):
         first = run.cells[0]
-        return evaluate_ensemble(run.ensemble, [d.test for d in run.datasets], first["data"],
-                                 EvalConfig(**first["eval"]), run.device)
+        return evaluate_ensemble(run.ensemble, [d.test for d in run.datasets], first.data, first.eval, run.device)

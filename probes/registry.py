@@ -106,7 +106,7 @@ class ProbeRun:
     """What every probe of one shape group sees: the members' cells, datasets and seeds before training; the trained
     ensemble and the training logs after (`finish`); and the forward passes probes share, each computed once."""
 
-    cells: list[dict]
+    cells: list  # harness.config.Cell, one per member: the typed sections (cell.eval, cell.probes, ...)
     datasets: list  # data.Dataset, one per member
     device: torch.device
     ensemble: Ensemble | None = None
@@ -117,12 +117,12 @@ class ProbeRun:
 
     @property
     def seeds(self) -> list[int]:
-        return [cell["seed"] for cell in self.cells]
+        return [cell.seed for cell in self.cells]
 
     @cached_property
     def strings(self) -> list[Strings]:
         """Each member's probe strings: `probes.strings` held-out test strings, seeded by the member's seed."""
-        n = self.cells[0]["probes"]["strings"]
+        n = self.cells[0].probes.strings
         return [probe_strings(d.test, n, seed) for d, seed in zip(self.datasets, self.seeds)]
 
     @cached_property

@@ -9,14 +9,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .common import VARIANTS  # noqa: E402
+from .common import ordered_variants  # noqa: E402
 
 
 def figure_heatmap(table, path, chance=0.5):
     scales = [s for s in ("1", "inf") if s in set(table["scale"])]
     pivot = (table[table["scale"].isin(scales)].groupby(["language", "variant", "scale"])["acc"].mean()
              .unstack(["variant", "scale"]))
-    pivot = pivot[[c for v in VARIANTS for s in scales for c in [(v, s)] if c in pivot.columns]]
+    pivot = pivot[[c for v in ordered_variants(v for v, _ in pivot.columns) for s in scales for c in [(v, s)]
+                   if c in pivot.columns]]
     pivot.columns = [f"{v}\nc={s}" for v, s in pivot.columns]
     fig, ax = plt.subplots(figsize=(1.3 * len(pivot.columns) + 2, 0.4 * len(pivot) + 1.5))
     sns.heatmap(pivot, annot=True, fmt=".2f", vmin=chance or 0.0, vmax=1.0, cmap="viridis", ax=ax,
@@ -42,7 +43,7 @@ def figure_accuracy_vs_length(rows, path, scale="1", chance=0.5):
     languages = frame["language"].nunique()
     grid = sns.relplot(data=frame, x="length", y="accuracy", hue="variant", style="c", col="language",
                        col_wrap=languages if languages <= 5 else 4, kind="line", height=2.2, aspect=1.3,
-                       hue_order=[v for v in VARIANTS if v in set(frame["variant"])], style_order=[scale, "inf"],
+                       hue_order=ordered_variants(frame["variant"]), style_order=[scale, "inf"],
                        errorbar=("pi", 100))
     train_hi = rows[0]["config"]["data"]["train_lengths"][1]
     for ax in grid.axes.flat:
@@ -65,7 +66,7 @@ def figure_accuracy_vs_scale(table, path, unit="scale c", chance=0.5):
     finite = table[table["scale_value"] < math.inf]
     limit = table[table["scale_value"] == math.inf]
     top = finite["scale_value"].max() * 30 if len(finite) else 1.0
-    hue_order = [v for v in VARIANTS if v in set(table["variant"])]
+    hue_order = ordered_variants(table["variant"])
     grid = sns.relplot(data=finite, x="scale_value", y="acc", hue="variant", col="language",
                        col_wrap=min(5, table["language"].nunique()), kind="line", marker="o", height=2.2,
                        aspect=1.3, hue_order=hue_order, errorbar=("pi", 100))

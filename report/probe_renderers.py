@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .common import VARIANTS, setting
+from .common import ordered_variants, setting
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _panels(grid, layout):
 def figure_saturation(series, fields, path):
     data = series.dropna(subset=["sim_mean"])
     grid = sns.relplot(data=data, x="step", y="sim_mean", hue="variant", kind="line", height=3, aspect=1.2,
-                       hue_order=[v for v in VARIANTS if v in set(data["variant"])], errorbar=("pi", 50),
+                       hue_order=ordered_variants(data["variant"]), errorbar=("pi", 50),
                        col=facets(fields)["col"])
     grid.set_axis_labels("step", "saturation similarity (c=1000)")
     grid.figure.suptitle("Saturation over training: cosine of f(x; theta) and f(x; 1000 theta), mean over layers",
@@ -158,7 +158,7 @@ def figure_heads(rows, path):
     frame = frame.groupby(["variant", "positions"], as_index=False)["queries"].sum()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     sns.barplot(data=frame[frame["positions"] <= 40], x="positions", y="queries", hue="variant",
-                hue_order=[v for v in VARIANTS if v in set(frame["variant"])], ax=ax)
+                hue_order=ordered_variants(frame["variant"]), ax=ax)
     ax.set_yscale("log")
     ax.set_xlabel("positions attended (weight > 1e-5) under saturation")
     ax.set_title("Positions each query attends to at the saturated limit, all heads, layers and cells; 1: argmax-like",

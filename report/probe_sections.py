@@ -138,8 +138,8 @@ def undeclared_section(rows, fields):
     return ["## Probe numbers", "",
             f"This run directory has no `{PROBE_REPORTS_FILE}`, the probes' declarations of their report sections "
             "(it was written before satbench recorded them), so the probes' own tables and figures are missing. "
-            "Instead: every number the probes left in the rows (`metrics.probes`), per language and variant, "
-            "mean±std over seeds.", "",
+            "Instead: every number the probes left in the rows (`metrics.probes`), per language, variant and varying "
+            "config field, mean±std over seeds.", "",
             markdown(summary_table(frame.dropna(subset=keys, how="all"), keys, ["language", "variant", *fields])), ""]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from satbench.harness.results import CorruptResults, load_rows_with_config
 
-from .common import VARIANTS, flatten, markdown, scale_value
+from .common import flatten, markdown, ordered_variants, scale_value, variant_rank
 
 BIN_PREFIX = "acc_bin:"  # long-table columns of length generalization, one per bin: "acc_bin:21-30"
 
@@ -103,8 +103,7 @@ def criteria_table(table, threshold, theory, flags):
     order = ["theory", "vs theory"] + [f"{title} c={s}" for title, _ in wanted for s in ("1", "inf")]
     frame = frame[[c for c in order if c in frame.columns]]
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=["language", "variant"])
-    rank = {v: i for i, v in enumerate(VARIANTS)}
-    return frame.sort_index(key=lambda level: level.map(rank) if level.name == "variant" else level)
+    return frame.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
 
 
 def theory_flags(table, threshold, theory, ties=None):
@@ -174,8 +173,7 @@ def sweep_table(table, threshold):
              .unstack("scale"))
     frame = frame[ordered_scales(table)]
     frame.columns = [f"c={c}" for c in frame.columns]
-    rank = {v: i for i, v in enumerate(VARIANTS)}
-    return frame.sort_index(key=lambda level: level.map(rank) if level.name == "variant" else level)
+    return frame.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
 
 
 def soft_vs_saturated_table(table, threshold):
@@ -237,7 +235,8 @@ def compare_runs(run_a, run_b):
     means = [t.groupby(["language", "variant", "scale"])["acc"].mean() for t in tables]
     joined = pd.concat(means, axis=1, keys=["a", "b"])
     cells = joined.apply(lambda r: _compare_cell(r["a"], r["b"]), axis=1).unstack(["variant", "scale"])
-    order = [(v, s) for v in VARIANTS for s in sorted({s for _, s in cells.columns}, key=scale_value)
+    order = [(v, s) for v in ordered_variants(v for v, _ in cells.columns)
+             for s in sorted({s for _, s in cells.columns}, key=scale_value)
              if (v, s) in cells.columns]
     cells = cells[order].fillna("—")
     cells.columns = [f"{v} c={s}" for v, s in cells.columns]

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .common import VARIANTS, flatten
+from .common import flatten, ordered_variants, variant_rank
 from .tables import best_mean  # the compact cell of every accuracy table
 
 SHARES = ["split_share", "value_distinct_share", "score_gap", "score_gap_over_norm"]
@@ -41,8 +41,7 @@ def value_distinct_by_cell(frame):
 
 
 def _ordered(frame):
-    order = {v: i for i, v in enumerate(VARIANTS)}
-    return frame.sort_values(["language", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c)
+    return frame.sort_values(["language", "variant"], key=lambda c: c.map(variant_rank) if c.name == "variant" else c)
 
 
 def tie_table(frame, threshold):
@@ -65,7 +64,7 @@ def figure_tolerance(frame, path, title):
     long["tol"] = long["tol"].str.removeprefix("tol=").astype(float)
     grid = sns.relplot(data=long, x="tol", y="accuracy", hue="variant", col="language", kind="line", marker="o",
                        height=2.4, aspect=1.2, errorbar=("pi", 100), col_wrap=min(5, long["language"].nunique()),
-                       hue_order=[v for v in VARIANTS if v in set(long["variant"])])
+                       hue_order=ordered_variants(long["variant"]))
     for ax in grid.axes.flat:
         ax.set_xscale("log")
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")

@@ -3,12 +3,21 @@ check of a language's next-symbol sets against enumerated members."""
 
 import copy
 import itertools
+import os
 
 import numpy as np
 import pytest
+import torch
 from satbench.languages import base
 
 from satbench import languages
+
+# The tests' models are tiny: a second intra-op thread only adds synchronisation, which on a busy machine, or with
+# pytest-xdist's workers sharing its cores, costs far more than the work (the README test: 43 s instead of 12 s on two
+# busy cores). The CLI and launcher processes that tests start inherit the setting through the environment.
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # Two languages x two seeds x two attention variants, small enough to train in seconds on a CPU. Tests take it through
 # the `tiny_config` fixture and derive their own with harness.config.apply_overrides (which copies).

@@ -195,10 +195,10 @@ def test_the_tolerant_surrogate_raises_the_exact_variants_tolerance_in_training_
 
     for attention, expected in (("saturated", 0.1), ("hard", 0.1), ("soft", 1e-5)):
         model = Recognizer(ModelConfig(vocab_size=6, attention=attention, surrogate="tolerant"))
-        assert {layer.tie_tolerance() for layer in model.attention_layers()} == {expected}
+        assert {layer.tol for layer in model.attention_layers()} == {expected}
         with saturated_limit(model, tol=0.3):
-            assert {layer.tie_tolerance() for layer in model.attention_layers()} == {0.3}
-        assert {layer.tie_tolerance() for layer in model.attention_layers()} == {expected}
+            assert {layer.tol for layer in model.attention_layers()} == {0.3}
+        assert {layer.tol for layer in model.attention_layers()} == {expected}
     # Within 10% of the row's maximum ties, beyond it does not.
     scores = torch.tensor([[10.0, 9.2, 8.8, 1.0]])
     allowed = torch.ones(1, 4, dtype=torch.bool)

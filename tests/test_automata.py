@@ -12,9 +12,9 @@ from functools import reduce
 import numpy as np
 import pytest
 import yaml
+from satbench.data.check import check_language
 from satbench.harness.results import read_run
 from satbench.languages import automata, base
-from satbench.data.check import check_language
 from satbench.report.common import load_theory
 from scipy.stats import chisquare
 

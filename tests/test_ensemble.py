@@ -220,7 +220,7 @@ def test_fused_attention_folds_members_into_one_kernel_call_per_layer(overrides,
         if cfg.positional == "none" and cfg.attention != "soft":  # the case has the ties it is meant to test
             with torch.no_grad():
                 scores = model(tokens if shared else tokens[i], internals=True)["scores"]
-            tied = top_set(scores, scores > -math.inf, model.attention_layers()[0].tie_tolerance())
+            tied = top_set(scores, scores > -math.inf, model.attention_layers()[0].tol)
             assert (tied.sum(dim=-1) > 1).any()
 
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from satbench.data import make_dataset
+from satbench.data import DataConfig, make_dataset
 from satbench.models import Ensemble, ModelConfig, saturated_limit
 from satbench.probes.evaluate import EvalConfig, align_by_length, at_scale, evaluate_ensemble
 
@@ -43,7 +43,7 @@ def test_ensemble_metrics_equal_each_member_evaluated_alone():
     ensemble = Ensemble(MODEL, seeds)
     eval_cfg = EvalConfig(scales=[1.0, 4.0, math.inf], batch_size=7,  # many chunks, some cut short
                           tie_tolerances=[1e-5, 0.3], length_bins=[[7, 9], [10, 12]])
-    data_cfg = {"train_lengths": (1, 6), "test_lengths": (1, 12)}
+    data_cfg = DataConfig(train_lengths=(1, 6), test_lengths=(1, 12))
     metrics = evaluate_ensemble(ensemble, tests, data_cfg, eval_cfg, torch.device("cpu"))
     for i, split in enumerate(tests):
         model = ensemble.member(i).eval()

@@ -253,7 +253,7 @@ def test_linear_probes_spread_over_worker_processes_give_the_same_numbers(monkey
     cells = C.expand(raw).cells
     datasets = [build_dataset(cell, {}) for cell in cells]
     run = ProbeRun(cells=cells, datasets=datasets, device=torch.device("cpu"))
-    ensemble, logs = train_ensemble(C.model_config(cells[0]), C.train_config(cells[0]), run.seeds,
+    ensemble, logs = train_ensemble(cells[0].model, cells[0].train, run.seeds,
                                     [d.train for d in datasets], torch.device("cpu"), progress=False)
     run.finish(ensemble, logs)
     monkeypatch.setattr(linear_probe, "cpu_count", lambda: 2)  # two workers even on a one-core machine

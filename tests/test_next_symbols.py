@@ -5,14 +5,14 @@ import itertools
 import pytest
 import torch
 import yaml
+from satbench.data import make_dataset
 from satbench.harness import config as C
 from satbench.harness.results import read_run
-from satbench.data import make_dataset
 from satbench.languages import EOS, FIRST_SYMBOL, Language, get_language
 from satbench.languages import base as language_base
 from satbench.models import Recognizer
-from satbench.models.recognizer import ModelConfig
 from satbench.models.objectives import judge_strings, member_losses
+from satbench.models.recognizer import ModelConfig
 
 from satbench.cli import main
 

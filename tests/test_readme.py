@@ -17,6 +17,7 @@ from satbench.data.check import check_language
 from satbench.harness.results import read_run
 from satbench.languages import automata
 from satbench.languages import base as language_base
+from satbench.models import attention
 from satbench.probes import registry as probe_registry
 
 from satbench import languages
@@ -142,3 +143,35 @@ def test_the_add_a_probe_example_puts_its_numbers_in_the_report(tmp_path, tiny_c
         cell = [row["config"]["language"], row["config"]["model"]["attention"], row["config"]["seed"]]
         line = rf"\|\s*{cell[0]}\s*\|\s*{cell[1]}\s*\|\s*{cell[2]}\s*\|\s*{round(numbers['final_norm'], 4):g}\s*\|"
         assert re.search(line, report), cell
+
+
+def readme_variant():
+    """The "Add an attention variant" Python example."""
+    return re.search(r"## Add an attention variant\n.*?```python\n(.*?)```", README, flags=re.S).group(1)
+
+
+@pytest.fixture
+def variant_registry():
+    """The attention variants as they were, back after the test (the README's example registers one)."""
+    before = dict(attention.VARIANTS)
+    yield attention.VARIANTS
+    attention.VARIANTS.clear()
+    attention.VARIANTS.update(before)
+
+
+def test_the_add_an_attention_variant_example_trains_and_reaches_the_report(tmp_path, tiny_config, variant_registry):
+    exec(compile(readme_variant(), "README.md, Add an attention variant", "exec"), {})
+    [name] = set(variant_registry) - {"soft", "saturated", "hard"}
+    grid = tmp_path / "tiny.yaml"
+    tiny_config["model"]["attention"] = ["soft", name]
+    grid.write_text(yaml.safe_dump(tiny_config))
+    assert main(["bench", str(grid), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    rows = read_run(tmp_path / "run")
+    trained = [row for row in rows if row["config"]["model"]["attention"] == name]
+    assert len(trained) == len(rows) // 2 > 0
+    # The sweep leaves an exact weighting alone, and the saturated limit replaces it: c = 1 and c = inf differ only
+    # where saturated attention decides differently from uniform attention.
+    for row in trained:
+        assert set(row["metrics"]["acc"]) == {"1", "inf"}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert re.search(rf"\|\s*first\s*\|\s*{name}\s*\|\s*—\s*\|", report), "the variant's row, no theory"

@@ -32,7 +32,7 @@ def test_a_registered_probe_is_run_by_the_bench_and_follows_training(probes, tmp
             return [{"seen_step": step} for _ in self.run.cells]
 
         def measure(self, run):
-            return [{"steps_logged": len(log), "language_length": len(cell["language"])}
+            return [{"steps_logged": len(log), "language_length": len(cell.language)}
                     for log, cell in zip(run.logs, run.cells, strict=True)]
 
     config = dict(tiny_config, probes={"enabled": True, "strings": 16})

@@ -46,18 +46,18 @@ def bench(tmp_path, tiny):
 def test_grid_expands_every_axis(tiny):
     grid = C.expand(tiny)
     assert len(grid.cells) == 2 * 2 * 2
-    assert {(c["language"], c["seed"], c["model"]["attention"]) for c in grid.cells} == {
+    assert {(c.language, c.seed, c.model.attention) for c in grid.cells} == {
         (lang, seed, att) for lang in ["first", "majority"] for seed in [0, 1] for att in ["soft", "hard"]}
     assert len({C.cell_hash(c) for c in grid.cells}) == 8
     assert len({C.group_key(c) for c in grid.cells}) == 2  # one stacked ensemble per attention variant
-    assert grid.cells[0]["eval"]["scales"][-1] == float("inf")
+    assert grid.cells[0].eval.scales[-1] == float("inf")
 
 
 def test_dotted_overrides_set_values_and_axes(tiny):
     grid = C.expand(C.apply_overrides(tiny, ["train.steps=5", "seeds=[3]", "model.d_model=[8,16]"]))
-    assert {c["train"]["steps"] for c in grid.cells} == {5}
-    assert {c["seed"] for c in grid.cells} == {3}
-    assert {c["model"]["d_model"] for c in grid.cells} == {8, 16}
+    assert {c.train.steps for c in grid.cells} == {5}
+    assert {c.seed for c in grid.cells} == {3}
+    assert {c.model.d_model for c in grid.cells} == {8, 16}
 
 
 def test_zipped_axes_move_in_step(tiny):
@@ -66,7 +66,7 @@ def test_zipped_axes_move_in_step(tiny):
     raw["zip"] = [["model.layer_norm", "model.bias"]]
     cells = C.expand(raw).cells
     assert len(cells) == 8 * 2
-    assert {(c["model"]["layer_norm"], c["model"]["bias"]) for c in cells} == {("pre", True), ("branch", False)}
+    assert {(c.model.layer_norm, c.model.bias) for c in cells} == {("pre", True), ("branch", False)}
 
 
 @pytest.mark.parametrize("override, message", [
@@ -272,6 +272,6 @@ def test_the_norm_growth_configs_are_the_grid_they_describe():
     for name, steps in (("norm_growth", 10_000), ("norm_growth_gpu", 100_000)):
         cells = C.load_grid(CONFIGS / f"{name}.yaml").cells
         assert len(cells) == 72 and len({C.group_key(c) for c in cells}) == 2
-        assert {(c["train"]["optimizer"], c["train"]["lr"]) for c in cells} == {("adamw", 0.003), ("sgd", 0.01)}
-        assert {c["train"]["steps"] for c in cells} == {steps}
-        assert all(c["train"]["schedule"] == "constant" and c["train"]["clip"] == 0 for c in cells)
+        assert {(c.train.optimizer, c.train.lr) for c in cells} == {("adamw", 0.003), ("sgd", 0.01)}
+        assert {c.train.steps for c in cells} == {steps}
+        assert all(c.train.schedule == "constant" and c.train.clip == 0 for c in cells)
