@@ -10,11 +10,11 @@ THEORY_PATH = Path(__file__).with_name("theory.yaml")
 # The attention variants in the order of every table and figure: theory.yaml's, which has an entry for each variant
 # models/attention.py registers (tests/test_layering.py checks). The report reads rows, not models, so it takes the
 # names from there; a variant the rows hold and theory.yaml lacks sorts after them.
-VARIANTS = list(yaml.safe_load(THEORY_PATH.read_text())["variants"])
+VARIANT_ORDER = list(yaml.safe_load(THEORY_PATH.read_text())["variants"])
 
 
 def variant_rank(variant):
-    return VARIANTS.index(variant) if variant in VARIANTS else len(VARIANTS)
+    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
 
 
 def ordered_variants(seen):
@@ -27,7 +27,7 @@ def load_theory():
     # YAML 1.1 reads yes/no as booleans.
     word = lambda v: {True: "yes", False: "no"}.get(v, v)  # noqa: E731
     for entry in theory["languages"].values():
-        for variant in VARIANTS:
+        for variant in VARIANT_ORDER:
             if variant in entry:
                 entry[variant] = word(entry[variant])
     return theory
@@ -83,4 +83,4 @@ def theory_cell(language, theory):
     entry = theory["languages"].get(language)
     if not entry:
         return "—"
-    return " / ".join(entry.get(v, "—") for v in VARIANTS)
+    return " / ".join(entry.get(v, "—") for v in VARIANT_ORDER)

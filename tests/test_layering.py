@@ -2,6 +2,7 @@
 config -> cells -> languages -> models -> probes -> rows -> report, and no module imports upwards."""
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -116,3 +117,96 @@ def test_no_language_name_in_probes_models_or_the_bench():
                 if re.search(rf"\b{name}\b", line):
                     found.append(f"{path.relative_to(REPO)}:{number}: {name}")
     assert not found, found
+
+
+# --- one namespace, light entry points ----------------------------------------------------------------------------
+
+# Run in a fresh interpreter from a folder that has a `models` package of its own, as a user's project would.
+ENTRY_POINTS = r"""
+import contextlib, io, json, sys
+from satbench.cli import main
+
+HEAVY = ("torch", "sklearn", "pandas", "matplotlib", "scipy")
+loaded = {}
+for line in (["--version"], ["--help"], ["languages", "list"], ["languages", "sample", "majority", "-l", "4"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(line)
+        except SystemExit:
+            pass
+    loaded[" ".join(line)] = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
+
+import models
+import satbench.models
+theirs, ours = models.__file__, satbench.models.__file__
+sys.path = [p for p in sys.path if p not in ("", ".")]
+del sys.modules["models"]
+try:
+    import models
+    alone = models.__file__
+except ImportError:
+    alone = None
+print(json.dumps({"loaded": loaded, "theirs": theirs, "ours": ours, "alone": alone}))
+"""
+
+
+def test_one_namespace_and_light_entry_points(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("")
+    out = subprocess.run([sys.executable, "-c", ENTRY_POINTS], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout
+    found = json.loads(out)
+    assert found["loaded"] == {line: [] for line in found["loaded"]}, "a light command imported a heavy library"
+    assert Path(found["theirs"]).parent == tmp_path / "models"  # the user's own package, not ours
+    assert Path(found["ours"]).parent == REPO / "models"
+    assert found["alone"] is None, "the installed satbench put a top-level `models` on the path"
+
+
+# --- each choice in one place -------------------------------------------------------------------------------------
+
+def choice_sets():
+    """{name: (values, the module that defines them)} of the choices the code offers."""
+    from satbench.data import dataset
+    from satbench.languages import base
+    from satbench.models import attention
+
+    return {"VARIANTS": (set(attention.VARIANTS), "satbench.models.attention"),
+            "SURROGATES": (set(attention.SURROGATES), "satbench.models.attention"),
+            "LABEL_KINDS": (set(dataset.LABEL_KINDS), "satbench.data.dataset"),
+            "NEGATIVES": (set(dataset.NEGATIVES), "satbench.data.dataset"),
+            "NEGATIVE_KINDS": (set(base.NEGATIVE_KINDS), "satbench.languages.base")}
+
+
+def test_each_choice_and_each_reserved_token_is_defined_once():
+    """Each name is assigned at module level in one module only, and no other module spells out a list of two or more
+    of its values (which would have to change in step with it)."""
+    names = {*choice_sets(), "PAD", "BOS", "EOS", "FIRST_SYMBOL"}
+    defined, copies = {}, []
+    for module, path in modules().items():
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []
+            for target in targets:
+                for name in (t.id for t in ast.walk(target) if isinstance(t, ast.Name)):
+                    if name in names:
+                        defined.setdefault(name, []).append(module)
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                continue
+            words = [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+            for name, (values, home) in choice_sets().items():
+                if module != home and len(words) == len(node.elts) >= 2 and set(words) <= values:
+                    copies.append(f"{path.relative_to(REPO)}:{node.lineno}: {words} copies {name}")
+    assert {name: len(where) for name, where in defined.items()} == dict.fromkeys(names, 1), defined
+    assert not copies, copies
+
+
+def test_every_attention_variant_has_its_theory_entries():
+    from satbench.models.attention import VARIANTS
+    from satbench.report.common import VARIANT_ORDER, load_theory
+
+    assert VARIANT_ORDER == list(VARIANTS)
+    missing = [f"{language}: {variant}" for language, entry in load_theory()["languages"].items()
+               for variant in VARIANTS if variant not in entry]
+    assert not missing, missing
