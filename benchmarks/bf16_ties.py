@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout without installing
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path; satbench is installed
 
 from satbench.data import make_dataset  # noqa: E402
 from satbench.models import PAD, ModelConfig  # noqa: E402
