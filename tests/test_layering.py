@@ -83,11 +83,10 @@ def test_no_import_circle():
             visit(node, [node])
 
 
-def test_the_report_reads_rows_without_torch_or_the_run_loop():
-    code = ("import sys, satbench.report.write, satbench.report.tables; print(sorted(m for m in sys.modules "
-            "if m == 'torch' or m.startswith(('satbench.harness.run', 'satbench.probes', 'satbench.models'))))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+@pytest.mark.xdist_group("fresh_interpreter")
+def test_the_report_reads_rows_without_torch_or_the_run_loop(fresh_interpreter):
+    found, _ = fresh_interpreter
+    assert found["report"] == [], "importing the report brought in torch or the run loop"
 
 
 def registered_names():
@@ -121,8 +120,10 @@ def test_no_language_name_in_probes_models_or_the_bench():
 
 # --- one namespace, light entry points ----------------------------------------------------------------------------
 
-# Run in a fresh interpreter from a folder that has a `models` package of its own, as a user's project would.
-ENTRY_POINTS = r"""
+# Run in a fresh interpreter from a folder that has a `models` package of its own, as a user's project would: the light
+# commands first, then the report's modules (whose pandas and matplotlib would hide a light command's heavy import),
+# then the namespace, which imports our models and with them torch.
+FRESH = r"""
 import contextlib, io, json, sys
 from satbench.cli import main
 
@@ -136,6 +137,12 @@ for line in (["--version"], ["--help"], ["languages", "list"], ["languages", "sa
             pass
     loaded[" ".join(line)] = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
 
+# The report reads rows: neither torch nor the run loop, the probes or the models (found here also when a light command
+# above had imported them already).
+import satbench.report.write, satbench.report.tables
+report = sorted(m for m in sys.modules
+                if m == "torch" or m.startswith(("satbench.harness.run", "satbench.probes", "satbench.models")))
+
 import models
 import satbench.models
 theirs, ours = models.__file__, satbench.models.__file__
@@ -146,18 +153,26 @@ try:
     alone = models.__file__
 except ImportError:
     alone = None
-print(json.dumps({"loaded": loaded, "theirs": theirs, "ours": ours, "alone": alone}))
+print(json.dumps({"loaded": loaded, "report": report, "theirs": theirs, "ours": ours, "alone": alone}))
 """
 
 
-def test_one_namespace_and_light_entry_points(tmp_path):
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "__init__.py").write_text("")
-    out = subprocess.run([sys.executable, "-c", ENTRY_POINTS], cwd=tmp_path, capture_output=True, text=True,
-                         check=True).stdout
-    found = json.loads(out)
+@pytest.fixture(scope="module")
+def fresh_interpreter(tmp_path_factory):
+    """(what FRESH found, the folder it ran in): one interpreter for the checks that need a fresh one, whose start and
+    imports cost more than the checks."""
+    project = tmp_path_factory.mktemp("project")
+    (project / "models").mkdir()
+    (project / "models" / "__init__.py").write_text("")
+    out = subprocess.run([sys.executable, "-c", FRESH], cwd=project, capture_output=True, text=True, check=True).stdout
+    return json.loads(out), project
+
+
+@pytest.mark.xdist_group("fresh_interpreter")
+def test_one_namespace_and_light_entry_points(fresh_interpreter):
+    found, project = fresh_interpreter
     assert found["loaded"] == {line: [] for line in found["loaded"]}, "a light command imported a heavy library"
-    assert Path(found["theirs"]).parent == tmp_path / "models"  # the user's own package, not ours
+    assert Path(found["theirs"]).parent == project / "models"  # the user's own package, not ours
     assert Path(found["ours"]).parent == REPO / "models"
     assert found["alone"] is None, "the installed satbench put a top-level `models` on the path"
 
@@ -210,3 +225,24 @@ def test_every_attention_variant_has_its_theory_entries():
     missing = [f"{language}: {variant}" for language, entry in load_theory()["languages"].items()
                for variant in VARIANTS if variant not in entry]
     assert not missing, missing
+
+
+SETTINGS = ("matplotlib.", "mpl.", "plt.", "sns.", "seaborn.", "warnings.", "torch.", "np.", "numpy.", "os.environ",
+            "logging.", "sklearn.", "pd.")
+
+
+def test_no_module_changes_process_wide_settings_when_imported():
+    """Importing any module of ours leaves the process as it was: no backend, warnings filter, torch or numpy switch
+    set at module level (the bench and the report set what they need for their own duration)."""
+    found = []
+    for module, path in modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                text = ast.unparse(node.value.func)
+            elif isinstance(node, (ast.Assign, ast.AugAssign)):
+                text = " ".join(ast.unparse(t) for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+            else:
+                continue
+            if text.startswith(SETTINGS):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found
