@@ -33,9 +33,11 @@ cd "$(dirname "$0")/.."
 tree=$(mktemp -d)
 mkdir "$tree/satbench"
 ln -s "$PWD"/satbench/*.py "$tree/satbench/"
-for package in languages models probes harness report; do ln -s "$PWD/$package" "$tree/satbench/$package"; done
+packages=$("${PYTHON:-python3}" -c 'import tomllib; dirs = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; print(" ".join(n.split(".", 1)[1] + ":" + d for n, d in dirs.items() if "." in n))')
+for entry in $packages; do ln -s "$PWD/${entry#*:}" "$tree/satbench/${entry%%:*}"; done
 export PYTHONPATH="$tree:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python=${PYTHON:-python3}
+# -P: `python -m` would put the working directory first on sys.path, where satbench/ lacks the subpackages.
+python=("${PYTHON:-python3}" -P)
 start=$(date +%s)
 status=0
 trap 'echo "gpu_checks.sh: stage $stage took $(( $(date +%s) - start )) s, exit status $status" | tee -a "$out/$stage.wall"' EXIT
@@ -47,31 +49,31 @@ run() {
 
 case "$stage" in
 models)
-    run "$python" -m pytest -q -m gpu tests/test_ensemble.py tests/test_train.py 2>&1 | tee "$out/gpu_tests.txt" \
+    run "${python[@]}" -m pytest -q -m gpu tests/test_ensemble.py tests/test_train.py 2>&1 | tee "$out/gpu_tests.txt" \
         || status=$?
     shape=(--members 256 --d-model 64 --seq-len 64 --batch 64 --loop-members 8 --rounds 3)
-    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated hard 2>&1 \
+    run "${python[@]}" benchmarks/throughput.py "${shape[@]}" --variant soft saturated hard 2>&1 \
         | tee "$out/throughput.txt" || status=$?
-    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft --explicit 2>&1 \
+    run "${python[@]}" benchmarks/throughput.py "${shape[@]}" --variant soft --explicit 2>&1 \
         | tee -a "$out/throughput.txt" || status=$?
     ;;
 compiled)
     # train.tf32, then train.compile with it (CUDA graphs of the compiled step); the compiled loop is one model, to keep
     # the stage short.
     shape=(--members 256 --d-model 64 --seq-len 64 --batch 64 --loop-members 8 --rounds 3)
-    run "$python" benchmarks/throughput.py "${shape[@]}" --variant soft saturated --tf32 2>&1 \
+    run "${python[@]}" benchmarks/throughput.py "${shape[@]}" --variant soft saturated --tf32 2>&1 \
         | tee "$out/throughput_compiled.txt" || status=$?
-    run "$python" benchmarks/throughput.py "${shape[@]}" --loop-members 1 --variant soft saturated --tf32 --compile \
+    run "${python[@]}" benchmarks/throughput.py "${shape[@]}" --loop-members 1 --variant soft saturated --tf32 --compile \
         2>&1 | tee -a "$out/throughput_compiled.txt" || status=$?
-    run "$python" benchmarks/compiled_step.py --members 256 --d-model 64 --seq-len 64 --batch 64 2>&1 \
+    run "${python[@]}" benchmarks/compiled_step.py --members 256 --d-model 64 --seq-len 64 --batch 64 2>&1 \
         | tee -a "$out/throughput_compiled.txt" || status=$?
     ;;
 bench)
-    run timeout "${BENCH_LIMIT:-560}" "$python" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \
+    run timeout "${BENCH_LIMIT:-560}" "${python[@]}" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \
         --run-dir "$out/gpu" 2>&1 | tee "$out/bench.txt" || status=$?
     ;;
 norm_growth)
-    run timeout "${BENCH_LIMIT:-560}" "$python" -m satbench bench configs/norm_growth_gpu.yaml "$@" --quiet \
+    run timeout "${BENCH_LIMIT:-560}" "${python[@]}" -m satbench bench configs/norm_growth_gpu.yaml "$@" --quiet \
         --no-report --run-dir "$out/norm_growth" 2>&1 | tee "$out/norm_growth.txt" || status=$?
     ;;
 *)

@@ -25,7 +25,8 @@ PLUGIN_GROUP = "satbench.languages"
 
 NEGATIVE_KINDS = ("near_miss", "edit", "shuffle", "random")
 # What `satbench languages check` holds the shortcut baselines to: no language may be decidable from its length or
-# length parity alone, and the counter languages not from their symbol counts either (DESIGN.md section 3).
+# length parity alone, and the counter languages not from their symbol counts either (ARCHITECTURE.md, "Rules of the
+# house": length cannot decide).
 LENGTH_BOUNDS = {"length": 0.6, "parity": 0.6}
 COUNTS_BOUNDS = {**LENGTH_BOUNDS, "counts": 0.8}
 # Draws of the mixture per negative before the sampler falls back to enumeration or to uniform random strings.

@@ -1,7 +1,7 @@
 """Hand-built weights for the Recognizer that recognize majority, Dyck-1 and a^n b^n exactly under saturated attention.
 
-They check the machinery against theory (DESIGN.md sections 4 and 6): each is a plain state_dict for the same
-`Recognizer` the harness trains, so the saturated limit, `scale_attention` and every probe run on them unchanged.
+They check the machinery against theory (ARCHITECTURE.md, "What theory predicts"): each is a plain state_dict for the
+same `Recognizer` the harness trains, so the saturated limit, `scale_attention` and every probe run on them unchanged.
 
     construct(name) -> Recognizer   (eval mode)
     CONSTRUCTIONS[name]             the builder and the two numbers of its finite-scale analysis (`Construction`)

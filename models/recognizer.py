@@ -330,8 +330,8 @@ class Recognizer(nn.Module):
 
 
 def counts_toward_norm(name: str, member_shape: torch.Size) -> bool:
-    """The parameter norm's rule (DESIGN.md): trainable non-scalar parameters, embeddings (token, learned or
-    fractional positions) excluded, as in the paper's protocol."""
+    """The parameter norm's rule (ARCHITECTURE.md, "Words"): trainable non-scalar parameters, embeddings (token,
+    learned or fractional positions) excluded, as in the paper's protocol."""
     return len(member_shape) > 0 and "embedding" not in name
 
 

@@ -13,7 +13,7 @@ from satbench.models import PAD, eval_mode, saturated_limit
 from .registry import Probe, register
 from .report_section import ProbeReport, Table
 
-ATTENDED_THRESHOLD = 1e-5  # a weight above this counts as attended (DESIGN.md, "positions attended")
+ATTENDED_THRESHOLD = 1e-5  # a weight above this counts as attended (ARCHITECTURE.md, "Words": positions attended)
 ARGMAX_SPLIT_SHARE = 0.5  # a head is argmax-like when fewer than this share of its queries split attention
 
 

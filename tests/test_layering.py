@@ -1,5 +1,5 @@
 """The layering rules of ARCHITECTURE.md, read off the source with ast so that they cannot silently rot: data flows
-config -> cells -> languages -> models -> probes -> rows -> report, and no module imports upwards."""
+config -> cells -> languages -> data -> models -> probes -> rows -> report, and no module imports upwards."""
 
 import ast
 import json
