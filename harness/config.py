@@ -3,8 +3,9 @@
 A config has the top-level keys `name`, `languages`, `seeds` and the sections `model`, `data`, `train`, `eval`,
 `probes`. Each section is a dataclass that lives with the code it configures (ModelConfig in models/recognizer.py,
 TrainConfig in models/train.py, DataConfig in data/dataset.py, EvalConfig in probes/evaluate.py, ProbeConfig in
-probes/registry.py) and checks its own values. Any scalar field may be given as a list instead: the list is an axis, and the grid
-is the product of all axes, except for axes named together under the top-level key `zip`, which move in step:
+probes/registry.py) and checks its own values. Any scalar field may be given as a list instead: the list is an axis,
+and the grid is the product of all axes, except for axes named together under the top-level key `zip`, which move in
+step:
 
     model: {layer_norm: [pre, branch], bias: [true, false]}
     zip: [[model.layer_norm, model.bias]]     # pre-LN with biases, or the homogeneous block without: 2 cells, not 4
