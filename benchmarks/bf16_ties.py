@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path; satbench is installed
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path
 
 from satbench.data import make_dataset  # noqa: E402
 from satbench.models import PAD, ModelConfig  # noqa: E402

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path; satbench is installed
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path
 
 from satbench.models import VARIANTS, Ensemble, ModelConfig  # noqa: E402
 from satbench.models.train import TrainConfig, Trainer  # noqa: E402

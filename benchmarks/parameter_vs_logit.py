@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path; satbench is installed
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path
 
 from satbench.harness.results import CorruptResults, load_rows_with_config  # noqa: E402
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path; satbench is installed
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path
 
 from satbench.harness.allocator import keep_freed_memory  # noqa: E402
 from satbench.models import BOS, EOS, PAD, VARIANTS, Ensemble, ModelConfig, Recognizer  # noqa: E402

@@ -31,7 +31,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path; satbench is installed
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path
 
 from satbench.models import VARIANTS, Ensemble, ModelConfig  # noqa: E402
 from satbench.models.train import TrainConfig, Trainer  # noqa: E402

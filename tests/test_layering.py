@@ -235,12 +235,13 @@ def test_no_module_changes_process_wide_settings_when_imported():
     """Importing any module of ours leaves the process as it was: no backend, warnings filter, torch or numpy switch
     set at module level (the bench and the report set what they need for their own duration)."""
     found = []
-    for module, path in modules().items():
+    for path in modules().values():
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
                 text = ast.unparse(node.value.func)
             elif isinstance(node, (ast.Assign, ast.AugAssign)):
-                text = " ".join(ast.unparse(t) for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                text = " ".join(ast.unparse(t) for t in targets)
             else:
                 continue
             if text.startswith(SETTINGS):
