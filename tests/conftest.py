@@ -1,9 +1,13 @@
-"""What several test modules share: the tiny bench grid, a scratch language registry with a lying language, and the
-check of a language's next-symbol sets against enumerated members."""
+"""What several test modules share: one intra-op thread, the tiny bench grid, a scratch language registry with a lying
+language, the example plugin on the path, and the check of a language's next-symbol sets against enumerated members."""
 
 import copy
 import itertools
 import os
+import shutil
+import sys
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +49,37 @@ def registry(monkeypatch):
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
     monkeypatch.setattr(base, "_INSTANCES", dict(base._INSTANCES))
     return base._REGISTRY
+
+
+PLUGIN_SOURCE = Path(__file__).parent / "plugin"
+
+
+@pytest.fixture
+def example_plugin(tmp_path, monkeypatch, registry):
+    """tests/plugin laid out as pip installs it: its module next to a .dist-info folder (metadata and entry points, read
+    off its pyproject.toml) in a folder put on sys.path, where importlib.metadata finds it like any installed
+    distribution. The registry loads its plugins afresh; afterwards the folder leaves sys.path, the module
+    sys.modules, and `registry` and monkeypatch put back the languages and the loaded-plugins flag as they were.
+    Returns the folder, for the PYTHONPATH of a child process."""
+    pyproject = tomllib.loads((PLUGIN_SOURCE / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    modules = pyproject["tool"]["setuptools"]["py-modules"]
+    site = tmp_path / "example_plugin"
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    for module in modules:
+        shutil.copy(PLUGIN_SOURCE / f"{module}.py", site)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in entries.items())
+        for group, entries in project["entry-points"].items()))
+    for module in modules:
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.syspath_prepend(site)
+    monkeypatch.setattr(base, "_plugins_loaded", False)
+    yield site
+    for module in modules:
+        sys.modules.pop(module, None)
 
 
 @pytest.fixture

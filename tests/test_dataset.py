@@ -1,5 +1,5 @@
 """Datasets: tensors that spell the strings, oracle labels, balance, held-out test strings, reproducibility, and
-shortcut baselines within the bounds of DESIGN.md section 3."""
+shortcut baselines within their bounds (ARCHITECTURE.md, "Rules of the house": length cannot decide)."""
 
 import hashlib
 import os
@@ -20,6 +20,9 @@ BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "f
 # Languages whose membership is not a function of the length alone: length and parity must stay near chance.
 NOT_DECIDED_BY_LENGTH = [name for name in BUILTIN if name != "aa_star"]
 COUNTER_LANGUAGES = ["anbn", "anbncn", "dyck1", "shuffle2", "dyck2"]
+
+# Under pytest-xdist, on one worker: the module's tests take seconds, building `datasets` twice would add one more.
+pytestmark = pytest.mark.xdist_group("datasets")
 
 
 @pytest.fixture(scope="module")

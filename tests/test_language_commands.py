@@ -3,10 +3,7 @@
 import argparse
 import importlib.metadata
 import json
-import shutil
 import sys
-import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +17,7 @@ from satbench.cli import main
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]
-PLUGIN_SOURCE = Path(__file__).parent / "plugin"
-PLUGIN_DIST = "satbench-example-plugin"
+PLUGIN_DIST = "satbench-example-plugin"  # tests/plugin, which conftest's example_plugin puts on the path
 
 
 def satbench(capsys, *argv):
@@ -153,35 +149,6 @@ def test_check_all_passes(capsys):
 
 
 # ---- plugins ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def example_plugin(tmp_path, monkeypatch, registry):
-    """tests/plugin laid out as pip installs it: its module next to a .dist-info folder (metadata and entry points, read
-    off its pyproject.toml) in a folder put on sys.path, where importlib.metadata finds it like any installed
-    distribution. The registry loads its plugins afresh; afterwards the folder leaves sys.path, the module
-    sys.modules, and `registry` and monkeypatch put back the languages and the loaded-plugins flag as they were.
-    Returns the folder, for the PYTHONPATH of a child process."""
-    pyproject = tomllib.loads((PLUGIN_SOURCE / "pyproject.toml").read_text())
-    project = pyproject["project"]
-    modules = pyproject["tool"]["setuptools"]["py-modules"]
-    site = tmp_path / "site"
-    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir(parents=True)
-    for module in modules:
-        shutil.copy(PLUGIN_SOURCE / f"{module}.py", site)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    (info / "entry_points.txt").write_text("".join(
-        f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in entries.items())
-        for group, entries in project["entry-points"].items()))
-    assert project["name"] == PLUGIN_DIST
-    for module in modules:
-        monkeypatch.delitem(sys.modules, module, raising=False)
-    monkeypatch.syspath_prepend(site)
-    monkeypatch.setattr(base, "_plugins_loaded", False)
-    yield site
-    for module in modules:
-        sys.modules.pop(module, None)
 
 
 def test_plugin_language_appears_in_satbench_languages_list(example_plugin, capsys):

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 SKIPPED = {
     "--launcher": "submits jobs (tests/test_launch.py runs the launchers)",
-    "palindrome": "needs the plugin pip-installed first (tests/test_language_commands.py installs it)",
 }
 # Run by test_the_slow_readme_commands_run (make test-all): the constructions take minutes on 2 cores; checking every
 # language (14 s) is test_language_commands' slow test_check_all_passes, and its quick tests run the report (9 s).
@@ -72,7 +71,8 @@ def readme_automaton():
     return match.group(1), match.group(2)
 
 
-def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypatch, tiny_config, capsys, registry):
+def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypatch, tiny_config, capsys, registry,
+                                                            example_plugin):
     monkeypatch.chdir(tmp_path)
     # The "Add a language" lines: the YAML example in the folder the README names, found through SATBENCH_AUTOMATA.
     path, text = readme_automaton()
@@ -80,6 +80,7 @@ def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypa
     (tmp_path / path).write_text(text)
     monkeypatch.setenv(automata.ENVIRONMENT_VARIABLE, str((tmp_path / path).parent))
     monkeypatch.setattr(language_base, "_plugins_loaded", False)
+    # The plugin lines (`languages check palindrome`): the README's plugin as `pip install` leaves it (example_plugin).
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     # The runs that `report` and `compare` read, tiny, under the names the README gives them.
     grid = tmp_path / "tiny.yaml"
