@@ -29,7 +29,7 @@ SKIPPED = {
     "--launcher": "submits jobs (tests/test_launch.py runs the launchers)",
 }
 # Run by test_the_slow_readme_commands_run (make test-all): the constructions take minutes on 2 cores; checking every
-# language (14 s) is test_language_commands' slow test_check_all_passes, and its quick tests run the report (9 s).
+# language is test_language_commands' slow test_check_all_passes, and its quick tests run the report.
 SLOW = ("satbench construct", "satbench languages check --all", "satbench languages report")
 
 
