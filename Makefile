@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # WORKERS=auto: one pytest-xdist worker per core; --dist loadgroup keeps the tests of one xdist_group (a shared fixture)
-# on one worker, which saves time only: pytest-xdist 3.8 under pytest 9.2 ignores the groups (pytest-xdist#1386) and the
-# tests pass either way. On a machine whose cores are busy with other work, `make test WORKERS=0` (serial) can be faster.
+# on one worker. On a machine whose cores are busy with other work, `make test WORKERS=0` (serial) can be faster.
 WORKERS ?= auto
 
 test: install

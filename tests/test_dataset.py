@@ -149,6 +149,7 @@ def fingerprint(dataset):
     return digest.hexdigest()
 
 
+@pytest.mark.slow  # a second interpreter: about 2 s of torch and scikit-learn imports for a few ms of datasets
 def test_same_seed_same_bytes_even_across_processes():
     """Reproducible to the byte, also under a different string-hash seed (no set ordering leaks into the data)."""
     code = ("import sys; sys.path.insert(0, 'tests'); from test_dataset import fingerprint; "

@@ -242,6 +242,7 @@ def test_decoded_strings_of_a_real_dataset_are_its_strings():
     assert [bool(t[-1]) for t in targets["balanced"]] == [bool(y) for y in data.test.labels.tolist()]
 
 
+@pytest.mark.slow  # worker processes: about 3 s of torch and scikit-learn imports in each
 def test_linear_probes_spread_over_worker_processes_give_the_same_numbers(monkeypatch, tiny_config):
     from satbench.harness import config as C
     from satbench.harness.run import build_dataset
