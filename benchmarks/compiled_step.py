@@ -18,10 +18,9 @@ import torch
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path
 
+from benchmarks.throughput import VOCAB, random_batches, synchronize, time_steps  # noqa: E402
 from satbench.models import VARIANTS, Ensemble, ModelConfig  # noqa: E402
 from satbench.models.train import TrainConfig, Trainer  # noqa: E402
-
-from benchmarks.throughput import VOCAB, random_batches, synchronize, time_steps  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+
 from satbench.data import make_dataset
 from satbench.languages import get_language, language_names  # noqa: E402
 

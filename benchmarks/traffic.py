@@ -33,10 +33,9 @@ from torch.utils._pytree import tree_flatten
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # benchmarks.* for a script run by path
 
+from benchmarks.throughput import VOCAB, random_batches  # noqa: E402
 from satbench.models import VARIANTS, Ensemble, ModelConfig  # noqa: E402
 from satbench.models.train import TrainConfig, Trainer  # noqa: E402
-
-from benchmarks.throughput import VOCAB, random_batches  # noqa: E402
 
 # Operators that only make a new view of existing memory or read metadata: no kernel runs.
 METADATA_ONLY = {

@@ -8,11 +8,12 @@ exact (counts decide majority), the `<name>_by_definition` flag says so.
 import warnings
 
 import numpy as np
-from satbench.languages.base import FIRST_SYMBOL
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from satbench.languages.base import FIRST_SYMBOL
 
 SHORTCUTS = ("length", "parity", "counts")
 

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from satbench.data.dataset import make_dataset
 from satbench.languages.base import ENUMERATION_LIMIT, Language
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from satbench.data.baselines import shortcut_baselines
 from satbench.languages.base import (
     BOS,

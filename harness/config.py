@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
 from satbench.data import DataConfig
 from satbench.languages import get_language
 from satbench.models import ModelConfig

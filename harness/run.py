@@ -22,12 +22,13 @@ import numpy as np
 import sklearn
 import torch
 import yaml
+from tqdm.auto import tqdm
+
 from satbench.data import make_dataset
 from satbench.models.io import save
 from satbench.models.train import train_ensemble
 from satbench.probes import ProbeRun, probe_classes, recorded_reports
 from satbench.probes.theory_check import construction_rows
-from tqdm.auto import tqdm
 
 from . import config as C
 from .results import (

@@ -28,8 +28,9 @@ Any problem with a file is a PluginError of one line that names the file.
 import os
 from pathlib import Path
 
-import satbench.languages.base as base
 import yaml
+
+import satbench.languages.base as base
 from satbench.languages.base import NAME_PATTERN, PluginError, register
 from satbench.languages.regular import DFALanguage
 

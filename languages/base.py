@@ -14,6 +14,7 @@ from bisect import bisect_right
 from typing import ClassVar
 
 import numpy as np
+
 from satbench.languages.uniform_sampling import random_index
 
 # Token ids shared by every language, so that one model shape can train on several languages. Symbol k of a

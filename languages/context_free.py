@@ -16,6 +16,7 @@ from functools import cache
 from typing import ClassVar
 
 import numpy as np
+
 from satbench.languages.base import Language, random_string, register
 from satbench.languages.uniform_sampling import choose_weighted, random_index, uniform_below
 

@@ -10,6 +10,7 @@ import math
 from functools import cache
 
 import numpy as np
+
 from satbench.languages.base import COUNTS_BOUNDS, Language, register
 from satbench.languages.uniform_sampling import choose_weighted, random_index, uniform_below
 

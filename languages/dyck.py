@@ -14,6 +14,7 @@ import math
 from functools import cache
 
 import numpy as np
+
 from satbench.languages.base import COUNTS_BOUNDS, Language, register
 from satbench.languages.uniform_sampling import ballot, catalan, choose_weighted, random_index, uniform_below
 

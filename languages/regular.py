@@ -13,6 +13,7 @@ import itertools
 from typing import ClassVar
 
 import numpy as np
+
 from satbench.languages.base import Language, PluginError, register
 from satbench.languages.uniform_sampling import uniform_below
 

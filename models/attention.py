@@ -33,8 +33,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from satbench.models.layers import at_least_fp32, linear, norm_linear
 from torch import nn
+
+from satbench.models.layers import at_least_fp32, linear, norm_linear
 
 SURROGATES = ("ste", "anneal", "tolerant")
 
@@ -116,12 +117,15 @@ class Weighting:
 
     `exact` variants are limits of softmax(c s) as c -> inf: the scale sweep leaves them alone, they have no gradient
     with respect to the scores (so they train through a surrogate, SURROGATES), and their ties are decided within the
-    layer's tolerance `tol`. Adding a variant is one subclass registered with `@register_variant` plus its entries in
+    layer's tolerance `tol`. A variant that is not exact trains through its own gradient, and the sweep hands it the
+    scores times c. `softmax` marks the one whose weights are softmax(s), which training computes in the fused kernel.
+    Adding a variant is one subclass in this file, registered with `@register_variant`, plus its entries in
     report/theory.yaml (README, "Add an attention variant").
     """
 
     name: str
     exact: bool = True
+    softmax: bool = False
 
     def weights(self, masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
         """(..., T) weights from masked scores and the mask they were masked with; disallowed keys get exactly 0."""
@@ -156,7 +160,7 @@ def get_variant(name: str) -> Weighting:
 class Soft(Weighting):
     """softmax over the allowed keys."""
 
-    name, exact = "soft", False
+    name, exact, softmax = "soft", False, True
 
     def weights(self, masked, allowed, tol):
         return masked.softmax(dim=-1)
@@ -360,12 +364,13 @@ class SelfAttention(nn.Module):
         self.fused_devices: tuple[str, ...] = ("cpu", "cuda")
 
     def _mode(self) -> tuple[str, float | torch.Tensor]:
-        """What this forward pass computes: ('softmax', beta), ('exact', 0) or ('ste', 0); beta is 1.0 for soft
-        attention and the inverse temperature tensor for the anneal surrogate."""
+        """What this forward pass computes: ('softmax', beta), ('own', 1), ('exact', 0) or ('ste', 0); beta is 1.0 for
+        soft attention and the inverse temperature tensor for the anneal surrogate; 'own' is a variant that is neither
+        softmax nor exact, whose weights come from its Weighting with their own gradient."""
         if self.exact_override is not None:
             return "exact", 0.0
         if not self.weighting.exact:
-            return "softmax", 1.0
+            return ("softmax" if self.weighting.softmax else "own"), 1.0
         if not self.training:
             return "exact", 0.0
         if self.surrogate == "anneal":
@@ -387,7 +392,7 @@ class SelfAttention(nn.Module):
         # Fused in training only: evaluation keeps the explicit path, whose softmax of equal scores is exactly uniform,
         # so that a construction's logits at c = 1 equal those of its saturated limit bit for bit; a sweep's c could
         # also overflow the fused kernel.
-        fusable = self.training and mode != "exact" and self.logit_scale == 1.0 and not need_weights
+        fusable = self.training and mode in ("softmax", "ste") and self.logit_scale == 1.0 and not need_weights
         if fusable and q.device.type in self.fused_devices:
             y, weights = self._fused_training(q, k, v, keys, mode, beta), None
         else:
@@ -421,11 +426,15 @@ class SelfAttention(nn.Module):
             # and at a c large enough every key below the maximum gets exactly 0 (the numerical limit). The shift has
             # no gradient to give: softmax does not see it.
             masked = (masked - masked.amax(dim=-1, keepdim=True).detach()) * sharpen
+        elif mode == "own" and self.logit_scale != 1.0:
+            masked = masked * self.logit_scale  # c * s as it is: a weighting other than softmax need not ignore shifts
         # The exact weights ignore the sweep's c: they are its limit already, and their relative tie tolerance makes
         # them invariant to scaling the scores (apart from the absolute floor below |max| = 1).
         tol = self.tol
         if mode == "softmax":
             weights = weights_from_masked("soft", masked, allowed, tol)
+        elif mode == "own":
+            weights = self.weighting.weights(masked, allowed, tol)
         elif mode == "exact":
             weights = weights_from_masked(self.exact_override or self.variant, masked, allowed, tol)
         else:

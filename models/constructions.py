@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
 from satbench.languages.base import BOS
 from satbench.models.recognizer import ModelConfig, Recognizer
 

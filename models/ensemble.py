@@ -23,9 +23,10 @@ differ in seed and, through their weights, in anything else.
 import copy
 
 import torch
-from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict, counts_toward_norm
 from torch import nn
 from torch.func import stack_module_state
+
+from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict, counts_toward_norm
 
 
 def _replace_parameter(module: nn.Module, name: str, value: torch.Tensor) -> None:

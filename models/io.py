@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from satbench.models.ensemble import Ensemble
 from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict
 

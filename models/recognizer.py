@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from satbench.languages.base import EOS, PAD  # the reserved token ids, defined once with the alphabet's encoding
 from satbench.models.attention import SURROGATES, VARIANTS, KeyMask, SelfAttention
 from satbench.models.layers import embed, linear, norm, norm_linear, stacked
-from torch import nn
 
 POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
 LAYER_NORMS = ("pre", "post", "branch", "none")

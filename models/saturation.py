@@ -15,8 +15,9 @@ import math
 from contextlib import contextmanager
 
 import torch
-from satbench.models.attention import SelfAttention
 from torch import nn
+
+from satbench.models.attention import SelfAttention
 
 
 def attention_layers(model: nn.Module) -> list[SelfAttention]:

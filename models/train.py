@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
 from satbench.data import stack_splits
 from satbench.models.attention import annealed_inverse_temperature, get_variant
 from satbench.models.ensemble import Ensemble, buffer_views
 from satbench.models.objectives import judge_strings, member_losses
-from tqdm.auto import tqdm
 
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+
 from satbench.data import stack_splits
 from satbench.models import PAD, saturate, saturated_limit, scale_attention
 from satbench.models.objectives import judge_strings

@@ -8,6 +8,7 @@ plot a histogram of the number of positions attended over all heads; `attended_c
 
 import numpy as np
 import torch
+
 from satbench.models import PAD, eval_mode, saturated_limit
 
 from .registry import Probe, register

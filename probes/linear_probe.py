@@ -11,11 +11,12 @@ between trained and control says that training built the representation.
 import numpy as np
 import torch
 from joblib import Parallel, cpu_count, delayed
-from satbench.languages.base import FIRST_SYMBOL, get_language
-from satbench.models import PAD, eval_mode
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
+
+from satbench.languages.base import FIRST_SYMBOL, get_language
+from satbench.models import PAD, eval_mode
 
 from .registry import Probe, register
 from .report_section import ProbeReport

@@ -17,10 +17,11 @@ import math
 
 import numpy as np
 import torch
-from satbench.models.recognizer import counts_toward_norm
 from scipy import stats
 from sklearn.linear_model import LinearRegression
 from torch import nn
+
+from satbench.models.recognizer import counts_toward_norm
 
 from .registry import Probe, register
 from .report_section import ProbeReport, Table

@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import ClassVar
 
 import torch
+
 from satbench.data import stack_splits
 from satbench.models import Ensemble, saturated_limit
 from satbench.models.saturation import eval_mode

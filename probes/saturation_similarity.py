@@ -9,6 +9,7 @@ the classifier decide the same at c = 1 and at the exact saturated limit?
 """
 
 import torch
+
 from satbench.models import PAD, eval_mode, saturate, saturated_limit
 from satbench.models.objectives import judge_strings
 

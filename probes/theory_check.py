@@ -58,9 +58,10 @@ import sys
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from satbench.languages import BOS, get_language
 from satbench.models.constructions import CONSTRUCTIONS, construct, get_construction
-from tqdm import tqdm
 
 from .evaluate import at_scale, scale_name
 

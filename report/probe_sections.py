@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pandas as pd
+
 from satbench.harness.results import PROBE_REPORTS_FILE, read_probe_reports
 
 from .common import markdown, setting, varying_fields

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+
 from satbench.harness.results import CorruptResults, load_rows_with_config
 
 from .common import flatten, markdown, ordered_variants, scale_value, variant_rank

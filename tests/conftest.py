@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from satbench.languages import base
 
 from satbench import languages
+from satbench.languages import base
 
 # The tests' models are tiny: a second intra-op thread only adds synchronisation, which on a busy machine, or with
 # pytest-xdist's workers sharing its cores, costs far more than the work (the README test: 43 s instead of 12 s on two

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+
+from satbench.models import ModelConfig, Recognizer, attention, scale_attention
 from satbench.models.attention import (
     annealed_inverse_temperature,
     attention_scores,
@@ -191,10 +193,10 @@ def test_an_overflowed_maximum_is_its_own_tie_floor():
 
 
 def test_the_tolerant_surrogate_raises_the_exact_variants_tolerance_in_training_and_evaluation():
-    from satbench.models import ModelConfig, Recognizer, saturated_limit
+    from satbench.models import saturated_limit
 
-    for attention, expected in (("saturated", 0.1), ("hard", 0.1), ("soft", 1e-5)):
-        model = Recognizer(ModelConfig(vocab_size=6, attention=attention, surrogate="tolerant"))
+    for variant, expected in (("saturated", 0.1), ("hard", 0.1), ("soft", 1e-5)):
+        model = Recognizer(ModelConfig(vocab_size=6, attention=variant, surrogate="tolerant"))
         assert {layer.tol for layer in model.attention_layers()} == {expected}
         with saturated_limit(model, tol=0.3):
             assert {layer.tol for layer in model.attention_layers()} == {0.3}
@@ -217,3 +219,44 @@ def test_scores_stay_fp32_under_bf16_autocast_so_close_keys_do_not_tie():
     assert scores[0, 0, 0].tolist() == pytest.approx([1.0, 1.00390625], abs=1e-6)
     allowed = torch.ones(1, 1, 1, 2, dtype=torch.bool)
     assert saturated_set(scores, allowed, TOL)[0, 0, 0].tolist() == [False, True]
+
+
+@pytest.fixture
+def variant_registry():
+    """The attention variants as they were, back after the test."""
+    before = dict(attention.VARIANTS)
+    yield attention.VARIANTS
+    attention.VARIANTS.clear()
+    attention.VARIANTS.update(before)
+
+
+def test_a_variant_that_is_neither_softmax_nor_exact_attends_with_its_own_weights(variant_registry):
+    @attention.register_variant
+    class SoftmaxByHand(attention.Weighting):
+        name, exact = "softmax_by_hand", False
+
+        def weights(self, masked, allowed, tol):
+            return masked.softmax(dim=-1)
+
+    @attention.register_variant
+    class Sigmoid(attention.Weighting):
+        name, exact = "sigmoid", False
+
+        def weights(self, masked, allowed, tol):
+            return torch.sigmoid(masked)  # -inf on a disallowed key: weight 0
+
+    tokens = torch.tensor([[1, 3, 4, 3, 3], [1, 4, 4, 0, 0]])
+    logits = {}
+    for name in ("soft", "softmax_by_hand", "sigmoid"):
+        torch.manual_seed(0)
+        model = Recognizer(ModelConfig(vocab_size=5, d_model=8, n_heads=2, n_layers=2, d_ff=16, attention=name))
+        model.train()  # training too: the fused softmax kernel must not stand in for another weighting
+        logits[name] = model(tokens)["logit"]
+        logits[name].sum().backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+        with scale_attention(model, 4.0):
+            logits[f"{name} c=4"] = model.eval()(tokens)["logit"]
+    assert torch.allclose(logits["softmax_by_hand"], logits["soft"], atol=1e-6)
+    assert torch.allclose(logits["softmax_by_hand c=4"], logits["soft c=4"], atol=1e-6)
+    assert not torch.allclose(logits["sigmoid"], logits["soft"], atol=1e-3)
+    assert not torch.allclose(logits["sigmoid c=4"], logits["sigmoid"].detach(), atol=1e-4)  # the sweep reaches it

@@ -12,14 +12,14 @@ from functools import reduce
 import numpy as np
 import pytest
 import yaml
-from satbench.data.check import check_language
-from satbench.harness.results import read_run
-from satbench.languages import automata, base
-from satbench.report.common import load_theory
 from scipy.stats import chisquare
 
 from satbench import languages
 from satbench.cli import main
+from satbench.data.check import check_language
+from satbench.harness.results import read_run
+from satbench.languages import automata, base
+from satbench.report.common import load_theory
 
 
 def within_depth(s, pattern, depth):

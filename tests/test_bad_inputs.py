@@ -6,9 +6,9 @@ import os
 
 import pytest
 import yaml
-from satbench.harness import config as C
 
 from satbench.cli import main
+from satbench.harness import config as C
 
 
 @pytest.fixture

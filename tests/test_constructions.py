@@ -2,6 +2,9 @@ import math
 
 import pytest
 import torch
+
+from satbench.cli import main
+from satbench.construct_command import parse_lengths
 from satbench.models import Recognizer, attention_layers, load, saturated_limit, save, scale_attention
 from satbench.models.constructions import CONSTRUCTIONS, construct, get_construction
 from satbench.models.recognizer import check_state_dict
@@ -14,9 +17,6 @@ from satbench.probes.theory_check import (
     n_star,
     predicted_n_star,
 )
-
-from satbench.cli import main
-from satbench.construct_command import parse_lengths
 
 
 def critical_strings(name, n):

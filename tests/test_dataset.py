@@ -10,9 +10,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from satbench.data import make_dataset
 
 from satbench import languages
+from satbench.data import make_dataset
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from satbench.models import BOS, PAD, Ensemble, ModelConfig, Recognizer, parameter_norm
 from satbench.models.attention import top_set
 from satbench.models.layers import _NormLinear, linear, norm, norm_linear

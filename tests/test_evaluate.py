@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+
 from satbench.data import DataConfig, make_dataset
 from satbench.models import Ensemble, ModelConfig, saturated_limit
 from satbench.probes.evaluate import EvalConfig, align_by_length, at_scale, evaluate_ensemble

@@ -10,10 +10,10 @@ from functools import cache
 
 import numpy as np
 import pytest
-from satbench.languages.context_sensitive import addition_pairs, addition_sum
 from scipy.stats import binomtest, chisquare
 
 from satbench import languages
+from satbench.languages.context_sensitive import addition_pairs, addition_sum
 
 NAMES = ["marked_reversal", "unmarked_reversal", "stack_manipulation", "marked_copy", "missing_duplicate",
          "odds_first", "bucket_sort", "binary_addition", "binary_multiplication", "compute_sqrt"]

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from satbench.probes.heads import attended_counts, head_statistics, positions_attended
 
 

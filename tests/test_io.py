@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from satbench.models import BOS, Ensemble, ModelConfig, Recognizer, load, save
 
 

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from satbench.data import make_dataset
-from satbench.languages import base
 
 from satbench import language_commands as languages_cli
 from satbench import languages
 from satbench.cli import main
+from satbench.data import make_dataset
+from satbench.languages import base
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]

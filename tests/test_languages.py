@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from satbench.languages.uniform_sampling import uniform_below
 from scipy.stats import chisquare
 
 from satbench import languages
+from satbench.languages.uniform_sampling import uniform_below
 
 BUILTIN = ["aa_star", "ab_star", "anbn", "anbncn", "dyck1", "dyck2", "equal", "first", "majority", "parity",
            "shuffle2", "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7"]

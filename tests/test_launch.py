@@ -17,13 +17,12 @@ import yaml
 
 submitit = pytest.importorskip("submitit")
 
+from satbench.bench_commands import add_commands  # noqa: E402
+from satbench.cli import main  # noqa: E402
 from satbench.harness import config as C  # noqa: E402
 from satbench.harness.launch import make_executor, submit  # noqa: E402
 from satbench.harness.results import read_rows, read_run  # noqa: E402
 from satbench.harness.shard import select_shard  # noqa: E402
-
-from satbench.bench_commands import add_commands  # noqa: E402
-from satbench.cli import main  # noqa: E402
 
 REPO = Path(__file__).parents[1]
 @pytest.fixture

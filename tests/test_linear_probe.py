@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+
 from satbench.probes.linear_probe import counter_targets, probe_layers
 
 

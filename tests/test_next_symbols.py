@@ -5,6 +5,8 @@ import itertools
 import pytest
 import torch
 import yaml
+
+from satbench.cli import main
 from satbench.data import make_dataset
 from satbench.harness import config as C
 from satbench.harness.results import read_run
@@ -13,8 +15,6 @@ from satbench.languages import base as language_base
 from satbench.models import Recognizer
 from satbench.models.objectives import judge_strings, member_losses
 from satbench.models.recognizer import ModelConfig
-
-from satbench.cli import main
 
 
 def brute_force_next(lang, prefix, horizon=8):

@@ -3,6 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from satbench.probes.norm_growth import (
     counted_parameters,
     direction_cosines,
@@ -17,7 +19,6 @@ from satbench.probes.norm_growth import (
     parameter_norm_total,
     parameter_vector,
 )
-from torch import nn
 
 STEPS = np.arange(0, 10_001, 100)
 

@@ -6,12 +6,12 @@ import re
 
 import pytest
 import yaml
+
+from satbench.cli import main
 from satbench.harness.results import PROBE_REPORTS_FILE
 from satbench.probes import registry
 from satbench.probes.registry import Probe, register
 from satbench.probes.report_section import ProbeReport, Table
-
-from satbench.cli import main
 
 
 @pytest.fixture

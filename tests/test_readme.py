@@ -1,5 +1,5 @@
-"""The README's commands run as printed (inside the activated .venv), and its "Add a language" and "Add a probe"
-examples work as written.
+"""The README's commands run as printed (inside the activated .venv), and its "Add a language", "Add a probe" and "Add
+an attention variant" examples work as written.
 
 Every `satbench` line of the README's shell blocks is run in-process: `languages` commands as they are, `bench`
 commands with --dry-run appended (training is what `make bench` and the other tests cover), `report` and `compare`
@@ -12,16 +12,17 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from satbench import languages
+from satbench.cli import main
 from satbench.data.check import check_language
 from satbench.harness.results import read_run
 from satbench.languages import automata
 from satbench.languages import base as language_base
 from satbench.models import attention
 from satbench.probes import registry as probe_registry
-
-from satbench import languages
-from satbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -161,18 +162,24 @@ def variant_registry():
 
 
 def test_the_add_an_attention_variant_example_trains_and_reaches_the_report(tmp_path, tiny_config, variant_registry):
-    exec(compile(readme_variant(), "README.md, Add an attention variant", "exec"), {})
+    # As if added to models/attention.py: run in (a copy of) that module's namespace, where it registers.
+    exec(compile(readme_variant(), "README.md, Add an attention variant", "exec"), dict(vars(attention)))
     [name] = set(variant_registry) - {"soft", "saturated", "hard"}
     grid = tmp_path / "tiny.yaml"
-    tiny_config["model"]["attention"] = ["soft", name]
+    tiny_config["model"]["attention"] = ["hard", name]
     grid.write_text(yaml.safe_dump(tiny_config))
     assert main(["bench", str(grid), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
     rows = read_run(tmp_path / "run")
     trained = [row for row in rows if row["config"]["model"]["attention"] == name]
     assert len(trained) == len(rows) // 2 > 0
-    # The sweep leaves an exact weighting alone, and the saturated limit replaces it: c = 1 and c = inf differ only
-    # where saturated attention decides differently from uniform attention.
-    for row in trained:
-        assert set(row["metrics"]["acc"]) == {"1", "inf"}
     report = (tmp_path / "run" / "report.md").read_text()
     assert re.search(rf"\|\s*first\s*\|\s*{name}\s*\|\s*—\s*\|", report), "the variant's row, no theory"
+
+
+def test_rightmost_hard_attention_picks_the_last_of_the_tied_keys(variant_registry):
+    exec(compile(readme_variant(), "README.md, Add an attention variant", "exec"), dict(vars(attention)))
+    [name] = set(variant_registry) - {"soft", "saturated", "hard"}
+    scores = torch.tensor([[2.0, 1.0, 2.0, 0.5], [0.0, 3.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    allowed = torch.tensor([[True, True, True, True], [True, True, True, False], [False, False, False, False]])
+    weights = attention.weights_from_masked(name, attention.mask_scores(scores, allowed), allowed, 1e-5)
+    assert weights.tolist() == [[0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]  # the masked 3.0 is not a key

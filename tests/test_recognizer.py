@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+
 from satbench.models import BOS, PAD, ModelConfig, Recognizer, parameter_norm
 
 VARIANTS = ("soft", "saturated", "hard")

@@ -27,8 +27,9 @@ import math
 
 import pytest
 import torch
-from satbench.models import BOS, PAD, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
 from torch import nn
+
+from satbench.models import BOS, PAD, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
 
 VARIANTS = ("soft", "saturated", "hard")
 

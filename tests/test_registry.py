@@ -2,11 +2,11 @@
 
 import pytest
 import yaml
+
+from satbench.cli import main
 from satbench.harness.results import read_run
 from satbench.probes import registry
 from satbench.probes.registry import Probe, register
-
-from satbench.cli import main
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """What every report table shares: Markdown that stays readable rendered on a laptop."""
 
 import pandas as pd
+
 from satbench.report.common import MAX_COLUMNS, markdown
 
 

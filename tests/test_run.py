@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from satbench.cli import main
 from satbench.harness import config as C
 from satbench.harness.results import read_run, repair
 from satbench.models import load, parameter_norm
-
-from satbench.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+
 from satbench.models import BOS, PAD, Ensemble, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
 
 

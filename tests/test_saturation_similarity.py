@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from satbench.probes.saturation_similarity import (
     decision_agreement,
     decisions,

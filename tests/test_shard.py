@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import yaml
+
+from satbench.cli import main
 from satbench.harness import config as C
 from satbench.harness.results import grid_hash, read_rows, read_run
 from satbench.harness.shard import group_cost, parse_shard, select_shard, split_groups
-
-from satbench.cli import main
 
 
 @pytest.fixture

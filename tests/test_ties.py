@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from satbench.models import BOS, ModelConfig, Recognizer, eval_mode, saturated_limit
 from satbench.probes.heads import query_mask_for
 from satbench.probes.ties import member_ties, score_gaps, tie_shares

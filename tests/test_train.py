@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+
 from satbench.data import make_dataset
 from satbench.models import Ensemble, ModelConfig, Recognizer
 from satbench.models.io import load, save
