@@ -35,12 +35,12 @@ mkdir "$tree/satbench"
 ln -s "$PWD"/satbench/*.py "$tree/satbench/"
 packages=$("${PYTHON:-python3}" -c 'import tomllib; dirs = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; print(" ".join(n.split(".", 1)[1] + ":" + d for n, d in dirs.items() if "." in n))')
 for entry in $packages; do ln -s "$PWD/${entry#*:}" "$tree/satbench/${entry%%:*}"; done
-export PYTHONPATH="$tree:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}"  # not the checkout itself: `import models` must fail here too
 # -P: `python -m` would put the working directory first on sys.path, where satbench/ lacks the subpackages.
 python=("${PYTHON:-python3}" -P)
 start=$(date +%s)
 status=0
-trap 'echo "gpu_checks.sh: stage $stage took $(( $(date +%s) - start )) s, exit status $status" | tee -a "$out/$stage.wall"' EXIT
+trap 'rm -rf "$tree"; echo "gpu_checks.sh: stage $stage took $(( $(date +%s) - start )) s, exit status $status" | tee -a "$out/$stage.wall"' EXIT
 
 run() {
     echo "+ $*" >&2

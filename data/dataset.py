@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from satbench.data.baselines import shortcut_baselines
 from satbench.languages.base import (
     BOS,
     EOS,
@@ -67,16 +66,16 @@ class DataConfig:
                 raise ValueError(f"data.{key}: [{lo}, {hi}] is not a range 0 <= lo <= hi")
             if hi > MAX_LENGTH:
                 raise ValueError(f"data.{key}: {hi} is above the samplers' limit of {MAX_LENGTH} "
-                                  "(languages.base.MAX_LENGTH)")
+                                 "(satbench.languages.base.MAX_LENGTH)")
         if self.test_lengths[1] < self.train_lengths[1]:
             raise ValueError("data.test_lengths: the test range must reach at least as far as the training range")
-        for key in ("train_size", "test_per_length"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"data.{key}: {getattr(self, key)} must be > 0")
+        if not self.train_size >= 2:  # a member and a non-member at least
+            raise ValueError(f"data.train_size: {self.train_size} must be >= 2")
+        if not self.test_per_length > 0:
+            raise ValueError(f"data.test_per_length: {self.test_per_length} must be > 0")
         for key, choices in (("label_kind", LABEL_KINDS), ("negatives", NEGATIVES)):
             if getattr(self, key) not in choices:
                 raise ValueError(f"data.{key}: {getattr(self, key)!r} is not one of {', '.join(choices)}")
-
 
 
 @dataclass
@@ -168,6 +167,9 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         notes.append("next_symbols: members only, so the membership shortcut baselines do not apply")
         baselines = {}
     else:
+        # scikit-learn when a dataset is built, not when satbench.data is imported (models/train.py imports it).
+        from satbench.data.baselines import shortcut_baselines
+
         baselines = shortcut_baselines(train_split, test_split, len(lang.alphabet), lang.decided_by)
     return Dataset(lang.name, label_kind, vocab_size, train_split, test_split, meta, baselines)
 

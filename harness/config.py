@@ -65,11 +65,15 @@ def _is_infinity(value):
     return isinstance(value, str) and value.strip().lower() in INFINITY
 
 
-def _with_infinity(value):
-    """`value` with every word for infinity replaced by math.inf (numbers as they are)."""
-    if isinstance(value, list):
-        return [_with_infinity(v) for v in value]
-    return math.inf if _is_infinity(value) else value
+def _with_infinity(value, annotation):
+    """`value` with each word for infinity where the field (or its list or tuple) holds floats as math.inf; numbers
+    and the words of other fields as they are."""
+    origin, parts = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        kinds = parts if origin is tuple else parts * len(value)
+        return [_with_infinity(v, kind) for v, kind in zip(value, kinds)]
+    floats = annotation is float or origin in (typing.Union, types.UnionType) and float in parts
+    return math.inf if floats and _is_infinity(value) else value
 
 
 def _is_scalar(value, kind):
@@ -111,9 +115,9 @@ def _axis_values(path, value, annotation):
     """The list of values this field takes across the grid (one value when it is not an axis): a value that fits the
     field's type is one value (a list-typed field such as eval.scales takes a list), a list of such values an axis."""
     if _matches(value, annotation):
-        return [_with_infinity(list(value) if isinstance(value, tuple) else value)]
+        return [_with_infinity(list(value) if isinstance(value, tuple) else value, annotation)]
     if isinstance(value, list) and value and all(_matches(v, annotation) for v in value):
-        return [_with_infinity(v) for v in value]
+        return [_with_infinity(v, annotation) for v in value]
     if annotation is float and _is_scalar(value, int):
         return [float(value)]
     raise ConfigError(f"{path}: {value!r} is not {_type_name(annotation)} (or a list of them, for an axis)")
@@ -204,7 +208,7 @@ class Grid:
 
 
 def expand(raw):
-    """Check every key and value, then return the grid's cells (each a plain, JSON-able dict)."""
+    """Check every key and value, then return the grid: its cells, each a typed Cell."""
     for key in raw:
         if key not in TOP_LEVEL:
             raise ConfigError(f"unknown key '{key}'{_suggest(key, TOP_LEVEL)}")

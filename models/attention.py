@@ -1,4 +1,4 @@
-"""Self-attention with three variants of the weighting: soft, saturated and hard.
+"""Self-attention whose weighting is one of a registry of variants (VARIANTS): soft, saturated and hard are built in.
 
 Given scores s_ij (query i, key j) and a boolean mask of the keys each query may see:
 

@@ -37,8 +37,8 @@ class ModelConfig:
     n_heads: int = 4
     n_layers: int = 2
     d_ff: int = 64
-    attention: str = "soft"  # soft | saturated | hard
-    surrogate: str = "ste"  # ste | anneal | tolerant: how saturated and hard attention train (ignored for soft)
+    attention: str = "soft"  # one of VARIANTS (models/attention.py): soft | saturated | hard, and any registered
+    surrogate: str = "ste"  # one of SURROGATES: how the exact variants train (ignored for the others)
     anneal_max: float = 30.0  # final inverse temperature of `anneal`: at 30 a key 0.25 below the best keeps < 1e-3
     tol: float = 1e-5  # saturated/hard tie tolerance, relative: s ties when s >= max - tol * max(1, |max|)
     tolerant_tol: float = 0.1  # the same for the exact variants of a `tolerant` model, in training and evaluation

@@ -67,7 +67,8 @@ def scale_attention(model: nn.Module, c: float):
 @contextmanager
 def saturated_limit(model: nn.Module, tol: float | None = None):
     """Every attention layer evaluates exact saturated attention inside the block, in train and eval mode alike
-    (it has no gradient with respect to the scores), with relative tie tolerance `tol` (default: each layer's own)."""
+    (it has no gradient with respect to the scores), with relative tie tolerance `tol` (default: the tolerance in
+    effect, each layer's own unless an enclosing saturated_limit set one)."""
     layers = attention_layers(model)
     before = [(layer.exact_override, layer.tol) for layer in layers]
     for layer in layers:

@@ -73,6 +73,9 @@ class TrainConfig:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"train.momentum: {self.momentum} must lie in [0, 1)")
+        for name in ("lr", "weight_decay", "clip"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"train.{name}: {getattr(self, name)} must be a finite number")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
             raise ValueError("train: warmup_steps, weight_decay and clip must be >= 0")
         if not all(0 <= b < 1 for b in self.betas):

@@ -1,26 +1,12 @@
 """The report's recognition figures (seaborn): heatmap, accuracy against length, accuracy against scale."""
 
 import math
-from contextlib import contextmanager
 
-import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
 from .common import ordered_variants
-
-
-@contextmanager
-def drawing_to_files():
-    """pyplot on the Agg backend (figures are files; no display needed) while the report draws, and the caller's
-    backend again after: a notebook that writes a report keeps its own."""
-    before = matplotlib.get_backend()
-    plt.switch_backend("Agg")
-    try:
-        yield
-    finally:
-        plt.switch_backend(before)
 
 
 def figure_heatmap(table, path, chance=0.5):

@@ -6,7 +6,7 @@ from pathlib import Path
 from satbench.harness.results import PHASES, load_rows_with_config, read_constructions, write_atomically
 
 from .common import load_theory, markdown
-from .figures import drawing_to_files, figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
+from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
 from .probe_sections import probe_sections
 from .tables import (
     construction_table,
@@ -33,11 +33,6 @@ def phase_seconds(rows) -> dict[str, float]:
 
 def write_report(run_dir, header=None):
     """Write report.md and figures/ into `run_dir`; returns the report's path."""
-    with drawing_to_files():
-        return _write_report(Path(run_dir), header)
-
-
-def _write_report(run_dir, header):
     run_dir = Path(run_dir)
     rows = load_rows_with_config(run_dir)
     table = long_table(rows)

@@ -4,6 +4,14 @@ imported when a command runs, so that `satbench --help` and the language command
 import time
 from pathlib import Path
 
+
+def draw_to_files():
+    """The command's process draws figures into files only: matplotlib's file backend, which needs no display. Set by
+    the commands that own their process, not by the report's modules, which a notebook may import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
 CONFIGS = Path("configs")
 
 
@@ -62,6 +70,7 @@ def default_config():
 
 
 def bench_command(args):
+    draw_to_files()
     from satbench.harness import config as C
     from satbench.harness.launch import check_flags, launch
     from satbench.harness.run import RESULTS_ROOT, pick_device, run_bench
@@ -106,6 +115,7 @@ def bench_command(args):
 
 
 def report_command(args):
+    draw_to_files()
     from satbench.report.write import write_report
 
     print(f"satbench: report: {write_report(args.run_dir, header=args.header)}")

@@ -92,9 +92,9 @@ def run_check(args) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     names = language_names() if args.all else [get_language(args.name).name]
-    failed = 0
     from satbench.data.check import check_language
 
+    failed = 0
     for name in names:
         result = check_language(get_language(name), seed=args.seed)
         status = "ok" if result.ok else "FAIL"

@@ -149,25 +149,24 @@ def fingerprint(dataset):
     return digest.hexdigest()
 
 
+SHUFFLE2 = dict(train_size=300, test_per_length=6, label_kind="prefix")
+
+
+def test_same_seed_same_bytes():
+    here = fingerprint(make_dataset("shuffle2", seed=5, **SHUFFLE2))
+    assert here == fingerprint(make_dataset("shuffle2", seed=5, **SHUFFLE2))
+    assert here != fingerprint(make_dataset("shuffle2", seed=6, **SHUFFLE2))
+
+
 @pytest.mark.slow  # a second interpreter: about 2 s of torch and scikit-learn imports for a few ms of datasets
 def test_same_seed_same_bytes_even_across_processes():
-    """Reproducible to the byte, also under a different string-hash seed (no set ordering leaks into the data)."""
-    code = ("import sys; sys.path.insert(0, 'tests'); from test_dataset import fingerprint; "
-            "from satbench.data import make_dataset; "
-            "print(fingerprint(make_dataset('shuffle2', seed=5, train_size=300, test_per_length=6, "
-            "label_kind='prefix')))")
+    """Reproducible to the byte under a different string-hash seed too (no set ordering leaks into the data)."""
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_dataset import SHUFFLE2, fingerprint; "
+            "from satbench.data import make_dataset; print(fingerprint(make_dataset('shuffle2', seed=5, **SHUFFLE2)))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    # Started first, so that the child's imports (most of its time) overlap the datasets built here.
-    with subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as child:
-        args = dict(train_size=300, test_per_length=6, label_kind="prefix")
-        here = fingerprint(make_dataset("shuffle2", seed=5, **args))
-        assert here == fingerprint(make_dataset("shuffle2", seed=5, **args))
-        assert here != fingerprint(make_dataset("shuffle2", seed=6, **args))
-        out, err = child.communicate()
-    assert child.returncode == 0, err
-    assert out.strip() == here
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == fingerprint(make_dataset("shuffle2", seed=5, **SHUFFLE2))
 
 
 def test_shared_vocab_size_keeps_the_token_ids():

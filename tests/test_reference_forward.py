@@ -31,7 +31,7 @@ from torch import nn
 
 from satbench.models import BOS, PAD, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
 
-VARIANTS = ("soft", "saturated", "hard")
+VARIANTS = ("soft", "saturated", "hard")  # the variants this file recomputes from their definitions
 
 # A float32 attention score q.k / sqrt(head_dim) is off by up to about 5e-7 of |q| |k| / sqrt(head_dim) in these models,
 # from rounding in the product and in the layers before it, even at saturate(model, 1000); twice that bounds it.
