@@ -83,6 +83,17 @@ def example_plugin(tmp_path, monkeypatch, registry):
 
 
 @pytest.fixture
+def variant_registry():
+    """The attention variants as they were, back after the test: a test may register its own."""
+    from satbench.models import attention
+
+    before = dict(attention.VARIANTS)
+    yield attention.VARIANTS
+    attention.VARIANTS.clear()
+    attention.VARIANTS.update(before)
+
+
+@pytest.fixture
 def liar(registry):
     """Registers 'liar', a language whose sampler disagrees with its own oracle."""
 

@@ -221,15 +221,6 @@ def test_scores_stay_fp32_under_bf16_autocast_so_close_keys_do_not_tie():
     assert saturated_set(scores, allowed, TOL)[0, 0, 0].tolist() == [False, True]
 
 
-@pytest.fixture
-def variant_registry():
-    """The attention variants as they were, back after the test."""
-    before = dict(attention.VARIANTS)
-    yield attention.VARIANTS
-    attention.VARIANTS.clear()
-    attention.VARIANTS.update(before)
-
-
 def test_a_variant_that_is_neither_softmax_nor_exact_attends_with_its_own_weights(variant_registry):
     @attention.register_variant
     class SoftmaxByHand(attention.Weighting):

@@ -152,15 +152,6 @@ def readme_variant():
     return re.search(r"## Add an attention variant\n.*?```python\n(.*?)```", README, flags=re.S).group(1)
 
 
-@pytest.fixture
-def variant_registry():
-    """The attention variants as they were, back after the test (the README's example registers one)."""
-    before = dict(attention.VARIANTS)
-    yield attention.VARIANTS
-    attention.VARIANTS.clear()
-    attention.VARIANTS.update(before)
-
-
 def test_the_add_an_attention_variant_example_trains_and_reaches_the_report(tmp_path, tiny_config, variant_registry):
     # As if added to models/attention.py: run in (a copy of) that module's namespace, where it registers.
     exec(compile(readme_variant(), "README.md, Add an attention variant", "exec"), dict(vars(attention)))
