@@ -436,9 +436,10 @@ class SelfAttention(nn.Module):
         elif mode == "own":
             weights = self.weighting.weights(masked, allowed, tol)
         elif mode == "exact":
-            weights = weights_from_masked(self.exact_override or self.variant, masked, allowed, tol)
+            exact = get_variant(self.exact_override) if self.exact_override else self.weighting
+            weights = exact.weights(masked, allowed, tol)
         else:
-            weights = straight_through(weights_from_masked(self.variant, masked, allowed, tol),
+            weights = straight_through(self.weighting.weights(masked, allowed, tol),
                                        weights_from_masked("soft", masked, allowed, tol))
         return weights.to(v.dtype) @ v, weights, scores
 

@@ -58,8 +58,5 @@ class ProbeReport:
 def recorded_reports(classes) -> list[dict]:
     """The declarations of probe classes as the run directory records them: name, section (where the harness puts
     the probe's numbers in a row) and the report section as JSON-able data, None for a probe that declares none."""
-    out = []
-    for cls in classes:
-        report = getattr(cls, "report", None)
-        out.append({"name": cls.name, "section": cls.section, "report": None if report is None else asdict(report)})
-    return out
+    return [{"name": cls.name, "section": cls.section, "report": None if cls.report is None else asdict(cls.report)}
+            for cls in classes]

@@ -114,9 +114,9 @@ def table_lines(table, frame, fields, run_dir):
 def declared_section(declared, frame, view, run_dir):
     """A probe's section: ## title, paragraph, tables, renderers. A probe whose tables find no numbers in any row
     (it failed everywhere, or ran on no cell) gets none."""
-    report = {"text": "", "columns": [], "tables": [], "renderers": [], **declared["report"]}
-    tables = [{"columns": report["columns"], "rows": "cell"}] if report["columns"] else []
-    tables = [{"rows": "cell", "title": "", "text": "", "csv": "", **table} for table in tables + report["tables"]]
+    report = declared["report"]  # every field of ProbeReport and Table, as asdict wrote them
+    shorthand = {"columns": report["columns"], "rows": "cell", "title": "", "text": "", "csv": ""}
+    tables = ([shorthand] if report["columns"] else []) + report["tables"]
     body = [line for table in tables for line in table_lines(table, frame, view.fields, run_dir)]
     if tables and not body:
         return []

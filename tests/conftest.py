@@ -83,6 +83,15 @@ def example_plugin(tmp_path, monkeypatch, registry):
 
 
 @pytest.fixture
+def probes(monkeypatch):
+    """A scratch copy of the probe registry, so test probes do not leak into other tests."""
+    from satbench.probes import registry
+
+    monkeypatch.setattr(registry, "PROBES", dict(registry.PROBES))
+    return registry.PROBES
+
+
+@pytest.fixture
 def variant_registry():
     """The attention variants as they were, back after the test: a test may register its own."""
     from satbench.models import attention

@@ -9,16 +9,8 @@ import yaml
 
 from satbench.cli import main
 from satbench.harness.results import PROBE_REPORTS_FILE
-from satbench.probes import registry
 from satbench.probes.registry import Probe, register
 from satbench.probes.report_section import ProbeReport, Table
-
-
-@pytest.fixture
-def probes(monkeypatch):
-    """A scratch copy of the probe registry, so the toy probes do not leak into other tests."""
-    monkeypatch.setattr(registry, "PROBES", dict(registry.PROBES))
-    return registry.PROBES
 
 
 def section(report, title):

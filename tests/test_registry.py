@@ -9,13 +9,6 @@ from satbench.probes import registry
 from satbench.probes.registry import Probe, register
 
 
-@pytest.fixture
-def probes(monkeypatch):
-    """A scratch copy of the probe registry, so test probes do not leak into other tests."""
-    monkeypatch.setattr(registry, "PROBES", dict(registry.PROBES))
-    return registry.PROBES
-
-
 def test_the_built_in_probes_are_registered_with_recognition_first():
     names = [cls.name for cls in registry.probe_classes()]
     assert names[0] == "recognition"
