@@ -5,9 +5,10 @@ Given scores s_ij (query i, key j) and a boolean mask of the keys each query may
     soft        softmax over the allowed keys. Disallowed keys' scores are replaced by -inf before the softmax, so
                 their weight is exactly 0 at any scale, whatever their score was.
     saturated   the c -> inf limit of softmax(c * s): uniform weight over
-                M_i = {j allowed : s_ij >= m_i - tol * max(1, |m_i|)}, m_i = max over allowed k of s_ik,
-                0 elsewhere. The tolerance is relative to the row's scale, so it absorbs fp32 rounding at any scale
-                of the scores: scores equal in exact arithmetic tie, and padding never changes which keys tie.
+                M_i = {j allowed : s_ij >= m_i - tol * r_i}, m_i = max and r_i = max |s_ik| over allowed k,
+                0 elsewhere. The tolerance is relative to the row's own scale r_i, with no absolute floor, so the
+                set, like the limit it stands for, does not change when the scores are multiplied by any c > 0
+                (see `tie_floor`); tol = 0 is exact equality.
     hard        unique hard attention: all weight on the leftmost position of M_i, i.e. the leftmost argmax, with ties
                 decided by the same tolerance as `saturated`.
 
@@ -16,16 +17,17 @@ The exact variants have zero gradient with respect to the scores, so training th
     ste         straight-through: the forward pass uses the exact weights, the backward pass the gradient of softmax(s).
     anneal      softmax(beta * s) while training, with the inverse temperature beta raised from 1 to `anneal_max` over
                 training (see `annealed_inverse_temperature`); exact weights at evaluation.
-    tolerant    straight-through, with the exact variants' tie tolerance raised to `tolerant_tol` (relative, 0.1 by
-                default) in training and evaluation alike. With tol = 1e-5 two keys tie only when their scores are
-                equal to the last bits, which gradient descent reaches only for identical keys; with 0.1 scores within
-                10% of the row's maximum tie, so a trained head can average keys that carry different values, which
-                is what lets saturated attention count. It changes the model class: "saturated" then means uniform
-                attention over the keys within 10% of the best.
+    tolerant    straight-through, with the exact variants' tie tolerance raised to `tolerant_tol` (0.1 by default)
+                in training and evaluation alike. With tol = 1e-5 two keys tie only when their scores are equal to
+                the last bits, which gradient descent reaches only for identical keys; with 0.1 a key ties when its
+                score lies within 0.1 r of the maximum (r the row's largest |s|), so a trained head can average keys
+                that carry different values, which is what lets saturated attention count. It changes the model
+                class: "saturated" then means uniform attention over the keys near the best.
 
 A layer reads four knobs that are not parameters (so they are in no state_dict): `inverse_temperature` (anneal), and
 `logit_scale` and `exact_override`, which `models.saturation` sets for its scale sweeps; `saturated_limit(model, tol)`
-also sets the tie tolerance `tol` for its duration.
+also sets the tie tolerance `tol` for its duration. An override names an exact variant or a control (`CONTROLS`): the
+uniform weighting, the c -> 0 end of the sweep.
 """
 
 import contextlib
@@ -93,15 +95,28 @@ def mask_scores(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def tie_floor(masked: torch.Tensor, tol: float) -> torch.Tensor:
-    """The lowest score that still ties with its row's maximum: max - tol * max(1, |max|).
+    """The lowest score that still ties with its row's maximum: m - tol * r, where m is the row's maximum and r its
+    largest |s| over the allowed keys (disallowed keys carry -inf and are not counted).
 
-    The tolerance is relative to the row's scale (absolute below 1), so it holds a tie wherever fp32 rounding can break
-    one: under saturate(model, 1000) scores reach ~1e11, where one fp32 step is ~1e4 and an absolute 1e-5 ties
-    nothing, and which keys tie would then depend on the shape of the matmul (padding). An infinite maximum (an
-    overflow) is its own floor.
+    Why this rule. softmax(c s) tends, as c -> inf, to uniform weight over the exact argmax set {j : s_j = m}, and
+    that set is the same for s and for a s, any a > 0: the limit does not depend on the scale of the scores. A rule
+    that ties keys within tol * r keeps that property, since m and r both scale with a, so a model whose scores are
+    all tiny (weight decay shrinking W_q) has the same limit as the same model with its scores multiplied by 1e6. An
+    absolute floor (tol * max(1, |m|), the rule before) does not: below |m| = 1 it tied every key within tol of the
+    maximum, and scores of 1e-6 that differ by 1e-9 became a tie. tol = 0 is exact equality.
+
+    Why tol > 0 at all. Scores equal in exact arithmetic (identical keys: the same symbol without positions) come out
+    of the same kernel bit for bit, but scores computed along different paths (another padding, another kernel) can
+    differ in their last bits: fp32 rounds q.k to within a few ulps of |q| |k|, which is of the order of r wherever
+    the row is not a cancellation of large terms. tol = 1e-5 (the default) is about a hundred ulps of r, far below
+    any gap a trained model would use. Under saturate(model, 1000) scores reach ~1e11 and the floor grows with them.
+
+    An infinite maximum (an overflow) is its own floor.
     """
     top = masked.amax(dim=-1, keepdim=True)
-    return torch.where(top.isinf(), top, top - tol * top.abs().clamp(min=1.0))
+    # r: the largest |s| over the allowed keys; a disallowed key's -inf would read as +inf after abs().
+    reach = masked.abs().nan_to_num_(posinf=0.0).amax(dim=-1, keepdim=True)
+    return torch.where(top.isinf(), top, top - tol * reach)
 
 
 def top_set(masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
@@ -207,6 +222,28 @@ class Hard(Weighting):
         return v.gather(2, leftmost.expand(-1, -1, -1, v.shape[-1]))
 
 
+class Uniform(Weighting):
+    """Uniform weight over the allowed keys, whatever their scores: the c -> 0 limit of softmax(c s), the other end of
+    the scale sweep from `Saturated`. A control, not a variant: nothing trains with it, so it is not registered (and
+    needs no theory entry); evaluation reaches it through a layer's `exact_override` (`CONTROLS`,
+    models.saturation.uniform_attention). Like the exact variants it has no gradient with respect to the scores and
+    ignores the sweep's c."""
+
+    name = "uniform"
+
+    def weights(self, masked, allowed, tol):
+        allowed = allowed.expand_as(masked).to(masked.dtype)
+        return allowed / allowed.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+CONTROLS: dict[str, Weighting] = {"uniform": Uniform()}  # weightings an override may name beside VARIANTS
+
+
+def override_weighting(name: str) -> Weighting:
+    """The weighting a layer's `exact_override` names: a control (CONTROLS) or a registered variant."""
+    return CONTROLS[name] if name in CONTROLS else get_variant(name)
+
+
 def weights_from_masked(variant: str, masked: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
     """`variant`'s weights from masked scores (see `mask_scores`) and the mask they were masked with.
 
@@ -223,7 +260,7 @@ def soft_weights(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 
 def saturated_set(scores: torch.Tensor, allowed: torch.Tensor, tol: float) -> torch.Tensor:
-    """Boolean mask of M = {j allowed : s_j >= tie_floor(s, tol)} (a tolerance relative to the row's maximum),
+    """Boolean mask of M = {j allowed : s_j >= tie_floor(s, tol)} (a tolerance relative to the row's largest |s|),
     computed in fp32 or wider; empty for a row that allows no key."""
     return top_set(mask_scores(scores, allowed), allowed, tol)
 
@@ -357,7 +394,8 @@ class SelfAttention(nn.Module):
         # and no recompilation of a compiled step. Not persistent: checkpoints hold parameters only.
         self.register_buffer("inverse_temperature", torch.ones(()), persistent=False)
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
-        self.exact_override: str | None = None  # saturated_limit(model): evaluate this exact variant instead
+        # saturated_limit(model), uniform_attention(model): evaluate this exact variant or control instead
+        self.exact_override: str | None = None
         # Devices on which a training pass takes the fused path (`_fused_training`: scaled_dot_product_attention, and
         # for the straight-through surrogate no (T, T) weights with a gradient); () forces the explicit path (the
         # tests' reference).
@@ -428,15 +466,15 @@ class SelfAttention(nn.Module):
             masked = (masked - masked.amax(dim=-1, keepdim=True).detach()) * sharpen
         elif mode == "own" and self.logit_scale != 1.0:
             masked = masked * self.logit_scale  # c * s as it is: a weighting other than softmax need not ignore shifts
-        # The exact weights ignore the sweep's c: they are its limit already, and their relative tie tolerance makes
-        # them invariant to scaling the scores (apart from the absolute floor below |max| = 1).
+        # The exact weights ignore the sweep's c: they are its limit already, and their tie tolerance, relative to the
+        # row's largest |s|, makes them invariant to scaling the scores.
         tol = self.tol
         if mode == "softmax":
             weights = weights_from_masked("soft", masked, allowed, tol)
         elif mode == "own":
             weights = self.weighting.weights(masked, allowed, tol)
         elif mode == "exact":
-            exact = get_variant(self.exact_override) if self.exact_override else self.weighting
+            exact = override_weighting(self.exact_override) if self.exact_override else self.weighting
             weights = exact.weights(masked, allowed, tol)
         else:
             weights = straight_through(self.weighting.weights(masked, allowed, tol),

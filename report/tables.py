@@ -255,3 +255,23 @@ def _compare_cell(a, b):
     if pd.isna(a) or pd.isna(b):
         return f"{'—' if pd.isna(a) else f'{a:.3f}'} -> {'—' if pd.isna(b) else f'{b:.3f}'}"
     return f"{a:.3f} -> {b:.3f} ({b - a:+.3f})"
+
+
+LIMIT_GAP = 0.02  # the largest finite c and c = inf further apart than this: the sweep has not reached its limit
+
+
+def limit_not_reached(table, gap=LIMIT_GAP):
+    """The cells (one line per seed) whose in-distribution accuracy at the largest finite scale c and at c = inf differ
+    by more than `gap`: there the finite sweep has not reached the saturated limit, or the limit is not the one softmax
+    tends to. Columns: language, variant, seed, the scale, both accuracies and their difference."""
+    finite = table[table["scale_value"] < math.inf]
+    if finite.empty or not (table["scale"] == "inf").any():
+        return pd.DataFrame()
+    largest = finite.loc[finite.groupby("hash")["scale_value"].idxmax(), ["hash", "language", "variant", "seed",
+                                                                          "scale", "acc"]]
+    limit = table.loc[table["scale"] == "inf", ["hash", "acc"]].rename(columns={"acc": "acc at c=inf"})
+    both = largest.merge(limit, on="hash").rename(columns={"scale": "largest finite c", "acc": "acc at that c"})
+    both["difference"] = both["acc at c=inf"] - both["acc at that c"]
+    flagged = both[both["difference"].abs() > gap].drop(columns="hash")
+    return flagged.sort_values(["language", "variant", "seed"], key=lambda column: column.map(variant_rank)
+                               if column.name == "variant" else column).reset_index(drop=True)

@@ -9,9 +9,11 @@ from .common import load_theory, markdown
 from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
 from .probe_sections import probe_sections
 from .tables import (
+    LIMIT_GAP,
     construction_table,
     criteria_table,
     flag_lines,
+    limit_not_reached,
     long_table,
     settings,
     soft_vs_saturated_table,
@@ -85,6 +87,11 @@ def write_report(run_dir, header=None):
         lines += [f"### Accuracy in distribution at every scale c{suffix}", "",
                   "Read along a row: the finite columns should converge to c=inf.", "",
                   markdown(sweep_table(part, threshold)), ""]
+        unreached = limit_not_reached(part)
+        if not unreached.empty:
+            lines += [f"**Limit not reached** in {len(unreached)} of {part['hash'].nunique()} cells: the accuracy in "
+                      f"distribution at the largest finite c and at c=inf differ by more than {LIMIT_GAP} (per seed):",
+                      "", markdown(unreached.round(3).set_index(["language", "variant", "seed"])), ""]
         lines += [f"### Soft vs saturated{suffix}", "", markdown(soft_vs_saturated_table(part, threshold)), ""]
         if not part_ties.empty:
             lines += [f"### Ties at the saturated limit{suffix}", "",

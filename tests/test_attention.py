@@ -175,7 +175,7 @@ def test_a_nonfinite_score_on_a_masked_key_changes_nothing(poison):
     assert torch.allclose(soft_weights(scores, allowed), expected)
 
 
-@pytest.mark.parametrize("magnitude", [1.0, 1e4, 1e11, -1e11])
+@pytest.mark.parametrize("magnitude", [1e-30, 1e-6, 1.0, 1e4, 1e11, -1e-6, -1e11])
 def test_the_tie_tolerance_is_relative_to_the_rows_scale(magnitude):
     """Scores that differ by a few fp32 steps of their magnitude tie at every magnitude; a gap of 1% never does."""
     top = torch.tensor(magnitude, dtype=torch.float32)
@@ -184,6 +184,82 @@ def test_the_tie_tolerance_is_relative_to_the_rows_scale(magnitude):
     scores = torch.stack([top, nudged, far])[None]
     allowed = torch.ones(1, 3, dtype=torch.bool)
     assert saturated_set(scores, allowed, TOL).tolist() == [[True, True, False]]
+
+
+def test_a_near_tie_of_tiny_scores_is_not_a_tie_and_an_exact_one_is():
+    """No absolute floor: scores of 1e-6 that differ by 1e-9 are as far apart as scores of 1 that differ by 1e-3."""
+    allowed = torch.ones(1, 3, dtype=torch.bool)
+    assert saturated_set(torch.tensor([[1e-6, 0.999e-6, 0.0]]), allowed, TOL).tolist() == [[True, False, False]]
+    assert saturated_set(torch.tensor([[1e-6, 1e-6, 0.0]]), allowed, TOL).tolist() == [[True, True, False]]
+    assert saturated_set(torch.zeros(1, 3), allowed, TOL).tolist() == [[True, True, True]]  # all equal: all tie
+
+
+def test_tol_zero_is_exact_equality():
+    below = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))  # one ulp below 1
+    scores = torch.stack([torch.tensor(1.0), below, torch.tensor(1.0)])[None]
+    allowed = torch.ones(1, 3, dtype=torch.bool)
+    assert saturated_set(scores, allowed, 0.0).tolist() == [[True, False, True]]
+    assert saturated_set(scores, allowed, TOL).tolist() == [[True, True, True]]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_saturated_set_does_not_depend_on_the_scale_of_the_scores(seed):
+    """The limit of softmax(c s) is the same for s and a s: so is the tie set, from a = 1e-6 to 1e6."""
+    scores, allowed, expected = scores_with_planted_ties(seed)
+    for a in (1e-6, 1e-3, 1.0, 1e3, 1e6):
+        assert torch.equal(saturated_set(scores * a, allowed, TOL), expected), a
+        assert torch.equal(hard_weights(scores * a, allowed, TOL), hard_weights(scores, allowed, TOL)), a
+
+
+def homogeneous_model_and_strings(seed):
+    """A randomly initialised homogeneous model (branch LN, no biases, no positions) and 256 random strings."""
+    torch.manual_seed(seed)
+    model = Recognizer(ModelConfig(vocab_size=6, d_model=16, n_heads=2, n_layers=2, d_ff=32, positional="none",
+                                   layer_norm="branch", bias=False)).eval()
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, 6, (256, 16), generator=g)
+    tokens[:, 0] = 1  # BOS
+    return model, tokens
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_saturated_limit_does_not_depend_on_the_scale_of_the_attention_logits(seed):
+    """Every query map times a multiplies every attention score by a and changes nothing else: the saturated limit
+    decides every string alike from a = 1e-6 to 1e6 (an absolute tie floor would tie every key at 1e-6)."""
+    from satbench.models import saturated_limit
+
+    model, tokens = homogeneous_model_and_strings(seed)
+    queries = [layer.qkv.weight[:layer.qkv.weight.shape[0] // 3] for layer in model.attention_layers()]
+    with torch.no_grad(), saturated_limit(model):
+        reference = model(tokens)["logit"] > 0
+        for a in (1e-6, 1e-3, 1e3, 1e6):
+            originals = [q.clone() for q in queries]
+            for q in queries:
+                q.mul_(a)
+            assert torch.equal(model(tokens)["logit"] > 0, reference), a
+            for q, original in zip(queries, originals, strict=True):
+                q.copy_(original)
+    assert 0 < int(reference.sum()) < len(reference)  # the limit is not a constant classifier here
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_homogeneous_models_saturated_limit_does_not_depend_on_its_parameter_scale(seed):
+    """Every parameter times a multiplies every attention score of the homogeneous block by a positive factor, so its
+    saturated limit decides every string as the unscaled model's does, from a = 1e-3 to 1e3. Layer norm's eps is the
+    one term of the block that is not homogeneous (below a variance of 1e-5 it stops normalising); it is 0 here, so
+    that the test isolates the tie rule."""
+    from satbench.models import saturate, saturated_limit
+
+    model, tokens = homogeneous_model_and_strings(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.eps = 0.0
+    with torch.no_grad(), saturated_limit(model):
+        reference = model(tokens)["logit"] > 0
+        for a in (1e-3, 1e-2, 1e-1, 10.0, 1e2, 1e3):
+            with saturate(model, a):
+                assert torch.equal(model(tokens)["logit"] > 0, reference), a
+    assert 0 < int(reference.sum()) < len(reference)
 
 
 def test_an_overflowed_maximum_is_its_own_tie_floor():

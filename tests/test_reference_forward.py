@@ -98,14 +98,15 @@ def normalise(x: torch.Tensor, params: dict, name: str, eps: float) -> torch.Ten
 
 def weigh(scores, allowed, weighting: str, sharpen: float, tol: float) -> torch.Tensor:
     """Attention weights of one layer from its (B, H, T, T) scores: softmax(sharpen * s) over the allowed keys, uniform
-    over M_i = {allowed j : s_ij >= m_i - tol * max(1, |m_i|)} (m_i the row's best allowed score), or all on the
-    leftmost member of M_i."""
+    over M_i = {allowed j : s_ij >= m_i - tol * r_i} (m_i the row's best allowed score, r_i its largest allowed |s|),
+    or all on the leftmost member of M_i."""
     masked = torch.where(allowed, scores, -math.inf)
     top = masked.amax(dim=-1, keepdim=True)
     if weighting == "soft":
         shifted = (sharpen * (masked - top)).exp()  # exp(-inf) = 0 on disallowed keys
         return shifted / shifted.sum(dim=-1, keepdim=True)
-    tied = allowed & (scores >= top - tol * top.abs().clamp(min=1.0))
+    reach = torch.where(allowed, scores.abs(), 0.0).amax(dim=-1, keepdim=True)
+    tied = allowed & (scores >= top - tol * reach)
     if weighting == "saturated":
         return tied.double() / tied.sum(dim=-1, keepdim=True)
     if weighting == "hard":
