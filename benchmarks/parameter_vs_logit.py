@@ -49,7 +49,7 @@ def main(argv=None):
         model = row["config"]["model"]
         architecture = f"{model['layer_norm']}, bias={model['bias']}"
         for scale, acc in row["metrics"]["acc"].items():
-            if scale in ("1", "inf"):  # the same operation under either sweep
+            if scale in ("1", "inf", "uniform"):  # the same operation under either sweep, or none of it
                 continue
             logit_scale = f"{round(float(scale) ** 4, 1):g}"  # scale names keep 6 digits: 5.62341^4 = 999.998
             if logit_scale in twin["metrics"]["acc"]:

@@ -33,6 +33,7 @@ from satbench.languages.base import (
     Language,
     PluginError,
     checked_negative,
+    checked_negative_and_kind,
     checked_sample,
     get_language,
 )
@@ -88,6 +89,9 @@ class Split:
     # (N, T, vocab) int8 for label_kind "next_symbols": [n, i, id] = 1 if the token can follow s[:i], 0 if it cannot,
     # -1 where not scored (int8: a test split of long strings holds N * T * vocab of them)
     next_labels: torch.Tensor | None = None
+    # What each string is: "member", or the kind of negative that produced it (languages.base.STRING_KINDS), so that
+    # accuracy can be read per kind. None for a split built without them.
+    kinds: list[str] | None = None
 
     def __len__(self):
         return len(self.strings)
@@ -138,11 +142,11 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
     train = _draw(lang, train_rng, pos, neg, set(), notes, "train", mixture)
 
     seen = {}  # (length, label) -> distinct training strings, which the test split must avoid
-    for s, label in train:
+    for s, label, _ in train:
         seen.setdefault((len(s), label), set()).add(s)
     pos, neg = _plan(lang, range(test_lo, test_hi + 1), seen, notes, "test", per_length=test_per_length,
                      members_only=members_only)
-    exclude = {s for s, _ in train}
+    exclude = {s for s, _, _ in train}
     test = _draw(lang, test_rng, pos, neg, exclude, notes, "test", mixture) if pos and (neg or members_only) else []
     if test_per_length and not test:
         notes.append("test: no usable length (no held-out member and non-member); the test split is empty")
@@ -241,11 +245,12 @@ def _spread(k, lengths):
 
 
 def _draw(lang, rng, pos, neg, exclude, notes, split, mixture=None):
-    """[(string, label)] drawn length by length, members first; strings in `exclude` are redrawn."""
+    """[(string, label, kind)] drawn length by length, members first; strings in `exclude` are redrawn."""
     out = []
-    negative = lambda lang, rng, n: checked_negative(lang, rng, n, mixture)  # noqa: E731
+    member = lambda lang, rng, n: (checked_sample(lang, rng, n), "member")  # noqa: E731
+    negative = lambda lang, rng, n: checked_negative_and_kind(lang, rng, n, mixture)  # noqa: E731
     for n in sorted(set(pos) | set(neg)):
-        members = _draw_one_kind(checked_sample, lang, rng, n, pos.get(n, 0), exclude)
+        members = _draw_one_kind(member, lang, rng, n, pos.get(n, 0), exclude)
         others = _draw_one_kind(negative, lang, rng, n, neg.get(n, 0), exclude)
         if len(members) < pos.get(n, 0) or len(others) < neg.get(n, 0):
             if n in pos and n in neg:  # keep the length balanced
@@ -253,26 +258,27 @@ def _draw(lang, rng, pos, neg, exclude, notes, split, mixture=None):
                 members, others = members[:k], others[:k]
             notes.append(f"{split}: length {n}: drew only {len(members)} members and {len(others)} non-members "
                          f"not in the training split (wanted {pos.get(n, 0)} and {neg.get(n, 0)})")
-        out += [(s, 1) for s in members] + [(s, 0) for s in others]
+        out += [(s, 1, kind) for s, kind in members] + [(s, 0, kind) for s, kind in others]
     return out
 
 
 def _draw_one_kind(draw, lang, rng, n, k, exclude):
+    """Up to k (string, kind) pairs of one label from `draw`, which returns one such pair."""
     out = []
     tries = k if not exclude else HELD_OUT_TRIES * k + 200
     while len(out) < k and tries > 0:
-        s = draw(lang, rng, n)
+        s, kind = draw(lang, rng, n)
         tries -= 1
         if s is None:
             break
         if s not in exclude:
-            out.append(s)
+            out.append((s, kind))
     return out
 
 
 def _per_length(pairs):
     table = {}
-    for s, label in pairs:
+    for s, label, _ in pairs:
         row = table.setdefault(len(s), {"positive": 0, "negative": 0, "distinct": set()})
         row["positive" if label else "negative"] += 1
         row["distinct"].add(s)
@@ -303,6 +309,7 @@ def _split(lang, pairs, width, label_kind, rng, vocab_size):
     order = rng.permutation(len(pairs))
     strings = [pairs[i][0] for i in order]
     labels = np.array([pairs[i][1] for i in order], dtype=np.float32)
+    kinds = [pairs[i][2] for i in order]
     lengths = np.array([len(s) for s in strings], dtype=np.int64)
     tokens = np.full((len(strings), width), PAD, dtype=np.int64)
     tokens[:, 0] = BOS
@@ -321,7 +328,7 @@ def _split(lang, pairs, width, label_kind, rng, vocab_size):
         prefix = torch.from_numpy(prefix)
     next_labels = _next_labels(lang, strings, width, vocab_size) if label_kind == "next_symbols" else None
     return Split(torch.from_numpy(tokens), torch.from_numpy(lengths), torch.from_numpy(labels), prefix, strings,
-                 next_labels)
+                 next_labels, kinds)
 
 
 def _next_labels(lang, strings, width, vocab_size):

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from satbench.languages.base import STRING_KINDS
+
 
 @dataclass
 class StackedSplit:
@@ -16,6 +18,9 @@ class StackedSplit:
     lengths: torch.Tensor  # (M, N) long, -1 on padding rows
     count: torch.Tensor  # (M,) long
     next_labels: torch.Tensor | None = None  # (M, N, T, vocab) int8, -1 where there is no label
+    # (M, N) long: the index of each string's kind in STRING_KINDS, -1 on padding rows and for splits without kinds.
+    # A tensor rather than names, so that the kinds follow any gather of the rows.
+    kinds: torch.Tensor | None = None
 
 
 def stack_splits(splits, device, tokens_only=False):
@@ -34,6 +39,8 @@ def stack_splits(splits, device, tokens_only=False):
     prefix = torch.full((M, N, T), -1.0) if has_prefix else None
     has_next = getattr(splits[0], "next_labels", None) is not None
     next_ = torch.full((M, N, T, splits[0].next_labels.shape[-1]), -1, dtype=torch.int8) if has_next else None
+    kinds = torch.full((M, N), -1, dtype=torch.long)
+    code = {kind: k for k, kind in enumerate(STRING_KINDS)}
     for i, s in enumerate(splits):
         n, t = s.tokens.shape
         labels[i, :n] = s.labels
@@ -42,6 +49,8 @@ def stack_splits(splits, device, tokens_only=False):
             prefix[i, :n, :t] = s.prefix_labels
         if has_next:
             next_[i, :n, :t] = s.next_labels
+        if getattr(s, "kinds", None) is not None:
+            kinds[i, :n] = torch.tensor([code[kind] for kind in s.kinds], dtype=torch.long)
     count = torch.tensor([len(s.labels) for s in splits])
     to = lambda x: None if x is None else x.to(device)  # noqa: E731
-    return StackedSplit(to(tokens), to(labels), to(prefix), to(lengths), to(count), to(next_))
+    return StackedSplit(to(tokens), to(labels), to(prefix), to(lengths), to(count), to(next_), to(kinds))

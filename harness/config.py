@@ -159,7 +159,8 @@ def apply_overrides(raw, overrides):
 
 # Fields added after runs were published, left out of a cell's record at their default so that cells (and the hashes
 # that resume a run) read as before the field existed.
-LEFT_OUT_AT_DEFAULT = {"data": {"negatives": "language"}, "train": {"compile": False, "tf32": False}}
+LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0}, "data": {"negatives": "language"},
+                       "train": {"compile": False, "tf32": False}, "eval": {"uniform_control": True}}
 
 
 @dataclass

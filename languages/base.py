@@ -25,6 +25,11 @@ FIRST_SYMBOL = 3
 PLUGIN_GROUP = "satbench.languages"
 
 NEGATIVE_KINDS = ("near_miss", "edit", "shuffle", "random")
+# What a drawn string is, recorded with every test string so that accuracy can be read per kind (a model that answers
+# one kind of negative with a constant shows there): a member, a negative of one of NEGATIVE_KINDS, one the sampler
+# settled by its fallback (enumeration of short strings or uniform random strings, when the mixture keeps failing), or
+# one a language drew through its own `negative` method, whose kind the base class cannot know.
+STRING_KINDS = ("member", *NEGATIVE_KINDS, "fallback", "own")
 # What `satbench languages check` holds the shortcut baselines to: no language may be decidable from its length or
 # length parity alone, and the counter languages not from their symbol counts either (ARCHITECTURE.md, "Rules of the
 # house": length cannot decide).
@@ -137,6 +142,12 @@ class Language:
         uniform random strings. Every candidate is checked by the oracle; a length where the mixture keeps failing
         is settled by enumeration (short strings) or by uniform random strings.
         """
+        return self.negative_and_kind(rng, n, mixture)[0]
+
+    def negative_and_kind(self, rng: np.random.Generator, n: int,
+                          mixture: dict[str, float] | None = None) -> tuple[str | None, str | None]:
+        """`negative` with the kind that produced it (one of STRING_KINDS; None with no negative). The same draws
+        from `rng` as `negative`, so recording the kind leaves every dataset as it was."""
         _check_length(n)
         kinds, cumulative = _mixture(self.negative_mixture if mixture is None else mixture)
         member = self.sample(rng, n)
@@ -145,8 +156,9 @@ class Language:
                 kind = kinds[bisect_right(cumulative, rng.random() * cumulative[-1])]
                 candidate = self._negative_candidate(kind, rng, member)
                 if candidate is not None and len(candidate) == n and not self.accepts(candidate):
-                    return candidate
-        return self._fallback_negative(rng, n)
+                    return candidate, kind
+        fallback = self._fallback_negative(rng, n)
+        return fallback, None if fallback is None else "fallback"
 
     def _negative_candidate(self, kind, rng, member):
         if kind == "near_miss":
@@ -187,12 +199,23 @@ def checked_sample(language: Language, rng: np.random.Generator, n: int) -> str 
 
 def checked_negative(language: Language, rng: np.random.Generator, n: int, mixture=None) -> str | None:
     """language.negative(rng, n, mixture), held to the language's own oracle."""
+    return checked_negative_and_kind(language, rng, n, mixture)[0]
+
+
+def checked_negative_and_kind(language: Language, rng: np.random.Generator, n: int,
+                              mixture=None) -> tuple[str | None, str | None]:
+    """`checked_negative` with the negative's kind (STRING_KINDS). A language that overrides `negative` draws through
+    its own method, as it always did; its negatives are of kind "own"."""
     _check_length(n)
-    s = language.negative(rng, n) if mixture is None else language.negative(rng, n, mixture)
+    if type(language).negative is Language.negative:
+        s, kind = language.negative_and_kind(rng, n, mixture)
+    else:
+        s = language.negative(rng, n) if mixture is None else language.negative(rng, n, mixture)
+        kind = None if s is None else "own"
     if s is not None and (not isinstance(s, str) or len(s) != n or language.accepts(s)):
         problem = f"has length {len(s)}" if isinstance(s, str) and len(s) != n else "is accepted by accepts()"
         raise PluginError(f"language '{language.name}': negative(rng, {n}) returned {s!r}, which {problem}")
-    return s
+    return s, kind
 
 
 # ---- generic edits ---------------------------------------------------------------------------------------------

@@ -18,7 +18,14 @@ from satbench.models.attention import (
 from satbench.models.ensemble import Ensemble
 from satbench.models.io import load, save
 from satbench.models.recognizer import ModelConfig, Recognizer, parameter_norm
-from satbench.models.saturation import attention_layers, eval_mode, saturate, saturated_limit, scale_attention
+from satbench.models.saturation import (
+    attention_layers,
+    eval_mode,
+    saturate,
+    saturated_limit,
+    scale_attention,
+    uniform_attention,
+)
 
 __all__ = [
     "BOS",
@@ -47,4 +54,5 @@ __all__ = [
     "scale_attention",
     "soft_weights",
     "straight_through",
+    "uniform_attention",
 ]

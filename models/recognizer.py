@@ -40,7 +40,7 @@ class ModelConfig:
     attention: str = "soft"  # one of VARIANTS (models/attention.py): soft | saturated | hard, and any registered
     surrogate: str = "ste"  # one of SURROGATES: how the exact variants train (ignored for the others)
     anneal_max: float = 30.0  # final inverse temperature of `anneal`: at 30 a key 0.25 below the best keeps < 1e-3
-    tol: float = 1e-5  # saturated/hard tie tolerance, relative: s ties when s >= max - tol * max(1, |max|)
+    tol: float = 1e-5  # saturated/hard tie tolerance: s ties when s >= max - tol * (the row's largest |s|)
     tolerant_tol: float = 0.1  # the same for the exact variants of a `tolerant` model, in training and evaluation
     positional: str = "sinusoidal"  # none | sinusoidal | learned | fraction (i/n)
     layer_norm: str = "pre"  # pre | post | branch (x + LN(f(x)), homogeneous without biases) | none
@@ -49,6 +49,11 @@ class ModelConfig:
     max_len: int = 1024  # longest input (BOS included) a `learned` positional encoding covers
     # The next-symbol task's head: a logit per token id at every position, whose EOS column is the membership logit.
     next_symbols: bool = False
+    # Every parameter the norm counts (`counts_toward_norm`: layer-norm gains included, embeddings not) is multiplied
+    # by init_scale right after PyTorch's initialisation, so the norm at init is exactly init_scale times the default
+    # and a norm-growth run can start small enough to grow several-fold. Embeddings keep their scale so the input to
+    # the first block is the same at any init_scale.
+    init_scale: float = 1.0
 
     def __post_init__(self):
         for name, choices in (
@@ -74,6 +79,9 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < low:
                 raise ValueError(f"model.{name}: {value!r} is not a finite number >= {low:g}")
+        value = self.init_scale
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"model.init_scale: {value!r} is not a finite number > 0")
         for name in ("causal", "bias", "next_symbols"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name}: {getattr(self, name)!r} is not true or false")
@@ -248,6 +256,16 @@ class Recognizer(nn.Module):
         # normalised.
         self.ln_f = layer_norm(config) if config.layer_norm in ("pre", "branch") else nn.Identity()
         self.head = nn.Linear(config.d_model, config.vocab_size if config.next_symbols else 1, bias=config.bias)
+        if config.init_scale != 1:
+            self._scale_counted_parameters(config.init_scale)
+
+    @torch.no_grad()
+    def _scale_counted_parameters(self, factor: float) -> None:
+        """Multiply the parameters of the norm (`counts_toward_norm`) by `factor`: model.init_scale. Done in the
+        constructor, so an Ensemble, whose members are Recognizers built under their own seeds, scales them alike."""
+        for name, p in self.named_parameters():
+            if p.requires_grad and counts_toward_norm(name, p.shape):
+                p.mul_(factor)
 
     def attention_layers(self) -> list[SelfAttention]:
         return [block.attn for block in self.blocks]

@@ -5,7 +5,8 @@ converges to the exact saturated limit for any architecture) or every parameter 
 f(x; c*theta), a temperature sweep only for the homogeneous block, where it equals logits * c^4); `inf` evaluates the
 exact saturated limit, every attention layer replaced by saturated attention. At the limit the accuracy is also
 measured at every relative tie tolerance of eval.tie_tolerances: a learned mechanism that averages nearly tied keys
-survives a tolerance that counts them as tied, and dies at one that does not.
+survives a tolerance that counts them as tied, and dies at one that does not. With eval.uniform_control the scale
+named "uniform" is the other end, c -> 0: every layer attends uniformly over the keys it may see.
 
 Two criteria, each over held-out strings: in distribution (the training lengths) and length generalization (each bin
 of eval.length_bins, by default every test length beyond training as one bin).
@@ -18,12 +19,14 @@ from dataclasses import dataclass, field
 import torch
 
 from satbench.data import stack_splits
-from satbench.models import PAD, saturate, saturated_limit, scale_attention
+from satbench.languages.base import STRING_KINDS
+from satbench.models import PAD, saturate, saturated_limit, scale_attention, uniform_attention
 from satbench.models.objectives import judge_strings
 
 from .registry import Probe, register
 
 SCALINGS = ("parameters", "attention")
+UNIFORM = "uniform"  # the scale name of the uniform-attention control (eval.uniform_control)
 
 
 @dataclass
@@ -45,6 +48,9 @@ class EvalConfig:
     # passes of tens of MB beat passes of hundreds: for 15 members on 2 cores, 1024 took 2.45 s per scale and 128
     # took 0.58 s. On a GPU larger passes pay (configs/gpu.yaml sets 256 for 360 members).
     batch_size: int = 128
+    # Also evaluate every layer attending uniformly over the keys it may see (the c -> 0 end of the sweep, what the
+    # model decides without looking at which keys score highest), stored as the scale named "uniform".
+    uniform_control: bool = True
 
     def __post_init__(self):
         self.scales = [float(c) for c in self.scales]  # a list of numbers, as YAML gives it: 1 and 1.0 are one scale
@@ -63,6 +69,8 @@ class EvalConfig:
             raise ValueError(f"eval.batch_size: {self.batch_size} must be > 0")
         if self.scaling not in SCALINGS:
             raise ValueError(f"eval.scaling: {self.scaling!r} is not one of {', '.join(SCALINGS)}")
+        if not isinstance(self.uniform_control, bool):
+            raise ValueError(f"eval.uniform_control: {self.uniform_control!r} is not true or false")
 
     def bins(self, train_lengths, test_lengths) -> list[tuple[int, int]]:
         """The length-generalization bins: the configured ones, or every test length beyond training."""
@@ -141,6 +149,7 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
     labels = gather_rows(data.labels, index, 0.0)
     next_labels = None if data.next_labels is None else gather_rows(data.next_labels, index, -1)
     lengths = gather_rows(data.lengths, index, -1)
+    kinds = gather_rows(data.kinds, index, -1).cpu()  # each string's kind follows it into its slot
     real = lengths >= 0
 
     def judged():
@@ -149,6 +158,9 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
 
     per_scale, per_tol = {}, {}
     ensemble.eval()
+    if eval_cfg.uniform_control:  # first: the c -> 0 end of the sweep
+        with uniform_attention(ensemble):
+            per_scale[UNIFORM] = judged()
     for c in eval_cfg.scales:
         with at_scale(ensemble, c, eval_cfg.scaling):
             per_scale[scale_name(c)] = judged()
@@ -159,19 +171,24 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
     bins = eval_cfg.bins(data_cfg.train_lengths, data_cfg.test_lengths)
     return [recognition_metrics({name: tuple(x[i] for x in values) for name, values in per_scale.items()},
                                 {name: correct[i] for name, correct in per_tol.items()},
-                                lengths[i], real[i], data_cfg.train_lengths, bins, eval_cfg.threshold)
+                                lengths[i], real[i], data_cfg.train_lengths, bins, eval_cfg.threshold,
+                                kinds=kinds[i])
             for i in range(len(test_splits))]
 
 
-def recognition_metrics(per_scale, per_tol, lengths, real, train_lengths, bins, threshold):
+def recognition_metrics(per_scale, per_tol, lengths, real, train_lengths, bins, threshold, kinds=None):
     """One member's metrics, each a dict by scale name ("1", ..., "inf"):
 
         acc, ce, recognized   in distribution: held-out strings of the training lengths
         acc_bins[bin]         length generalization: held-out strings with lengths in the bin ("21-40")
         acc_long              every test length beyond training
         acc_by_length, ce_by_length, nonfinite
+        acc_by_kind[kind]     in distribution, on the strings of one kind: "member" or the kind of negative that
+                              produced them (languages.base.STRING_KINDS); a constant answer on one kind shows here
     and `tie_tolerance_acc[tol]`: {"in": accuracy in distribution, bin: accuracy on the bin} at the saturated limit
-    with relative tie tolerance tol.
+    with relative tie tolerance tol. With `kinds` (each row's index in STRING_KINDS, -1 where unknown) also
+    `kind_counts[kind]`, the strings of each kind in distribution, and `counts[region][class]`, the members and
+    non-members in distribution ("in") and in each bin: how many strings each accuracy rests on.
 
     A language with very few members per length (a^n b^n, (ab)*, 1*) can have every member of the training lengths
     in the training split and so no held-out string there; its `acc` is then taken over all test lengths, which asks
@@ -203,6 +220,14 @@ def recognition_metrics(per_scale, per_tol, lengths, real, train_lengths, bins, 
         metrics["ce_by_length"][name] = {n: ce[mask].mean().item() for n, mask in of_length.items()}
     metrics["tie_tolerance_acc"] = {tol: {region: accuracy(correct, where) for region, where in regions.items()}
                                     for tol, correct in per_tol.items()}
+    if kinds is not None and bool((kinds[real] >= 0).all()) and real.any():
+        of_kind = {STRING_KINDS[k]: in_train & (kinds == k) for k in kinds[in_train].unique().tolist()}
+        metrics["acc_by_kind"] = {name: {kind: accuracy(correct, where) for kind, where in of_kind.items()}
+                                  for name, (correct, _, _) in per_scale.items()}
+        metrics["kind_counts"] = {kind: int(where.sum()) for kind, where in of_kind.items()}
+        member = kinds == STRING_KINDS.index("member")
+        metrics["counts"] = {region: {"member": int((where & member).sum()), "non-member": int((where & ~member).sum())}
+                             for region, where in regions.items()}
     return metrics
 
 

@@ -9,6 +9,7 @@ The training log is a list of dicts, one per logged step of ONE member, each wit
     "step"            int, optimizer steps taken so far (0 = initialisation)
     "norm"            float, parameter norm (see `norm_per_layer` for which parameters count)
     "norm_per_layer"  dict[str, float], the same norm split by layer
+    "norm_with_embeddings"  optional, float, the norm with the embeddings counted (models/train.py logs it)
     "params"          optional, flat float32 numpy vector of the same parameters, for the direction cosines
 `norm_log_entry(model, step)` returns exactly such a dict.
 """
@@ -17,7 +18,7 @@ import math
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import optimize, stats
 from sklearn.linear_model import LinearRegression
 from torch import nn
 
@@ -179,6 +180,100 @@ def fit_power_law(steps, norms, confidence: float = 0.95) -> dict[str, float]:
     }
 
 
+GAMMA_BOUNDS = (0.0, 3.0)  # of the offset power law: 0 is no growth in t at all, 3 is far beyond any law in question
+GAMMA_GRID = np.linspace(*GAMMA_BOUNDS, 31)  # where the search for gamma starts: a bracket of width 0.2 around the best
+
+
+def _lines_through(x, y, gammas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, residual sum of squares) of the least-squares line y = a * x^gamma + b for each gamma in `gammas` at
+    once. At gamma = 0, x^gamma is constant: a = 0 and b the mean, no division by zero."""
+    u = x[None, :] ** np.atleast_1d(gammas)[:, None]
+    du, dy = u - u.mean(axis=1, keepdims=True), y - y.mean()
+    spread = np.sum(du**2, axis=1)
+    a = np.divide(du @ dy, spread, out=np.zeros_like(spread), where=spread > 0)
+    b = y.mean() - a * u.mean(axis=1)
+    return a, b, np.sum((dy[None, :] - a[:, None] * du) ** 2, axis=1)
+
+
+def offset_power_law_parameters(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(a, gamma, b) of the least-squares fit y = a * t^gamma + b, NaN with fewer than 4 points or a constant y.
+
+    Not scipy.optimize.curve_fit over all three parameters: as gamma -> 0 the curve becomes a log law with a -> inf,
+    where that fit crawls (seconds per fit, and the bootstrap repeats it hundreds of times) or fails. At a fixed gamma,
+    a and b are linear least squares, so the fit is a search over gamma alone (variable projection): a grid over
+    GAMMA_BOUNDS, then scipy.optimize.minimize_scalar within the bracket around the grid's best. Steps are divided
+    by the last one first: gamma does not change, and a is then the growth over the run (the curve is
+    a * (t / t.max())^gamma + b).
+    """
+    if len(t) < 4 or np.ptp(t) == 0 or np.ptp(y) == 0:  # three parameters: a fourth point leaves something to test
+        return math.nan, math.nan, math.nan
+    x = t / t.max()
+    best = int(np.argmin(_lines_through(x, y, GAMMA_GRID)[2]))
+    bracket = (GAMMA_GRID[max(best - 1, 0)], GAMMA_GRID[min(best + 1, len(GAMMA_GRID) - 1)])
+    gamma = optimize.minimize_scalar(lambda g: _lines_through(x, y, g)[2][0], bounds=bracket, method="bounded",
+                                     options={"xatol": 1e-5}).x
+    a, b, _ = _lines_through(x, y, gamma)
+    return float(a[0]), float(gamma), float(b[0])
+
+
+def fit_offset_power_law(steps, norms, confidence: float = 0.95, n_resamples: int = 300,
+                         seed: int = 0) -> dict[str, float]:
+    """Fit norm(t) = a * t^gamma + b to the points with t > 0, with a bootstrap interval for gamma.
+
+    Unlike `fit_power_law` (a line in log-log, which an initial norm b pulls towards gamma = 0), the offset b is a
+    parameter, so sqrt(t) growth from any initial norm gives gamma = 1/2 and linear growth gamma = 1. The interval is
+    scipy.stats.bootstrap's percentile interval over paired resamples of the (t, norm) points, with a fixed seed so
+    that a rerun gives the same numbers; a degenerate resample (a constant norm) makes it NaN rather than narrower.
+    Returns {"gamma", "gamma_lo", "gamma_hi", "a", "b"} (a and b for t in units of the last step, see
+    `offset_power_law_parameters`); all NaN with fewer than 4 usable points or a constant norm.
+    """
+    t, y = _clean(steps, norms, positive=False)
+    t, y = t[t > 0], y[t > 0]
+    a, gamma, b = offset_power_law_parameters(t, y)
+    out = {"gamma": gamma, "gamma_lo": math.nan, "gamma_hi": math.nan, "a": a, "b": b}
+    if math.isnan(gamma):
+        return out
+    interval = stats.bootstrap((t, y), lambda tt, yy: offset_power_law_parameters(tt, yy)[1], paired=True,
+                               vectorized=False, n_resamples=n_resamples, confidence_level=confidence,
+                               method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+    out.update(gamma_lo=float(interval.low), gamma_hi=float(interval.high))
+    return out
+
+
+# The growth laws the held-out comparison tells apart, each norm = a * law(t) + b with t > 0.
+LAWS = {"sqrt": np.sqrt, "linear": lambda t: t, "log": np.log}
+HELD_OUT = 1 / 3  # the share of the logged points, the latest, that each law is fitted without and then predicts
+
+
+def heldout_errors(steps, norms) -> dict[str, float]:
+    """Fit each of LAWS by least squares to the earliest two thirds of the points with t > 0 and predict the last
+    third: {law: root-mean-square error over the held-out points / their mean norm}.
+
+    Extrapolating to later steps is where the laws differ most (with log-spaced steps the held-out third spans the
+    last third of the decades), so the law with the smallest error is the one the data prefer. All NaN with fewer
+    than 6 usable points (2 held out) or a constant norm, where every law predicts equally well.
+    """
+    t, y = _clean(steps, norms, positive=False)
+    order = np.argsort(t[t > 0], kind="stable")
+    t, y = t[t > 0][order], y[t > 0][order]
+    n_fit = len(t) - round(len(t) * HELD_OUT)
+    if len(t) < 6 or np.ptp(y) == 0 or np.ptp(t[:n_fit]) == 0:
+        return {law: math.nan for law in LAWS}
+    errors = {}
+    for law, transform in LAWS.items():
+        fit = stats.linregress(transform(t[:n_fit]), y[:n_fit])
+        predicted = fit.slope * transform(t[n_fit:]) + fit.intercept
+        errors[law] = float(np.sqrt(np.mean((predicted - y[n_fit:]) ** 2)) / np.mean(y[n_fit:]))
+    return errors
+
+
+def best_law(errors: dict[str, float]) -> str | None:
+    """The law of smallest held-out error, None when any error is NaN."""
+    if not errors or any(not np.isfinite(e) for e in errors.values()):
+        return None
+    return min(errors, key=errors.get)
+
+
 def cosine(u: np.ndarray, v: np.ndarray) -> float:
     """Cosine similarity of two vectors in float64; NaN if either is zero or they differ in length."""
     u = np.asarray(u, dtype=np.float64).reshape(-1)
@@ -200,11 +295,21 @@ def direction_cosines(param_vectors) -> list[float]:
     return [cosine(vs[k], vs[k + 1]) for k in range(len(vs) - 1)]
 
 
-def norm_growth_metrics(log: list[dict]) -> dict[str, float]:
+def norm_growth_metrics(log: list[dict]) -> dict[str, float | str | None]:
     """Flat summary of one member's training log (format in the module docstring).
 
     Keys:
       norm_initial, norm_final, norm_ratio (final / initial)
+      norm_ratio_with_embeddings           the same ratio of "norm_with_embeddings" (NaN where the log has none)
+      law_gamma, law_gamma_lo, law_gamma_hi
+                                           exponent of norm = a t^gamma + b over the steps t > 0 with its 95%
+                                           bootstrap interval (`fit_offset_power_law`): 0.5 under sqrt(t) growth,
+                                           1 under linear growth, near 0 under log growth
+      heldout_rmse_sqrt, heldout_rmse_linear, heldout_rmse_log
+                                           relative error of each law fitted to the earliest two thirds of the steps
+                                           t > 0 in predicting the last third (`heldout_errors`)
+      best_law                             "sqrt", "linear" or "log": the smallest of those errors (None if NaN);
+                                           a string, which the report counts rather than averages
       sqrt_a, sqrt_b, sqrt_r2              fit of norm = a * sqrt(t) + b over all logged steps
       sq_slope, sq_intercept, sq_r2        fit of norm^2 = slope * t + intercept (linear under sqrt(t) growth)
       gamma, gamma_lo, gamma_hi, gamma_r2  power law norm ~ t^gamma, steps > 0 (95% interval)
@@ -222,11 +327,20 @@ def norm_growth_metrics(log: list[dict]) -> dict[str, float]:
     log = sorted(log, key=lambda e: e["step"])
     steps = np.array([e["step"] for e in log], dtype=np.float64)
     norms = np.array([e["norm"] for e in log], dtype=np.float64)
-    out: dict[str, float] = {}
+    out: dict[str, float | str | None] = {}
 
     out["norm_initial"] = float(norms[0]) if len(norms) else math.nan
     out["norm_final"] = float(norms[-1]) if len(norms) else math.nan
     out["norm_ratio"] = out["norm_final"] / out["norm_initial"] if len(norms) and norms[0] != 0 else math.nan
+    with_embeddings = [e.get("norm_with_embeddings", math.nan) for e in log]
+    out["norm_ratio_with_embeddings"] = (with_embeddings[-1] / with_embeddings[0]
+                                         if with_embeddings and with_embeddings[0] else math.nan)
+
+    law = fit_offset_power_law(steps, norms)
+    out.update(law_gamma=law["gamma"], law_gamma_lo=law["gamma_lo"], law_gamma_hi=law["gamma_hi"])
+    errors = heldout_errors(steps, norms)
+    out.update({f"heldout_rmse_{name}": error for name, error in errors.items()})
+    out["best_law"] = best_law(errors)
 
     for k, v in fit_sqrt(steps, norms).items():
         out[f"sqrt_{k}"] = v
@@ -262,29 +376,33 @@ class NormGrowth(Probe):
     afterwards the fits of `norm_growth_metrics`. The parameter vectors stay in memory, never in the rows."""
 
     name = "norm_growth"
-    # `sq_late_*` the report fits itself, to the norms of the training log (report/probe_sections.py, LATE = 0.2).
+    # Which law the norm follows is told apart by fits with an offset (`law_gamma`) and by prediction of the latest
+    # steps (`heldout_rmse_*`): a line through ||theta||^2 fits sqrt(t) and linear growth alike when the norm moves
+    # little. Growth and rotation stand side by side (`norm_ratio`, `cos_first_last`): a larger norm is a larger
+    # logit scale only where the direction holds.
     report = ProbeReport(
         title="Norm growth",
-        text="Per language and variant, mean±std over seeds. The norm is the l2 norm of the parameters, embeddings "
-             "excluded. `sq_slope`, `sq_r2`: slope and r² of the line ||theta||² = slope * t + intercept through "
-             "every logged step (a linear square means the norm grows like sqrt(t)); `sq_late_slope`, `sq_late_r2`: "
-             "the same over the late phase, logged steps t >= 0.2 x the last; `growth_gamma`: exponent of a power law "
-             "fitted to the norm's growth since the first logged step (0.5 for sqrt(t) growth); `norm_ratio`: final / "
-             "initial norm; `cos_consecutive_last`: cosine between the parameter vectors of the last two logged "
-             "steps (1: the direction has stopped moving).",
-        columns=["sq_slope", "sq_r2", "sq_late_slope", "sq_late_r2", "growth_gamma", "norm_ratio",
-                 "cos_consecutive_last"],
-        tables=[Table(["norm_initial", "norm_final", "sq_slope", "sq_intercept", "sq_r2", "sq_late_slope",
-                       "sq_late_r2", "growth_gamma", "growth_gamma_r2"], rows="seed", title="The fits per cell",
-                      csv="norm_fits.csv",
-                      text="Every cell's norm at its first and last logged step, the line ||theta||² = sq_slope * t + "
-                           "sq_intercept with its r² over every logged step, the same line over the late phase only "
-                           "(`sq_late_*`: logged steps t >= 0.2 x the last; a constant slope there is sqrt(t) growth "
-                           "once the first fast changes are over), and the power-law exponent of the growth since "
-                           "the first logged step with the r² of that fit in log-log (`growth_gamma`, "
-                           "`growth_gamma_r2`). Also in `norm_fits.csv`."),
-                Table(["sq_r2", "growth_gamma", "norm_ratio"], rows="field")],
-        renderers=["norm_growth"])
+        text="Per language and variant, mean±std over seeds. The norm ||theta|| is the l2 norm of the parameters, "
+             "embeddings excluded (the paper's protocol). `norm_ratio`: final / initial norm. "
+             "`norm_ratio_with_embeddings`: the same with the embeddings counted. `cos_first_last`: cosine between "
+             "the first and the last parameter vector (1: the norm grew along a fixed direction, so growth is a "
+             "sharper logit scale; below 1 the direction turned as well). `law_gamma`: the exponent gamma of "
+             "||theta|| = a t^gamma + b fitted to every logged step t > 0 (0.5 for sqrt(t) growth, 1 for linear, near "
+             "0 for log t), `law_gamma_lo`, `law_gamma_hi` its 95% bootstrap interval over the logged points. "
+             "`heldout_rmse_sqrt`, `heldout_rmse_linear`, `heldout_rmse_log`: each law a f(t) + b fitted to the "
+             "earliest two thirds of the logged steps t > 0 and asked to predict the last third; the root-mean-square "
+             "error relative to the mean norm there (smallest: the law the data prefer).",
+        columns=["norm_ratio", "norm_ratio_with_embeddings", "cos_first_last", "law_gamma", "heldout_rmse_sqrt",
+                 "heldout_rmse_linear", "heldout_rmse_log"],
+        tables=[Table(["norm_initial", "norm_final", "norm_ratio", "norm_ratio_with_embeddings", "cos_first_last",
+                       "law_gamma", "law_gamma_lo", "law_gamma_hi", "heldout_rmse_sqrt", "heldout_rmse_linear",
+                       "heldout_rmse_log"], rows="seed", title="The fits per cell", csv="norm_fits.csv",
+                      text="Every cell's norm at its first and last logged step, its growth with and without the "
+                           "embeddings, the cosine between its first and last parameters, the exponent of "
+                           "||theta|| = a t^gamma + b with its 95% bootstrap interval, and the held-out errors of "
+                           "the sqrt, linear and log laws. Also in `norm_fits.csv`."),
+                Table(["law_gamma", "norm_ratio", "cos_first_last"], rows="field")],
+        renderers=["norm_growth", "norm_laws"])
 
     def __init__(self, run):
         super().__init__(run)

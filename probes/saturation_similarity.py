@@ -2,15 +2,43 @@
 
 Merrill et al. (2021) measure saturation as the cosine similarity between the representations of f(x; theta) and
 f(x; c * theta) for a large c (1000): near 1 means scaling the parameters up changes the direction of nothing, i.e.
-the attention already behaves as saturated attention. Decision agreement asks the same question of the output: does
-the classifier decide the same at c = 1 and at the exact saturated limit?
+the attention already behaves as saturated attention. The other measures ask the same question in ways that can
+move over training, on the probe strings (`limit_over_training`, logged at every logged step; the last step's numbers
+are the trained member's):
+
+    kappa_limit             Cohen's kappa between the decisions at c = 1 and at the exact saturated limit: agreement
+                            beyond chance. Raw agreement cannot move: at initialisation both are constant classifiers
+                            (agreement 1), and a limit that stays constant agrees with an accurate model on just
+                            the share of strings that carry its one label. NaN where both decide constantly and alike
+    balanced_acc_probe      mean of the true-positive and true-negative rates at c = 1, and at the limit; a constant
+    balanced_acc_limit      classifier scores 0.5, whatever the balance of the labels
+    acc_limit_layer{l}      accuracy with layer l alone saturated, the others at c = 1: whose saturation costs what
+    tv_limit_layer{l}       distance to saturation: mean over real queries and heads of the total-variation distance
+                            between layer l's weights as trained and the saturated weights of the same scores (its own
+                            inputs, its own tie tolerance); it falls to 0 as softmax concentrates on the tied maximum
+    tv_limit                the mean of tv_limit_layer{l} over layers
+    acc_uniform             accuracy with every layer attending uniformly (the c -> 0 control)
+
+Kappa and balanced accuracy compare membership decisions; a next-symbol task has many decisions per string and they
+are NaN there. An exact-variant model is its own limit: its TV distance is 0 for saturated attention, and for hard
+attention the distance of one key from the uniform average over a tie (1 - 1/|M| on a query that ties |M| keys).
 
 (models/saturation.py holds the operations that push a model towards saturation; this file measures how far it is.)
 """
 
+import math
+
 import torch
 
-from satbench.models import PAD, eval_mode, saturate, saturated_limit
+from satbench.models import (
+    PAD,
+    attention_layers,
+    eval_mode,
+    saturate,
+    saturated_limit,
+    saturated_weights,
+    uniform_attention,
+)
 from satbench.models.objectives import judge_strings
 
 from .heads import query_mask_for
@@ -88,57 +116,133 @@ def decisions(model, tokens: torch.Tensor, limit: bool = False) -> torch.Tensor:
     return logit > 0
 
 
-def decision_agreement(model, tokens: torch.Tensor) -> float:
-    """Share of strings on which the model decides the same at c = 1 and at the saturated limit (c = inf), in [0, 1]."""
-    same = decisions(model, tokens) == decisions(model, tokens, limit=True)
-    return float(same.float().mean())
+def cohen_kappa(a: torch.Tensor, b: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """(M,) Cohen's kappa of two boolean decisions a, b (M, n) over the rows where `real` (M, n) is True: the observed
+    agreement p_o beyond the p_e that two independent classifiers accepting as often would reach by chance,
+    (p_o - p_e) / (1 - p_e). 1: alike beyond chance; 0: no more alike than chance. NaN where p_e = 1 (both
+    classifiers constant and identical, where no agreement can be beyond chance) or where no row is real."""
+    real = real.double()
+    n = real.sum(-1)
+    p_o = ((a == b).double() * real).sum(-1) / n
+    p_a, p_b = (a.double() * real).sum(-1) / n, (b.double() * real).sum(-1) / n
+    p_e = p_a * p_b + (1 - p_a) * (1 - p_b)
+    return torch.where(p_e < 1, (p_o - p_e) / (1 - p_e), math.nan)
 
 
-def decided_alike(a: dict, b: dict, next_labels: torch.Tensor | None = None) -> torch.Tensor:
-    """(M, B) bool: two forward passes take the same decision about each string (the sign of its membership logit;
-    with next-symbol targets, the sign of every scored bit of every prefix)."""
-    if next_labels is None:
-        return (a["logit"] > 0) == (b["logit"] > 0)
-    scored = next_labels[..., :a["next_logits"].shape[-2], :] >= 0
-    same = (a["next_logits"] > 0) == (b["next_logits"] > 0)
-    return (same | ~scored).all(dim=-1).all(dim=-1)
+def balanced_accuracy(decided: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(M,) mean of the true-positive and true-negative rates of boolean decisions (M, n) against membership labels
+    (M, n) (1 member, 0 not, -1 a padding row left out). On labels of both classes a constant classifier scores 0.5
+    however unbalanced they are. A class the labels lack is left out of the mean, as in
+    sklearn.metrics.balanced_accuracy_score; NaN where no row is real."""
+    positive, negative = labels == 1, labels == 0
+    hit = (decided & positive).sum(-1).double() / positive.sum(-1)  # NaN (0 / 0) without positives
+    rejected = (~decided & negative).sum(-1).double() / negative.sum(-1)
+    return torch.stack([hit, rejected]).nanmean(0)
+
+
+def decision_kappa(model, tokens: torch.Tensor) -> float:
+    """Cohen's kappa (`cohen_kappa`) between the model's decisions on `tokens` (B, T) at c = 1 and at the saturated
+    limit (c = inf)."""
+    alike = cohen_kappa(decisions(model, tokens)[None], decisions(model, tokens, limit=True)[None],
+                        torch.ones(1, len(tokens), dtype=torch.bool))
+    return float(alike[0])
+
+
+def distance_to_saturation(attn: torch.Tensor, scores: torch.Tensor, queries: torch.Tensor,
+                           tols: list[float]) -> torch.Tensor:
+    """(M, L) per layer, the mean over the `queries` (M, B, T) and every head of the total-variation distance
+    0.5 * sum_j |a_ij - sat_ij| between the weights `attn` a layer used and the saturated weights of the same `scores`
+    (both (M, L, B, H, T, T), as the exact forward's internals give them: scores at c = 1, -inf on the keys a query
+    may not see), each layer with its own tie tolerance `tols[l]`. NaN for a member without queries."""
+    heads = attn.shape[3]
+    asked = queries.sum(dim=(-2, -1)).double() * heads  # (M,)
+    where = queries[:, :, None, :]  # (M, B, 1, T): over heads
+    out = []
+    for layer, tol in enumerate(tols):  # one layer at a time: the saturated weights are as large as the attention
+        layer_scores = scores[:, layer]
+        limit = saturated_weights(layer_scores, layer_scores > float("-inf"), tol)
+        distance = 0.5 * (attn[:, layer].float() - limit).abs().sum(-1)  # (M, B, H, T)
+        # torch.where, not a product: a padded query's row may hold anything, and NaN * 0 is NaN.
+        out.append(torch.where(where, distance, 0.0).sum(dim=(1, 2, 3), dtype=torch.float64) / asked)
+    return torch.stack(out, dim=1)
 
 
 @torch.no_grad()
 def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor,
                         next_labels: torch.Tensor | None = None) -> list[dict[str, float]]:
     """Per member, on its probe strings (tokens (M, n, T), labels (M, n) with -1 on padding rows, next-symbol targets
-    or None): accuracy as it is (`acc_probe`) and at the saturated limit (`acc_limit`), the share of strings decided
-    alike by both (`agree_limit`), and the limit's tie shares (`split_share`, `value_distinct_share`, pooled over
-    layers; see probes/ties.py): what the norm-growth study follows through training."""
+    or None): accuracy as it is (`acc_probe`), at the saturated limit (`acc_limit`), with only layer l saturated
+    (`acc_limit_layer{l}`) and with uniform attention (`acc_uniform`); agreement beyond chance with the limit
+    (`kappa_limit`) and balanced accuracy as it is and at the limit (`balanced_acc_probe`, `balanced_acc_limit`),
+    membership only, NaN for next-symbol targets; the distance to saturation (`tv_limit_layer{l}`, `tv_limit`); and
+    the limit's tie shares (`split_share`, `value_distinct_share`, pooled over layers; see probes/ties.py): what the
+    norm-growth study follows through training. See the module docstring for each."""
+    membership = next_labels is None
+    layers = attention_layers(ensemble)
+    real = labels >= 0  # (M, n)
+    targets = labels.clamp(min=0)
+
+    def accuracy(out):
+        return (judge_strings(out, targets, next_labels)[0] & real).sum(1) / real.sum(1)
+
+    columns = {}
     with eval_mode(ensemble):
-        exact = ensemble(tokens, logit_only=next_labels is None)  # membership: the logit alone (judge, agreement)
+        exact = ensemble(tokens, internals=True)
         with saturated_limit(ensemble):
             limit = ensemble(tokens, internals=True)
-    real = labels >= 0  # (M, n)
-    rates = torch.stack([(judge_strings(exact, labels.clamp(min=0), next_labels)[0] & real).sum(1),
-                         (judge_strings(limit, labels.clamp(min=0), next_labels)[0] & real).sum(1),
-                         (decided_alike(exact, limit, next_labels) & real).sum(1)]) / real.sum(1)
+        columns["acc_probe"], columns["acc_limit"] = accuracy(exact), accuracy(limit)
+        for layer in range(len(layers)):
+            if len(layers) == 1:  # the one layer alone saturated is the limit itself
+                columns["acc_limit_layer0"] = columns["acc_limit"]
+                break
+            with saturated_limit(ensemble, layers=[layer]):
+                columns[f"acc_limit_layer{layer}"] = accuracy(ensemble(tokens, logit_only=membership))
+        with uniform_attention(ensemble):
+            columns["acc_uniform"] = accuracy(ensemble(tokens, logit_only=membership))
+    if membership:
+        said, said_at_limit = exact["logit"] > 0, limit["logit"] > 0
+        columns["kappa_limit"] = cohen_kappa(said, said_at_limit, real)
+        columns["balanced_acc_probe"] = balanced_accuracy(said, labels)
+        columns["balanced_acc_limit"] = balanced_accuracy(said_at_limit, labels)
+    else:
+        for key in ("kappa_limit", "balanced_acc_probe", "balanced_acc_limit"):
+            columns[key] = torch.full((len(tokens),), math.nan)
     queries = query_mask_for(ensemble, tokens) & real[..., None]  # (M, n, T)
+    distances = distance_to_saturation(exact["attn"], exact["scores"], queries, [layer.tol for layer in layers])
+    columns.update({f"tv_limit_layer{layer}": distances[:, layer] for layer in range(len(layers))})
+    columns["tv_limit"] = distances.mean(dim=1)
     ties = member_pooled_shares(limit["attn"], limit["values"], queries)
-    return [{"acc_probe": a, "acc_limit": b, "agree_limit": c} | member_ties
-            for (a, b, c), member_ties in zip(rates.T.tolist(), ties, strict=True)]
+    values = torch.stack([column.double().cpu() for column in columns.values()], dim=1)  # one read-back for all
+    return [dict(zip(columns, member, strict=True)) | member_ties
+            for member, member_ties in zip(values.tolist(), ties, strict=True)]
+
+
+# What the probe reports for the trained member: the last logged step's numbers (taken after the last update).
+FINAL_KEYS = ("acc_probe", "acc_limit", "acc_uniform", "balanced_acc_probe", "balanced_acc_limit", "tv_limit")
+FINAL_PREFIXES = ("sim_", "acc_limit_layer", "tv_limit_layer")
 
 
 @register
 class Saturation(Probe):
-    """At every logged step (the last one is the trained member's): saturation similarity per layer, and the probe
-    strings' accuracy as is and at the saturated limit, their agreement, and the limit's tie shares
-    (`limit_over_training`). After training: decision agreement between c = 1 and the saturated limit."""
+    """At every logged step (the last one is the trained member's): saturation similarity per layer, and on the probe
+    strings the measures of `limit_over_training`. After training: the trained member's numbers, the kappa with the
+    limit as `decision_kappa`."""
 
     name = "saturation"
     report = ProbeReport(
         title="Saturation",
-        text="Per language and variant, mean±std over seeds. `sim_mean`: cosine between the hidden states at c=1 and "
-             "with every parameter multiplied by 1000, mean over layers; `decision_agreement`: share of probe strings "
-             "decided alike at c=1 and at the saturated limit.",
-        columns=["sim_mean", "decision_agreement"],
-        tables=[Table(["sim_mean"], rows="field")],
+        text="Per language and variant, mean±std over seeds, on the probe strings of the trained members. "
+             "`sim_mean`: cosine between the hidden states at c=1 and with every parameter multiplied by 1000, mean "
+             "over layers. `decision_kappa`: Cohen's kappa between the decisions at c=1 and at the saturated limit, "
+             "agreement beyond chance (1 alike, 0 no more alike than chance, — where both decide constantly and "
+             "alike). `balanced_acc_limit`: mean of the true-positive and true-negative rates at the limit, 0.5 for "
+             "a constant classifier. `acc_limit_layer{l}`: accuracy with layer l alone saturated, the others as "
+             "trained. `tv_limit_layer{l}`: distance to saturation, the mean over queries and heads of the "
+             "total-variation distance between layer l's attention weights as trained and the saturated weights of "
+             "the same scores; 0 when the layer already attends like its limit. Kappa and balanced accuracy are for "
+             "membership labels only.",
+        columns=["sim_mean", "decision_kappa", "balanced_acc_limit", "acc_limit_layer*", "tv_limit_layer*"],
+        tables=[Table(["sim_mean", "decision_kappa", "tv_limit"], rows="field")],
         renderers=["limit_over_training", "saturation_over_training"])
 
     def during_training(self, step, ensemble):
@@ -148,10 +252,9 @@ class Saturation(Probe):
 
     def measure(self, run):
         out = []
-        alike = decided_alike(run.exact, run.limit, run.next_labels)
-        for i, (log, strings) in enumerate(zip(run.logs, run.strings)):
-            agree = alike[i, :len(strings.strings)]
-            member = {k: v for k, v in log[-1].items() if k.startswith("sim_")}
-            member["decision_agreement"] = agree.float().mean().item()
+        for log in run.logs:
+            last = log[-1]
+            member = {k: v for k, v in last.items() if k.startswith(FINAL_PREFIXES) or k in FINAL_KEYS}
+            member["decision_kappa"] = last["kappa_limit"]
             out.append(member)
         return out

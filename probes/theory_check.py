@@ -47,9 +47,9 @@ fp32. At the saturated limit the decision has margin mu(n) = 1/(2(n+1)) in logit
 [-1, 1], so fp32 (unit roundoff 2^-24 ~ 6e-8) decides correctly as long as the rounding of an average of n + 1
 terms of size 1/(n+1) stays below mu(n). A worst-case bound on that rounding, n * 2^-24 * max|partial sum| with
 partial sums up to 1/2 for the deepest strings, reaches mu(n) near n ~ 4000; the observed error grows like
-sqrt(n) and is far smaller (`margin_table` measures it). The other fp32 limit is the tie tolerance of saturated
-attention (tol = 1e-5 on the scores): unflagged keys join the attended set once the largest flag 1/(j*+1) falls below
-1e-5, i.e. past length 10^5. Neither is reached below length 1000.
+sqrt(n) and is far smaller (`margin_table` measures it); it is not reached below length 1000. The tie tolerance of
+saturated attention sets no limit: it is relative to the row's largest |score| (models/attention.py, tie_floor), which
+is the flag itself, so the unflagged keys (score exactly 0) never come within tol of a flag 1/(j*+1), at any length.
 """
 
 import itertools

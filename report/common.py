@@ -22,15 +22,52 @@ def ordered_variants(seen):
     return sorted(set(seen), key=lambda v: (variant_rank(v), v))
 
 
+# ModelConfig.positional's default (models/recognizer.py): the encoding of a row whose config does not name one. The
+# report reads rows, not models, so it cannot ask ModelConfig; tests/test_report_common.py checks that the two agree.
+DEFAULT_POSITIONAL = "sinusoidal"
+WORDS = ("yes", "no", "open")
+
+
 def load_theory():
+    """report/theory.yaml with every prediction a word of WORDS, or a mapping from positional encodings to words with
+    a `default` (the schema is described at the top of the file). Read predictions through `predicted`."""
     theory = yaml.safe_load(THEORY_PATH.read_text())
-    # YAML 1.1 reads yes/no as booleans.
-    word = lambda v: {True: "yes", False: "no"}.get(v, v)  # noqa: E731
-    for entry in theory["languages"].values():
+    for language, entry in theory["languages"].items():
         for variant in VARIANT_ORDER:
             if variant in entry:
-                entry[variant] = word(entry[variant])
+                entry[variant] = _prediction(entry[variant], f"{language}.{variant}")
     return theory
+
+
+def _prediction(value, where):
+    # YAML 1.1 reads yes/no as booleans.
+    word = {True: "yes", False: "no"}.get(value, value) if isinstance(value, bool) else value
+    if isinstance(word, dict):
+        by_positional = {str(key): _prediction(v, f"{where}.{key}") for key, v in word.items()}
+        if "default" not in by_positional:
+            raise ValueError(f"report/theory.yaml: {where}: a prediction by positional encoding needs a `default`")
+        return by_positional
+    if word not in WORDS:
+        raise ValueError(f"report/theory.yaml: {where}: {value!r} is not one of {', '.join(WORDS)} or a mapping by "
+                         "positional encoding")
+    return word
+
+
+def predicted(entry, variant, positional=None):
+    """What theory predicts for `variant` under the positional encoding `positional` (None: DEFAULT_POSITIONAL), from a
+    language's entry of `load_theory`: yes, no or open; None where the entry has no prediction."""
+    value = entry.get(variant)
+    if isinstance(value, dict):
+        return value.get(positional or DEFAULT_POSITIONAL, value["default"])
+    return value
+
+
+def prediction_words(value):
+    """A prediction as text: the word, or `yes with fraction, else open` for one that depends on the encoding."""
+    if not isinstance(value, dict):
+        return value
+    named = ", ".join(f"{word} with {positional}" for positional, word in value.items() if positional != "default")
+    return f"{named}, else {value['default']}"
 
 
 def flatten(config, prefix=""):
@@ -61,8 +98,20 @@ def setting(row, fields):
     return {field: flat[field] for field in fields}
 
 
+UNIFORM = "uniform"  # the scale name of the uniform-attention control (probes/evaluate.py, eval.uniform_control)
+
+
 def scale_value(name):
+    """The number a scale name stands for, by which scales sort: the uniform control is the c -> 0 end of the sweep
+    (softmax(c s) tends to uniform weights as c -> 0), so 0, before every c; "inf" the saturated limit."""
+    if name == UNIFORM:
+        return 0.0
     return math.inf if name == "inf" else float(name)
+
+
+def scale_heading(name):
+    """A table's heading for a scale: `c=4`, `c=inf`, and `uniform` for the control."""
+    return UNIFORM if name == UNIFORM else f"c={name}"
 
 
 # Rendered on a laptop, a Markdown table of more columns than this wraps into illegibility.
@@ -79,8 +128,12 @@ def markdown(frame):
     return "\n\n".join(part.to_markdown() for part in parts)
 
 
-def theory_cell(language, theory):
+def theory_cell(language, theory, positional=None):
+    """soft / saturated / hard as theory predicts them: under `positional` when given, else with every encoding the
+    prediction depends on spelled out."""
     entry = theory["languages"].get(language)
     if not entry:
         return "—"
-    return " / ".join(entry.get(v, "—") for v in VARIANT_ORDER)
+    if positional is None:
+        return " / ".join(prediction_words(entry[v]) if v in entry else "—" for v in VARIANT_ORDER)
+    return " / ".join(predicted(entry, v, positional) or "—" for v in VARIANT_ORDER)

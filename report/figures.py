@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .common import ordered_variants
+from .common import UNIFORM, ordered_variants
 
 
 def figure_heatmap(table, path, chance=0.5):
@@ -59,9 +59,11 @@ def figure_accuracy_vs_length(rows, path, scale="1", chance=0.5):
 
 def figure_accuracy_vs_scale(table, path, unit="scale c", chance=0.5):
     """Accuracy in distribution against c, one panel per language, one line per variant over the finite scales
-    (mean over seeds; band: min to max); the exact limit c=inf stands apart on the right, as unconnected points."""
-    finite = table[table["scale_value"] < math.inf]
+    (mean over seeds; band: min to max); the exact limit c=inf stands apart on the right, as unconnected points, and
+    the uniform-attention control (c -> 0, which a log axis cannot place) is a dashed line in the variant's colour."""
+    finite = table[(table["scale_value"] > 0) & (table["scale_value"] < math.inf)]
     limit = table[table["scale_value"] == math.inf]
+    uniform = table[table["scale"] == UNIFORM]
     top = finite["scale_value"].max() * 30 if len(finite) else 1.0
     hue_order = ordered_variants(table["variant"])
     grid = sns.relplot(data=finite, x="scale_value", y="acc", hue="variant", col="language",
@@ -72,6 +74,8 @@ def figure_accuracy_vs_scale(table, path, unit="scale c", chance=0.5):
         means = limit[limit["language"] == language].groupby("variant")["acc"].mean()
         for variant, acc in means.items():
             ax.plot([top], [acc], marker="D", ls="none", color=palette[variant])
+        for variant, acc in uniform[uniform["language"] == language].groupby("variant")["acc"].mean().items():
+            ax.axhline(acc, color=palette[variant], lw=0.9, ls=(0, (5, 3)))
         ax.set_xscale("log")
         ax.axvline(top / 5, color="grey", lw=0.8, ls=":")
         if chance:
@@ -80,7 +84,9 @@ def figure_accuracy_vs_scale(table, path, unit="scale c", chance=0.5):
         ax.set_xticks(ticks + [top], [f"{t:g}" for t in ticks] + ["inf"])
     grid.set_axis_labels(unit, "accuracy")
     grid.figure.suptitle(f"Accuracy on the training lengths against the {unit}; diamonds right of the dotted line: "
-                         "the exact limit c=inf; " + ("dashed: chance; " if chance else "")
+                         "the exact limit c=inf; " + ("coloured dashes: uniform attention (c -> 0); "
+                                                      if len(uniform) else "")
+                         + ("grey dashes: chance; " if chance else "")
                          + "band: min to max over seeds", y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)

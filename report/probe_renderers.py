@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .common import ordered_variants, setting
+from .common import markdown, ordered_variants, setting
 
 
 @dataclass
@@ -32,7 +32,11 @@ class RunView:
         return norm_series(self.rows, self.fields)
 
 
-SERIES = ("norm", "norm_with_embeddings", "sim_mean", "agree_limit", "acc_limit", "split_share", "value_distinct_share")
+SERIES = ("norm", "norm_with_embeddings", "sim_mean", "kappa_limit", "acc_limit", "tv_limit", "split_share",
+          "value_distinct_share")
+# What the limit-over-training figure draws, a line style each (defined in probes/saturation_similarity.py).
+LIMIT_MEASURES = {"kappa_limit": "kappa with the limit", "acc_limit": "accuracy at the limit",
+                  "tv_limit": "TV distance to saturation"}
 
 
 def norm_series(rows, fields):
@@ -63,9 +67,27 @@ def growth_facets(fields):
 NORM_FLOOR = 1e-3
 
 
+def fitted_laws(t, norm):
+    """The curves drawn over a mean norm series, at its steps t: {"power": a t^gamma + b, "gamma": gamma,
+    "sqrt": a sqrt(t) + b}, least squares; {} where the series is too short or flat. The probe fits each seed's
+    a t^gamma + b the same way (probes/norm_growth.py, `offset_power_law_parameters`); for a drawing, the best gamma
+    on a grid of step 0.01 is enough."""
+    if len(t) < 4 or np.ptp(norm) == 0:
+        return {}
+    gammas = np.linspace(0.0, 3.0, 301)
+    u = (t / t.max())[None, :] ** gammas[:, None]  # gamma does not depend on the unit of t
+    du, dy = u - u.mean(axis=1, keepdims=True), norm - norm.mean()
+    spread = np.sum(du**2, axis=1)
+    a = np.divide(du @ dy, spread, out=np.zeros_like(spread), where=spread > 0)
+    best = int(np.argmin(np.sum((dy[None, :] - a[:, None] * du) ** 2, axis=1)))
+    slope, intercept = np.polyfit(np.sqrt(t), norm, 1)
+    return {"power": a[best] * du[best] + norm.mean(), "gamma": gammas[best], "sqrt": slope * np.sqrt(t) + intercept}
+
+
 def figure_norm_growth(series, fields, path):
     """Norm against t, log-log, per language; line: mean over seeds, band: min to max; dashed: the fit
-    ||theta||^2 = a t + b to the mean series of the first colour (no weight decay when decay varies)."""
+    ||theta|| = a t^gamma + b to the mean series of the first colour (no weight decay when decay varies), its gamma
+    written in the panel; dotted: the fit ||theta|| = a sqrt(t) + b to the same series."""
     data = series[series["step"] > 0]
     if data.empty:
         return False
@@ -82,11 +104,12 @@ def figure_norm_growth(series, fields, path):
         if layout["row"]:
             part = part[part[layout["row"]] == row_value]
         mean = part.groupby("step")["norm"].mean()
-        if len(mean) >= 3:
-            t = mean.index.to_numpy(dtype=float)
-            a, b = np.polyfit(t, mean.to_numpy() ** 2, 1)
-            if a > 0:
-                ax.plot(t, np.sqrt(np.maximum(a * t + b, 0)), color="black", ls="--", lw=1)
+        t = mean.index.to_numpy(dtype=float)
+        laws = fitted_laws(t, mean.to_numpy())
+        if laws:
+            ax.plot(t, np.maximum(laws["power"], NORM_FLOOR), color="black", ls="--", lw=1)
+            ax.plot(t, np.maximum(laws["sqrt"], NORM_FLOOR), color="grey", ls=":", lw=1)
+            ax.text(0.03, 0.95, f"gamma = {laws['gamma']:.2f}", transform=ax.transAxes, va="top", fontsize=8)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -94,35 +117,57 @@ def figure_norm_growth(series, fields, path):
     grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
     grid.set_axis_labels("step t", "||theta|| (embeddings excluded)")
     grid.figure.suptitle(f"Parameter norm against t, coloured by {layout['hue']}; line: mean over seeds, band: min to "
-                         f"max; dashed: sqrt(a t + b) fitted to the mean of {layout['hue']} = {hues[0]}; norms below "
-                         f"{NORM_FLOOR:g} drawn at {NORM_FLOOR:g}", y=1.03, fontsize=9)
+                         f"max; fitted to the mean of {layout['hue']} = {hues[0]}: dashed a t^gamma + b, dotted "
+                         f"a sqrt(t) + b; norms below {NORM_FLOOR:g} drawn at {NORM_FLOOR:g}", y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)
     return True
 
 
+def law_counts(rows, fields):
+    """Per language, variant and varying field: how many seeds each growth law predicts best on held-out steps
+    (the norm-growth probe's `best_law`), as "k/n" with n the seeds that have one. None without any."""
+    records = [{"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+                **setting(row, fields), "best_law": (row["metrics"].get("probes") or {}).get("best_law")}
+               for row in rows]
+    frame = pd.DataFrame.from_records(records).dropna(subset=["best_law"]) if records else pd.DataFrame()
+    if frame.empty:
+        return None
+    by = ["language", "variant", *fields]
+    counts = pd.crosstab([frame[key] for key in by], frame["best_law"])
+    counts = counts[sorted(counts.columns, key=["sqrt", "linear", "log"].index)]  # the order of the probe's LAWS
+    seeds = counts.sum(axis=1)
+    return counts.apply(lambda column: column.astype(str) + "/" + seeds.astype(str))
+
+
 def figure_limit_over_training(series, fields, path):
-    """Agreement with the saturated limit and accuracy at the limit against t, per language."""
-    data = series[series["step"] > 0].dropna(subset=["agree_limit"])
+    """Against t, per language: Cohen's kappa between the decisions at c=1 and at the saturated limit, the limit's
+    accuracy and the mean total-variation distance of the attention from its saturated weights (LIMIT_MEASURES)."""
+    data = series[series["step"] > 0].dropna(subset=list(LIMIT_MEASURES), how="all")
     if data.empty:
         return False
     layout = growth_facets(fields)
     long = data.melt(id_vars=["language", "step", "seed", layout["hue"]] + ([layout["row"]] if layout["row"] else []),
-                     value_vars=["agree_limit", "acc_limit"], var_name="measure", value_name="share")
-    long["measure"] = long["measure"].map({"agree_limit": "agreement with the limit",
-                                           "acc_limit": "accuracy at the limit"})
+                     value_vars=list(LIMIT_MEASURES), var_name="measure", value_name="value")
+    # Kappa is undefined while both classifiers decide constantly and alike (at initialisation, typically).
+    long = long.dropna(subset=["value"])
+    long["measure"] = long["measure"].map(LIMIT_MEASURES)
     long[layout["hue"]] = long[layout["hue"]].map(str)
     hues = sorted(long[layout["hue"]].unique(), key=float if layout["hue"] == "train.weight_decay" else str)
-    grid = sns.relplot(data=long, x="step", y="share", col="language", style="measure", kind="line", height=2.6,
+    grid = sns.relplot(data=long, x="step", y="value", col="language", style="measure", kind="line", height=2.6,
                        aspect=1.4, errorbar=("pi", 100), hue_order=hues,
+                       style_order=[m for m in LIMIT_MEASURES.values() if m in set(long["measure"])],
                        palette="viridis" if len(hues) > 3 else None, **layout)
     for _, ax in _panels(grid, layout):
         ax.set_xscale("log")
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+        ax.axhline(0.0, color="grey", lw=0.6, ls=":")
     grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
-    grid.set_axis_labels("step t", "share of probe strings")
-    grid.figure.suptitle("Decisions at c=1 that the saturated limit shares (solid) and the limit's accuracy (dashed) "
-                         "against t; line: mean over seeds, band: min to max; dotted: chance", y=1.03, fontsize=9)
+    grid.set_axis_labels("step t", "kappa, accuracy, TV distance")
+    grid.figure.suptitle("Against t, on the probe strings: Cohen's kappa between the decisions at c=1 and at the "
+                         "saturated limit (0: chance), the limit's accuracy (0.5: chance) and the attention's mean "
+                         "total-variation distance from its saturated weights (0: saturated); line: mean over seeds, "
+                         "band: min to max", y=1.03, fontsize=9)
     grid.savefig(path, dpi=100)
     plt.close(grid.figure)
     return True
@@ -176,10 +221,21 @@ def render_norm_growth(view):
     return ["![norm growth](figures/norm_growth.png)", ""]
 
 
+def render_norm_laws(view):
+    counts = law_counts(view.rows, view.fields)
+    if counts is None:
+        return []
+    return ["### Which law predicts the latest steps", "",
+            "Seeds whose norm over the last third of the logged steps is predicted best by sqrt(t), t or log t "
+            "growth, each fitted to the earliest two thirds (`heldout_rmse_*`), out of the seeds with a decision.", "",
+            markdown(counts), ""]
+
+
 def render_limit_over_training(view):
     if not figure_limit_over_training(view.series, view.fields, view.figures / "limit_over_training.png"):
         return []
-    return ["![agreement with the saturated limit over training](figures/limit_over_training.png)", ""]
+    return ["![kappa with the saturated limit, accuracy at the limit and distance to saturation over training]"
+            "(figures/limit_over_training.png)", ""]
 
 
 def render_saturation_over_training(view):
@@ -197,6 +253,7 @@ def render_head_histogram(view):
 
 RENDERERS = {
     "norm_growth": render_norm_growth,
+    "norm_laws": render_norm_laws,
     "limit_over_training": render_limit_over_training,
     "saturation_over_training": render_saturation_over_training,
     "head_histogram": render_head_histogram,

@@ -11,7 +11,16 @@ import pandas as pd
 
 from satbench.harness.results import CorruptResults, load_rows_with_config
 
-from .common import flatten, markdown, ordered_variants, scale_value, variant_rank
+from .common import (
+    DEFAULT_POSITIONAL,
+    flatten,
+    markdown,
+    predicted,
+    scale_heading,
+    scale_value,
+    variant_rank,
+)
+from .stats import difference_interval, excludes_zero, seed_cell
 
 BIN_PREFIX = "acc_bin:"  # long-table columns of length generalization, one per bin: "acc_bin:21-30"
 
@@ -75,35 +84,55 @@ def ordered_scales(table):
     return sorted(table["scale"].unique(), key=scale_value)
 
 
-def best_mean(values, threshold):
-    """`mean (best)` over seeds, with a check mark when the best seed reaches the threshold: the compact cell."""
-    values = values.dropna()
-    if values.empty:
-        return "—"
-    return f"{values.mean():.2f} ({values.max():.2f})" + (" ✓" if values.max() >= threshold else "")
+def positionals(table):
+    """Each line's model.positional, which theory's predictions can depend on (report/theory.yaml); a row whose
+    config does not name one has ModelConfig's default."""
+    if "model.positional" not in table.columns:
+        return pd.Series(DEFAULT_POSITIONAL, index=table.index)
+    return table["model.positional"].fillna(DEFAULT_POSITIONAL)
+
+
+def _criteria_groups(table):
+    """The lines as trained (c=1) and at the limit (c=inf), grouped by language, variant, positional encoding and
+    scale, and whether the table holds more than one encoding (then rows and flags name theirs)."""
+    lines = table[table["scale"].isin(["1", "inf"])]
+    lines = lines.assign(_positional=positionals(lines))
+    return lines.groupby(["language", "variant", "_positional", "scale"]), lines["_positional"].nunique() > 1
+
+
+def _who(variant, scale, positional, several):
+    """A flag's subject: `soft`, `soft at c=inf`, with `positional=...` when the table holds several encodings."""
+    who = variant if scale == "1" else f"{variant} at c=inf"
+    return f"{who} with positional={positional}" if several else who
 
 
 def criteria_table(table, threshold, theory, flags):
-    """Rows: language and variant. Columns: in distribution, then length generalization per bin, each as trained
-    (c=1) and at the saturated limit (c=inf). Cells `mean (best)` over seeds."""
+    """Rows: language and variant (and positional encoding, where the table holds several). Columns: theory's
+    prediction under the row's own encoding, its flags, then in distribution and length generalization per bin, each
+    as trained (c=1) and at the saturated limit (c=inf). Cells: report/stats.py's `seed_cell` over seeds."""
     bins = bin_columns(table)
     wanted = [("in dist.", "acc")] + [(f"len {c.removeprefix(BIN_PREFIX)}", c) for c in bins]
     if not bins:  # rows from before length bins: everything beyond training is one bin
         wanted.append(("beyond training", "acc_long"))
     everywhere = set(table.loc[table["acc_over"] != "training lengths", "language"])
+    groups, several = _criteria_groups(table)
     out = {}
-    for (language, variant, scale), part in table[table["scale"].isin(["1", "inf"])].groupby(
-            ["language", "variant", "scale"]):
-        cells = out.setdefault((f"{language} †" if language in everywhere else language, variant), {})
+    for (language, variant, positional, scale), part in groups:
+        name = f"{language} †" if language in everywhere else language
+        cells = out.setdefault((name, variant, positional) if several else (name, variant), {})
         entry = theory["languages"].get(language, {})
-        cells["theory"] = entry.get(variant, "—")
-        cells["vs theory"] = ", ".join(f for f in flags.get(language, {}) if variant in f)
+        word = predicted(entry, variant, positional) or "—"
+        # A prediction that depends on the encoding says under which one it was read.
+        cells["theory"] = f"{word} with {positional}" if isinstance(entry.get(variant), dict) else word
+        subjects = {_who(variant, s, positional, several) for s in ("1", "inf")}
+        cells["vs theory"] = ", ".join(f for f in flags.get(language, {}) if f.split(" ", 1)[1] in subjects)
         for title, column in wanted:
-            cells[f"{title} c={scale}"] = best_mean(part[column], threshold)
+            cells[f"{title} c={scale}"] = seed_cell(part[column], threshold)
     frame = pd.DataFrame.from_dict(out, orient="index")
     order = ["theory", "vs theory"] + [f"{title} c={s}" for title, _ in wanted for s in ("1", "inf")]
     frame = frame[[c for c in order if c in frame.columns]]
-    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["language", "variant"])
+    levels = ["language", "variant", "model.positional"] if several else ["language", "variant"]
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=levels)
     return frame.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
 
 
@@ -121,30 +150,35 @@ def theory_flags(table, threshold, theory, ties=None):
                    probe showing no value-distinct ties names the missing mechanism: nothing is averaged, so nothing
                    is counted. Checked for each variant as trained (c=1) and for soft at the limit (c=inf), which is a
                    saturated transformer.
+    Each cell is held to the prediction for its own positional encoding (model.positional): parity is predicted with
+    i/n positions and open without them, so only a cell with i/n positions can fall below theory there. Only a "yes"
+    can be below theory and only a "no" above it; "open" is never flagged. A flag names the entry's sources (`cite`).
     `ties`: {(language, variant): mean value-distinct share at the limit}, from the tie probe, when present.
     """
     flags = {}
     beyond = bin_columns(table) or ["acc_long"]
-    for (language, variant, scale), part in table[table["scale"].isin(["1", "inf"])].groupby(
-            ["language", "variant", "scale"]):
+    groups, several = _criteria_groups(table)
+    for (language, variant, positional, scale), part in groups:
         entry = theory["languages"].get(language, {})
         as_variant = variant if scale == "1" else "saturated" if variant == "soft" else None
-        predicted = entry.get(as_variant)
-        who = f"{variant}" if scale == "1" else f"{variant} at c=inf"
+        prediction = predicted(entry, as_variant, positional) if as_variant else None
+        setting = f" with positional {positional}" if isinstance(entry.get(as_variant), dict) else ""
+        sources = f" (see {', '.join(entry['cite'])})" if entry.get("cite") else ""
+        who = _who(variant, scale, positional, several)
         best_in = part["acc"].max()
         best_beyond = min(part[c].max() for c in beyond)  # the hardest bin: every bin must be passed
-        if predicted == "no" and scale == "1" and best_beyond >= threshold:
+        if prediction == "no" and scale == "1" and best_beyond >= threshold:
             flags.setdefault(language, {})[f"▲ {who}"] = (
                 f"above theory: {who} generalizes beyond training (best seed {best_beyond:.3f} on the hardest bin) "
-                "where theory says no: test lengths too short to expose an asymptotic limit, or the model has more "
-                "than the theory assumes (positions, finite precision)")
-        elif predicted == "yes" and best_beyond < threshold:
+                f"where theory says no{setting}{sources}: test lengths too short to expose an asymptotic limit, or the "
+                "model has more than the theory assumes (positions, finite precision)")
+        elif prediction == "yes" and best_beyond < threshold:
             if best_in < threshold:
                 cause = f"fails in distribution (best seed {best_in:.3f}): learnability, training did not find a " \
-                        "construction that exists"
+                        f"construction that exists{setting}{sources}"
             else:
                 cause = f"fits the training lengths but not beyond (best seed {best_beyond:.3f} on the hardest bin): " \
-                        "a length-bounded solution was learned"
+                        f"a length-bounded solution was learned where one for every length exists{setting}{sources}"
             if variant != "hard" and (scale == "inf" or variant == "saturated") and (language, variant) in (ties or {}):
                 cause += _tie_evidence(ties[(language, variant)])
             flags.setdefault(language, {})[f"▼ {who}"] = f"below theory: {who} {cause}"
@@ -168,12 +202,13 @@ def flag_lines(flags):
 
 
 def sweep_table(table, threshold):
-    """Rows: language and variant. Columns: every scale c. Cells: `mean (best)` accuracy in distribution; read along
-    a row, the finite columns should converge to c=inf."""
-    frame = (table.groupby(["language", "variant", "scale"])["acc"].apply(lambda v: best_mean(v, threshold))
+    """Rows: language and variant. Columns: every scale c, after the uniform-attention control (the c -> 0 end) where
+    it was evaluated. Cells: accuracy in distribution over seeds (`seed_cell`); read along a row, the finite columns
+    should converge to c=inf."""
+    frame = (table.groupby(["language", "variant", "scale"])["acc"].apply(lambda v: seed_cell(v, threshold))
              .unstack("scale"))
-    frame = frame[ordered_scales(table)]
-    frame.columns = [f"c={c}" for c in frame.columns]
+    frame = frame[ordered_scales(table)].fillna("—")  # a scale some cells lack (rows of an older run)
+    frame.columns = [scale_heading(c) for c in frame.columns]
     return frame.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
 
 
@@ -186,11 +221,54 @@ def soft_vs_saturated_table(table, threshold):
     for (language, variant, scale), values in mean:
         for name, key in columns.items():
             if key == (variant, scale):
-                out.setdefault(language, {})[name] = best_mean(values, threshold)
+                out.setdefault(language, {})[name] = seed_cell(values, threshold)
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame = frame[[c for c in columns if c in frame.columns]]
     frame.index.name = "language"
     return frame.sort_index()
+
+
+def kind_table(rows):
+    """Rows: language and variant. Columns: each kind of test string ("member", then the kinds of negative that
+    produced the others: edit, fallback, near_miss, random, shuffle), as trained (c=1) and at the saturated limit
+    (c=inf). Cells: `accuracy (n)`, the accuracy in distribution on strings of that kind, mean over seeds, and n the
+    strings of that kind per seed (mean over seeds). A shortcut shows as a kind near 0 or 1 beside others near chance.
+    Empty for rows written before the kinds were recorded."""
+    records = []
+    for row in rows:
+        metrics = row["metrics"]
+        for scale in ("1", "inf"):
+            for kind, acc in metrics.get("acc_by_kind", {}).get(scale, {}).items():
+                records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+                                "column": f"{kind} c={scale}", "acc": acc, "n": metrics["kind_counts"][kind]})
+    if not records:
+        return pd.DataFrame()
+    frame = pd.DataFrame.from_records(records)
+    means = frame.groupby(["language", "variant", "column"], sort=False)[["acc", "n"]].mean()
+    cells = means.apply(lambda r: "—" if pd.isna(r["acc"]) else f"{r['acc']:.2f} ({r['n']:.0f})", axis=1)
+    # Members first, then the kinds of negative by name: rows store their keys sorted, and the report does not import
+    # the languages, whose STRING_KINDS holds the sampler's order.
+    kinds = sorted(set(frame["column"].str.split(" ").str[0]), key=lambda kind: (kind != "member", kind))
+    columns = [f"{kind} c={scale}" for scale in ("1", "inf") for kind in kinds]
+    table = cells.unstack("column").reindex(columns=[c for c in columns if c in set(frame["column"])]).fillna("—")
+    return table.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
+
+
+def fewest_per_class(rows):
+    """(count, where): the fewest held-out strings of one class (members or non-members) behind any criterion's
+    accuracy (in distribution or a length bin) of any cell, and where that is; None for rows without counts. A task
+    of members only (next symbols) has no non-members to count."""
+    fewest = None
+    for row in rows:
+        members_only = row["config"]["data"].get("label_kind") == "next_symbols"
+        for region, classes in row["metrics"].get("counts", {}).items():
+            for label, count in classes.items():
+                if members_only and label != "member":
+                    continue
+                if fewest is None or count < fewest[0]:
+                    where = "in distribution" if region == "in" else f"lengths {region}"
+                    fewest = count, f"{label}s of {row['config']['language']}, {where}"
+    return fewest
 
 
 def construction_table(hand_built, threshold):
@@ -222,9 +300,15 @@ def config_differences(rows_a, rows_b):
     return lines
 
 
+COMPARED_SCALES = ("1", "inf")  # as trained, and the saturated limit
+
+
 def compare_runs(run_a, run_b):
-    """Mean accuracy of two runs per language and variant x scale, side by side: `a -> b (b - a)`, after the config
-    fields in which the runs differ. Runs with no language and variant in common are an error."""
+    """Two runs side by side, after the config fields in which they differ: per language, variant (and setting, where
+    a field varies within a run), scale c=1 and c=inf and criterion (in distribution, each length bin), the mean
+    accuracy over each run's seeds and the difference b - a with its 95% bootstrap interval (report/stats.py,
+    `difference_interval`: unpaired, each run's seeds resampled on their own). `differs` marks an interval that
+    excludes 0. Runs with no language and variant in common are an error."""
     rows = [load_rows_with_config(run) for run in (run_a, run_b)]
     differences = config_differences(*rows)
     tables = [long_table(r) for r in rows]
@@ -233,28 +317,78 @@ def compare_runs(run_a, run_b):
     if not shared:
         raise CorruptResults(f"{run_a} and {run_b} have no language and attention variant in common: nothing to "
                              "compare")
-    means = [t.groupby(["language", "variant", "scale"])["acc"].mean() for t in tables]
-    joined = pd.concat(means, axis=1, keys=["a", "b"])
-    cells = joined.apply(lambda r: _compare_cell(r["a"], r["b"]), axis=1).unstack(["variant", "scale"])
-    order = [(v, s) for v in ordered_variants(v for v, _ in cells.columns)
-             for s in sorted({s for _, s in cells.columns}, key=scale_value)
-             if (v, s) in cells.columns]
-    cells = cells[order].fillna("—")
-    cells.columns = [f"{v} c={s}" for v, s in cells.columns]
-    title = f"# {Path(run_a).name} -> {Path(run_b).name}: mean accuracy on training lengths, a -> b (b - a)"
+    title = (f"# {Path(run_a).name} -> {Path(run_b).name}: accuracy at c=1 and c=inf, mean over each run's seeds; "
+             "b - a with its 95% bootstrap interval (unpaired); `differs`: the interval excludes 0")
     if differences:
         warning = ("The runs differ in these config fields (a -> b), so a difference below need not come from one "
                    "change alone:")
         header = "\n".join([warning, "", *differences])
     else:
         header = "The runs have the same config."
-    return f"{title}\n\n{header}\n\n{markdown(cells)}\n"
+    table, alone = compare_table(*tables)
+    if alone:
+        header += (f"\n\n{alone} lines of one run alone (a language, variant, setting or length bin the other run "
+                   "lacks) are left out.")
+    body = markdown(table) if len(table) else "No language, variant, setting and scale in both runs."
+    return f"{title}\n\n{header}\n\n{body}\n"
 
 
-def _compare_cell(a, b):
-    if pd.isna(a) or pd.isna(b):
-        return f"{'—' if pd.isna(a) else f'{a:.3f}'} -> {'—' if pd.isna(b) else f'{b:.3f}'}"
-    return f"{a:.3f} -> {b:.3f} ({b - a:+.3f})"
+def compare_table(table_a, table_b):
+    """The table of `compare_runs` from the two runs' long tables, one line per language, variant, setting, scale and
+    criterion that both runs measured, and the number of lines only one of them has."""
+    split = sorted(set(setting_columns(table_a)) | set(setting_columns(table_b)))
+    split = [c for c in split if c in table_a.columns and c in table_b.columns]
+    samples = [_criterion_samples(t, split) for t in (table_a, table_b)]
+    both = set(samples[0]) & set(samples[1])
+    records = []
+    for key in sorted(both, key=_compare_order):
+        language, variant, title, scale, criterion = key
+        a, b = samples[0][key], samples[1][key]
+        interval = difference_interval(a, b)
+        records.append({"language": language, "variant": variant, **({"setting": title} if split else {}),
+                        "scale": scale_heading(scale), "criterion": criterion, "seeds a, b": f"{len(a)}, {len(b)}",
+                        "mean a -> b": f"{a.mean():.3f} -> {b.mean():.3f}",
+                        "b - a [95%]": _difference_words(b.mean() - a.mean(), interval),
+                        "differs": "yes" if excludes_zero(interval) else ""})
+    frame = pd.DataFrame.from_records(records)
+    if len(frame):
+        frame = frame.set_index([c for c in ("language", "variant", "setting", "scale", "criterion")
+                                 if c in frame.columns])
+    return frame, len(set(samples[0]) ^ set(samples[1]))
+
+
+def _criterion_samples(table, split):
+    """{(language, variant, setting, scale, criterion): the accuracies of the seeds}, at the compared scales."""
+    lines = table[table["scale"].isin(COMPARED_SCALES)]
+    titles = [", ".join(f"{c}={v}" for c, v in zip(split, values)) for values in zip(*(lines[c].tolist()
+                                                                                           for c in split))]
+    lines = lines.assign(_setting=titles if split else "")
+    bins = bin_columns(lines)
+    criteria = [("in dist.", "acc")] + [(f"len {c.removeprefix(BIN_PREFIX)}", c) for c in bins]
+    if not bins:  # rows from before length bins, as in criteria_table
+        criteria.append(("beyond training", "acc_long"))
+    out = {}
+    for (language, variant, title, scale), part in lines.groupby(["language", "variant", "_setting", "scale"]):
+        for criterion, column in criteria:
+            values = part[column].dropna()
+            if len(values):
+                out[(language, variant, title, scale, criterion)] = values
+    return out
+
+
+def _compare_order(key):
+    language, variant, title, scale, criterion = key
+    first_length = {"in dist.": -1, "beyond training": math.inf}.get(criterion) \
+        or int(criterion.removeprefix("len ").split("-")[0])
+    return language, variant_rank(variant), variant, title, scale_value(scale), first_length
+
+
+def _difference_words(shift, interval):
+    signed = lambda x: f"{round(x, 3) + 0.0:+.3f}"  # noqa: E731  (+ 0.0: a rounding error of 0 prints +0.000, not -0.000)
+    # No interval when a run has one seed: its spread over seeds is unknown (report/stats.py, difference_interval).
+    if interval is None:
+        return f"{signed(shift)} (no interval)"
+    return f"{signed(shift)} [{signed(interval[0])}, {signed(interval[1])}]"
 
 
 LIMIT_GAP = 0.02  # the largest finite c and c = inf further apart than this: the sweep has not reached its limit

@@ -8,7 +8,7 @@ import pandas as pd
 import seaborn as sns
 
 from .common import flatten, ordered_variants, variant_rank
-from .tables import best_mean  # the compact cell of every accuracy table
+from .stats import seed_cell  # the compact cell of every accuracy table
 
 SHARES = ["split_share", "value_distinct_share", "score_gap", "score_gap_over_norm"]
 
@@ -45,13 +45,13 @@ def _ordered(frame):
 
 
 def tie_table(frame, threshold):
-    """Rows: language and variant. Columns: mean over seeds of the tie shares and gaps, then `mean (best)` accuracy
-    at the limit per tolerance."""
+    """Rows: language and variant. Columns: mean over seeds of the tie shares and gaps, then the accuracy at the limit
+    per tolerance over seeds (`seed_cell`)."""
     tolerances = tolerance_columns(frame)
     grouped = _ordered(frame).groupby(["language", "variant"], sort=False)
     out = grouped[SHARES].mean().map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
     for column in tolerances:
-        out[column] = grouped[column].apply(lambda v: best_mean(v, threshold))
+        out[column] = grouped[column].apply(lambda v: seed_cell(v, threshold))
     return out
 
 

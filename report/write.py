@@ -12,7 +12,9 @@ from .tables import (
     LIMIT_GAP,
     construction_table,
     criteria_table,
+    fewest_per_class,
     flag_lines,
+    kind_table,
     limit_not_reached,
     long_table,
     settings,
@@ -65,16 +67,21 @@ def write_report(run_dir, header=None):
               f"tolerance {_tolerance_words(rows)}).",
               f"- two criteria, each on held-out strings: **in distribution** (lengths {train[0]}-{train[1]}, the "
               f"training lengths) and **length generalization** (lengths "
-              f"{', '.join(bins) if bins else 'beyond training'}). A cell reads `mean (best)` accuracy over seeds; "
-              f"✓ marks a criterion met: best seed >= {threshold}.",
+              f"{', '.join(bins) if bins else 'beyond training'}). A cell reads `mean [low, high] best b, k/n` "
+              f"over the seeds: mean accuracy with its 95% bootstrap interval (percentile, seeds resampled; equal "
+              f"values give a point, one seed none and no best), the best seed, and k of n seeds >= {threshold}; "
+              f"✓ marks a criterion met: best seed >= {threshold}. With few seeds the interval is too narrow (3 seeds "
+              "give about [min, max]): read it with k/n.",
+              *_count_words(rows),
               *_task_words(rows),
               *_probe_error_words(rows),
               "- † : every member of the training lengths is in the training split, so the in-distribution column "
               "is measured over all test lengths (a length-generalization question).",
-              "- theory column: soft / saturated / hard (UHAT), from `report/theory.yaml`; sources at the end. "
-              "`vs theory` flags a cell that disagrees in either direction: ▲ above theory (a language theory "
-              "rules out is recognized beyond training), ▼ below theory (one theory allows is not); each flag is "
-              "explained with its likely cause under the table.", ""]
+              "- theory column: what theory predicts for the row's variant (hard is UHAT) under the row's own "
+              "positional encoding, from `report/theory.yaml` (`open with none` where the prediction depends on the "
+              "encoding); sources at the end. `vs theory` flags a cell that disagrees in either direction: ▲ above "
+              "theory (a language theory rules out is recognized beyond training), ▼ below theory (one theory allows "
+              "is not); each flag is explained with its likely cause under the table.", ""]
     for title, part in settings(table):
         suffix = f" ({title})" if title else ""
         tag = "" if not title else "-" + "".join(ch if ch.isalnum() else "_" for ch in title)[:80]
@@ -85,7 +92,9 @@ def write_report(run_dir, header=None):
         lines += [f"## Recognition{suffix}", "", markdown(criteria_table(part, threshold, theory, flags)), ""]
         lines += flag_lines(flags) + ([""] if flags else [])
         lines += [f"### Accuracy in distribution at every scale c{suffix}", "",
-                  "Read along a row: the finite columns should converge to c=inf.", "",
+                  "Read along a row: the finite columns should converge to c=inf. `uniform`, where present: every "
+                  "layer attending uniformly over the keys it may see, the c -> 0 end of the sweep (what the model "
+                  "decides without looking at which keys score highest).", "",
                   markdown(sweep_table(part, threshold)), ""]
         unreached = limit_not_reached(part)
         if not unreached.empty:
@@ -93,14 +102,24 @@ def write_report(run_dir, header=None):
                       f"distribution at the largest finite c and at c=inf differ by more than {LIMIT_GAP} (per seed):",
                       "", markdown(unreached.round(3).set_index(["language", "variant", "seed"])), ""]
         lines += [f"### Soft vs saturated{suffix}", "", markdown(soft_vs_saturated_table(part, threshold)), ""]
+        by_kind = kind_table(part_rows)
+        if not by_kind.empty:
+            lines += [f"### Accuracy by negative kind{suffix}", "",
+                      "Accuracy in distribution on each kind of held-out string, mean over seeds, as trained (c=1) and "
+                      "at the saturated limit (c=inf); `(n)`: strings of the kind per seed. `member`: the members; "
+                      "the others: the non-members by the sampler that drew them (near misses of the language, "
+                      "length-keeping edits and window shuffles of a member, random strings, `fallback`: enumerated "
+                      "or random when those kept failing). A shortcut shows as one kind near 0 or 1 beside others "
+                      "near chance.", "", markdown(by_kind), ""]
         if not part_ties.empty:
             lines += [f"### Ties at the saturated limit{suffix}", "",
                       "`split_share`: share of queries whose tied set holds more than one key at c=inf; "
                       "`value_distinct_share`: of those, the share whose tied keys carry different values (only "
                       "these average anything, so only these can count); `score_gap`: median best minus second-best "
                       "score as trained, `score_gap_over_norm` the same over the parameter norm (means over seeds, "
-                      "all layers and heads). `tol=t`: `mean (best)` accuracy at c=inf in distribution with relative "
-                      "tie tolerance t (see models/attention.py, tie_floor).", "",
+                      "all layers and heads). `tol=t`: accuracy at c=inf in distribution over seeds, read as the "
+                      "recognition table's cells, with relative tie tolerance t (see models/attention.py, "
+                      "tie_floor).", "",
                       markdown(tie_table(part_ties, threshold)), ""]
             figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", title or run_dir.name)
             lines += [f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", ""]
@@ -136,6 +155,16 @@ def _tolerance_words(rows):
     words = ", ".join(f"{t:g}" for t in tols)
     tolerant = any(row["config"]["model"].get("surrogate") == "tolerant" for row in rows)
     return words + ("; models trained `tolerant` use their own, see `model.tolerant_tol`" if tolerant else "")
+
+
+def _count_words(rows):
+    """How many strings each accuracy rests on: an accuracy over k strings moves in steps of 1/k."""
+    fewest = fewest_per_class(rows)
+    if fewest is None:
+        return []
+    count, where = fewest
+    return [f"- held-out strings per class: at least {count} per cell in every criterion's bin (in distribution and "
+            f"each length bin), the fewest being the {where}."]
 
 
 def _probe_error_words(rows):

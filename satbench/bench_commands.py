@@ -52,9 +52,12 @@ def add_commands(commands):
     report.add_argument("--header", help="a paragraph for the top of the report (e.g. the command and machine)")
     report.set_defaults(run=report_command)
 
-    compare = commands.add_parser("compare", help="the recognition tables of two runs side by side",
-                                  description="Print the accuracy of two runs side by side, per language, variant "
-                                              "and scale, with the config fields in which the runs differ.")
+    compare = commands.add_parser("compare", help="the accuracy of two runs side by side, with intervals",
+                                  description="Print the config fields in which two runs differ, then per language, "
+                                              "variant, scale (c=1 and c=inf) and criterion (in distribution, each "
+                                              "length bin) the mean accuracy over each run's seeds and the "
+                                              "difference b - a with its 95% bootstrap interval (seeds resampled "
+                                              "within each run), marking the differences whose interval excludes 0.")
     compare.add_argument("run_a", help="a run directory")
     compare.add_argument("run_b", help="another run directory")
     compare.set_defaults(run=compare_command)

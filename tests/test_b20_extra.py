@@ -22,6 +22,7 @@ import yaml
 from scipy.stats import chisquare
 
 from satbench import languages
+from satbench.report.common import load_theory, predicted
 
 
 def regex(pattern, alphabet):
@@ -254,7 +255,17 @@ def test_star_freeness_matches_the_theory_entry(name):
         verdicts = [REFERENCE[name](word * k) for k in range(30, 30 + 2 * period)]
         assert verdicts[:period] == verdicts[period:] and len(set(verdicts)) == 2
         assert not transition_monoid_is_aperiodic(lang)
-        # A function of the length or of a count mod 2 reads like (aa)* and parity: yes with an encoding that
-        # carries i (soft and saturated), no for hard attention; the other cyclic ones are open.
-        expected = (True, True, False) if name in ("aa_star_aa", "crl1", "crl2", "crl3") else ("open", "open", False)
-        assert (entry["soft"], entry["saturated"], entry["hard"]) == expected
+        # A function of the length reads like (aa)*: yes with an encoding that carries i (soft and saturated), and
+        # for hard attention no without positions (not star-free), open with them. A count mod 2 reads like parity:
+        # yes with i/n positions, no for hard attention under any. The other cyclic ones are open.
+        theory = load_theory()["languages"][name]
+        with_positions = {"sinusoidal": (True, True, "open"), "learned": (True, True, "open"),
+                          "fraction": ("open", "open", "open"), "none": ("open", "open", False)}
+        with_i_over_n = {"sinusoidal": ("open", "open", False), "none": ("open", "open", False),
+                         "fraction": (True, True, False)}
+        by_positional = (with_positions if name in ("aa_star_aa", "crl1", "crl2") else with_i_over_n if name == "crl3"
+                         else {"none": ("open", "open", False), "fraction": ("open", "open", False)})
+        word = {True: "yes", False: "no", "open": "open"}
+        for positional, expected in by_positional.items():
+            assert tuple(predicted(theory, v, positional) for v in ("soft", "saturated", "hard")) == \
+                tuple(word[e] for e in expected), (name, positional)

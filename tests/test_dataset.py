@@ -264,3 +264,55 @@ def test_the_default_speed_switches_leave_the_cell_and_its_hash_as_they_were(fie
     switched = C.expand({"name": "n", "languages": ["dyck1"], "train": {field: value}}).cells[0]
     assert field not in default.as_dict()["train"] and C.cell_hash(explicit_default) == C.cell_hash(default)
     assert switched.as_dict()["train"][field] is value and C.cell_hash(switched) != C.cell_hash(default)
+
+
+def test_every_string_carries_the_kind_the_sampler_drew_it_by(monkeypatch):
+    drawn = Counter()
+    original = languages.Language.negative_and_kind
+
+    def recording(self, rng, n, mixture=None):
+        s, kind = original(self, rng, n, mixture)
+        drawn[(s, kind)] += 1
+        return s, kind
+
+    monkeypatch.setattr(languages.Language, "negative_and_kind", recording)
+    for name in ("dyck1", "majority", "aa_star"):  # aa_star: non-members only where it has no members, by fallback
+        drawn.clear()
+        dataset = make_dataset(name, train_lengths=(1, 8), test_lengths=(1, 12), train_size=200, test_per_length=8)
+        for split in (dataset.train, dataset.test):
+            assert len(split.kinds) == len(split)
+            assert [kind == "member" for kind in split.kinds] == [label == 1.0 for label in split.labels.tolist()]
+            negatives = Counter((s, kind) for s, kind in zip(split.strings, split.kinds, strict=True)
+                                if kind != "member")
+            assert not negatives - drawn, "a non-member whose kind is not the one it was drawn by"
+            assert {kind for _, kind in negatives} <= set(languages.base.STRING_KINDS) - {"member", "own"}
+    assert {kind for _, kind in drawn} == {"fallback"}  # the last language, aa_star
+
+
+def test_a_language_with_its_own_negative_sampler_marks_its_negatives_own(registry):
+    @languages.register
+    class OwnNegatives(type(languages.get_language("dyck1"))):
+        """Dyck-1 with a sampler of negatives of its own."""
+
+        name = "own_negatives"
+
+        def negative(self, rng, n, mixture=None):
+            return self.alphabet[0] * n if n else None  # all openers: never balanced
+
+    dataset = make_dataset("own_negatives", train_lengths=(2, 6), test_lengths=(2, 8), train_size=60,
+                           test_per_length=4)
+    assert set(dataset.test.kinds) == {"member", "own"}
+
+
+# Fingerprints of datasets built before each string's kind was recorded: recording it changed no byte.
+BEFORE_KINDS = {
+    ("shuffle2", 5, "language"): "dd6858f070ae9d4521017a1fccc292eb0bb8612d04dd5c2bcde6fb4064191483",
+    ("dyck1", 2, "flare"): "f4445caa9cc4035f20c13501feb5e3b04d9f79c186a8801d1aefb9b236974fb3",
+}
+
+
+@pytest.mark.parametrize("name, seed, negatives", list(BEFORE_KINDS))
+def test_recording_the_kinds_left_the_datasets_as_they_were(name, seed, negatives):
+    size = SHUFFLE2 if name == "shuffle2" else dict(train_size=200, test_per_length=4, label_kind="prefix")
+    assert fingerprint(make_dataset(name, seed=seed, negatives=negatives, **size)) == BEFORE_KINDS[(name, seed,
+                                                                                                    negatives)]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from satbench.data import DataConfig, make_dataset
-from satbench.models import Ensemble, ModelConfig, saturated_limit
+from satbench.models import Ensemble, ModelConfig, saturated_limit, uniform_attention
 from satbench.probes.evaluate import EvalConfig, align_by_length, at_scale, evaluate_ensemble
 
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=2, d_ff=32)
@@ -48,11 +48,12 @@ def test_ensemble_metrics_equal_each_member_evaluated_alone():
     metrics = evaluate_ensemble(ensemble, tests, data_cfg, eval_cfg, torch.device("cpu"))
     for i, split in enumerate(tests):
         model = ensemble.member(i).eval()
-        for c in eval_cfg.scales:
-            with torch.no_grad(), at_scale(model, c):
+        assert list(metrics[i]["acc"]) == ["uniform", "1", "4", "inf"]  # the control first: the c -> 0 end
+        for c in ["uniform", *eval_cfg.scales]:
+            with torch.no_grad(), uniform_attention(model) if c == "uniform" else at_scale(model, c):
                 logits = model(split.tokens)["logit"]
             correct = ((logits > 0).float() == split.labels).float()
-            name = "inf" if math.isinf(c) else f"{c:g}"
+            name = c if c == "uniform" else "inf" if math.isinf(c) else f"{c:g}"
             for n, acc in metrics[i]["acc_by_length"][name].items():
                 assert acc == pytest.approx(float(correct[split.lengths == n].mean()), abs=1e-6)
             assert set(metrics[i]["acc_by_length"][name]) == set(split.lengths.unique().tolist())
@@ -73,6 +74,19 @@ def test_ensemble_metrics_equal_each_member_evaluated_alone():
         assert metrics[i]["acc_bins"]["10-12"]["inf"] == pytest.approx(expected, abs=1e-6)
     # The default tolerance of the sweep is the model's own: the same numbers as the inf column.
     assert metrics[0]["tie_tolerance_acc"]["1e-05"]["7-9"] == pytest.approx(metrics[0]["acc_bins"]["7-9"]["inf"])
+    assert all(set(m["acc_bins"]["7-9"]) == set(m["acc"]) == set(m["ce"]) for m in metrics)  # every scale everywhere
+    assert any(m["acc_by_length"]["uniform"] != m["acc_by_length"]["1"] for m in metrics)  # a control, not c = 1
+
+
+def test_the_uniform_control_can_be_left_out():
+    test = make_dataset("majority", train_lengths=(1, 4), test_lengths=(1, 6), train_size=32, test_per_length=3,
+                        seed=0, vocab_size=8).test
+    eval_cfg = EvalConfig(scales=[1.0, math.inf], tie_tolerances=[], uniform_control=False)
+    metrics = evaluate_ensemble(Ensemble(MODEL, [0]), [test], DataConfig(train_lengths=(1, 4), test_lengths=(1, 6)),
+                                eval_cfg, torch.device("cpu"))
+    assert list(metrics[0]["acc"]) == ["1", "inf"]
+    with pytest.raises(ValueError, match=r"^eval\.uniform_control"):
+        EvalConfig(uniform_control="yes")
 
 
 def test_eval_config_rejects_bad_bins_and_tolerances():
@@ -82,3 +96,47 @@ def test_eval_config_rejects_bad_bins_and_tolerances():
         EvalConfig(tie_tolerances=[-1.0])
     assert EvalConfig().bins((1, 20), (1, 40)) == [(21, 40)]
     assert EvalConfig().bins((1, 20), (1, 20)) == []
+
+
+def test_accuracy_by_kind_follows_each_string_and_adds_up_to_the_accuracy():
+    """The kinds are gathered with the rows: each kind's accuracy is the member's own on the strings of that kind, the
+    kinds weighted by their counts give the accuracy in distribution (and the negatives alone the non-members'), and
+    the counts per class are those of the split."""
+    splits = [make_dataset(lang, train_lengths=(1, 8), test_lengths=(1, 12), train_size=48, test_per_length=8,
+                           seed=seed, vocab_size=8).test for lang, seed in (("majority", 0), ("dyck1", 1))]
+    ensemble = Ensemble(ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32), [0, 1])
+    eval_cfg = EvalConfig(scales=[1.0, math.inf], tie_tolerances=[], length_bins=[[9, 12]], batch_size=5)
+    metrics = evaluate_ensemble(ensemble, splits, DataConfig(train_lengths=(1, 8), test_lengths=(1, 12)), eval_cfg,
+                                torch.device("cpu"))
+    for i, split in enumerate(splits):
+        m, model = metrics[i], ensemble.member(i).eval()
+        inside = (split.lengths <= 8).tolist()
+        kinds = [kind for kind, keep in zip(split.kinds, inside, strict=True) if keep]
+        assert m["kind_counts"] == {kind: kinds.count(kind) for kind in m["kind_counts"]}
+        assert sum(m["kind_counts"].values()) == len(kinds) and "member" in m["kind_counts"]
+        members = split.labels == 1
+        for region, where in (("in", split.lengths <= 8), ("9-12", split.lengths >= 9)):
+            assert m["counts"][region] == {"member": int((where & members).sum()),
+                                           "non-member": int((where & ~members).sum())}
+        with torch.no_grad():
+            correct = ((model(split.tokens)["logit"] > 0).float() == split.labels).tolist()
+        for kind, acc in m["acc_by_kind"]["1"].items():
+            own = [c for c, k, keep in zip(correct, split.kinds, inside, strict=True) if keep and k == kind]
+            assert acc == pytest.approx(sum(own) / len(own), abs=1e-6)
+        counts = m["kind_counts"]
+        for name in ("1", "inf"):
+            weighted = sum(m["acc_by_kind"][name][k] * counts[k] for k in counts) / sum(counts.values())
+            assert weighted == pytest.approx(m["acc"][name], abs=1e-6)
+        negatives = [k for k in counts if k != "member"]
+        weighted = sum(m["acc_by_kind"]["1"][k] * counts[k] for k in negatives) / sum(counts[k] for k in negatives)
+        own = [c for c, label, keep in zip(correct, split.labels.tolist(), inside, strict=True) if keep and label == 0]
+        assert weighted == pytest.approx(sum(own) / len(own), abs=1e-6)  # the non-members' accuracy
+
+
+def test_rows_without_kinds_get_no_accuracy_by_kind():
+    test = make_dataset("majority", train_lengths=(1, 4), test_lengths=(1, 6), train_size=32, test_per_length=3,
+                        seed=0, vocab_size=8).test
+    test.kinds = None  # a split built by other means
+    metrics = evaluate_ensemble(Ensemble(MODEL, [0]), [test], DataConfig(train_lengths=(1, 4), test_lengths=(1, 6)),
+                                EvalConfig(scales=[1.0], tie_tolerances=[]), torch.device("cpu"))
+    assert "acc_by_kind" not in metrics[0] and "counts" not in metrics[0] and metrics[0]["acc"]["1"] >= 0

@@ -6,11 +6,14 @@ import torch
 from torch import nn
 
 from satbench.probes.norm_growth import (
+    LAWS,
     counted_parameters,
     direction_cosines,
+    fit_offset_power_law,
     fit_power_law,
     fit_sqrt,
     fit_squared_norm,
+    heldout_errors,
     layer_of,
     member_norm_entries,
     norm_growth_metrics,
@@ -201,3 +204,189 @@ def test_the_late_phase_fit_sees_sqrt_growth_after_a_fast_start():
     assert late["sq_late_slope"] == pytest.approx(0.005, rel=0.05)
     assert late["sq_late_r2"] > 0.99
     assert fit_squared_norm(steps, np.sqrt(square))["r2"] < late["sq_late_r2"]
+
+
+# --- telling growth laws apart ----------------------------------------------------------------------------------
+
+LOGGED = np.concatenate([[0], np.unique(np.round(np.geomspace(1, 10_000, 30)))])  # a log schedule of 30 points
+
+
+def noisy(norms, seed=0, relative=0.003):
+    return norms * (1 + np.random.default_rng(seed).normal(0.0, relative, size=norms.shape))
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0])
+def test_the_offset_power_law_recovers_its_exponent_inside_the_bootstrap_interval(gamma):
+    # A large initial norm (b = 3, growth 2 over the run) is what pulls the log-log exponent of `fit_power_law` down;
+    # the offset fit must not be pulled.
+    norms = noisy(3.0 + 2.0 * (LOGGED / LOGGED[-1]) ** gamma)
+    fit = fit_offset_power_law(LOGGED, norms)
+    assert fit["gamma"] == pytest.approx(gamma, abs=0.03)
+    assert fit["gamma_lo"] < gamma < fit["gamma_hi"]
+    assert fit["gamma_hi"] - fit["gamma_lo"] < 0.1
+    assert fit["b"] == pytest.approx(3.0, abs=0.05)
+    assert fit_power_law(LOGGED, norms)["gamma_hi"] < gamma  # the fit without an offset excludes the true exponent
+
+
+def test_the_bootstrap_interval_is_the_same_on_a_rerun():
+    norms = noisy(3.0 + 2.0 * np.sqrt(LOGGED / LOGGED[-1]))
+    assert fit_offset_power_law(LOGGED, norms) == fit_offset_power_law(LOGGED, norms)
+
+
+@pytest.mark.parametrize("law,norms", [
+    ("sqrt", 3.0 + 0.02 * np.sqrt(LOGGED)),
+    ("linear", 3.0 + 2e-4 * LOGGED),
+    ("log", 3.0 + 0.2 * np.log(np.maximum(LOGGED, 1))),
+], ids=["sqrt", "linear", "log"])
+def test_the_held_out_comparison_picks_the_law_that_made_the_data(law, norms):
+    log = [{"step": int(t), "norm": float(n)} for t, n in zip(LOGGED, noisy(norms, seed=1), strict=True)]
+    m = norm_growth_metrics(log)
+    assert m["best_law"] == law
+    errors = {other: m[f"heldout_rmse_{other}"] for other in LAWS}
+    assert errors[law] < 0.02  # noise of 0.3% on the norm: the right law predicts the last third closely
+    assert all(errors[other] > 3 * errors[law] for other in LAWS if other != law)
+
+
+def test_the_power_law_exponent_separates_the_laws_of_the_held_out_comparison():
+    norms = {"sqrt": 3.0 + 0.02 * np.sqrt(LOGGED), "linear": 3.0 + 2e-4 * LOGGED,
+             "log": 3.0 + 0.2 * np.log(np.maximum(LOGGED, 1))}
+    gamma = {law: fit_offset_power_law(LOGGED, noisy(y), n_resamples=20)["gamma"] for law, y in norms.items()}
+    assert gamma["log"] < 0.15
+    assert gamma["sqrt"] == pytest.approx(0.5, abs=0.05)
+    assert gamma["linear"] == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("log", [
+    [],
+    [{"step": 0, "norm": 1.0}],
+    [{"step": t, "norm": 1.0 + t} for t in (0, 1, 2, 3)],  # four points, three of them with t > 0
+    [{"step": int(t), "norm": 2.0} for t in LOGGED],  # a constant norm: every law fits, none is preferred
+], ids=["empty", "one", "short", "constant"])
+def test_short_or_constant_logs_give_nan_laws_not_errors(log):
+    m = norm_growth_metrics(log)
+    for key in ("law_gamma", "law_gamma_lo", "law_gamma_hi", "heldout_rmse_sqrt", "heldout_rmse_linear",
+                "heldout_rmse_log"):
+        assert math.isnan(m[key]), key
+    assert m["best_law"] is None
+
+
+def test_the_norm_ratio_with_embeddings_reads_its_own_series():
+    log = [{"step": 0, "norm": 2.0, "norm_with_embeddings": 10.0},
+           {"step": 10, "norm": 8.0, "norm_with_embeddings": 12.0}]
+    m = norm_growth_metrics(log)
+    assert m["norm_ratio"] == pytest.approx(4.0)
+    assert m["norm_ratio_with_embeddings"] == pytest.approx(1.2)
+    assert math.isnan(norm_growth_metrics([{"step": 0, "norm": 2.0}, {"step": 9, "norm": 3.0}])[
+        "norm_ratio_with_embeddings"])
+
+
+def test_heldout_errors_fit_on_the_earliest_two_thirds_only():
+    # Linear up to the last third, then flat: fitted on the first two thirds, the linear law overshoots the rest.
+    t = np.arange(1, 31, dtype=float)
+    norms = np.minimum(t, 20.0)
+    errors = heldout_errors(t, norms)
+    assert errors["linear"] == pytest.approx(np.sqrt(np.mean((t[20:] - 20.0) ** 2)) / 20.0, rel=1e-9)
+
+
+# --- model.init_scale --------------------------------------------------------------------------------------------
+
+SMALL = dict(vocab_size=6, d_model=16, n_heads=2, n_layers=2, d_ff=32, positional="learned", layer_norm="branch",
+             bias=False)
+
+
+def test_init_scale_scales_every_counted_parameter_and_leaves_the_embeddings():
+    from satbench.models import ModelConfig, Recognizer, parameter_norm
+
+    torch.manual_seed(3)
+    default = Recognizer(ModelConfig(**SMALL))
+    torch.manual_seed(3)
+    small = Recognizer(ModelConfig(**SMALL, init_scale=0.1))
+    counted = {name for name, _ in counted_parameters(default)}
+    assert any("ln" in name for name in counted)  # layer-norm gains count toward the norm, so they are scaled
+    for (name, p), (_, q) in zip(default.named_parameters(), small.named_parameters(), strict=True):
+        assert torch.equal(q, p * 0.1 if name in counted else p), name
+    assert {"token_embedding.weight", "positions.position_embedding.weight"} <= {
+        name for name, _ in default.named_parameters()} - counted
+    assert parameter_norm(small) == pytest.approx(0.1 * parameter_norm(default), rel=1e-6)
+
+
+def test_an_ensemble_member_with_init_scale_is_the_standalone_model_of_its_seed():
+    from satbench.models import Ensemble, ModelConfig, Recognizer
+
+    config = ModelConfig(**SMALL, init_scale=0.3)
+    ensemble = Ensemble(config, [4, 9])
+    for i, seed in enumerate([4, 9]):
+        torch.manual_seed(seed)
+        alone = Recognizer(config)
+        member = ensemble.member_state_dict(i)
+        for name, p in alone.state_dict().items():
+            assert torch.equal(member[name], p), name
+        assert ensemble.parameter_norm()[i].item() == pytest.approx(norm_growth_total(alone), rel=1e-9)
+
+
+def norm_growth_total(model):
+    return parameter_norm_total(norm_per_layer(model))
+
+
+@pytest.mark.parametrize("value", [0, -0.5, math.inf, math.nan, True, "small"])
+def test_a_bad_init_scale_is_one_clear_error(value):
+    from satbench.models import ModelConfig
+
+    with pytest.raises(ValueError, match=r"^model\.init_scale: .* is not a finite number > 0$"):
+        ModelConfig(**SMALL, init_scale=value)
+
+
+def test_init_scale_at_its_default_leaves_the_cell_hash_as_it_was():
+    from satbench.harness import config as C
+
+    raw = {"name": "n", "languages": ["dyck1"]}
+    default = C.expand(raw).cells[0]
+    explicit = C.expand({**raw, "model": {"init_scale": 1.0}}).cells[0]
+    scaled = C.expand({**raw, "model": {"init_scale": 0.1}}).cells[0]
+    assert "init_scale" not in default.as_dict()["model"] and C.cell_hash(explicit) == C.cell_hash(default)
+    assert scaled.as_dict()["model"]["init_scale"] == 0.1 and C.cell_hash(scaled) != C.cell_hash(default)
+
+
+def test_the_published_norm_growth_run_still_resumes():
+    # The rows of results/norm_growth were written before model.init_scale existed: its cells must hash as they did,
+    # or a bench on that directory would train them all again.
+    from pathlib import Path
+
+    from satbench.harness import config as C
+    from satbench.harness.results import read_run
+
+    published = Path(__file__).resolve().parents[1] / "results" / "norm_growth"
+    if not (published / "config.yaml").exists():
+        pytest.skip("no published norm-growth run in this tree")
+    grid = C.load_grid(published / "config.yaml")
+    assert {row["hash"] for row in read_run(published)} <= {C.cell_hash(cell) for cell in grid.cells}
+
+
+def test_every_number_the_report_declares_is_one_the_metrics_give():
+    from satbench.probes.norm_growth import NormGrowth
+
+    norms = noisy(3.0 + 0.02 * np.sqrt(LOGGED))
+    log = [{"step": int(t), "norm": float(n), "norm_with_embeddings": float(n) + 10, "params": np.ones(3) * n}
+           for t, n in zip(LOGGED, norms, strict=True)]
+    keys = set(norm_growth_metrics(log))
+    report = NormGrowth.report
+    declared = set(report.columns) | {key for table in report.tables for key in table.columns}
+    assert declared <= keys, declared - keys
+    assert {"law_gamma", "law_gamma_lo", "law_gamma_hi", "heldout_rmse_sqrt", "norm_ratio_with_embeddings",
+            "cos_first_last"} <= set(report.tables[0].columns)
+
+
+def test_the_report_counts_the_seeds_that_prefer_each_law():
+    from satbench.report.probe_renderers import law_counts
+
+    def row(language, seed, law):
+        return {"config": {"language": language, "seed": seed, "model": {"attention": "soft"},
+                           "train": {"weight_decay": 0.0}}, "metrics": {"probes": {"best_law": law}}}
+
+    rows = [row("a", 0, "sqrt"), row("a", 1, "sqrt"), row("a", 2, "log"), row("a", 3, None),
+            row("b", 0, "linear")]
+    counts = law_counts(rows, [])
+    assert list(counts.columns) == ["sqrt", "linear", "log"]
+    assert counts.loc[("a", "soft")].tolist() == ["2/3", "0/3", "1/3"]
+    assert counts.loc[("b", "soft")].tolist() == ["0/1", "1/1", "0/1"]
+    assert law_counts([row("a", 0, None)], []) is None

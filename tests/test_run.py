@@ -1,6 +1,7 @@
 """The bench harness end to end on a tiny grid: expansion, rows, resume, kill, torn lines, bad configs, report."""
 
 import json
+import math
 import os
 import re
 import signal
@@ -104,7 +105,7 @@ def test_rows_written_then_rerun_skips_them(tmp_path, tiny, bench):
     phases = row["group_phase_seconds"]
     assert set(phases) == {"datasets", "train", "evaluate", "probes"}
     assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= row["group_seconds"]
-    assert set(row["metrics"]["acc"]) == {"1", "1000", "inf"}
+    assert set(row["metrics"]["acc"]) == {"uniform", "1", "1000", "inf"}  # the uniform-attention control beside c
     # Short lengths can be used up by training (splits are disjoint); every longer length is tested.
     tested = set(row["metrics"]["acc_by_length"]["1"])
     assert {"7", "8", "9"} <= tested <= {str(n) for n in range(1, 10)}
@@ -190,12 +191,19 @@ def test_report_has_the_tables_and_figures(tmp_path, capsys, bench):
     assert "| first " in report and "| majority " in report
     assert "| in dist. c=1 " in report and "| len 7-9 c=inf " in report  # the tiny grid: train 1-6, test 1-9
     assert "| hard " in report and "| soft " in report
+    assert re.search(r"\| uniform +\| c=1 +\| c=1000 +\| c=inf +\|", report)  # the sweep, from its c -> 0 end
     assert "### Ties at the saturated limit" in report and "value_distinct_share" in report
     assert re.search(r"time in the groups: \d+ s \(datasets \d+ s, train \d+ s, evaluate \d+ s, probes \d+ s\)", report)
     for figure in ("recognition_heatmap", "accuracy_vs_length", "accuracy_vs_scale", "tie_tolerance"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").stat().st_size > 1000
+    # Every cell with its interval over the seeds, the kinds of negatives, and how many strings a bin rests on.
+    assert re.search(r"\| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] best \d\.\d\d, \d/2( ✓)? +\|", report)
+    assert "### Accuracy by negative kind" in report and "| member c=1 " in report
+    assert re.search(r"held-out strings per class: at least \d+ per cell", report)
     assert main(["compare", str(tmp_path / "run"), str(tmp_path / "run")]) == 0
-    assert "(+0.000)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| c=inf " in out and "| len 7-9 " in out and "+0.000 [" in out  # a run against itself: no difference
+    assert "| yes " not in out
 
 
 def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path, tiny, bench):
@@ -206,10 +214,13 @@ def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path, tiny
     assert len(rows) == 16
     for row in rows:
         probes = row["metrics"]["probes"]
-        for key in ("growth_gamma", "gamma", "sqrt_r2", "norm_ratio", "sim_mean", "sim_layer1", "decision_agreement",
+        for key in ("growth_gamma", "gamma", "sqrt_r2", "norm_ratio", "sim_mean", "sim_layer1", "decision_kappa",
+                    "balanced_acc_limit", "acc_limit_layer0", "tv_limit_layer0", "tv_limit", "acc_uniform",
                     "attended_mean", "split_share", "argmax_like_share", "l0h0_argmax_like", "cos_first_last"):
             assert key in probes, key
-        assert 0 <= probes["decision_agreement"] <= 1
+        assert math.isnan(probes["decision_kappa"]) or -1 <= probes["decision_kappa"] <= 1
+        assert 0 <= probes["balanced_acc_limit"] <= 1 and 0 <= probes["tv_limit_layer0"] <= 1
+        assert probes["tv_limit_layer0"] == probes["tv_limit"]  # one layer
         assert sum(probes["attended_histogram"].values()) > 0
         target = "count_diff_r2" if row["config"]["language"] == "majority" else "depth_r2"
         assert f"probe_{target}_best" in probes and f"probe_control_{target}_best" in probes
@@ -219,6 +230,9 @@ def test_every_cell_carries_every_probe_and_the_report_shows_them(tmp_path, tiny
     for section in ("## Norm growth", "## Saturation", "### By train.weight_decay", "### The fits per cell",
                     "## Attention heads under saturation", "## Counter representations"):
         assert section in report
+    saturation = report[report.index("## Saturation"):]
+    assert re.search(r"\| sim_mean +\| decision_kappa +\| balanced_acc_limit +\| acc_limit_layer0 +\| "
+                     r"tv_limit_layer0 +\|", saturation)
     for figure in ("norm_growth", "limit_over_training", "saturation_over_training", "head_histogram"):
         assert (tmp_path / "run" / "figures" / f"{figure}.png").exists()
 
@@ -240,7 +254,8 @@ def test_a_constant_rate_run_follows_the_limit_on_a_log_schedule(tmp_path, tiny,
         for entry, path in zip(row["log"], saved):
             assert parameter_norm(load(path)) == pytest.approx(entry["norm"], rel=1e-6)
         for entry in row["log"]:
-            assert 0 <= entry["agree_limit"] <= 1 and 0 <= entry["acc_limit"] <= 1 and 0 <= entry["split_share"] <= 1
+            assert 0 <= entry["acc_limit"] <= 1 and 0 <= entry["split_share"] <= 1 and 0 <= entry["tv_limit"] <= 1
+            assert math.isnan(entry["kappa_limit"]) or -1 <= entry["kappa_limit"] <= 1
             assert entry["norm_with_embeddings"] > entry["norm"]
         assert "sq_r2" in row["metrics"]["probes"] and "sq_slope" in row["metrics"]["probes"]
     report = (tmp_path / "run" / "report.md").read_text()
@@ -271,7 +286,8 @@ def test_every_shipped_config_expands_into_valid_cells(path):
 def test_the_norm_growth_configs_are_the_grid_they_describe():
     for name, steps in (("norm_growth", 10_000), ("norm_growth_gpu", 100_000)):
         cells = C.load_grid(CONFIGS / f"{name}.yaml").cells
-        assert len(cells) == 72 and len({C.group_key(c) for c in cells}) == 2
+        assert len(cells) == 60 and len({C.group_key(c) for c in cells}) == 2
+        assert {c.seed for c in cells} == set(range(5)) and {c.model.init_scale for c in cells} == {0.1}
         assert {(c.train.optimizer, c.train.lr) for c in cells} == {("adamw", 0.003), ("sgd", 0.01)}
         assert {c.train.steps for c in cells} == {steps}
         assert all(c.train.schedule == "constant" and c.train.clip == 0 for c in cells)

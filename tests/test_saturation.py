@@ -5,7 +5,19 @@ import copy
 import pytest
 import torch
 
-from satbench.models import BOS, PAD, Ensemble, ModelConfig, Recognizer, saturate, saturated_limit, scale_attention
+from satbench.models import (
+    BOS,
+    PAD,
+    VARIANTS,
+    Ensemble,
+    ModelConfig,
+    Recognizer,
+    attention_layers,
+    saturate,
+    saturated_limit,
+    scale_attention,
+    uniform_attention,
+)
 
 
 def config(**overrides):
@@ -201,3 +213,63 @@ def test_outside_the_homogeneous_block_parameter_scaling_is_not_a_temperature():
                 by_logits = model(tokens)["logit"]
             ratio = by_parameters / by_logits
             assert (ratio.max() - ratio.min()) > 1e-2 * ratio.abs().mean()
+
+
+def test_saturated_limit_of_one_layer_saturates_that_layer_alone():
+    model = build(seed=7).eval()
+    tokens = batch(5)
+    with torch.no_grad():
+        as_trained = model(tokens, internals=True)
+        with saturated_limit(model, layers=[0]):
+            first_alone = model(tokens, internals=True)
+            assert [layer.exact_override for layer in model.attention_layers()] == ["saturated", None]
+        assert all(layer.exact_override is None for layer in model.attention_layers())  # restored
+        model.blocks[0].attn.exact_override = "saturated"  # the same by hand
+        by_hand = model(tokens, internals=True)
+        model.blocks[0].attn.exact_override = None
+        with saturated_limit(model):
+            every = model(tokens, internals=True)
+    assert torch.equal(first_alone["logit"], by_hand["logit"]) and torch.equal(first_alone["attn"], by_hand["attn"])
+    assert torch.equal(first_alone["attn"][0], every["attn"][0])  # layer 0: saturated, from the same inputs
+    assert not torch.allclose(first_alone["attn"][0], as_trained["attn"][0], atol=1e-3)
+    # Layer 1 still computes softmax, of scores that layer 0's saturation changed.
+    assert torch.allclose(first_alone["attn"][1], first_alone["scores"][1].softmax(dim=-1), atol=1e-6)
+    assert not torch.allclose(first_alone["attn"][1], every["attn"][1], atol=1e-3)
+    with pytest.raises(ValueError, match="layers"), saturated_limit(model, layers=[2]):
+        pass
+
+
+def test_an_ensemble_has_one_attention_layer_per_block_in_block_order():
+    ensemble = Ensemble(config(n_layers=3), seeds=[0, 1])
+    layers = attention_layers(ensemble)
+    assert len(layers) == 3 and all(a is block.attn for a, block in zip(layers, ensemble.stacked.blocks, strict=True))
+    tokens = batch(6)
+    with torch.no_grad(), saturated_limit(ensemble, layers=[1]):
+        stacked = ensemble(tokens)["logit"]
+    with torch.no_grad(), saturated_limit(ensemble.member(1), layers=[1]) as member:
+        assert torch.allclose(stacked[1], member(tokens)["logit"], atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_uniform_attention_weighs_the_allowed_keys_alike_and_restores(causal):
+    model = build(seed=8, causal=causal).eval()
+    tokens = batch(7)
+    with torch.no_grad():
+        before = model(tokens)["logit"]
+        with uniform_attention(model):
+            attn = model(tokens, internals=True)["attn"]  # (L, B, H, T, T)
+            assert all(layer.exact_override == "uniform" for layer in model.attention_layers())
+        assert torch.equal(model(tokens)["logit"], before)
+    assert all(layer.exact_override is None for layer in model.attention_layers())
+    assert "uniform" not in VARIANTS  # a control: no model trains with it
+    T = tokens.shape[1]
+    real = tokens != PAD
+    allowed = real[:, None, :] & (torch.ones(T, T, dtype=torch.bool).tril() if causal else True)  # (B, T, T)
+    expected = (allowed / allowed.sum(-1, keepdim=True))[None, :, None].float().expand_as(attn)
+    queries = real[None, :, None, :, None]  # real queries; a padded query's row is never read
+    assert torch.equal(torch.where(queries, attn, 0), torch.where(queries, expected, 0))
+    if causal:  # 1 / (i + 1) on every key up to query i
+        assert torch.equal(attn[0, 0, 0, 3, :4], torch.full((4,), 0.25))
+    with pytest.raises(KeyError), uniform_attention(model):
+        raise KeyError("x")
+    assert all(layer.exact_override is None for layer in model.attention_layers())
