@@ -46,8 +46,10 @@ def ensemble_loss(out, labels):
     [dict(attention="soft"), dict(attention="saturated"), dict(attention="hard"),
      dict(attention="saturated", surrogate="anneal"), dict(attention="soft", causal=False, positional="learned",
                                                             layer_norm="post", bias=False),
-     dict(attention="hard", surrogate="tolerant", positional="none", layer_norm="branch", bias=False)],
-    ids=["soft", "saturated-ste", "hard-ste", "saturated-anneal", "soft-bidirectional", "hard-tolerant-homogeneous"],
+     dict(attention="hard", surrogate="tolerant", positional="none", layer_norm="branch", bias=False),
+     dict(attention="soft", positional="none", layer_norm="branch", bias=False, init_scale=0.1)],
+    ids=["soft", "saturated-ste", "hard-ste", "saturated-anneal", "soft-bidirectional", "hard-tolerant-homogeneous",
+         "soft-homogeneous-small-init"],
 )
 def test_member_matches_standalone_outputs_and_gradients(overrides):
     cfg = config(**overrides)

@@ -348,8 +348,8 @@ def test_init_scale_at_its_default_leaves_the_cell_hash_as_it_was():
 
 
 def test_the_published_norm_growth_run_still_resumes():
-    # The rows of results/norm_growth were written before model.init_scale existed: its cells must hash as they did,
-    # or a bench on that directory would train them all again.
+    # Its rows must hash as the cells of its recorded config do today (a run written before model.init_scale existed
+    # included), or a bench on that directory would train them all again.
     from pathlib import Path
 
     from satbench.harness import config as C
