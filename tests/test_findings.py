@@ -1,0 +1,511 @@
+"""Every number the README's findings quote, recomputed from the published rows, so that prose and tables cannot drift
+apart.
+
+Each claim below is a function of the rows of one published run (results/...) that returns the words the README
+prints, such as `1.00 [1.00, 1.00], 5/5`: the mean over seeds, its 95% bootstrap interval (report/stats.py, the
+report's own) and the seeds at or above the threshold. `test_every_claim_is_quoted` finds each in the findings;
+`test_no_number_in_the_findings_goes_unchecked` removes every claim from the findings and asserts that no number is
+left (beyond the few words in NOT_NUMBERS). Print the claims with `python tests/test_findings.py`.
+"""
+
+import math
+import re
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from satbench.harness.results import load_rows_with_config
+from satbench.report.stats import CONFIDENCE, mean_interval
+from satbench.report.tables import LIMIT_GAP, limit_not_reached, long_table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+FINDINGS = ("## What the theory run found", "## What the norm-growth run found")
+THRESHOLD = 0.99
+# Words of the findings that hold digits but quote no measurement or config value: names and definitions.
+NOT_NUMBERS = (r"Dyck-1", r"2-core", r"sqrt\(t\)", r"t\^gamma", r"c\^4", r"\(0 would be saturated\)",
+               r"c = 1(?![\d.e])", r"c -> 0", r"c > 0", r"(?:^| )\d\. (?=\*\*)")
+
+HOMOGENEOUS = {"model.layer_norm": "branch", "model.bias": False}
+PRE_LN = {"model.layer_norm": "pre", "model.bias": True}
+
+
+def findings_text(readme: str) -> str:
+    """The README's findings sections, each up to the next ## heading, with every run of whitespace one space (a
+    quoted number may be wrapped onto the next line)."""
+    parts = []
+    for heading in FINDINGS:
+        start = readme.index(heading)
+        end = readme.find("\n## ", start + len(heading))
+        parts.append(readme[start:end if end >= 0 else None])
+    return " ".join(" ".join(parts).split())
+
+
+@cache
+def rows(run: str) -> tuple:
+    return tuple(load_rows_with_config(RESULTS / run))
+
+
+def flat(config: dict, prefix="") -> dict:
+    out = {}
+    for key, value in config.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def select(run: str, language: str, variant: str, **setting) -> list[dict]:
+    """The rows of one cell over seeds: a language, a variant and any config fields (dots as in `flat`, passed with
+    `__` for the dot)."""
+    wanted = {key.replace("__", "."): value for key, value in setting.items()}
+    found = [row for row in rows(run) if row["config"]["language"] == language
+             and row["config"]["model"]["attention"] == variant
+             and all(flat(row["config"]).get(k) == v for k, v in wanted.items())]
+    assert found, (run, language, variant, setting)
+    return found
+
+
+def values(found: list[dict], read) -> np.ndarray:
+    return np.array([read(row) for row in found], dtype=float)
+
+
+def mean_words(numbers, digits=2) -> str:
+    """`mean [low, high]`: the mean over seeds with its 95% bootstrap interval."""
+    numbers = np.asarray(numbers, dtype=float)
+    numbers = numbers[~np.isnan(numbers)]
+    low, high = mean_interval(numbers)
+    return f"{numbers.mean():.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def accuracy_words(numbers) -> str:
+    """`mean [low, high], k/n`: also how many seeds reach the threshold."""
+    numbers = np.asarray(numbers, dtype=float)
+    return f"{mean_words(numbers)}, {int((numbers >= THRESHOLD).sum())}/{len(numbers)}"
+
+
+def accuracy(run, language, variant, scale="1", region="in", **setting):
+    """Accuracy per seed at a scale, in distribution ("in") or in a length bin ("31-40")."""
+    def read(row):
+        metrics = row["metrics"]
+        return metrics["acc"][scale] if region == "in" else metrics["acc_bins"][region][scale]
+    return values(select(run, language, variant, **setting), read)
+
+
+def probe(run, language, variant, key, **setting):
+    return values(select(run, language, variant, **setting), lambda row: row["metrics"]["probes"].get(key, math.nan))
+
+
+CLAIMS = {}
+
+
+def claim(function):
+    CLAIMS[function.__name__] = function
+    return function
+
+
+# ---- what the findings read by (configs and the report's own constants) -----------------------------------------
+
+def short_float(x: float) -> str:
+    """1e-05 -> 1e-5, 1000000000.0 -> 1e9."""
+    mantissa, _, exponent = f"{x:.0e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+@claim
+def reading():
+    return f"its {CONFIDENCE:.0%} bootstrap interval over seeds, and the seeds at or above {THRESHOLD}"
+
+
+@claim
+def scales():
+    config = rows("theory")[0]["config"]
+    largest = max(float(c) for c in config["eval"]["scales"] if math.isfinite(float(c)))
+    return f"from c = 1 to {short_float(largest)}"
+
+
+@claim
+def tie_rule():
+    return f"(tol = {short_float(rows('theory')[0]['config']['model']['tol'])})"
+
+
+@claim
+def limit_gap():
+    return f"differ by more than {LIMIT_GAP}"
+
+
+@claim
+def criteria():
+    config = rows("theory")[0]["config"]
+    lo, hi = config["data"]["train_lengths"]
+    bins = " and ".join(f"{a}-{b}" for a, b in config["eval"]["length_bins"])
+    return f"the training lengths {lo}-{hi}) and length generalization ({bins})"
+
+
+@claim
+def longest_bin():
+    a, b = rows("theory")[0]["config"]["eval"]["length_bins"][-1]
+    return f"on lengths {a}-{b}"
+
+
+@claim
+def norm_growth_grid():
+    found = rows("norm_growth")
+    decays = sorted({row["config"]["train"]["weight_decay"] for row in found})
+    seeds = sorted({row["config"]["seed"] for row in found})
+    return f"weight decay {' or '.join(f'{d:g}' for d in decays)} x {len(seeds)} seeds"
+
+
+@claim
+def norm_growth_points():
+    return f"probed at {rows('norm_growth')[0]['config']['train']['log_points']} log-spaced steps"
+
+
+@claim
+def norm_growth_gpu():
+    config = yaml.safe_load((ROOT / "configs" / "norm_growth_gpu.yaml").read_text())
+    return f"{config['train']['steps']:,} steps at d_model {config['model']['d_model']}"
+
+
+# ---- the theory run (results/theory) ----------------------------------------------------------------------------
+
+ARCHITECTURES = {"homogeneous": HOMOGENEOUS, "pre-LN": PRE_LN}
+
+
+def by_architecture(words_of):
+    """`homogeneous X, pre-LN Y` from a function of one architecture's setting."""
+    return ", ".join(f"{name} {words_of(setting)}" for name, setting in ARCHITECTURES.items())
+
+
+def setting_args(setting):
+    return {key.replace(".", "__"): value for key, value in setting.items()}
+
+
+@claim
+def theory_size():
+    found = rows("theory")
+    config = found[0]["config"]
+    seeds = sorted({row["config"]["seed"] for row in found})
+    return f"{len(seeds)} seeds ({len(found)} cells, {config['train']['steps']} steps each)"
+
+
+def soft_accuracy(language, scale="1", region="in"):
+    return by_architecture(lambda setting: accuracy_words(
+        accuracy("theory", language, "soft", scale, region, **setting_args(setting))))
+
+
+@claim
+def soft_majority_in_distribution():
+    return f"majority {soft_accuracy('majority')}"
+
+
+@claim
+def soft_dyck1_in_distribution():
+    return f"Dyck-1 {soft_accuracy('dyck1')}"
+
+
+@claim
+def soft_majority_longest_bin():
+    return f"majority {soft_accuracy('majority', region='31-40')}"
+
+
+@claim
+def soft_dyck1_longest_bin():
+    return f"Dyck-1 {soft_accuracy('dyck1', region='31-40')}"
+
+
+@claim
+def soft_majority_at_the_limit():
+    return f"majority {soft_accuracy('majority', 'inf')}"
+
+
+@claim
+def soft_dyck1_at_the_limit():
+    return f"Dyck-1 {soft_accuracy('dyck1', 'inf')}"
+
+
+@claim
+def soft_first_at_the_limit():
+    return f"first {soft_accuracy('first', 'inf')}"
+
+
+@claim
+def soft_majority_uniform():
+    return f"majority {soft_accuracy('majority', 'uniform')}"
+
+
+@claim
+def soft_dyck1_uniform():
+    return f"Dyck-1 {soft_accuracy('dyck1', 'uniform')}"
+
+
+def soft_probe(language, key, digits=2):
+    return by_architecture(lambda setting: mean_words(probe("theory", language, "soft", key,
+                                                            **setting_args(setting)), digits))
+
+
+@claim
+def layer_alone_majority():
+    return (f"majority: layer 1 alone {soft_probe('majority', 'acc_limit_layer0')}; layer 2 alone "
+            f"{soft_probe('majority', 'acc_limit_layer1')}")
+
+
+@claim
+def layer_alone_dyck1():
+    return (f"Dyck-1: layer 1 alone {soft_probe('dyck1', 'acc_limit_layer0')}; layer 2 alone "
+            f"{soft_probe('dyck1', 'acc_limit_layer1')}")
+
+
+@claim
+def kappa_counters():
+    return (f"majority {soft_probe('majority', 'decision_kappa')}; Dyck-1 {soft_probe('dyck1', 'decision_kappa')}")
+
+
+@claim
+def distance_to_saturation():
+    return (f"majority {soft_probe('majority', 'tv_limit')}; Dyck-1 {soft_probe('dyck1', 'tv_limit')}")
+
+
+def tie_share(language, variant, key):
+    found = [row for setting in ARCHITECTURES.values()
+             for row in select("theory", language, variant, **setting_args(setting))]
+    return values(found, lambda row: row["metrics"]["ties"].get(key, math.nan))
+
+
+@claim
+def value_distinct_ties():
+    shares = np.concatenate([tie_share(language, "soft", "value_distinct_share") for language in ("majority", "dyck1")])
+    splits = np.concatenate([tie_share(language, "soft", "split_share") for language in ("majority", "dyck1")])
+    return f"{np.nanmin(splits):.0%}-{np.nanmax(splits):.0%} of the queries"  \
+        + f" split their attention at the limit and {np.nanmax(shares):.0%} of those splits"
+
+
+def tolerance_words(language, tol):
+    return by_architecture(lambda setting: accuracy_words(values(
+        select("theory", language, "soft", **setting_args(setting)),
+        lambda row: row["metrics"]["tie_tolerance_acc"][tol]["in"])))
+
+
+@claim
+def tolerance_majority():
+    return f"majority {tolerance_words('majority', '0.1')} at tol 0.1 and {tolerance_words('majority', '1')} at tol 1"
+
+
+@claim
+def tolerance_dyck1():
+    return f"Dyck-1 {tolerance_words('dyck1', '0.1')} at tol 0.1 and {tolerance_words('dyck1', '1')} at tol 1"
+
+
+def trained_words(language, variant):
+    return by_architecture(lambda setting: accuracy_words(accuracy("theory", language, variant,
+                                                                   **setting_args(setting))))
+
+
+@claim
+def trained_saturated():
+    return "; ".join(f"{name} {trained_words(language, 'saturated')}"
+                     for name, language in (("majority", "majority"), ("Dyck-1", "dyck1"), ("a^n b^n", "anbn")))
+
+
+@claim
+def trained_hard_equals_saturated():
+    same = total = 0
+    for setting in ARCHITECTURES.values():
+        for language in ("majority", "dyck1", "anbn"):
+            for saturated, hard in zip(select("theory", language, "saturated", **setting_args(setting)),
+                                       select("theory", language, "hard", **setting_args(setting)), strict=True):
+                total += 1
+                same += saturated["metrics"]["acc_by_length"]["1"] == hard["metrics"]["acc_by_length"]["1"]
+    return f"{same} of the {total} saturated/hard pairs"
+
+
+@claim
+def anbn_by_kind():
+    def kind(name):
+        return mean_words(values([row for setting in ARCHITECTURES.values()
+                                  for row in select("theory", "anbn", "saturated", **setting_args(setting))],
+                                 lambda row: row["metrics"]["acc_by_kind"]["1"].get(name, math.nan)))
+    return f"members {kind('member')}, near misses {kind('near_miss')}, random strings {kind('random')}"
+
+
+@claim
+def limit_reached():
+    table = long_table(list(rows("theory")))
+    flagged = limit_not_reached(table)
+    return f"{len(flagged)} of the {table['hash'].nunique()} cells"
+
+
+def parameter_and_logit_differences():
+    """Per architecture, the largest |accuracy difference| between the parameter sweep at c and the logit sweep at c^4
+    over the trained cells the two runs share (benchmarks/parameter_vs_logit.py prints the table)."""
+    def trained(row):
+        config = {key: value for key, value in row["config"].items() if key != "eval"}
+        return repr(sorted((key, repr(value)) for key, value in config.items()))
+
+    by_logits = {trained(row): row for row in rows("theory")}
+    largest, pairs = {}, {}
+    for row in rows("theory/parameters"):
+        twin = by_logits[trained(row)]
+        for scale, acc in row["metrics"]["acc"].items():
+            logit_scale = f"{round(float(scale) ** 4, 1):g}" if scale not in ("1", "inf", "uniform") else None
+            if logit_scale in twin["metrics"]["acc"]:
+                name = "homogeneous" if row["config"]["model"]["layer_norm"] == "branch" else "pre-LN"
+                largest[name] = max(largest.get(name, 0.0), abs(acc - twin["metrics"]["acc"][logit_scale]))
+                pairs[name] = pairs.get(name, 0) + 1
+    return largest, pairs
+
+
+@claim
+def parameter_vs_logit():
+    largest, pairs = parameter_and_logit_differences()
+    return (f"largest difference {largest['homogeneous']:.3f} over {pairs['homogeneous']} pairs of cell and scale; in "
+            f"the pre-LN block with biases up to {largest['pre-LN']:.3f}")
+
+
+# ---- the norm-growth run (results/norm_growth) ------------------------------------------------------------------
+
+LANGUAGES = {"majority": "majority", "Dyck-1": "dyck1", "first": "first"}
+
+
+def growth(language, key, optimizer="adamw", decay=0.0, digits=2):
+    return mean_words(probe("norm_growth", language, "soft", key, train__optimizer=optimizer,
+                            train__weight_decay=decay), digits)
+
+
+def per_language(words_of):
+    return "; ".join(f"{name} {words_of(language)}" for name, language in LANGUAGES.items())
+
+
+@claim
+def norm_growth_size():
+    found = rows("norm_growth")
+    config = found[0]["config"]
+    return f"{len(found)} cells, {config['train']['steps']:,} steps"
+
+
+def best_laws(optimizer, decay):
+    counts = {}
+    for language in LANGUAGES.values():
+        for row in select("norm_growth", language, "soft", train__optimizer=optimizer, train__weight_decay=decay):
+            law = row["metrics"]["probes"]["best_law"]
+            counts[law] = counts.get(law, 0) + 1
+    return ", ".join(f"{law} in {count}" for law, count in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+@claim
+def adamw_best_law():
+    return f"AdamW without decay: {best_laws('adamw', 0.0)} of {len(select_all('adamw', 0.0))} cells"
+
+
+@claim
+def sgd_best_law():
+    return f"SGD without decay: {best_laws('sgd', 0.0)} of {len(select_all('sgd', 0.0))} cells"
+
+
+def select_all(optimizer, decay):
+    return [row for language in LANGUAGES.values()
+            for row in select("norm_growth", language, "soft", train__optimizer=optimizer, train__weight_decay=decay)]
+
+
+@claim
+def adamw_gamma():
+    return per_language(lambda language: growth(language, "law_gamma"))
+
+
+@claim
+def adamw_gamma_excludes_sqrt():
+    intervals = [mean_interval(probe("norm_growth", language, "soft", "law_gamma", train__optimizer="adamw",
+                                     train__weight_decay=0.0)) for language in LANGUAGES.values()]
+    outside = sum(not low <= 0.5 <= high for low, high in intervals)
+    return "0.5 lies outside every interval" if outside == len(intervals) else \
+        f"0.5 lies outside {outside} of the {len(intervals)} intervals"
+
+
+@claim
+def adamw_norm_ratio():
+    return per_language(lambda language: growth(language, "norm_ratio", digits=1))
+
+
+@claim
+def adamw_norm_ratio_with_embeddings():
+    return per_language(lambda language: growth(language, "norm_ratio_with_embeddings"))
+
+
+@claim
+def adamw_cosine():
+    return per_language(lambda language: growth(language, "cos_first_last"))
+
+
+@claim
+def adamw_decay_norm_ratio():
+    return per_language(lambda language: growth(language, "norm_ratio", decay=0.1, digits=1))
+
+
+@claim
+def sgd_norm_ratio():
+    return per_language(lambda language: growth(language, "norm_ratio", optimizer="sgd", digits=1))
+
+
+def growth_accuracy(language, scale):
+    return accuracy_words(accuracy("norm_growth", language, "soft", scale, train__optimizer="adamw",
+                                   train__weight_decay=0.0))
+
+
+@claim
+def adamw_at_c1():
+    return per_language(lambda language: growth_accuracy(language, "1"))
+
+
+@claim
+def adamw_at_the_limit():
+    return per_language(lambda language: growth_accuracy(language, "inf"))
+
+
+@claim
+def adamw_uniform():
+    return per_language(lambda language: growth_accuracy(language, "uniform"))
+
+
+@claim
+def adamw_distance_at_initialisation():
+    return per_language(lambda language: mean_words(values(
+        select("norm_growth", language, "soft", train__optimizer="adamw", train__weight_decay=0.0),
+        lambda row: row["log"][0]["tv_limit"])))
+
+
+@claim
+def adamw_kappa():
+    return per_language(lambda language: growth(language, "decision_kappa"))
+
+
+@claim
+def adamw_distance_to_saturation():
+    return per_language(lambda language: growth(language, "tv_limit"))
+
+
+@cache
+def claimed() -> dict[str, str]:
+    """Every claim's words, computed once for both tests."""
+    return {name: function() for name, function in CLAIMS.items()}
+
+
+def test_every_claim_is_quoted():
+    text = findings_text((ROOT / "README.md").read_text())
+    missing = {name: words for name, words in claimed().items() if words not in text}
+    assert not missing, f"the README's findings do not quote these recomputed numbers: {missing}"
+
+
+def test_no_number_in_the_findings_goes_unchecked():
+    text = findings_text((ROOT / "README.md").read_text())
+    for words in sorted(claimed().values(), key=len, reverse=True):
+        text = text.replace(words, " ")
+    text = re.sub(r"\[`[^`]*`\]\([^)]*\)|`[^`]*`", " ", text)  # links and code name files and fields, not numbers
+    for pattern in NOT_NUMBERS:
+        text = re.sub(pattern, " ", text)
+    left = [word for word in text.split() if re.search(r"\d", word)]
+    assert not left, f"numbers in the README's findings that no claim of tests/test_findings.py recomputes: {left}"
+
+
+if __name__ == "__main__":
+    for name, function in CLAIMS.items():
+        print(f"{name}: {function()}")
