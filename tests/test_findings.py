@@ -329,6 +329,18 @@ def anbn_by_kind():
 
 
 @claim
+def tolerant_surrogate():
+    def trained(language):
+        return by_architecture(lambda setting: accuracy_words(accuracy("theory/tolerant", language, "saturated",
+                                                                       **setting_args(setting))))
+    shares = [np.nanmean(values(select("theory/tolerant", language, "saturated", **setting_args(setting)),
+                                lambda row: row["metrics"]["ties"].get("value_distinct_share", math.nan)))
+              for language in ("majority", "dyck1") for setting in ARCHITECTURES.values()]
+    return (f"{min(shares):.0%}-{max(shares):.0%} of split queries (cell means), and saturated majority reaches "
+            f"{trained('majority')}, Dyck-1 {trained('dyck1')}")
+
+
+@claim
 def limit_reached():
     table = long_table(list(rows("theory")))
     flagged = limit_not_reached(table)
