@@ -398,7 +398,7 @@ def limit_not_reached(table, gap=LIMIT_GAP):
     """The cells (one line per seed) whose in-distribution accuracy at the largest finite scale c and at c = inf differ
     by more than `gap`: there the finite sweep has not reached the saturated limit, or the limit is not the one softmax
     tends to. Columns: language, variant, seed, the scale, both accuracies and their difference."""
-    finite = table[table["scale_value"] < math.inf]
+    finite = table[(table["scale_value"] > 0) & (table["scale_value"] < math.inf)]  # not the uniform control
     if finite.empty or not (table["scale"] == "inf").any():
         return pd.DataFrame()
     largest = finite.loc[finite.groupby("hash")["scale_value"].idxmax(), ["hash", "language", "variant", "seed",

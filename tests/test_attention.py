@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from satbench.models import ModelConfig, Recognizer, attention, scale_attention
+from satbench.models import BOS, ModelConfig, Recognizer, attention, scale_attention
 from satbench.models.attention import (
     annealed_inverse_temperature,
     attention_scores,
@@ -218,7 +218,7 @@ def homogeneous_model_and_strings(seed):
                                    layer_norm="branch", bias=False)).eval()
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(3, 6, (256, 16), generator=g)
-    tokens[:, 0] = 1  # BOS
+    tokens[:, 0] = BOS
     return model, tokens
 
 

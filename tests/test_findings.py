@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from satbench.harness.results import load_rows_with_config
+from satbench.report.common import flatten
 from satbench.report.stats import CONFIDENCE, mean_interval
 from satbench.report.tables import LIMIT_GAP, limit_not_reached, long_table
 
@@ -48,20 +49,13 @@ def rows(run: str) -> tuple:
     return tuple(load_rows_with_config(RESULTS / run))
 
 
-def flat(config: dict, prefix="") -> dict:
-    out = {}
-    for key, value in config.items():
-        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 def select(run: str, language: str, variant: str, **setting) -> list[dict]:
-    """The rows of one cell over seeds: a language, a variant and any config fields (dots as in `flat`, passed with
+    """The rows of one cell over seeds: a language, a variant and any config fields (dots as in `flatten`, passed with
     `__` for the dot)."""
     wanted = {key.replace("__", "."): value for key, value in setting.items()}
     found = [row for row in rows(run) if row["config"]["language"] == language
              and row["config"]["model"]["attention"] == variant
-             and all(flat(row["config"]).get(k) == v for k, v in wanted.items())]
+             and all(flatten(row["config"]).get(k) == v for k, v in wanted.items())]
     assert found, (run, language, variant, setting)
     return found
 
