@@ -1,19 +1,27 @@
 """Consistency checks of one language: does its sampler agree with its own oracle, and are its datasets free of
 length, parity and counting shortcuts? This is what `satbench languages check` runs, on built-in languages and on
-plugins alike."""
+plugins alike.
 
+A check also returns the meta of the dataset a default bench builds, whose distinct strings `satbench languages check`
+judges through report/data_warnings.py: weak data is a warning, not a failure."""
+
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from satbench.data.dataset import make_dataset
+from satbench.data.dataset import DataConfig, make_dataset
 from satbench.languages.base import ENUMERATION_LIMIT, Language
 
 CHECK_LENGTHS = (*range(25), 50, 100)
 DRAWS_PER_LENGTH = 12
 # Lengths up to this many strings are enumerated to check `count` (the report's table stops at 12).
 MAX_ENUMERATED_LENGTH = 12
+# The data section of configs/default.yaml (and of gpu.yaml and theory.yaml): the dataset whose distinct strings
+# report/data_warnings.py judges, from the meta the check returns. configs/ is not installed with the package, so it is
+# spelled out here; tests check that they agree.
+BENCH_DATA = DataConfig(train_lengths=(1, 20), test_lengths=(1, 40), train_size=4000, test_per_length=40)
 
 
 @dataclass
@@ -21,6 +29,7 @@ class CheckResult:
     name: str
     failures: list[str] = field(default_factory=list)
     baselines: dict = field(default_factory=dict)
+    bench_meta: dict = field(default_factory=dict)  # the meta of the dataset a default bench builds
 
     @property
     def ok(self) -> bool:
@@ -47,10 +56,12 @@ def check_language(lang: Language, seed: int = 0) -> CheckResult:
         _check_counts(lang, result.failures)
         _check_next_symbols(lang, result.failures)
         dataset = make_dataset(lang, seed=seed)
+        bench_dataset = make_dataset(lang, seed=seed, **dataclasses.asdict(BENCH_DATA))
     except Exception as error:  # a plugin may fail in any way; the check reports it instead of crashing
         result.failures.append(f"{type(error).__name__}: {error}")
         return result
     result.baselines = dataset.baselines
+    result.bench_meta = bench_dataset.meta
     for shortcut, bound in lang.shortcut_bounds.items():
         accuracy = dataset.baselines.get(shortcut)
         if shortcut not in lang.decided_by and accuracy is not None and accuracy > bound:

@@ -164,6 +164,10 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         "decided_by": sorted(lang.decided_by),
         "strings": {"train": len(train), "test": len(test)},
         "distinct": {"train": len(set(train_split.strings)), "test": len(set(test_split.strings))},
+        # Members and non-members are disjoint, so these and `distinct` give both classes: a split whose members are a
+        # few strings repeated (a^n b^n has one member per length) is weak where its total does not show it.
+        "distinct_members": {"train": len({s for s, label, _ in train if label}),
+                             "test": len({s for s, label, _ in test if label})},
         "per_length": {"train": _per_length(train), "test": _per_length(test)},
         "notes": notes,
     }

@@ -39,10 +39,10 @@ def import_submitit():
 class ShardJob:
     """One shard as a job. A class rather than a function so that submitit can requeue it (see `checkpoint`)."""
 
-    def __call__(self, grid, run_dir, i, n, device):
+    def __call__(self, grid, run_dir, i, n, device, command=None):
         keep_freed_memory()
         run_bench(grid, run_dir, device=device, progress=False, rows_name=rows_name(i, n),
-                  cells=select_shard(grid.cells, i, n))
+                  cells=select_shard(grid.cells, i, n), command=command)
         return i
 
     def checkpoint(self, *args):
@@ -126,14 +126,15 @@ def make_executor(args, folder, name, jobs):
     return executor
 
 
-def submit(executor, launcher, shards, n, grid, run_dir, device):
-    """Submit shard i of n for every i in `shards`; returns {i: job}."""
+def submit(executor, launcher, shards, n, grid, run_dir, device, command=None):
+    """Submit shard i of n for every i in `shards`; returns {i: job}. `command`, the bench's command line, goes into
+    the jobs' rows (a job's own command line is submitit's)."""
     job = ShardJob()
     if not shards:
         return {}
     if launcher == "slurm":
         with executor.batch():  # one job array rather than n separate submissions
-            return {i: executor.submit(job, grid, run_dir, i, n, device) for i in shards}
+            return {i: executor.submit(job, grid, run_dir, i, n, device, command=command) for i in shards}
     gpus = visible_gpus()
     jobs = {}
     for k, i in enumerate(shards):
@@ -141,7 +142,7 @@ def submit(executor, launcher, shards, n, grid, run_dir, device):
         # CUDA_VISIBLE_DEVICES empty and the job runs on the CPU.
         if gpus:
             executor.update_parameters(gpus_per_node=1, visible_gpus=(gpus[k % len(gpus)],))
-        jobs[i] = executor.submit(job, grid, run_dir, i, n, device)
+        jobs[i] = executor.submit(job, grid, run_dir, i, n, device, command=command)
     return jobs
 
 
@@ -178,8 +179,9 @@ def rerun_command(args, config, overrides, run_dir, n):
     return shlex.join(words)
 
 
-def launch(grid, args, config, overrides):
-    """Run every shard of `grid` that misses cells as a job and wait for them; returns (run_dir, ok)."""
+def launch(grid, args, config, overrides, command=None):
+    """Run every shard of `grid` that misses cells as a job and wait for them; returns (run_dir, ok). `command` is
+    recorded in every row."""
     import_submitit()  # before anything is written
     n = job_count(args)
     run_dir = Path(args.run_dir or RESULTS_ROOT / grid.name).resolve()
@@ -190,7 +192,7 @@ def launch(grid, args, config, overrides):
     todo = missing_shards(shards, run_dir)
     print(f"satbench: {len(todo)} of {n} shards have cells to run ({len(grid.cells)} cells in "
           f"{len({C.group_key(c) for c in grid.cells})} shape groups)")
-    jobs = submit(executor, args.launcher, todo, n, grid, run_dir, args.device)
+    jobs = submit(executor, args.launcher, todo, n, grid, run_dir, args.device, command=command)
     for i, job in jobs.items():
         print(f"satbench: shard {i}/{n}: job {job.job_id}, log {job.paths.stderr}")
     wait(jobs, run_dir, {C.cell_hash(c) for c in grid.cells}, progress=not args.quiet)

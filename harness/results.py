@@ -180,8 +180,9 @@ def read_run(run_dir, fix=False):
 
 
 def load_rows_with_config(run_dir):
-    """Rows of a run restricted to the cells of the config it records: rows of other cells (written by an older
-    version of the code, whose cells hashed differently) are ignored. Refuses rows written under another config."""
+    """Rows of a run restricted to the cells of the config it records, in the order of its cells: rows of other cells
+    (written by an older version of the code, whose cells hashed differently) are ignored. Refuses rows written under
+    another config."""
     run_dir = Path(run_dir)
     rows = read_run(run_dir)
     recorded = run_dir / CONFIG_FILE
@@ -190,11 +191,15 @@ def load_rows_with_config(run_dir):
     listed = run_dir / GRID_CELLS_FILE
     if listed.exists():
         try:
-            wanted = set(json.loads(listed.read_text())["cells"])
+            listing = json.loads(listed.read_text())["cells"]
+            wanted = set(listing)
         except (json.JSONDecodeError, KeyError, TypeError):
             raise CorruptResults(f"{listed}: not a list of cell hashes (delete it; the next bench writes it again)") \
                 from None
-        rows = [r for r in rows if r["hash"] in wanted]
+        order = {cell: i for i, cell in enumerate(listing)}
+        # In the order of the grid's cells, whose outermost axis is the config's language list: the report shows the
+        # languages in the order the config names them (report/style.py, `ordered_languages`).
+        rows = sorted((r for r in rows if r["hash"] in wanted), key=lambda r: order[r["hash"]])
     return rows
 
 

@@ -31,6 +31,7 @@ from satbench.probes import ProbeRun, probe_classes, recorded_reports
 from satbench.probes.theory_check import construction_rows
 
 from . import config as C
+from .provenance import command_line, source_state
 from .results import (
     CONFIG_FILE,
     CONSTRUCTIONS_FILE,
@@ -74,15 +75,21 @@ def device_name(device):
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def check_recorded_config(grid, run_dir, force):
+    """Refuse a run directory that holds the rows of a different config (unless `force` discards them)."""
+    recorded = Path(run_dir) / CONFIG_FILE
+    if recorded.exists() and not force:
+        if C.load_yaml(recorded) != yaml.safe_load(yaml.safe_dump(grid.raw, sort_keys=False)):
+            raise C.ConfigError(f"{run_dir} holds rows of a different config: pass --force to discard them, or "
+                                f"name=<other> to start a new run")
+
+
 def prepare_run_dir(grid, run_dir, force):
     """Record the config and its cells in the run directory; a directory that holds a different config is refused."""
     run_dir = Path(run_dir)
     recorded = run_dir / CONFIG_FILE
     text = yaml.safe_dump(grid.raw, sort_keys=False)
-    if recorded.exists() and not force:
-        if C.load_yaml(recorded) != yaml.safe_load(text):
-            raise C.ConfigError(f"{run_dir} holds rows of a different config: pass --force to discard them, or "
-                                f"name=<other> to start a new run")
+    check_recorded_config(grid, run_dir, force)
     run_dir.mkdir(parents=True, exist_ok=True)
     if force:
         for path in rows_files(run_dir):
@@ -105,12 +112,17 @@ def record_probe_reports(cells, run_dir):
     write_probe_reports(run_dir, recorded_reports(probe_classes(enabled=enabled)))
 
 
+def dataset_key(cell):
+    """What a cell's dataset is a function of: its language, seed, vocabulary and data section."""
+    return C.canonical_json([cell.language, cell.seed, cell.vocab_size, dataclasses.asdict(cell.data)])
+
+
 def build_dataset(cell, cache):
-    """The cell's dataset, built once per (language, seed, vocabulary, data section) in this process."""
-    data = dataclasses.asdict(cell.data)
-    key = C.canonical_json([cell.language, cell.seed, cell.vocab_size, data])
+    """The cell's dataset, built once per `dataset_key` in this process."""
+    key = dataset_key(cell)
     if key not in cache:
-        cache[key] = make_dataset(cell.language, seed=cell.seed, vocab_size=cell.vocab_size, **data)
+        cache[key] = make_dataset(cell.language, seed=cell.seed, vocab_size=cell.vocab_size,
+                                  **dataclasses.asdict(cell.data))
     return cache[key]
 
 
@@ -138,9 +150,10 @@ def checkpoint_path(run_dir, cell, step):
     return Path(run_dir) / CHECKPOINTS / C.cell_hash(cell) / f"step-{step:08d}.pt"
 
 
-def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
+def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=None):
     """Train and measure one shape group; returns one row per cell. With train.keep_checkpoints every member is
-    saved at every logged step under run_dir (see `checkpoint_path`)."""
+    saved at every logged step under run_dir (see `checkpoint_path`). `bar`, the bench's bar over member-steps,
+    advances by the group's members at every training step, in place of the group's own training bar."""
     start = time.perf_counter()
     timer = PhaseTimer()
     first = cells[0]
@@ -178,10 +191,13 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None):
                     entry.update(values)
         return entries
 
+    def on_step(_):
+        bar.update(len(cells))
+
     with timer("train"):  # the probes followed during training (on_log) included
         ensemble, logs = train_ensemble(first.model, first.train, run.seeds, [d.train for d in datasets], device,
                                         weight_decays=[c.train.weight_decay for c in cells], on_log=on_log,
-                                        progress=progress)
+                                        progress=progress and bar is None, on_step=on_step if bar else None)
     run.finish(ensemble, logs)
     metrics = [{} for _ in cells]
     for probe in tqdm(probes, desc="evaluate and probe", leave=False, disable=not progress):
@@ -246,9 +262,11 @@ def flushed_denormals():
         torch.set_flush_denormal(False)
 
 
-def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None):
+def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_name="cells.jsonl", cells=None,
+              command=None):
     """Run every unfinished cell of `grid` (or of `cells`, a subset such as one shard); returns the run directory and
-    the number of cells found finished already."""
+    the number of cells found finished already. `command`, the command line that started the bench, goes into every
+    row (default: this process's sys.argv)."""
     device = pick_device(device)
     run_dir = Path(run_dir or RESULTS_ROOT / grid.name)
     if run_dir.exists() and not run_dir.is_dir():
@@ -256,10 +274,13 @@ def run_bench(grid, run_dir=None, force=False, device=None, progress=True, rows_
     run_dir.mkdir(parents=True, exist_ok=True)
     with writing(run_dir / rows_name), flushed_denormals():  # the lock before --force discards anything
         prepare_run_dir(grid, run_dir, force)
-        return run_dir, _run_cells(grid, run_dir, device, progress, rows_name, grid.cells if cells is None else cells)
+        context = {"versions": versions(), "device": device_name(device), "grid_hash": grid_hash(grid.raw),
+                   **source_state(), "command": command or command_line()}
+        return run_dir, _run_cells(grid, run_dir, device, progress, rows_name, grid.cells if cells is None else cells,
+                                   context)
 
 
-def _run_cells(grid, run_dir, device, progress, rows_name, cells):
+def _run_cells(grid, run_dir, device, progress, rows_name, cells, context):
     """Train the groups of the cells without a row yet, appending one row per cell; returns how many had one."""
     # Other shards may be appending to their own rows files right now: only our own file may have a torn line cut off.
     if (run_dir / rows_name).exists():
@@ -270,14 +291,21 @@ def _run_cells(grid, run_dir, device, progress, rows_name, cells):
     for cell in todo:
         groups[C.group_key(cell)].append(cell)
 
-    context = {"versions": versions(), "device": device_name(device), "grid_hash": grid_hash(grid.raw)}
     dataset_cache = {}
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"cells ({grid.name})", disable=not progress)
+    # One bar over the training steps of every member of every group still to run, so that its rate, and its estimate
+    # of the time left, are the run's from the first minute on. smoothing=0 takes the rate over the whole run: after
+    # the first group it includes the evaluation and probes between groups, which a recent rate would leave out.
+    member_steps = sum(len(group) * group[0].train.steps for group in groups.values())
+    bar = tqdm(total=member_steps, desc=f"training ({grid.name})", unit=" member-step", unit_scale=True, smoothing=0,
+               disable=not progress)
+    finished_cells = len(cells) - len(todo)
+    bar.set_postfix_str(f"cells {finished_cells}/{len(cells)}", refresh=False)
     for group in groups.values():
-        for row in run_group(group, device, dataset_cache, progress=progress, run_dir=run_dir):
+        for row in run_group(group, device, dataset_cache, progress=progress, run_dir=run_dir, bar=bar):
             row.update(context)
             append_row(run_dir / rows_name, row)
-            bar.update(1)
+            finished_cells += 1
+        bar.set_postfix_str(f"cells {finished_cells}/{len(cells)}")
     bar.close()
     record_constructions(cells, run_dir)
     return len(cells) - len(todo)

@@ -248,7 +248,7 @@ def tf32_matmuls(enabled: bool):
 
 
 def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,
-                   progress=True):
+                   progress=True, on_step=None):
     """Train M members (one per seed and split) together; returns the ensemble and each member's training log.
 
     `weight_decays` gives each member its own decoupled weight decay (default: train_cfg.weight_decay for all), so
@@ -256,6 +256,9 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
 
     `on_log(step, ensemble)` may return a list of M dicts merged into the log at each logged step (the probes use it
     to follow saturation over training).
+
+    `on_step(steps_taken)` is called after every update: the bench advances its one bar over every group's training
+    with it (and then passes progress=False, so that no second bar estimates the same time).
     """
     ensemble = Ensemble(model_cfg, seeds).to(device)
     data = stack_splits(train_splits, device)
@@ -302,12 +305,14 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     ensemble.train()
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
         if anneal:
-            progress = step / max(1, train_cfg.steps - 1)
-            ensemble.set_inverse_temperature(annealed_inverse_temperature(progress, model_cfg.anneal_max))
+            done = step / max(1, train_cfg.steps - 1)
+            ensemble.set_inverse_temperature(annealed_inverse_temperature(done, model_cfg.anneal_max))
         targets = batch(step)
         if step in log_at:
             log_step(step, *targets)
         trainer.step(*targets)
+        if on_step:
+            on_step(step + 1)
     log_step(train_cfg.steps, *batch(train_cfg.steps - 1))
     ensemble.eval()
     if anneal:

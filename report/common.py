@@ -22,6 +22,28 @@ def ordered_variants(seen):
     return sorted(set(seen), key=lambda v: (variant_rank(v), v))
 
 
+def ordered_languages(seen):
+    """The languages in the order they first appear in `seen`. The report reads rows in the order of the grid's cells
+    (harness/results.py, `load_rows_with_config`), whose outermost axis is the config's language list: so every table
+    and figure shows the languages in the order the config names them."""
+    return list(dict.fromkeys(seen))
+
+
+def report_order(languages):
+    """A sort key for pandas' sort_index and sort_values: variants in the report's order, languages in the order of
+    `languages` (a name marked with a dagger, `name †`, sorts as its name), every other level as it is."""
+    rank = {name: i for i, name in enumerate(languages)}
+
+    def key(level):
+        if level.name == "variant":
+            return level.map(variant_rank)
+        if level.name == "language":
+            return level.map(lambda name: rank.get(str(name).removesuffix(" †"), len(rank)))
+        return level
+
+    return key
+
+
 # ModelConfig.positional's default (models/recognizer.py): the encoding of a row whose config does not name one. The
 # report reads rows, not models, so it cannot ask ModelConfig; tests/test_report_common.py checks that the two agree.
 DEFAULT_POSITIONAL = "sinusoidal"

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from . import style
 from .common import markdown, ordered_variants, setting
 
 
@@ -34,34 +34,91 @@ class RunView:
 
 SERIES = ("norm", "norm_with_embeddings", "sim_mean", "kappa_limit", "acc_limit", "tv_limit", "split_share",
           "value_distinct_share")
+DISTANCE_PREFIX = "tv_limit_layer"  # the distance to saturation of layer l, logged as tv_limit_layer{l}
 # What the limit-over-training figure draws, a line style each (defined in probes/saturation_similarity.py).
-LIMIT_MEASURES = {"kappa_limit": "kappa with the limit", "acc_limit": "accuracy at the limit",
-                  "tv_limit": "TV distance to saturation"}
+LIMIT_MEASURES = {"kappa_limit": "kappa with the limit", "acc_limit": "accuracy at the limit"}
+MEASURE_DASHES = ["", (4, 2), (1, 1.5)]
 
 
 def norm_series(rows, fields):
-    """One line per logged step of every cell: the norm and whatever the probes followed through training."""
+    """One line per logged step of every cell: the norm and whatever the probes followed through training, the
+    distance to saturation of each layer included."""
     records = []
     for row in rows:
         for entry in row["log"]:
+            layers = {key: value for key, value in entry.items() if key.startswith(DISTANCE_PREFIX)}
             records.append({"variant": row["config"]["model"]["attention"], "language": row["config"]["language"],
                             "seed": row["config"]["seed"], **setting(row, fields), "step": entry["step"],
-                            **{key: entry.get(key, math.nan) for key in SERIES}})
+                            **{key: entry.get(key, math.nan) for key in SERIES}, **layers})
     return pd.DataFrame.from_records(records)
 
 
 def facets(fields):
-    """Figure facets from the varying fields: columns by the last one (in sorted order train.* comes after model.*,
-    so a weight-decay axis gets the columns), line style by the one before."""
-    return {"col": fields[-1] if fields else None, "style": fields[-2] if len(fields) > 1 else None}
+    """Figure facets from the varying fields: panels by the last one (in sorted order train.* comes after model.*,
+    so a weight-decay axis gets the panels)."""
+    return {"col": fields[-1] if fields else None}
 
 
-def growth_facets(fields):
-    """Norm-growth figures: one panel column per language, colour by weight decay when it varies (else by variant),
-    one panel row per other varying field (such as the optimizer), taking at most one."""
+def growth_facets(fields, variants):
+    """The figures that follow training: one panel column per language; colour by the weight decay when it varies,
+    else by variant; line style by variant when colour is taken and several variants ran; one panel row per other
+    varying field (such as the optimizer), taking at most one."""
     hue = "train.weight_decay" if "train.weight_decay" in fields else "variant"
     others = [f for f in fields if f != hue]
-    return {"hue": hue, "row": others[-1] if others else None}
+    return {"hue": hue, "row": others[-1] if others else None,
+            "style": "variant" if hue != "variant" and len(set(variants)) > 1 else None}
+
+
+def colours(data, hue):
+    """{value: colour} and their order for the colour field of a figure: the variants' own colours, or light to dark
+    for a numeric setting."""
+    if hue == "variant":
+        palette = style.variant_palette(data["variant"])
+        return palette, list(palette)
+    palette = style.setting_palette(data[hue])
+    return palette, list(palette)
+
+
+def panel_keys(data, layout):
+    """(row value or None, language) for every panel, rows in sorted order, languages in the report's order."""
+    if layout["row"] == "variant":
+        rows = ordered_variants(data["variant"])
+    else:
+        rows = sorted(data[layout["row"]].unique(), key=str) if layout["row"] else [None]
+    return [(row, language) for row in rows for language in style.ordered_languages(data["language"])]
+
+
+def panel_data(data, key, layout):
+    row, language = key
+    part = data[data["language"] == language]
+    return part if row is None else part[part[layout["row"]] == row]
+
+
+def panel_title(key, layout):
+    row, language = key
+    if row is None:
+        return language
+    named = row if layout["row"] == "variant" else f"{style.field_name(layout['row'])} {row}"
+    return f"{language}, {named}"
+
+
+def legend_handles(palette, layout, data, extra=()):
+    """The legend of a figure that follows training: a line per colour, a line style per variant when style is taken,
+    and any `extra` entries (fits, measures)."""
+    if layout["hue"] == "variant":
+        handles = style.variant_handles(list(palette), marker=False)
+    else:
+        handles = [plt.Line2D([], [], color=colour, label=f"{style.field_name(layout['hue'])} {value}")
+                   for value, colour in palette.items()]
+    if layout["style"]:
+        handles += [plt.Line2D([], [], color="0.3", ls=(0, dashes) if dashes else "-", label=variant)
+                    for variant, dashes in zip(ordered_variants(data["variant"]), MEASURE_DASHES)]
+    return handles + list(extra)
+
+
+def _by_hue(data, hue):
+    """The colour field as text: a numeric hue of seaborn would give weight decays 0 and 0.01 nearly one colour."""
+    return data.assign(**{hue: data[hue].map(str)}) if hue != "variant" else data
 
 
 NORM_FLOOR = 1e-3
@@ -84,43 +141,57 @@ def fitted_laws(t, norm):
     return {"power": a[best] * du[best] + norm.mean(), "gamma": gammas[best], "sqrt": slope * np.sqrt(t) + intercept}
 
 
+def _lines(ax, part, y, layout, palette, style_field=None, dashes=None):
+    """Mean over seeds against t in the figure's colours, with the report's 95% bootstrap band."""
+    style_field = style_field or layout["style"]
+    sns.lineplot(data=part, x="step", y=y, hue=layout["hue"], hue_order=list(palette), palette=palette,
+                 style=style_field, style_order=(dashes and list(dashes)) or (
+                     ordered_variants(part["variant"]) if style_field == "variant" else None),
+                 dashes=dashes or (dict(zip(ordered_variants(part["variant"]), MEASURE_DASHES))
+                                   if style_field == "variant" else True),
+                 errorbar=style.band, legend=False, ax=ax)
+
+
 def figure_norm_growth(series, fields, path):
-    """Norm against t, log-log, per language; line: mean over seeds, band: min to max; dashed: the fit
-    ||theta|| = a t^gamma + b to the mean series of the first colour (no weight decay when decay varies), its gamma
-    written in the panel; dotted: the fit ||theta|| = a sqrt(t) + b to the same series."""
+    """Norm against t, log-log, one panel per language; line: mean over seeds, band: its 95% bootstrap interval;
+    dashed black: the fit ||theta|| = a t^gamma + b to the mean series of the first colour (no weight decay when the
+    decay varies), its gamma written in the panel; dotted grey: the fit a sqrt(t) + b to the same series."""
     data = series[series["step"] > 0]
     if data.empty:
         return False
-    layout = growth_facets(fields)
-    # Categories, not numbers: a numeric hue would give weight decays 0 and 0.01 nearly the same colour. Norms that
-    # weight decay drove to zero are drawn at the floor of the log axis.
-    data = data.assign(**{layout["hue"]: data[layout["hue"]].map(str), "norm": data["norm"].clip(lower=NORM_FLOOR)})
-    hues = sorted(data[layout["hue"]].unique(), key=float if layout["hue"] == "train.weight_decay" else str)
-    grid = sns.relplot(data=data, x="step", y="norm", col="language", kind="line", height=2.6, aspect=1.4,
-                       errorbar=("pi", 100), hue_order=hues, palette="viridis" if len(hues) > 3 else None,
-                       facet_kws={"sharey": "row"}, **layout)
-    for (row_value, language), ax in _panels(grid, layout):
-        part = data[(data["language"] == language) & (data[layout["hue"]] == hues[0])]
-        if layout["row"]:
-            part = part[part[layout["row"]] == row_value]
-        mean = part.groupby("step")["norm"].mean()
-        t = mean.index.to_numpy(dtype=float)
-        laws = fitted_laws(t, mean.to_numpy())
-        if laws:
-            ax.plot(t, np.maximum(laws["power"], NORM_FLOOR), color="black", ls="--", lw=1)
-            ax.plot(t, np.maximum(laws["sqrt"], NORM_FLOOR), color="grey", ls=":", lw=1)
-            ax.text(0.03, 0.95, f"gamma = {laws['gamma']:.2f}", transform=ax.transAxes, va="top", fontsize=8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
-    grid.set_axis_labels("step t", "||theta|| (embeddings excluded)")
-    grid.figure.suptitle(f"Parameter norm against t, coloured by {layout['hue']}; line: mean over seeds, band: min to "
-                         f"max; fitted to the mean of {layout['hue']} = {hues[0]}: dashed a t^gamma + b, dotted "
-                         f"a sqrt(t) + b; norms below {NORM_FLOOR:g} drawn at {NORM_FLOOR:g}", y=1.03, fontsize=9)
-    grid.savefig(path, dpi=100)
-    plt.close(grid.figure)
+    layout = growth_facets(fields, data["variant"])
+    # Norms that weight decay drove to zero are drawn at the floor of the log axis.
+    data = _by_hue(data, layout["hue"]).assign(norm=data["norm"].clip(lower=NORM_FLOOR))
+    palette, hues = colours(data, layout["hue"])
+    keys = panel_keys(data, layout)
+    with style.paper():
+        fig, axes = style.panels(len(keys))
+        for key, ax in zip(keys, axes):
+            part = panel_data(data, key, layout)
+            _lines(ax, part, "norm", layout, palette)
+            mean = part[part[layout["hue"]] == hues[0]].groupby("step")["norm"].mean()
+            t = mean.index.to_numpy(dtype=float)
+            laws = fitted_laws(t, mean.to_numpy())
+            if laws:
+                ax.plot(t, np.maximum(laws["power"], NORM_FLOOR), color="black", ls="--", lw=0.9)
+                ax.plot(t, np.maximum(laws["sqrt"], NORM_FLOOR), color="0.45", ls=":", lw=0.9)
+                ax.text(0.04, 0.94, f"γ = {laws['gamma']:.2f}", transform=ax.transAxes, va="top")
+            ax.set_title(panel_title(key, layout))
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        for ax in axes:  # after every panel is drawn: the shared y limits are final
+            style.log_axis(ax, "x")
+            style.log_axis(ax, "y")
+        fig.supxlabel("step t (updates)")
+        fig.supylabel("‖θ‖ (l2, embeddings excluded)")
+        fits = [plt.Line2D([], [], color="black", ls="--", lw=0.9, label="a t^γ + b"),
+                plt.Line2D([], [], color="0.45", ls=":", lw=0.9, label="a √t + b")]
+        style.legend_above(fig, legend_handles(palette, layout, data, fits),
+                           f"Parameter norm against t; fits to the mean of {style.field_name(layout['hue'])} {hues[0]}")
+        style.save(fig, path)
     return True
 
 
@@ -141,58 +212,113 @@ def law_counts(rows, fields):
 
 
 def figure_limit_over_training(series, fields, path):
-    """Against t, per language: Cohen's kappa between the decisions at c=1 and at the saturated limit, the limit's
-    accuracy and the mean total-variation distance of the attention from its saturated weights (LIMIT_MEASURES)."""
+    """Against t, one panel per language: Cohen's kappa between the decisions at c=1 and at the saturated limit
+    (solid) and the limit's accuracy (dashed), mean over seeds with its 95% bootstrap band."""
     data = series[series["step"] > 0].dropna(subset=list(LIMIT_MEASURES), how="all")
     if data.empty:
         return False
-    layout = growth_facets(fields)
-    long = data.melt(id_vars=["language", "step", "seed", layout["hue"]] + ([layout["row"]] if layout["row"] else []),
-                     value_vars=list(LIMIT_MEASURES), var_name="measure", value_name="value")
+    layout = growth_facets(fields, data["variant"])
+    if layout["style"]:  # colour and line style are taken: one panel row per variant instead
+        layout = {**layout, "row": "variant", "style": None}
+    ids = ["language", "step", "seed", "variant", layout["hue"]] + ([layout["row"]] if layout["row"] else [])
+    long = data.melt(id_vars=list(dict.fromkeys(ids)), value_vars=list(LIMIT_MEASURES), var_name="measure",
+                     value_name="value")
     # Kappa is undefined while both classifiers decide constantly and alike (at initialisation, typically).
-    long = long.dropna(subset=["value"])
+    long = _by_hue(long.dropna(subset=["value"]), layout["hue"])
     long["measure"] = long["measure"].map(LIMIT_MEASURES)
-    long[layout["hue"]] = long[layout["hue"]].map(str)
-    hues = sorted(long[layout["hue"]].unique(), key=float if layout["hue"] == "train.weight_decay" else str)
-    grid = sns.relplot(data=long, x="step", y="value", col="language", style="measure", kind="line", height=2.6,
-                       aspect=1.4, errorbar=("pi", 100), hue_order=hues,
-                       style_order=[m for m in LIMIT_MEASURES.values() if m in set(long["measure"])],
-                       palette="viridis" if len(hues) > 3 else None, **layout)
-    for _, ax in _panels(grid, layout):
-        ax.set_xscale("log")
-        ax.axhline(0.5, color="grey", lw=0.6, ls=":")
-        ax.axhline(0.0, color="grey", lw=0.6, ls=":")
-    grid.set_titles("{row_name} | {col_name}" if layout["row"] else "{col_name}")
-    grid.set_axis_labels("step t", "kappa, accuracy, TV distance")
-    grid.figure.suptitle("Against t, on the probe strings: Cohen's kappa between the decisions at c=1 and at the "
-                         "saturated limit (0: chance), the limit's accuracy (0.5: chance) and the attention's mean "
-                         "total-variation distance from its saturated weights (0: saturated); line: mean over seeds, "
-                         "band: min to max", y=1.03, fontsize=9)
-    grid.savefig(path, dpi=100)
-    plt.close(grid.figure)
+    measures = [m for m in LIMIT_MEASURES.values() if m in set(long["measure"])]
+    dashes = dict(zip(measures, MEASURE_DASHES))
+    palette, _ = colours(long, layout["hue"])
+    keys = panel_keys(long, layout)
+    with style.paper():
+        fig, axes = style.panels(len(keys))
+        for key, ax in zip(keys, axes):
+            _lines(ax, panel_data(long, key, layout), "value", layout, palette, style_field="measure", dashes=dashes)
+            ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
+            ax.axhline(0.0, color="0.5", lw=0.6, ls=":")
+            ax.set_title(panel_title(key, layout))
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            style.log_axis(ax, "x", long["step"].min(), long["step"].max())
+        fig.supxlabel("step t (updates)")
+        fig.supylabel("kappa; accuracy")
+        measure_handles = [plt.Line2D([], [], color="0.3", ls=(0, d) if d else "-", label=m)
+                           for m, d in dashes.items()]
+        style.legend_above(fig, legend_handles(palette, layout, long, measure_handles),
+                           "Agreement with the saturated limit over training (dotted: 0 and 0.5)")
+        style.save(fig, path)
     return True
 
 
-def _panels(grid, layout):
-    """((row value or None, language), axis) for every panel of a relplot faceted by `layout`."""
-    for key, ax in grid.axes_dict.items():
-        yield (key if layout["row"] else (None, key)), ax
+def figure_saturation_distance(series, fields, path):
+    """Against t, one panel per language: each layer's distance to saturation (mean total-variation distance between
+    the attention as trained and the saturated attention of the same scores; 0: saturated), one line style per
+    layer, mean over seeds with its 95% bootstrap band."""
+    layers = sorted((c for c in series.columns if c.startswith(DISTANCE_PREFIX)),
+                    key=lambda c: int(c.removeprefix(DISTANCE_PREFIX)))
+    data = series[series["step"] > 0].dropna(subset=layers, how="all") if layers else series.iloc[:0]
+    if data.empty:
+        return False
+    layout = growth_facets(fields, data["variant"])
+    if layout["style"]:
+        layout = {**layout, "row": "variant", "style": None}
+    ids = ["language", "step", "seed", "variant", layout["hue"]] + ([layout["row"]] if layout["row"] else [])
+    long = data.melt(id_vars=list(dict.fromkeys(ids)), value_vars=layers, var_name="layer", value_name="distance")
+    long = _by_hue(long.dropna(subset=["distance"]), layout["hue"])
+    long["layer"] = "layer " + long["layer"].str.removeprefix(DISTANCE_PREFIX)
+    names = [f"layer {c.removeprefix(DISTANCE_PREFIX)}" for c in layers]
+    dashes = dict(zip(names, (MEASURE_DASHES * len(names))[:len(names)]))
+    palette, _ = colours(long, layout["hue"])
+    keys = panel_keys(long, layout)
+    with style.paper():
+        fig, axes = style.panels(len(keys))
+        for key, ax in zip(keys, axes):
+            _lines(ax, panel_data(long, key, layout), "distance", layout, palette, style_field="layer", dashes=dashes)
+            ax.set_title(panel_title(key, layout))
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.set_ylim(bottom=0)
+            style.log_axis(ax, "x", long["step"].min(), long["step"].max())
+        fig.supxlabel("step t (updates)")
+        fig.supylabel("TV distance to saturation")
+        layer_handles = [plt.Line2D([], [], color="0.3", ls=(0, d) if d else "-", label=n) for n, d in dashes.items()]
+        style.legend_above(fig, legend_handles(palette, layout, long, layer_handles),
+                           "Distance to saturation per layer over training (0: saturated)")
+        style.save(fig, path)
+    return True
 
 
 def figure_saturation(series, fields, path):
+    """The paper's saturation similarity against t: cosine of f(x; theta) and f(x; 1000 theta), mean over layers."""
     data = series.dropna(subset=["sim_mean"])
-    grid = sns.relplot(data=data, x="step", y="sim_mean", hue="variant", kind="line", height=3, aspect=1.2,
-                       hue_order=ordered_variants(data["variant"]), errorbar=("pi", 50),
-                       col=facets(fields)["col"])
-    grid.set_axis_labels("step", "saturation similarity (c=1000)")
-    grid.figure.suptitle("Saturation over training: cosine of f(x; theta) and f(x; 1000 theta), mean over layers",
-                         y=1.02)
-    grid.savefig(path, dpi=100)
-    plt.close(grid.figure)
+    data = data[data["step"] > 0]
+    if data.empty:
+        return False
+    column = facets(fields)["col"]
+    groups = sorted(data[column].unique(), key=str) if column else [None]
+    variants = ordered_variants(data["variant"])
+    with style.paper():
+        fig, axes = style.panels(len(groups))
+        for group, ax in zip(groups, axes):
+            part = data if group is None else data[data[column] == group]
+            sns.lineplot(data=part, x="step", y="sim_mean", hue="variant", hue_order=variants,
+                         palette=style.variant_palette(variants), errorbar=style.band, legend=False, ax=ax)
+            ax.set_title("all languages" if group is None else f"{style.field_name(column)} {group}")
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            style.log_axis(ax, "x", data["step"].min(), data["step"].max())
+        fig.supxlabel("step t (updates)")
+        fig.supylabel("cosine similarity")
+        style.legend_above(fig, style.variant_handles(variants, marker=False),
+                           "Saturation similarity (c = 1000) over training")
+        style.save(fig, path)
+    return True
 
 
-def figure_heads(rows, path):
-    """Histogram of positions attended per query at the saturated limit, over all heads of each variant."""
+def figure_heads(rows, path, widest=20):
+    """How many positions each query attends to at the saturated limit (weight > 1e-5), over all heads, layers and
+    cells of each variant: one bar per variant at every count, side by side on integer bins; counts above `widest`
+    are pooled into one last bin."""
     records = []
     for row in rows:
         for count, n in ((row["metrics"].get("probes") or {}).get("attended_histogram") or {}).items():
@@ -200,25 +326,42 @@ def figure_heads(rows, path):
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         return False
-    frame = frame.groupby(["variant", "positions"], as_index=False)["queries"].sum()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.barplot(data=frame[frame["positions"] <= 40], x="positions", y="queries", hue="variant",
-                hue_order=ordered_variants(frame["variant"]), ax=ax)
-    ax.set_yscale("log")
-    ax.set_xlabel("positions attended (weight > 1e-5) under saturation")
-    ax.set_title("Positions each query attends to at the saturated limit, all heads, layers and cells; 1: argmax-like",
-                 fontsize=9)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(12))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    frame["positions"] = frame["positions"].clip(upper=widest + 1)
+    counts = frame.groupby(["variant", "positions"])["queries"].sum().unstack("positions", fill_value=0)
+    variants = ordered_variants(counts.index)
+    bins = list(range(1, int(counts.columns.max()) + 1))
+    counts = counts.reindex(index=variants, columns=bins, fill_value=0)
+    share = counts.div(counts.sum(axis=1), axis=0)
+    width = 0.8 / len(variants)
+    with style.paper():
+        fig, ax = plt.subplots(figsize=(style.SINGLE_COLUMN, 2.3), layout="constrained")
+        for i, variant in enumerate(variants):
+            ax.bar([b - 0.4 + width * (i + 0.5) for b in bins], share.loc[variant], width=width,
+                   color=style.variant_color(variant, variants), label=variant)
+        ax.set_yscale("log")
+        labels = {b: str(b) for b in bins}
+        if counts.columns.max() > widest:
+            labels[widest + 1] = f">{widest}"
+        every = math.ceil(len(bins) / 8)  # about eight labels; the last bin always, and no label crowding it
+        shown = [b for b in bins if (b == 1 or b % every == 0) and bins[-1] - b >= max(every, 2) / 2] + [bins[-1]]
+        ax.set_xticks(shown, [labels[b] for b in shown])
+        ax.set_xlim(0.4, bins[-1] + 0.6)
+        ax.set_xlabel("positions attended (weight > 1e-5)")
+        ax.set_ylabel("share of queries")
+        ax.grid(axis="x", visible=False)
+        style.legend_above(fig, style.variant_handles(variants, marker=False),
+                           "Positions per query at the saturated limit (1: argmax-like)")
+        style.save(fig, path)
     return True
 
 
 def render_norm_growth(view):
     if not figure_norm_growth(view.series, view.fields, view.figures / "norm_growth.png"):
         return []
-    return ["![norm growth](figures/norm_growth.png)", ""]
+    return ["![norm growth](figures/norm_growth.png)", "",
+            "Parameter norm against t, log-log; line: mean over seeds, band: its 95% bootstrap interval; dashed: the "
+            "fit a t^γ + b and dotted: a √t + b, both to the mean series of the first colour; norms below "
+            f"{NORM_FLOOR:g} are drawn at {NORM_FLOOR:g}.", ""]
 
 
 def render_norm_laws(view):
@@ -232,16 +375,25 @@ def render_norm_laws(view):
 
 
 def render_limit_over_training(view):
-    if not figure_limit_over_training(view.series, view.fields, view.figures / "limit_over_training.png"):
-        return []
-    return ["![kappa with the saturated limit, accuracy at the limit and distance to saturation over training]"
-            "(figures/limit_over_training.png)", ""]
+    lines = []
+    if figure_limit_over_training(view.series, view.fields, view.figures / "limit_over_training.png"):
+        lines += ["![kappa with the saturated limit and accuracy at the limit over training]"
+                  "(figures/limit_over_training.png)", "",
+                  "Against t, on the probe strings: Cohen's kappa between the decisions at c=1 and at the saturated "
+                  "limit (0: chance agreement) and the limit's accuracy (0.5: chance); line: mean over seeds, band: "
+                  "its 95% bootstrap interval.", ""]
+    if figure_saturation_distance(view.series, view.fields, view.figures / "saturation_distance.png"):
+        lines += ["![distance to saturation per layer over training](figures/saturation_distance.png)", "",
+                  "Distance to saturation per layer: the mean total-variation distance between each layer's attention "
+                  "as trained and the saturated attention of the same scores (0: saturated), against t.", ""]
+    return lines
 
 
 def render_saturation_over_training(view):
     if view.series.empty or view.series["sim_mean"].isna().all():
         return []
-    figure_saturation(view.series, view.fields, view.figures / "saturation_over_training.png")
+    if not figure_saturation(view.series, view.fields, view.figures / "saturation_over_training.png"):
+        return []
     return ["![saturation over training](figures/saturation_over_training.png)", ""]
 
 

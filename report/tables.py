@@ -5,22 +5,21 @@ split the report into one block per setting (`settings`).
 """
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
-from satbench.harness.results import CorruptResults, load_rows_with_config
+from satbench.harness.results import CorruptResults
 
 from .common import (
     DEFAULT_POSITIONAL,
     flatten,
-    markdown,
+    ordered_languages,
     predicted,
+    report_order,
     scale_heading,
     scale_value,
-    variant_rank,
 )
-from .stats import difference_interval, excludes_zero, seed_cell
+from .stats import seed_cell
 
 BIN_PREFIX = "acc_bin:"  # long-table columns of length generalization, one per bin: "acc_bin:21-30"
 
@@ -133,7 +132,7 @@ def criteria_table(table, threshold, theory, flags):
     frame = frame[[c for c in order if c in frame.columns]]
     levels = ["language", "variant", "model.positional"] if several else ["language", "variant"]
     frame.index = pd.MultiIndex.from_tuples(frame.index, names=levels)
-    return frame.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
+    return frame.sort_index(key=report_order(ordered_languages(table["language"])))
 
 
 def theory_flags(table, threshold, theory, ties=None):
@@ -209,7 +208,7 @@ def sweep_table(table, threshold):
              .unstack("scale"))
     frame = frame[ordered_scales(table)].fillna("—")  # a scale some cells lack (rows of an older run)
     frame.columns = [scale_heading(c) for c in frame.columns]
-    return frame.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
+    return frame.sort_index(key=report_order(ordered_languages(table["language"])))
 
 
 def soft_vs_saturated_table(table, threshold):
@@ -225,7 +224,7 @@ def soft_vs_saturated_table(table, threshold):
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame = frame[[c for c in columns if c in frame.columns]]
     frame.index.name = "language"
-    return frame.sort_index()
+    return frame.sort_index(key=report_order(ordered_languages(table["language"])))
 
 
 def kind_table(rows):
@@ -251,7 +250,7 @@ def kind_table(rows):
     kinds = sorted(set(frame["column"].str.split(" ").str[0]), key=lambda kind: (kind != "member", kind))
     columns = [f"{kind} c={scale}" for scale in ("1", "inf") for kind in kinds]
     table = cells.unstack("column").reindex(columns=[c for c in columns if c in set(frame["column"])]).fillna("—")
-    return table.sort_index(key=lambda level: level.map(variant_rank) if level.name == "variant" else level)
+    return table.sort_index(key=report_order(ordered_languages(frame["language"])))
 
 
 def fewest_per_class(rows):
@@ -281,116 +280,6 @@ def construction_table(hand_built, threshold):
     return frame
 
 
-def config_differences(rows_a, rows_b):
-    """Lines naming every flat config field whose set of values differs between two runs' rows (languages, seeds,
-    train.steps, ...): the first thing to know before reading their accuracies side by side."""
-    def values(rows):
-        seen: dict[str, set] = {}
-        for row in rows:
-            for key, value in flatten(row["config"]).items():
-                seen.setdefault(key, set()).add(repr(value))
-        return seen
-
-    a, b = values(rows_a), values(rows_b)
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            shown = [", ".join(sorted(v.strip("'") for v in side.get(key, {"—"}))) for side in (a, b)]
-            lines.append(f"- {key}: {shown[0]} -> {shown[1]}")
-    return lines
-
-
-COMPARED_SCALES = ("1", "inf")  # as trained, and the saturated limit
-
-
-def compare_runs(run_a, run_b):
-    """Two runs side by side, after the config fields in which they differ: per language, variant (and setting, where
-    a field varies within a run), scale c=1 and c=inf and criterion (in distribution, each length bin), the mean
-    accuracy over each run's seeds and the difference b - a with its 95% bootstrap interval (report/stats.py,
-    `difference_interval`: unpaired, each run's seeds resampled on their own). `differs` marks an interval that
-    excludes 0. Runs with no language and variant in common are an error."""
-    rows = [load_rows_with_config(run) for run in (run_a, run_b)]
-    differences = config_differences(*rows)
-    tables = [long_table(r) for r in rows]
-    shared = set(zip(tables[0]["language"], tables[0]["variant"])) & set(zip(tables[1]["language"],
-                                                                             tables[1]["variant"]))
-    if not shared:
-        raise CorruptResults(f"{run_a} and {run_b} have no language and attention variant in common: nothing to "
-                             "compare")
-    title = (f"# {Path(run_a).name} -> {Path(run_b).name}: accuracy at c=1 and c=inf, mean over each run's seeds; "
-             "b - a with its 95% bootstrap interval (unpaired); `differs`: the interval excludes 0")
-    if differences:
-        warning = ("The runs differ in these config fields (a -> b), so a difference below need not come from one "
-                   "change alone:")
-        header = "\n".join([warning, "", *differences])
-    else:
-        header = "The runs have the same config."
-    table, alone = compare_table(*tables)
-    if alone:
-        header += (f"\n\n{alone} lines of one run alone (a language, variant, setting or length bin the other run "
-                   "lacks) are left out.")
-    body = markdown(table) if len(table) else "No language, variant, setting and scale in both runs."
-    return f"{title}\n\n{header}\n\n{body}\n"
-
-
-def compare_table(table_a, table_b):
-    """The table of `compare_runs` from the two runs' long tables, one line per language, variant, setting, scale and
-    criterion that both runs measured, and the number of lines only one of them has."""
-    split = sorted(set(setting_columns(table_a)) | set(setting_columns(table_b)))
-    split = [c for c in split if c in table_a.columns and c in table_b.columns]
-    samples = [_criterion_samples(t, split) for t in (table_a, table_b)]
-    both = set(samples[0]) & set(samples[1])
-    records = []
-    for key in sorted(both, key=_compare_order):
-        language, variant, title, scale, criterion = key
-        a, b = samples[0][key], samples[1][key]
-        interval = difference_interval(a, b)
-        records.append({"language": language, "variant": variant, **({"setting": title} if split else {}),
-                        "scale": scale_heading(scale), "criterion": criterion, "seeds a, b": f"{len(a)}, {len(b)}",
-                        "mean a -> b": f"{a.mean():.3f} -> {b.mean():.3f}",
-                        "b - a [95%]": _difference_words(b.mean() - a.mean(), interval),
-                        "differs": "yes" if excludes_zero(interval) else ""})
-    frame = pd.DataFrame.from_records(records)
-    if len(frame):
-        frame = frame.set_index([c for c in ("language", "variant", "setting", "scale", "criterion")
-                                 if c in frame.columns])
-    return frame, len(set(samples[0]) ^ set(samples[1]))
-
-
-def _criterion_samples(table, split):
-    """{(language, variant, setting, scale, criterion): the accuracies of the seeds}, at the compared scales."""
-    lines = table[table["scale"].isin(COMPARED_SCALES)]
-    titles = [", ".join(f"{c}={v}" for c, v in zip(split, values)) for values in zip(*(lines[c].tolist()
-                                                                                           for c in split))]
-    lines = lines.assign(_setting=titles if split else "")
-    bins = bin_columns(lines)
-    criteria = [("in dist.", "acc")] + [(f"len {c.removeprefix(BIN_PREFIX)}", c) for c in bins]
-    if not bins:  # rows from before length bins, as in criteria_table
-        criteria.append(("beyond training", "acc_long"))
-    out = {}
-    for (language, variant, title, scale), part in lines.groupby(["language", "variant", "_setting", "scale"]):
-        for criterion, column in criteria:
-            values = part[column].dropna()
-            if len(values):
-                out[(language, variant, title, scale, criterion)] = values
-    return out
-
-
-def _compare_order(key):
-    language, variant, title, scale, criterion = key
-    first_length = {"in dist.": -1, "beyond training": math.inf}.get(criterion) \
-        or int(criterion.removeprefix("len ").split("-")[0])
-    return language, variant_rank(variant), variant, title, scale_value(scale), first_length
-
-
-def _difference_words(shift, interval):
-    signed = lambda x: f"{round(x, 3) + 0.0:+.3f}"  # noqa: E731  (+ 0.0: a rounding error of 0 prints +0.000, not -0.000)
-    # No interval when a run has one seed: its spread over seeds is unknown (report/stats.py, difference_interval).
-    if interval is None:
-        return f"{signed(shift)} (no interval)"
-    return f"{signed(shift)} [{signed(interval[0])}, {signed(interval[1])}]"
-
-
 LIMIT_GAP = 0.02  # the largest finite c and c = inf further apart than this: the sweep has not reached its limit
 
 
@@ -407,5 +296,5 @@ def limit_not_reached(table, gap=LIMIT_GAP):
     both = largest.merge(limit, on="hash").rename(columns={"scale": "largest finite c", "acc": "acc at that c"})
     both["difference"] = both["acc at c=inf"] - both["acc at that c"]
     flagged = both[both["difference"].abs() > gap].drop(columns="hash")
-    return flagged.sort_values(["language", "variant", "seed"], key=lambda column: column.map(variant_rank)
-                               if column.name == "variant" else column).reset_index(drop=True)
+    return flagged.sort_values(["language", "variant", "seed"], key=report_order(ordered_languages(table["language"]))
+                               ).reset_index(drop=True)

@@ -3,11 +3,11 @@ carry different values (what lets saturated attention count), the score gaps as 
 limit as the relative tie tolerance grows. Reads the `ties` and `tie_tolerance_acc` metrics of each row
 (probes/ties.py, probes/evaluate.py); rows written before them have none and get no section."""
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .common import flatten, ordered_variants, variant_rank
+from . import style
+from .common import flatten, ordered_languages, ordered_variants, report_order
 from .stats import seed_cell  # the compact cell of every accuracy table
 
 SHARES = ["split_share", "value_distinct_share", "score_gap", "score_gap_over_norm"]
@@ -41,7 +41,7 @@ def value_distinct_by_cell(frame):
 
 
 def _ordered(frame):
-    return frame.sort_values(["language", "variant"], key=lambda c: c.map(variant_rank) if c.name == "variant" else c)
+    return frame.sort_values(["language", "variant"], key=report_order(ordered_languages(frame["language"])))
 
 
 def tie_table(frame, threshold):
@@ -55,21 +55,73 @@ def tie_table(frame, threshold):
     return out
 
 
-def figure_tolerance(frame, path, title):
+def figure_tolerance(frame, path, title=None):
     """Accuracy at the saturated limit, in distribution, against the relative tie tolerance: one panel per language,
-    one line per variant (mean over seeds; band: min to max over seeds)."""
+    one line per variant (mean over seeds; band: its 95% bootstrap interval)."""
     tolerances = tolerance_columns(frame)
     long = frame.melt(id_vars=["language", "variant", "seed"], value_vars=tolerances, var_name="tol",
                       value_name="accuracy")
     long["tol"] = long["tol"].str.removeprefix("tol=").astype(float)
-    grid = sns.relplot(data=long, x="tol", y="accuracy", hue="variant", col="language", kind="line", marker="o",
-                       height=2.4, aspect=1.2, errorbar=("pi", 100), col_wrap=min(5, long["language"].nunique()),
-                       hue_order=ordered_variants(long["variant"]))
-    for ax in grid.axes.flat:
-        ax.set_xscale("log")
-        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    grid.set_axis_labels("relative tie tolerance", "accuracy at c=inf")
-    grid.figure.suptitle(f"{title}: accuracy at the saturated limit (training lengths) as the tie tolerance grows; "
-                         "line: mean over seeds, band: min to max, dotted: chance", y=1.03, fontsize=9)
-    grid.savefig(path, dpi=100)
-    plt.close(grid.figure)
+    long = long[long["tol"] > 0]  # a log axis has no place for exact equality
+    variants = ordered_variants(long["variant"])
+    languages = style.ordered_languages(long["language"])
+    with style.paper():
+        fig, axes = style.panels(len(languages))
+        for language, ax in zip(languages, axes):
+            sns.lineplot(data=long[long["language"] == language], x="tol", y="accuracy", hue="variant",
+                         hue_order=variants, palette=style.variant_palette(variants), style="variant",
+                         markers=style.variant_markers(variants), dashes=False, errorbar=style.band, legend=False,
+                         ax=ax)
+            ax.axhline(0.5, color="0.5", lw=0.7, ls=(0, (2, 2)))
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_title(language)
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            style.log_axis(ax, "x", long["tol"].min(), long["tol"].max())
+        fig.supxlabel("relative tie tolerance")
+        fig.supylabel("accuracy at c=∞")
+        style.legend_above(fig, style.variant_handles(variants),
+                           "Accuracy at the saturated limit as the tie tolerance grows (dashes: chance)", title)
+        style.save(fig, path)
+
+
+SHARE_FLOOR = 1e-5  # split shares below it are drawn at it
+
+
+def figure_tie_shares(frame, path, title=None):
+    """The ties at the saturated limit per language and variant: the share of queries whose tied set holds more than
+    one key (split), and of those the share whose tied keys carry different values (value-distinct, the only ties
+    that can count); bars: mean over seeds, whiskers: its 95% bootstrap interval."""
+    variants = ordered_variants(frame["variant"])
+    languages = style.ordered_languages(frame["language"])
+    shares = {"split_share": "split queries", "value_distinct_share": "value-distinct among split"}
+    width = 0.8 / len(variants)
+    with style.paper():
+        fig, axes = style.panels(len(shares), columns=2, width=style.FULL_WIDTH, height=2.0, sharey=False)
+        for (column, name), ax in zip(shares.items(), axes):
+            for i, variant in enumerate(variants):
+                part = frame[frame["variant"] == variant].groupby("language")[column]
+                means = part.mean().reindex(languages)
+                bands = [style.band(part.get_group(l)) if l in part.groups else (float("nan"),) * 2
+                         for l in languages]
+                low = [m - b[0] for m, b in zip(means, bands)]
+                high = [b[1] - m for m, b in zip(means, bands)]
+                x = [j - 0.4 + width * (i + 0.5) for j in range(len(languages))]
+                if column == "split_share":
+                    means = means.clip(lower=SHARE_FLOOR)
+                ax.bar(x, means.fillna(0), width=width, color=style.variant_color(variant, variants),
+                       yerr=[low, high], ecolor="0.2", error_kw={"lw": 0.7, "capsize": 1.5})
+            ax.set_xticks(range(len(languages)), languages, rotation=30 if len(languages) > 4 else 0,
+                          ha="right" if len(languages) > 4 else "center")
+            if column == "split_share":  # from 1e-4 of queries to all of them: a log axis, zero at its floor
+                ax.set_yscale("log")
+                ax.set_ylim(SHARE_FLOOR, 1.5)
+                style.log_axis(ax, "y", SHARE_FLOOR, 1.0)
+            else:
+                ax.set_ylim(0, 1.05)
+            ax.set_title(name)
+            ax.set_ylabel("share of queries" if column == "split_share" else "share of split queries")
+            ax.set_xlabel("language")
+            ax.grid(axis="x", visible=False)
+        style.legend_above(fig, style.variant_handles(variants, marker=False), "Ties at the saturated limit", title)
+        style.save(fig, path)

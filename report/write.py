@@ -1,11 +1,13 @@
 """From the files of a run to `report.md` and `figures/*.png`: which languages each attention variant recognizes, at
 which scale, and what the probes saw. Reads rows only (harness/results.py): no torch, no model is run here."""
 
+from collections import Counter
 from pathlib import Path
 
 from satbench.harness.results import PHASES, load_rows_with_config, read_constructions, write_atomically
 
 from .common import load_theory, markdown
+from .data_warnings import weak_data_lines
 from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
 from .probe_sections import probe_sections
 from .tables import (
@@ -22,7 +24,7 @@ from .tables import (
     sweep_table,
     theory_flags,
 )
-from .ties import figure_tolerance, tie_frame, tie_table, value_distinct_by_cell
+from .ties import figure_tie_shares, figure_tolerance, tie_frame, tie_table, value_distinct_by_cell
 
 
 def phase_seconds(rows) -> dict[str, float]:
@@ -63,6 +65,7 @@ def write_report(run_dir, header=None):
     lines += [f"- cells: {len(rows)}; seeds: {seeds}; device: {', '.join(devices)}; time in the groups: "
               f"{seconds_words}",
               f"- config: `{run_dir / 'config.yaml'}`",
+              *_provenance_words(rows),
               f"- scale c multiplies {_scaling_words(rows)}; `c=inf` is the exact saturated limit (relative tie "
               f"tolerance {_tolerance_words(rows)}).",
               f"- two criteria, each on held-out strings: **in distribution** (lengths {train[0]}-{train[1]}, the "
@@ -73,6 +76,7 @@ def write_report(run_dir, header=None):
               f"✓ marks a criterion met: best seed >= {threshold}. With few seeds the interval is too narrow (3 seeds "
               "give about [min, max]): read it with k/n.",
               *_count_words(rows),
+              *weak_data_lines(rows),
               *_task_words(rows),
               *_probe_error_words(rows),
               "- † : every member of the training lengths is in the training split, so the in-distribution column "
@@ -121,16 +125,31 @@ def write_report(run_dir, header=None):
                       "recognition table's cells, with relative tie tolerance t (see models/attention.py, "
                       "tie_floor).", "",
                       markdown(tie_table(part_ties, threshold)), ""]
-            figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", title or run_dir.name)
-            lines += [f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", ""]
+            figure_tie_shares(part_ties, figures / f"tie_shares{tag}.png", title)
+            figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", title)
+            lines += [f"![tie shares at the saturated limit](figures/tie_shares{tag}.png)", "",
+                      "Split queries (log axis; shares below 1e-5 drawn at 1e-5) and, among them, value-distinct ties "
+                      "at c=inf; bar: mean over seeds, whisker: its 95% bootstrap interval.", "",
+                      f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", "",
+                      "Accuracy at c=inf in distribution against the relative tie tolerance; line: mean over seeds, "
+                      "band: its 95% bootstrap interval.", ""]
         # Guessing gets half of a balanced membership test right, and next to nothing of the next-symbol task.
         chance = None if any(r["config"]["data"]["label_kind"] == "next_symbols" for r in part_rows) else 0.5
-        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png", chance)
-        figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png", chance=chance)
-        figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png", _unit(rows), chance)
-        lines += [f"![recognition heatmap](figures/recognition_heatmap{tag}.png)",
-                  f"![accuracy vs length](figures/accuracy_vs_length{tag}.png)",
-                  f"![accuracy vs scale](figures/accuracy_vs_scale{tag}.png)", ""]
+        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png", chance, title)
+        figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png", chance=chance, title=title)
+        figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png", _unit(rows), chance, title)
+        lines += [f"![recognition heatmap](figures/recognition_heatmap{tag}.png)", "",
+                  "Mean accuracy in distribution over seeds as trained (c=1) and at the exact limit (c=∞); the colour "
+                  "scale runs from 0 to 1 in every run.", "",
+                  f"![accuracy vs length](figures/accuracy_vs_length{tag}.png)", "",
+                  "Accuracy by test length as trained (solid) and at the exact limit (dashed); line: mean over seeds, "
+                  "band: its 95% bootstrap interval; shaded: the training lengths"
+                  + ("; grey dashes: chance." if chance else "."), "",
+                  f"![accuracy vs scale](figures/accuracy_vs_scale{tag}.png)", "",
+                  f"Accuracy in distribution against the {_unit(rows)}: line over the finite c, mean over seeds with "
+                  "its 95% bootstrap band; right of the dotted line, the exact limit c=∞ with its interval; thin "
+                  "coloured dashes: uniform attention (the c -> 0 end)" + ("; grey dashes: chance." if chance else "."),
+                  ""]
     languages = set(table["language"])
     built = [row for row in hand_built if row["language"] in languages]
     if built:
@@ -165,6 +184,29 @@ def _count_words(rows):
     count, where = fewest
     return [f"- held-out strings per class: at least {count} per cell in every criterion's bin (in distribution and "
             f"each length bin), the fewest being the {where}."]
+
+
+def _provenance_words(rows):
+    """The commit and the command line that made the rows (harness/provenance.py), each with its count of cells where
+    the rows name several: a resumed run may have been continued by other code."""
+
+    def commit(row):
+        if "commit" not in row:  # rows from before the commit was recorded
+            return "not recorded"
+        if row["commit"] is None:
+            return "unknown (not run from a git checkout)"
+        dirty = {True: "-dirty", False: ""}.get(row.get("dirty"), " (uncommitted changes unknown)")
+        return f"`{row['commit'][:12]}{dirty}`"
+
+    def command(row):
+        return f"`{row['command']}`" if row.get("command") else "not recorded"
+
+    lines = []
+    for name, words in (("commit", commit), ("command", command)):
+        counts = Counter(words(row) for row in rows)  # in the order the rows first name them
+        said = next(iter(counts)) if len(counts) == 1 else "; ".join(f"{w} ({n} cells)" for w, n in counts.items())
+        lines.append(f"- {name}: {said}")
+    return lines
 
 
 def _probe_error_words(rows):

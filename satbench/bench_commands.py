@@ -31,7 +31,10 @@ def add_commands(commands):
     bench.add_argument("--no-report", action="store_true", help="only write rows")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--dry-run", action="store_true",
-                       help="check the config and print its cells and stacked ensembles; train and write nothing")
+                       help="check the config, print its cells and stacked ensembles and an estimate of the run's "
+                            "time from a short calibration on this machine's device; train and write nothing")
+    bench.add_argument("--no-estimate", action="store_true",
+                       help="with --dry-run: leave out the calibration and its time estimate")
     cluster = bench.add_argument_group("scale-out",
                                        "split the grid into shards; see harness/shard.py, harness/launch.py")
     cluster.add_argument("--shard", metavar="i/n", help="run only shard i of n (counted from 0) here; writes no report")
@@ -52,14 +55,20 @@ def add_commands(commands):
     report.add_argument("--header", help="a paragraph for the top of the report (e.g. the command and machine)")
     report.set_defaults(run=report_command)
 
-    compare = commands.add_parser("compare", help="the accuracy of two runs side by side, with intervals",
-                                  description="Print the config fields in which two runs differ, then per language, "
-                                              "variant, scale (c=1 and c=inf) and criterion (in distribution, each "
-                                              "length bin) the mean accuracy over each run's seeds and the "
-                                              "difference b - a with its 95% bootstrap interval (seeds resampled "
-                                              "within each run), marking the differences whose interval excludes 0.")
-    compare.add_argument("run_a", help="a run directory")
-    compare.add_argument("run_b", help="another run directory")
+    compare = commands.add_parser(
+        "compare", help="two runs, or two attention variants of one run, side by side with intervals",
+        usage="satbench compare [-h] RUN_A RUN_B | RUN --variants A B",
+        description="Compare two runs (RUN_A RUN_B), or two attention variants of one run (RUN --variants soft "
+                    "saturated). Per language (and setting, where a config field varies within a run), one table: "
+                    "its rows each criterion (in distribution, each length bin) as trained (c=1) and at the saturated "
+                    "limit (c=inf); its columns a's and b's `mean [low, high] best b, k/n` over seeds, and the "
+                    "difference b - a of the means with its 95% bootstrap interval (each side's seeds resampled on "
+                    "their own), marked `differs` where the interval excludes 0. Two runs are preceded by the config "
+                    "fields in which they differ; what only one side holds is named and left out.")
+    compare.add_argument("run_a", metavar="RUN_A", help="a run directory")
+    compare.add_argument("run_b", metavar="RUN_B", nargs="?", help="another run directory (not with --variants)")
+    compare.add_argument("--variants", nargs=2, metavar=("A", "B"),
+                         help="compare variant B against variant A within RUN_A, such as --variants soft saturated")
     compare.set_defaults(run=compare_command)
 
 
@@ -76,7 +85,8 @@ def bench_command(args):
     draw_to_files()
     from satbench.harness import config as C
     from satbench.harness.launch import check_flags, launch
-    from satbench.harness.run import RESULTS_ROOT, pick_device, run_bench
+    from satbench.harness.provenance import command_line
+    from satbench.harness.run import pick_device, run_bench
     from satbench.harness.shard import parse_shard, rows_name, select_shard
     from satbench.report.write import write_report
 
@@ -93,27 +103,60 @@ def bench_command(args):
     config = config or default_config()
     grid = C.load_grid(config, overrides)
     if args.dry_run:
-        groups = len({C.group_key(cell) for cell in grid.cells})
-        where = args.run_dir or RESULTS_ROOT / grid.name
-        print(f"satbench: {config}: {len(grid.cells)} cells in {groups} stacked ensembles; rows would go to {where}")
-        return 0
+        return dry_run(grid, config, args, select_shard(grid.cells, *shard) if shard else grid.cells)
     skipped, cells = None, grid.cells
+    command = command_line(getattr(args, "argv", None))  # recorded in every row
     if args.launcher:
-        run_dir, ok = launch(grid, args, config, overrides)
+        run_dir, ok = launch(grid, args, config, overrides, command=command)
         if not ok:
             return 1
     elif shard:
         cells = select_shard(grid.cells, *shard)
         run_dir, skipped = run_bench(grid, run_dir=args.run_dir, device=args.device, progress=not args.quiet,
-                                     rows_name=rows_name(*shard), cells=cells)
+                                     rows_name=rows_name(*shard), cells=cells, command=command)
     else:
         run_dir, skipped = run_bench(grid, run_dir=args.run_dir, force=args.force, device=args.device,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, command=command)
     # A single shard writes no report: the other shards may still be running, and the report is one set of files.
     report = None if args.no_report or shard else write_report(run_dir)
     where = f"report: {report}" if report else f"rows: {run_dir}"
     done = f" ({skipped} finished before, skipped; {len(cells) - skipped} run)" if skipped else ""
     print(f"satbench: {len(cells)} cells{done} in {time.time() - start:.1f} s; {where}")
+    return 0
+
+
+def dry_run(grid, config, args, cells):
+    """Print what a bench would run, and (unless --no-estimate) an estimate of its time, measured here
+    (harness/estimate.py); writes nothing."""
+    from satbench.harness import config as C
+    from satbench.harness.results import read_run
+    from satbench.harness.run import RESULTS_ROOT, check_recorded_config, device_name, pick_device
+
+    groups = len({C.group_key(cell) for cell in cells})
+    where = Path(args.run_dir or RESULTS_ROOT / grid.name)
+    print(f"satbench: {config}: {len(cells)} cells in {groups} stacked ensembles; rows would go to {where}")
+    try:
+        check_recorded_config(grid, where, args.force)
+    except C.ConfigError as refused:  # said, not raised: the dry run has checked the config, which is its task
+        print(f"satbench: the run would stop here: {refused}")
+    finished = set() if args.force or not where.is_dir() else {row["hash"] for row in read_run(where, fix=False)}
+    todo = [cell for cell in cells if C.cell_hash(cell) not in finished]
+    if len(todo) < len(cells):
+        print(f"satbench: {len(cells) - len(todo)} of them are finished there and would be skipped")
+    if args.no_estimate:
+        return 0
+    if args.launcher:
+        print("satbench: no time estimate with --launcher: its jobs share the cells out and run side by side")
+        return 0
+    if not todo:
+        print("satbench: nothing left to run")
+        return 0
+    from satbench.harness.estimate import estimate_bench
+
+    device = pick_device(args.device)
+    print(f"satbench: timing a few training steps and the probes of each stacked ensemble on {device_name(device)} "
+          f"...", flush=True)
+    print(f"satbench: {estimate_bench(todo, device).describe()}")
     return 0
 
 
@@ -126,7 +169,14 @@ def report_command(args):
 
 
 def compare_command(args):
-    from satbench.report.tables import compare_runs
+    from satbench.report.compare import compare_runs, compare_variants
 
-    print(compare_runs(args.run_a, args.run_b))
+    if args.variants and args.run_b:
+        raise ValueError("compare: give two runs, or one run with --variants A B, not both")
+    if args.variants:
+        print(compare_variants(args.run_a, *args.variants))
+    elif args.run_b:
+        print(compare_runs(args.run_a, args.run_b))
+    else:
+        raise ValueError("compare: give two runs, or one run with --variants A B")
     return 0

@@ -1,6 +1,7 @@
 """satbench: which formal languages a transformer recognizes with soft, saturated or hard attention, and how that
 changes as its parameters grow. Subcommands: the languages (list, sample, check), the bench (train and measure a grid
-of cells), its report and comparison of two runs, and the hand-built constructions."""
+of cells), its report, the comparison of two runs or of two attention variants of one run, and the hand-built
+constructions."""
 
 import argparse
 import sys
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
             if "=" not in item:
                 parser.error(f"'{item}' is neither an option nor an override of the form key=value")
         args.overrides += extra
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: the bench records its command in every row
     keep_freed_memory()  # every subcommand builds and drops the same large tensors over and over (harness/allocator.py)
     try:
         return args.run(args) or 0

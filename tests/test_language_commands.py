@@ -103,6 +103,18 @@ def test_check_passes_a_builtin_and_prints_its_baselines(capsys):
     assert "parity" in out and "counts" in out
 
 
+def test_check_names_weak_data_and_passes_unless_strict(capsys):
+    """a^n b^n's default test split repeats one member per length: said aloud, not a failure unless asked."""
+    code, out, _ = satbench(capsys, "check", "anbn")
+    assert code == 0 and out.startswith("anbn       ok ")
+    (warning,) = [line for line in out.splitlines() if "weak data" in line]
+    assert warning.startswith("    weak data: anbn test split: ") and "members (one per length)" in warning
+    code, out, _ = satbench(capsys, "check", "anbn", "--strict")
+    assert code == 1 and out.startswith("anbn       FAIL") and "weak data: anbn test split: " in out
+    code, out, _ = satbench(capsys, "check", "dyck1", "--strict")
+    assert code == 0 and "weak data" not in out
+
+
 @pytest.mark.usefixtures("liar")
 def test_check_fails_a_sampler_that_disagrees_with_its_oracle(capsys):
     code, out, _ = satbench(capsys, "check", "liar")

@@ -2,9 +2,9 @@
 an attention variant" examples work as written.
 
 Every `satbench` line of the README's shell blocks is run in-process: `languages` commands as they are, `bench`
-commands with --dry-run appended (training is what `make bench` and the other tests cover), `report` and `compare`
-against tiny runs made under the names the README uses. Lines that install things or need a cluster are listed in
-SKIPPED with the reason.
+commands with --dry-run --no-estimate appended (training is what `make bench` and the other tests cover), `report`
+and `compare` against tiny runs made under the names the README uses. Lines that install things or need a cluster are
+listed in SKIPPED with the reason.
 """
 
 import re
@@ -83,7 +83,12 @@ def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypa
     monkeypatch.setattr(language_base, "_plugins_loaded", False)
     # The plugin lines (`languages check palindrome`): the README's plugin as `pip install` leaves it (example_plugin).
     (tmp_path / "configs").symlink_to(ROOT / "configs")
-    # The runs that `report` and `compare` read, tiny, under the names the README gives them.
+    # The published runs that `compare` reads as they are (results/cpu), and the runs that `report` and `compare` read,
+    # tiny, under the names the README gives them.
+    (tmp_path / "results").mkdir()
+    for published in (ROOT / "results").iterdir():
+        if published.is_dir() and published.name != "runs":
+            (tmp_path / "results" / published.name).symlink_to(published)
     grid = tmp_path / "tiny.yaml"
     grid.write_text(yaml.safe_dump(tiny_config))
     for name in ("default", "quick", "gpu"):
@@ -93,8 +98,8 @@ def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypa
         if any(marker in line for marker in SKIPPED) or line.startswith(SLOW):
             continue
         args = shlex.split(line)[1:]
-        if args[0] == "bench":
-            args.append("--dry-run")
+        if args[0] == "bench":  # the time estimate's calibration is tests/test_estimate.py's
+            args += ["--dry-run", "--no-estimate"]
         assert main(args) in (0, None), line
         ran += 1
     capsys.readouterr()

@@ -14,7 +14,7 @@ from satbench.report.common import (
     predicted,
     theory_cell,
 )
-from satbench.report.tables import compare_table, criteria_table, long_table, positionals, theory_flags
+from satbench.report.tables import criteria_table, long_table, positionals, theory_flags
 
 
 def tables(text):
@@ -161,22 +161,3 @@ def test_the_recognition_cell_has_the_interval_best_and_seeds_passing():
     frame = criteria_table(long_table(rows), 0.99, load_theory(), {})
     assert frame.loc[("majority", "soft"), "in dist. c=1"] == "0.73 [0.50, 1.00] best 1.00, 1/3 ✓"
     assert frame.loc[("majority", "soft"), "theory"] == "yes"
-
-
-# --- compare ----------------------------------------------------------------------------------------------------------
-
-def test_compare_flags_a_clear_difference_and_not_an_equal_one():
-    before = [recognition_row("majority", "soft", s, acc) for s, acc in enumerate([0.50, 0.55, 0.52, 0.58])]
-    before += [recognition_row("dyck1", "soft", s, acc) for s, acc in enumerate([0.7, 0.8, 0.9, 0.75])]
-    after = [recognition_row("majority", "soft", s, acc) for s, acc in enumerate([0.97, 0.99, 1.00, 0.96, 0.98])]
-    after += [recognition_row("dyck1", "soft", s, acc) for s, acc in enumerate([0.75, 0.9, 0.7, 0.8])]
-    frame, alone = compare_table(long_table(before), long_table(after + [recognition_row("parity", "soft", 0, 0.5)]))
-    frame = frame.reset_index()
-    assert alone == 4 and "parity" not in set(frame["language"])  # c=1 and c=inf, in dist. and one bin: b's alone
-    assert set(frame["scale"]) == {"c=1", "c=inf"} and set(frame["criterion"]) == {"in dist.", "len 21-40"}
-    majority, dyck1 = frame[frame["language"] == "majority"], frame[frame["language"] == "dyck1"]
-    assert (majority["differs"] == "yes").all() and (dyck1["differs"] == "").all()
-    first = majority.iloc[0]
-    assert first["seeds a, b"] == "4, 5" and first["mean a -> b"] == "0.537 -> 0.980"
-    assert first["b - a [95%]"].startswith("+0.443 [+0.4")
-    assert dyck1.iloc[0]["b - a [95%]"].startswith("+0.000 [-")

@@ -128,6 +128,47 @@ def test_torn_last_line_is_repaired_and_its_cell_rerun(tmp_path, bench):
     assert len(rows) == 8 and torn_hash in {r["hash"] for r in rows}
 
 
+@pytest.fixture
+def bars(monkeypatch):
+    """Every progress bar the bench and its training open, recorded: {"bench": [...], "train": [...]}."""
+    from satbench.harness import run
+    from satbench.models import train
+
+    opened = {"bench": [], "train": []}
+    for module, name in ((run, "bench"), (train, "train")):
+        class Recorded(module.tqdm):
+            def __init__(self, *args, _name=name, **kwargs):
+                super().__init__(*args, **kwargs)
+                opened[_name].append(self)
+
+        monkeypatch.setattr(module, "tqdm", Recorded)
+    return opened
+
+
+def test_one_bar_counts_the_training_steps_of_every_member(tmp_path, tiny, bars, capsys):
+    path = write_config(tmp_path, tiny)
+    run_dir = tmp_path / "run"
+    assert main(["bench", str(path), "--run-dir", str(run_dir), "--no-report"]) == 0
+    steps = tiny["train"]["steps"]
+    [outer] = [bar for bar in bars["bench"] if bar.desc.startswith("training")]
+    assert outer.total == outer.n == 8 * steps  # 2 groups x 4 members x steps
+    assert bars["train"] and all(bar.disable for bar in bars["train"])  # no second estimate of the same time
+
+    # Resumed with one group's rows gone: only the steps still to take count.
+    rows_file = run_dir / "cells.jsonl"
+    rows_file.write_text("".join(line for line in rows_file.read_text().splitlines(keepends=True)
+                                 if json.loads(line)["config"]["model"]["attention"] == "soft"))
+    bars["bench"].clear()
+    assert main(["bench", str(path), "--run-dir", str(run_dir), "--no-report"]) == 0
+    [outer] = [bar for bar in bars["bench"] if bar.desc.startswith("training")]
+    assert outer.total == outer.n == 4 * steps
+
+    capsys.readouterr()
+    rows_file.write_text("")
+    assert main(["bench", str(path), "--run-dir", str(run_dir), "--no-report", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""  # --quiet: no bar at all
+
+
 def test_corrupt_line_in_the_middle_is_one_clear_error(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
