@@ -15,13 +15,16 @@
 #   benchmarks/gpu_checks.sh OUT norm_growth [override ...]
 #                                            configs/norm_growth_gpu.yaml (10^5 steps), timed, rows into
 #                                            OUT/norm_growth; report as above
+#   benchmarks/gpu_checks.sh OUT decay_ties|fixed_scale|soft_to_saturated [override ...]
+#                                            configs/<stage>_gpu.yaml, the training experiments at five times
+#                                            their CPU steps, timed, rows into OUT/<stage>; report as above
 #
 # Every command is printed before it runs, and each stage ends with its wall time and exit status, also when a step
 # fails. BENCH_LIMIT (seconds, default 560) stops the bench early; the same command resumes it from the rows in
 # OUT/gpu. A published time needs an uninterrupted run into an OUT that holds no rows yet.
 set -uo pipefail
 
-usage="usage: benchmarks/gpu_checks.sh OUT models|compiled|bench|norm_growth [override ...]"
+usage="usage: benchmarks/gpu_checks.sh OUT models|compiled|bench|norm_growth|decay_ties|fixed_scale|soft_to_saturated [override ...]"
 out=${1:?$usage}
 stage=${2:?$usage}
 shift 2
@@ -72,12 +75,12 @@ bench)
     run timeout "${BENCH_LIMIT:-560}" "${python[@]}" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \
         --run-dir "$out/gpu" 2>&1 | tee "$out/bench.txt" || status=$?
     ;;
-norm_growth)
-    run timeout "${BENCH_LIMIT:-560}" "${python[@]}" -m satbench bench configs/norm_growth_gpu.yaml "$@" --quiet \
-        --no-report --run-dir "$out/norm_growth" 2>&1 | tee "$out/norm_growth.txt" || status=$?
+norm_growth|decay_ties|fixed_scale|soft_to_saturated)
+    run timeout "${BENCH_LIMIT:-560}" "${python[@]}" -m satbench bench "configs/${stage}_gpu.yaml" "$@" --quiet \
+        --no-report --run-dir "$out/$stage" 2>&1 | tee "$out/$stage.txt" || status=$?
     ;;
 *)
-    echo "gpu_checks.sh: unknown stage '$stage' (models, compiled, bench or norm_growth)" >&2
+    echo "gpu_checks.sh: unknown stage '$stage' (models, compiled, bench, norm_growth, decay_ties, fixed_scale or soft_to_saturated)" >&2
     status=2
     ;;
 esac

@@ -159,8 +159,10 @@ def apply_overrides(raw, overrides):
 
 # Fields added after runs were published, left out of a cell's record at their default so that cells (and the hashes
 # that resume a run) read as before the field existed.
-LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0}, "data": {"negatives": "language"},
-                       "train": {"compile": False, "tf32": False}, "eval": {"uniform_control": True}}
+LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0, "qk_norm": False, "attention_scale": None},
+                       "data": {"negatives": "language"},
+                       "train": {"compile": False, "tf32": False, "tolerance_schedule": "constant", "soft_steps": 0},
+                       "eval": {"uniform_control": True}}
 
 
 @dataclass

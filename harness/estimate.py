@@ -141,8 +141,9 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
 
     # The steps at the group's full size, not scaled from a few members: part of a step's time is a fixed cost per
     # kernel (on the default grid 3 members step in a sixth of the time of 25, not an eighth).
+    # A soft phase (train.soft_steps) is timed as the variant's own steps, which cost at least as much.
     train = dataclasses.replace(first.train, steps=1 + TIMED_STEPS, log_schedule="linear", log_every=1 + TIMED_STEPS,
-                                compile=False)
+                                compile=False, soft_steps=0)
     filled = [datasets[i % len(datasets)].train for i in range(len(cells))]
     marks = []
     start = clock(device)

@@ -18,16 +18,18 @@ The exact variants have zero gradient with respect to the scores, so training th
     anneal      softmax(beta * s) while training, with the inverse temperature beta raised from 1 to `anneal_max` over
                 training (see `annealed_inverse_temperature`); exact weights at evaluation.
     tolerant    straight-through, with the exact variants' tie tolerance raised to `tolerant_tol` (0.1 by default)
-                in training and evaluation alike. With tol = 1e-5 two keys tie only when their scores are equal to
-                the last bits, which gradient descent reaches only for identical keys; with 0.1 a key ties when its
-                score lies within 0.1 r of the maximum (r the row's largest |s|), so a trained head can average keys
-                that carry different values, which is what lets saturated attention count. It changes the model
-                class: "saturated" then means uniform attention over the keys near the best.
+                in training and evaluation alike (with train.tolerance_schedule linear or cosine it falls to 0 over
+                training instead, and evaluation uses `tol`). With tol = 1e-5 two keys tie only when their scores
+                are equal to the last bits, which gradient descent reaches only for identical keys; with 0.1 a key
+                ties when its score lies within 0.1 r of the maximum (r the row's largest |s|), so a trained head can
+                average keys that carry different values, which is what lets saturated attention count. It changes
+                the model class: "saturated" then means uniform attention over the keys near the best.
 
-A layer reads four knobs that are not parameters (so they are in no state_dict): `inverse_temperature` (anneal), and
-`logit_scale` and `exact_override`, which `models.saturation` sets for its scale sweeps; `saturated_limit(model, tol)`
-also sets the tie tolerance `tol` for its duration. An override names an exact variant or a control (`CONTROLS`): the
-uniform weighting, the c -> 0 end of the sweep.
+A layer reads knobs that are not parameters (so they are in no state_dict): `inverse_temperature` (anneal), `tol`
+(set step by step under train.tolerance_schedule) and `soft_phase` (train.soft_steps: softmax for now), which training
+sets, and `logit_scale` and `exact_override`, which `models.saturation` sets for its scale sweeps;
+`saturated_limit(model, tol)` also sets the tie tolerance `tol` for its duration. An override names an exact variant
+or a control (`CONTROLS`): the uniform weighting, the c -> 0 end of the sweep.
 """
 
 import contextlib
@@ -67,21 +69,29 @@ def ieee_matmuls(device: torch.device):
         torch.backends.cuda.matmul.allow_tf32 = True
 
 
-def attention_scores(q: torch.Tensor, k: torch.Tensor, future: torch.Tensor | None = None) -> torch.Tensor:
-    """q.k / sqrt(d_head) for q, k (B, H, T, d_head): (B, H, T, T), plus `future` (T, T) if given, added in the same
-    kernel (a causal mask of 0 and -inf).
+def attention_scores(q: torch.Tensor, k: torch.Tensor, future: torch.Tensor | None = None,
+                     scale: float | None = None) -> torch.Tensor:
+    """scale * q.k for q, k (B, H, T, d_head): (B, H, T, T), plus `future` (T, T) if given, added in the same kernel
+    (a causal mask of 0 and -inf). `scale` is 1 / sqrt(d_head) unless given (a layer's `score_scale`).
 
     In fp32 (or wider) even under bf16 autocast. bf16 keeps 8 significant bits, so its scores would tie keys whose
     scores differ by up to 0.4%, 400 times the exact variants' tolerance; computed in fp32 from bf16 q and k, only
     keys that are equal in bf16 tie."""
     B, H, T, hd = q.shape
+    scale = 1 / math.sqrt(hd) if scale is None else scale
     with torch.autocast(q.device.type, enabled=False), ieee_matmuls(q.device):
         q, k = at_least_fp32(q), at_least_fp32(k)
         if future is None:
             # Scaling q rather than the scores touches hd values per position instead of T.
-            return (q * (1 / math.sqrt(hd))) @ k.transpose(-2, -1)
+            return (q * scale) @ k.transpose(-2, -1)
         return torch.baddbmm(future.to(q.dtype), q.reshape(B * H, T, hd), k.reshape(B * H, T, hd).transpose(1, 2),
-                             alpha=1 / math.sqrt(hd)).view(B, H, T, T)
+                             alpha=scale).view(B, H, T, T)
+
+
+def unit_length(x: torch.Tensor) -> torch.Tensor:
+    """x / |x| over the last axis (a head's q or k, model.qk_norm), computed in fp32 or wider and returned in x's
+    dtype, so that under bf16 the norm is not rounded before the division; a zero vector stays zero."""
+    return F.normalize(at_least_fp32(x), dim=-1).to(x.dtype)
 
 
 def mask_scores(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -382,10 +392,15 @@ class SelfAttention(nn.Module):
         assert config.d_model % config.n_heads == 0
         self.n_heads = config.n_heads
         self.head_dim = config.d_model // config.n_heads
+        # model.qk_norm: unit q and k per head, scores attention_scale * cos(q, k), a scale no weight can change. Every
+        # path (fused, explicit, tie scores) reads the one score_scale, so they compute the same scores.
+        self.qk_norm = config.qk_norm
+        self.score_scale = config.attention_scale if config.qk_norm else 1 / math.sqrt(self.head_dim)
         self.variant = config.attention
         self.weighting = get_variant(config.attention)
         self.surrogate = config.surrogate
-        # The exact variants' tie tolerance; `tolerant` training raises it for training and evaluation alike.
+        # The exact variants' tie tolerance; `tolerant` training raises it for training and evaluation alike (a
+        # train.tolerance_schedule lowers it step by step and leaves config.tol for evaluation; Recognizer.set_tie_tol).
         self.tol = config.tolerant_tol if config.surrogate == "tolerant" and self.weighting.exact else config.tol
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
@@ -396,6 +411,9 @@ class SelfAttention(nn.Module):
         self.logit_scale = 1.0  # scale_attention(model, c): scores *= c
         # saturated_limit(model), uniform_attention(model): evaluate this exact variant or control instead
         self.exact_override: str | None = None
+        # train.soft_steps: an exact variant that computes softmax attention for now, in training and evaluation
+        # alike (the limit's override excepted), so that training can start from a soft solution.
+        self.soft_phase = False
         # Devices on which a training pass takes the fused path (`_fused_training`: scaled_dot_product_attention, and
         # for the straight-through surrogate no (T, T) weights with a gradient); () forces the explicit path (the
         # tests' reference).
@@ -407,6 +425,8 @@ class SelfAttention(nn.Module):
         softmax nor exact, whose weights come from its Weighting with their own gradient."""
         if self.exact_override is not None:
             return "exact", 0.0
+        if self.soft_phase:
+            return "softmax", 1.0
         if not self.weighting.exact:
             return ("softmax" if self.weighting.softmax else "own"), 1.0
         if not self.training:
@@ -425,6 +445,8 @@ class SelfAttention(nn.Module):
         if rows is not None:
             q = q.gather(1, rows.reshape(M * B, 1, 1).expand(-1, 1, C))
         q, k, v = (t.unflatten(2, (self.n_heads, self.head_dim)).transpose(1, 2) for t in (q, k, v))  # (MB, H, T, hd)
+        if self.qk_norm:  # before any path reads q and k, so that the fused, explicit and tie scores all see unit ones
+            q, k = unit_length(q), unit_length(k)
         mode, beta = self._mode()
 
         # Fused in training only: evaluation keeps the explicit path, whose softmax of equal scores is exactly uniform,
@@ -446,8 +468,8 @@ class SelfAttention(nn.Module):
         future's -inf in the score matmul instead of a masking pass (masked as by `keys.past`), which changes only the
         rows of padded queries, and they are never read."""
         if keys.causal:
-            return attention_scores(q, k, keys.future)
-        return mask_scores(attention_scores(q, k), keys.allowed)
+            return attention_scores(q, k, keys.future, self.score_scale)
+        return mask_scores(attention_scores(q, k, scale=self.score_scale), keys.allowed)
 
     def _explicit(self, q, k, v, keys: KeyMask, mode, beta, need_weights):
         """(output, weights, scores at c = 1, or None where no internals are asked of an exact weighting) with the
@@ -457,7 +479,7 @@ class SelfAttention(nn.Module):
             scores, allowed = None, keys.past if keys.causal else keys.allowed
             masked = self._tie_scores(q, k, keys)
         else:
-            scores, allowed = attention_scores(q, k), keys.allowed
+            scores, allowed = attention_scores(q, k, scale=self.score_scale), keys.allowed
             masked = mask_scores(scores, allowed)  # once: the exact weights and the surrogate both read it
         if mode == "softmax" and (isinstance(sharpen, torch.Tensor) or sharpen != 1.0):
             # softmax(c * s) = softmax(c * (s - max s)): the shifted scores are <= 0, so no c overflows them to +inf,
@@ -486,7 +508,7 @@ class SelfAttention(nn.Module):
         # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
         # outputs at padded queries differ from the explicit path's but are never read.
         mask = None if keys.causal else keys.padding_bias(q.dtype)
-        scale = 1 / math.sqrt(self.head_dim)
+        scale = self.score_scale  # the explicit path's (attention_scores), so that both compute the same scores
         if mode == "softmax":
             if isinstance(beta, torch.Tensor):  # the anneal surrogate's softmax(beta * s)
                 q = q * beta

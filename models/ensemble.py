@@ -81,6 +81,12 @@ class Ensemble(nn.Module):
         """Inverse temperature of the `anneal` surrogate, for every member and layer."""
         self.stacked.set_inverse_temperature(beta)
 
+    def set_tie_tolerance(self, tol: float) -> None:
+        self.stacked.set_tie_tolerance(tol)
+
+    def set_soft_phase(self, on: bool) -> None:
+        self.stacked.set_soft_phase(on)
+
     def forward(self, tokens: torch.Tensor, internals: bool = False,
                 logit_only: bool = False) -> dict[str, torch.Tensor]:
         """tokens (M, B, T), one batch per member, or (B, T) shared by all members. Returns Recognizer.forward's keys,
@@ -104,7 +110,8 @@ class Ensemble(nn.Module):
             stacked[name][i].copy_(value)
 
     def member(self, i: int) -> Recognizer:
-        """A standalone copy of member i: same config, weights, device, train/eval mode and inverse temperature."""
+        """A standalone copy of member i: same config, weights, device, train/eval mode and the knobs training sets
+        (inverse temperature, tie tolerance, soft phase)."""
         with torch.random.fork_rng(devices=[]):
             model = Recognizer(self.config)
         model.load_state_dict(self.member_state_dict(i))
@@ -112,6 +119,7 @@ class Ensemble(nn.Module):
         model.train(self.training)
         for mine, theirs in zip(model.attention_layers(), self.attention_layers(), strict=True):
             mine.inverse_temperature.copy_(theirs.inverse_temperature)
+            mine.tol, mine.soft_phase = theirs.tol, theirs.soft_phase
         return model
 
     @torch.no_grad()

@@ -54,6 +54,16 @@ class ModelConfig:
     # and a norm-growth run can start small enough to grow several-fold. Embeddings keep their scale so the input to
     # the first block is the same at any init_scale.
     init_scale: float = 1.0
+    # Queries and keys normalised to unit length per head before their dot product, so that a score is
+    # attention_scale * cos(q, k), in [-attention_scale, attention_scale]: training can turn where a head looks but not
+    # how sharply, since growing W_q or W_k no longer grows the scores (nor does saturate(model, c)). Only the sweep's c
+    # (scale_attention) and the saturated limit sharpen such a model.
+    qk_norm: bool = False
+    # The fixed inverse temperature of qk_norm. Unset, it is sqrt(d_model / n_heads): the usual q.k / sqrt(head_dim)
+    # of a q and k of length sqrt(head_dim), which layer-normed vectors have, so the scores start on the scale of the
+    # default model's. Resolved in __post_init__, so that a cell's record holds the number that acted. Without
+    # qk_norm the scale is 1 / sqrt(head_dim) and this field must stay unset.
+    attention_scale: float | None = None
 
     def __post_init__(self):
         for name, choices in (
@@ -82,9 +92,19 @@ class ModelConfig:
         value = self.init_scale
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"model.init_scale: {value!r} is not a finite number > 0")
-        for name in ("causal", "bias", "next_symbols"):
+        for name in ("causal", "bias", "next_symbols", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name}: {getattr(self, name)!r} is not true or false")
+        value = self.attention_scale
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"model.attention_scale: {value!r} is not a finite number > 0")
+            if not self.qk_norm:
+                raise ValueError(f"model.attention_scale: {value!r} is set but model.qk_norm is false; it scales "
+                                 "only normalised scores (without qk_norm the scale is 1 / sqrt(head_dim))")
+            self.attention_scale = float(value)
+        elif self.qk_norm:
+            self.attention_scale = math.sqrt(self.d_model // self.n_heads)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -237,8 +257,8 @@ class Recognizer(nn.Module):
     and with internals=True also
         "hidden"         (L+1, B, T, d) residual stream after the embedding and after each block
         "attn"           (L, B, H, T, T) attention weights actually used in this pass
-        "scores"         (L, B, H, T, T) attention scores q.k / sqrt(d_head) before any scale c, -inf on keys a query
-                                may not see
+        "scores"         (L, B, H, T, T) attention scores q.k / sqrt(d_head) (with model.qk_norm, attention_scale *
+                                cos(q, k)) before any scale c, -inf on keys a query may not see
         "values"         (L, B, H, T, d_head) the values the weights average
     and with logit_only=True only "logit", computed without what it does not read (`_membership_logit`): the pass
     that training and evaluation on membership labels take.
@@ -275,6 +295,17 @@ class Recognizer(nn.Module):
         in eval mode). See models.attention.annealed_inverse_temperature for the schedule."""
         for layer in self.attention_layers():
             layer.inverse_temperature.fill_(float(beta))
+
+    def set_tie_tolerance(self, tol: float) -> None:
+        """The relative tie tolerance of every exact attention layer (train.tolerance_schedule sets it step by step)."""
+        for layer in self.attention_layers():
+            if layer.weighting.exact:
+                layer.tol = float(tol)
+
+    def set_soft_phase(self, on: bool) -> None:
+        """Every attention layer computes softmax attention while `on` (train.soft_steps), its own variant after."""
+        for layer in self.attention_layers():
+            layer.soft_phase = bool(on)
 
     def forward(self, tokens: torch.Tensor, internals: bool = False,
                 logit_only: bool = False) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ from satbench.models.objectives import judge_strings, member_losses
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 LOG_SCHEDULES = ("linear", "log")
+TOLERANCE_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -53,6 +54,14 @@ class TrainConfig:
     # Save every member at each logged step (the harness writes <run>/checkpoints/<cell hash>/step-<t>.pt), so that a
     # model can be reopened at any point of its norm's growth.
     keep_checkpoints: bool = False
+    # For model.surrogate tolerant: the tie tolerance while training, model.tolerant_tol throughout (constant), or
+    # falling from it to exactly 0 at the last step (linear, cosine), after which the model is evaluated at model.tol
+    # like any exact model: can a tolerance that lets ties form anneal into exact, value-distinct ties?
+    tolerance_schedule: str = "constant"  # constant | linear | cosine
+    # The first soft_steps steps train an exact variant as soft attention (softmax of its scores), the rest through
+    # its surrogate with a fresh optimizer and learning-rate schedule: a soft model trained as by a run of soft_steps
+    # steps, then fine-tuned into a saturated one, within one run (0: the variant from the first step).
+    soft_steps: int = 0
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
     # TF32 for the fp32 matmuls of a training step on CUDA, except the exact variants' attention scores (see
     # models.attention.ieee_matmuls), which a compiled step (train.compile) computes in TF32 too. Evaluation always
@@ -68,7 +77,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "lr", "log_every", "log_points"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be > 0")
-        for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("log_schedule", LOG_SCHEDULES)):
+        for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("log_schedule", LOG_SCHEDULES),
+                              ("tolerance_schedule", TOLERANCE_SCHEDULES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
         if not 0 <= self.momentum < 1:
@@ -78,6 +88,9 @@ class TrainConfig:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be a finite number")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
             raise ValueError("train: warmup_steps, weight_decay and clip must be >= 0")
+        if isinstance(self.soft_steps, bool) or not isinstance(self.soft_steps, int) or \
+                not 0 <= self.soft_steps < self.steps:
+            raise ValueError(f"train.soft_steps: {self.soft_steps!r} must be an integer in [0, train.steps)")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"train.betas: {list(self.betas)} must lie in [0, 1)")
         for name in ("keep_checkpoints", "bf16", "tf32", "compile"):
@@ -110,16 +123,34 @@ def make_optimizer(cfg: TrainConfig, params):
                      fused=True)
 
 
+def tolerance_factor(schedule: str, progress: float) -> float:
+    """The share of model.tolerant_tol a `tolerant` model ties at, `progress` in [0, 1] of training: 1 throughout
+    (constant), or falling to exactly 0 at the last step, linearly or along a half cosine."""
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.0 if progress >= 1 else 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
 def learning_rate_factor(cfg: TrainConfig):
-    def factor(step):
+    """The share of cfg.lr at each step: `warmup_steps` of linear warm-up, then the schedule. With train.soft_steps the
+    soft phase and the fine-tuning after it run the schedule each over its own steps, warm-up included: the soft
+    phase is then the soft model a run of soft_steps steps trains, and the rest fine-tunes it afresh."""
+    def within(step, length):
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        progress = (step - cfg.warmup_steps) / max(1, length - cfg.warmup_steps)
         if cfg.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         if cfg.schedule == "linear":
             return 1 - progress
         return 1.0
+
+    def factor(step):
+        if cfg.soft_steps and step >= cfg.soft_steps:
+            return within(step - cfg.soft_steps, cfg.steps - cfg.soft_steps)
+        return within(step, cfg.soft_steps or cfg.steps)
     return factor
 
 
@@ -189,6 +220,10 @@ class Trainer:
         norms = torch.linalg.vector_norm(self.grad, dim=1, keepdim=True)
         self.grad.div_((norms + 1e-6).div_(max_norm).clamp_(min=1.0))
         return norms.squeeze(1)
+
+    def restart(self) -> None:
+        """A fresh optimizer (Adam's moments and step count at zero) for fine-tuning from where training stands."""
+        self.optimizer = make_optimizer(self.cfg, [self.flat])
 
     @torch.no_grad()
     def set_learning_rate(self, lr: float) -> None:
@@ -272,7 +307,10 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
 
     trainer = Trainer(ensemble, train_cfg, weight_decays)
     autocast = trainer.autocast
-    anneal = get_variant(model_cfg.attention).exact and model_cfg.surrogate == "anneal"
+    exact = get_variant(model_cfg.attention).exact
+    anneal = exact and model_cfg.surrogate == "anneal"
+    # An annealed tolerance: the tie tolerance of a `tolerant` model falls to 0 by the last step.
+    falling = exact and model_cfg.surrogate == "tolerant" and train_cfg.tolerance_schedule != "constant"
     logs = [[] for _ in range(M)]
 
     @torch.no_grad()
@@ -304,9 +342,15 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     log_at = set(logged_steps(train_cfg))
     ensemble.train()
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
+        # The surrogates' schedules run over the steps the variant itself trains, after any soft phase.
+        done = max(0, step - train_cfg.soft_steps) / max(1, train_cfg.steps - train_cfg.soft_steps - 1)
+        ensemble.set_soft_phase(step < train_cfg.soft_steps)
+        if step == train_cfg.soft_steps > 0:
+            trainer.restart()  # the soft model is trained: fine-tune it with a fresh optimizer
         if anneal:
-            done = step / max(1, train_cfg.steps - 1)
             ensemble.set_inverse_temperature(annealed_inverse_temperature(done, model_cfg.anneal_max))
+        if falling:
+            ensemble.set_tie_tolerance(model_cfg.tolerant_tol * tolerance_factor(train_cfg.tolerance_schedule, done))
         targets = batch(step)
         if step in log_at:
             log_step(step, *targets)
@@ -317,4 +361,6 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     ensemble.eval()
     if anneal:
         ensemble.set_inverse_temperature(1.0)
+    if falling:
+        ensemble.set_tie_tolerance(model_cfg.tol)
     return ensemble, logs

@@ -336,15 +336,24 @@ def test_a_bad_init_scale_is_one_clear_error(value):
         ModelConfig(**SMALL, init_scale=value)
 
 
-def test_init_scale_at_its_default_leaves_the_cell_hash_as_it_was():
+@pytest.mark.parametrize(
+    "at_default,changed",
+    [({"init_scale": 1.0}, {"init_scale": 0.1}),
+     # Model fields added later in the same way: qk_norm, and the attention_scale it resolves.
+     ({"qk_norm": False}, {"qk_norm": True, "attention_scale": 4.0}),
+     ({"qk_norm": False, "attention_scale": None}, {"qk_norm": True, "attention_scale": 0.5})],
+    ids=["init_scale", "qk_norm", "attention_scale"],
+)
+def test_a_model_field_at_its_default_leaves_the_cell_hash_as_it_was(at_default, changed):
     from satbench.harness import config as C
 
     raw = {"name": "n", "languages": ["dyck1"]}
     default = C.expand(raw).cells[0]
-    explicit = C.expand({**raw, "model": {"init_scale": 1.0}}).cells[0]
-    scaled = C.expand({**raw, "model": {"init_scale": 0.1}}).cells[0]
-    assert "init_scale" not in default.as_dict()["model"] and C.cell_hash(explicit) == C.cell_hash(default)
-    assert scaled.as_dict()["model"]["init_scale"] == 0.1 and C.cell_hash(scaled) != C.cell_hash(default)
+    explicit = C.expand({**raw, "model": at_default}).cells[0]
+    other = C.expand({**raw, "model": changed}).cells[0]
+    assert not set(at_default) & set(default.as_dict()["model"]) and C.cell_hash(explicit) == C.cell_hash(default)
+    assert all(other.as_dict()["model"][key] == value for key, value in changed.items())
+    assert C.cell_hash(other) != C.cell_hash(default)
 
 
 def test_the_published_norm_growth_run_still_resumes():

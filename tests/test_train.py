@@ -197,3 +197,80 @@ def test_bf16_keeps_the_first_layers_tie_sets_of_a_trained_checkpoint(tmp_path):
 def test_a_switch_that_is_not_a_bool_is_refused_by_name(field):
     with pytest.raises(ValueError, match=rf"^train\.{field}: 'yes' is not true or false$"):
         TrainConfig(**{field: "yes"})
+
+
+def test_soft_steps_train_an_exact_variant_as_the_soft_model_until_the_switch():
+    # A saturated model with train.soft_steps=k is, after k updates, the soft model a run of k steps trains, to the
+    # bit: the same init (a variant has no parameters of its own), the same batches (a longer run's batch order
+    # starts with the shorter's), the same fused softmax and the same learning-rate schedule over k steps. After the
+    # switch it fine-tunes with a fresh optimizer, and parts from a soft model trained on.
+    data = split("majority", 0)
+    saturated = dataclasses.replace(MODEL, attention="saturated")
+    params = {}
+
+    def keep(name):
+        def on_log(step, ensemble):
+            params[name, step] = ensemble.member_state_dict(0)
+        return on_log
+
+    short = dataclasses.replace(TRAIN, steps=4, log_every=4)
+    train_ensemble(MODEL, short, [0], [data], torch.device("cpu"), on_log=keep("soft"), progress=False)
+    switched = dataclasses.replace(TRAIN, steps=10, log_every=4, soft_steps=4)
+    train_ensemble(saturated, switched, [0], [data], torch.device("cpu"), on_log=keep("switched"), progress=False)
+    for name, value in params["soft", 4].items():
+        assert torch.equal(value, params["switched", 4][name]), name
+    train_ensemble(MODEL, dataclasses.replace(switched, soft_steps=0), [0], [data], torch.device("cpu"),
+                   on_log=keep("soft on"), progress=False)
+    assert any(not torch.equal(v, params["switched", 8][k]) for k, v in params["soft on", 8].items())
+
+
+def test_the_fine_tuning_after_soft_steps_runs_its_own_warmup_and_schedule():
+    factor = learning_rate_factor(dataclasses.replace(TRAIN, steps=10, soft_steps=4, warmup_steps=2))
+    alone = learning_rate_factor(dataclasses.replace(TRAIN, steps=4, warmup_steps=2))
+    rest = learning_rate_factor(dataclasses.replace(TRAIN, steps=6, warmup_steps=2))
+    assert [factor(s) for s in range(4)] == [alone(s) for s in range(4)]
+    assert [factor(s) for s in range(4, 10)] == [rest(s) for s in range(6)]
+
+
+def test_soft_steps_must_leave_steps_for_the_variant():
+    for bad in (-1, 12, 1.5, True):
+        with pytest.raises(ValueError, match="train.soft_steps"):
+            dataclasses.replace(TRAIN, soft_steps=bad)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_an_annealed_tolerance_reaches_zero_at_the_last_step_and_evaluation_uses_the_models(schedule):
+    model = dataclasses.replace(MODEL, attention="saturated", surrogate="tolerant", tolerant_tol=0.2, tol=1e-5)
+    train = dataclasses.replace(TRAIN, tolerance_schedule=schedule, log_every=1)
+    used = {}  # the tolerance each step trained at: on_log runs after the step's tolerance is set, before its update
+
+    def on_log(step, ensemble):
+        used[step] = ensemble.attention_layers()[0].tol
+
+    ensemble, _ = train_ensemble(model, train, [0, 1], [split("majority", 0), split("first", 1)],
+                                 torch.device("cpu"), on_log=on_log, progress=False)
+    series = [used[step] for step in range(train.steps)]
+    assert series[0] == pytest.approx(0.2) and series[-1] == 0.0
+    assert all(a >= b for a, b in zip(series, series[1:])) and 0 < series[train.steps // 2] < 0.2
+    assert [layer.tol for layer in ensemble.attention_layers()] == [1e-5]
+    assert [layer.tol for layer in ensemble.member(1).attention_layers()] == [1e-5]
+    constant = train_ensemble(model, TRAIN, [0], [split()], torch.device("cpu"), progress=False)[0]
+    assert [layer.tol for layer in constant.attention_layers()] == [0.2]  # a constant tolerance evaluates at its own
+    # After a soft phase the tolerance falls over the fine-tuning steps alone: from 0.2 at the switch to 0 at the end.
+    used.clear()
+    train_ensemble(model, dataclasses.replace(train, soft_steps=5), [0], [split()], torch.device("cpu"),
+                   on_log=on_log, progress=False)
+    assert used[5] == pytest.approx(0.2) and used[train.steps - 1] == 0.0 and used[8] < 0.2
+
+
+def test_a_member_under_an_annealed_tolerance_trains_as_it_would_alone():
+    model = dataclasses.replace(MODEL, attention="saturated", surrogate="tolerant")
+    train = dataclasses.replace(TRAIN, tolerance_schedule="linear", soft_steps=3)
+    data = split("majority", 0)
+    alone = train_ensemble(model, train, [0], [data], torch.device("cpu"), progress=False)
+    grouped = train_ensemble(model, train, [4, 0], [split("first", 4), data], torch.device("cpu"), progress=False)
+    for a, b in zip(alone[1][0], grouped[1][1], strict=True):
+        assert a["batch_acc"] == b["batch_acc"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    with torch.no_grad():
+        assert torch.equal(alone[0](data.tokens)["logit"][0] > 0, grouped[0](data.tokens)["logit"][1] > 0)
