@@ -18,6 +18,9 @@ are the trained member's):
                             inputs, its own tie tolerance); it falls to 0 as softmax concentrates on the tied maximum
     tv_limit                the mean of tv_limit_layer{l} over layers
     acc_uniform             accuracy with every layer attending uniformly (the c -> 0 control)
+    split_share, value_distinct_share, value_distinct_share_layer{l}
+                            the limit's ties (probes/ties.py): the share of queries that split, pooled over layers,
+                            and of those the share whose tied keys carry different values, pooled and per layer
 
 Kappa and balanced accuracy compare membership decisions; a next-symbol task has many decisions per string and they
 are NaN there. An exact-variant model is its own limit: its TV distance is 0 for saturated attention, and for hard
@@ -175,8 +178,9 @@ def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor,
     (`acc_limit_layer{l}`) and with uniform attention (`acc_uniform`); agreement beyond chance with the limit
     (`kappa_limit`) and balanced accuracy as it is and at the limit (`balanced_acc_probe`, `balanced_acc_limit`),
     membership only, NaN for next-symbol targets; the distance to saturation (`tv_limit_layer{l}`, `tv_limit`); and
-    the limit's tie shares (`split_share`, `value_distinct_share`, pooled over layers; see probes/ties.py): what the
-    norm-growth study follows through training. See the module docstring for each."""
+    the limit's tie shares (`split_share`, `value_distinct_share`, pooled over layers, and
+    `value_distinct_share_layer{l}`; see probes/ties.py): what the norm-growth and weight-decay studies follow through
+    training. See the module docstring for each."""
     membership = next_labels is None
     layers = attention_layers(ensemble)
     real = labels >= 0  # (M, n)
@@ -219,7 +223,7 @@ def limit_over_training(ensemble, tokens: torch.Tensor, labels: torch.Tensor,
 
 # What the probe reports for the trained member: the last logged step's numbers (taken after the last update).
 FINAL_KEYS = ("acc_probe", "acc_limit", "acc_uniform", "balanced_acc_probe", "balanced_acc_limit", "tv_limit")
-FINAL_PREFIXES = ("sim_", "acc_limit_layer", "tv_limit_layer")
+FINAL_PREFIXES = ("sim_", "acc_limit_layer", "tv_limit_layer", "value_distinct_share_layer")
 
 
 @register

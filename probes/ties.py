@@ -50,19 +50,30 @@ def tie_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) 
 
 def pooled_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> dict[str, float]:
     """`split_share` and `value_distinct_share` pooled over layers and heads, for one member's saturated attention
-    attn (L, B, H, T, T), values (L, B, H, T, d) and queries (B, T); NaN where there is nothing to divide."""
+    attn (L, B, H, T, T), values (L, B, H, T, d) and queries (B, T), and `value_distinct_share_layer{l}` per layer
+    (see `member_pooled_shares`); NaN where there is nothing to divide."""
     return member_pooled_shares(attn[None], values[None], queries[None])[0]
 
 
 def member_pooled_shares(attn: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> list[dict[str, float]]:
     """`pooled_shares` of every member: attn (M, L, B, H, T, T), values (M, L, B, H, T, d), queries (M, B, T); one
-    dict per member, read back from the device in one go."""
+    dict per member, read back from the device in one go. Each dict also holds `value_distinct_share_layer{l}`, the
+    value-distinct share among layer l's split queries (the `value_distinct_share_l{l}` of `member_ties`), which
+    comes with the same counts: whether decay leaves a layer averaging different values is asked layer by layer."""
+    layers = attn.shape[1]
     counts = []
     for member_attn, member_values, member_queries in zip(attn, values, queries, strict=True):
         # One member at a time: tie_shares holds a (T, T, d) deviation per query, too much for all members at once.
         split, distinct = tie_shares(member_attn.double(), member_values.double(), member_queries)
-        counts.append(torch.stack([split.sum(), distinct.sum(), member_queries.sum() * attn.shape[3] * attn.shape[1]]))
-    return [shares(int(s), int(d), int(a)) for s, d, a in torch.stack(counts).tolist()]
+        asked = member_queries.sum() * attn.shape[3] * layers
+        counts.append(torch.cat([split, distinct, asked[None]]))
+    out = []
+    for member in torch.stack(counts).tolist():
+        split, distinct, asked = member[:layers], member[layers:-1], member[-1]
+        pooled = shares(int(sum(split)), int(sum(distinct)), int(asked))
+        out.append(pooled | {f"value_distinct_share_layer{layer}": d / s if s else math.nan
+                             for layer, (s, d) in enumerate(zip(split, distinct, strict=True))})
+    return out
 
 
 def shares(split: int, distinct: int, asked: int) -> dict[str, float]:

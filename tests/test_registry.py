@@ -12,7 +12,8 @@ from satbench.probes.registry import Probe, register
 def test_the_built_in_probes_are_registered_with_recognition_first():
     names = [cls.name for cls in registry.probe_classes()]
     assert names[0] == "recognition"
-    assert set(names) == {"recognition", "ties", "norm_growth", "saturation", "heads", "linear_probes"}
+    assert set(names) == {"recognition", "ties", "norm_growth", "saturation", "heads", "attention_maps",
+                          "linear_probes"}
     assert [cls.name for cls in registry.probe_classes(enabled=False)] == ["recognition", "ties"]
 
 
