@@ -3,7 +3,7 @@
 A file holds (keys in any order; * = required):
 
     name*          the language's name: lower-case letters, digits and _, from a letter on
-    definition*    one line, printed in the README's language table
+    definition*    one line, printed in the language table of docs/languages.md
     alphabet*      the symbols, as one quoted string of distinct single characters ("01", "ab")
     transitions*   state -> {symbol: next state}; a symbol with no arrow goes to an implicit rejecting sink
     start*         the start state

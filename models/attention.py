@@ -145,7 +145,7 @@ class Weighting:
     layer's tolerance `tol`. A variant that is not exact trains through its own gradient, and the sweep hands it the
     scores times c. `softmax` marks the one whose weights are softmax(s), which training computes in the fused kernel.
     Adding a variant is one subclass in this file, registered with `@register_variant`, plus its entries in
-    report/theory.yaml (README, "Add an attention variant").
+    report/theory.yaml (docs/add-an-attention-variant.md).
     """
 
     name: str

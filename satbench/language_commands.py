@@ -44,14 +44,14 @@ def add_commands(subparsers):
     report.set_defaults(run=run_report)
 
 
-FAMILIES = ("counter", "context-free", "context-sensitive", "regular")  # the README table's order; others follow
+FAMILIES = ("counter", "context-free", "context-sensitive", "regular")  # docs/languages.md's table order; others follow
 # The peer studies of report/theory.yaml's sources, as the table names them.
 PEERS = {"bhattamishra2020": "B20", "butoi2025": "FLaRe"}
 
 
 def language_table(names) -> str:
-    """The README's Markdown table of `names`: grouped by family, in registration order within a family, with the
-    peer studies that use each language (B20: Bhattamishra et al. 2020; FLaRe: Butoi et al. 2025)."""
+    """The Markdown table of `names` that docs/languages.md prints: grouped by family, in registration order within a
+    family, with the peer studies that use each language (B20: Bhattamishra et al. 2020; FLaRe: Butoi et al. 2025)."""
     registered = list(names)
     def order(lang):
         family = FAMILIES.index(lang.family) if lang.family in FAMILIES else len(FAMILIES)

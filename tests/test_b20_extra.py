@@ -97,7 +97,7 @@ def test_registered_as_b20_regular_languages_with_table_safe_definitions():
     for name in NAMES:
         lang = languages.get_language(name)
         assert (lang.family, lang.alphabet, lang.sources) == ("regular", alphabets[name], ("bhattamishra2020",))
-        # The README's language table is Markdown: a | in a definition would split its row.
+        # The language table of docs/languages.md is Markdown: a | in a definition would split its row.
         assert "|" not in lang.definition and len(lang.definition) <= 100, name
 
 

@@ -1,10 +1,10 @@
-"""The README's commands run as printed (inside the activated .venv), and its "Add a language", "Add a probe" and "Add
-an attention variant" examples work as written.
+"""The commands of README.md and docs/*.md run as printed (inside the activated .venv), and the examples of
+docs/add-a-language.md, docs/add-a-probe.md and docs/add-an-attention-variant.md work as written.
 
-Every `satbench` line of the README's shell blocks is run in-process: `languages` commands as they are, `bench`
-commands with --dry-run --no-estimate appended (training is what `make bench` and the other tests cover), `report`
-and `compare` against tiny runs made under the names the README uses. Lines that install things or need a cluster are
-listed in SKIPPED with the reason.
+Every `satbench` line of their shell blocks is run in-process, once however many pages print it: `languages` commands
+as they are, `bench` commands with --dry-run --no-estimate appended (training is what `make bench` and the other tests
+cover), `report` and `compare` against tiny runs made under the names the pages use. Lines that install things or need
+a cluster are listed in SKIPPED with the reason.
 """
 
 import re
@@ -26,18 +26,24 @@ from satbench.probes import registry as probe_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+# The front page and the reference pages it links to, whose commands run alike.
+PAGES = {"README.md": README,
+         **{f"docs/{path.name}": path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}}
 SKIPPED = {
     "--launcher": "submits jobs (tests/test_launch.py runs the launchers)",
 }
-# Run by test_the_slow_readme_commands_run (make test-all): the constructions take minutes on 2 cores; checking every
-# language is test_language_commands' slow test_check_all_passes, and its quick tests run the report.
+# Run by test_the_slow_commands_of_the_pages_run (make test-all): the constructions take minutes on 2 cores; checking
+# every language is test_language_commands' slow test_check_all_passes, and its quick tests run the report.
 SLOW = ("satbench construct", "satbench languages check --all", "satbench languages report")
 
 
-def shell_lines():
-    """Command lines of the README's shell blocks (``` or ```bash), continuations joined, comments cut."""
+def shell_lines(text=None):
+    """Command lines of the shell blocks (``` or ```bash) of one page's `text`, or of every page, each line once;
+    continuations joined, comments cut."""
+    if text is None:
+        return list(dict.fromkeys(line for page in PAGES.values() for line in shell_lines(page)))
     blocks, block, language = [], None, None
-    for line in README.splitlines():
+    for line in text.splitlines():
         if line.startswith("```"):
             if block is None:
                 block, language = [], line[3:].strip()
@@ -48,8 +54,8 @@ def shell_lines():
         elif block is not None:
             block.append(line)
     lines = []
-    for text in blocks:
-        for line in text.replace("\\\n", " ").splitlines():
+    for block_text in blocks:
+        for line in block_text.replace("\\\n", " ").splitlines():
             line = line.split(" #")[0].strip()
             if line and not line.startswith("#"):
                 lines.append(line)
@@ -60,31 +66,37 @@ def satbench_lines():
     return [line for line in shell_lines() if line.startswith("satbench ")]
 
 
-def test_the_readme_has_commands_and_names_no_venv_path():
-    assert len(satbench_lines()) >= 10
-    assert "source .venv/bin/activate" in shell_lines()
+def test_the_pages_have_commands_and_name_no_venv_path():
+    assert len(PAGES) > 1 and len(satbench_lines()) >= 10
+    assert [line for line in shell_lines(README) if line.startswith("satbench ")]
+    assert "source .venv/bin/activate" in shell_lines(README)
     assert not [line for line in shell_lines() if ".venv/bin/" in line and "activate" not in line]
 
 
-def readme_automaton():
+def page_example(page, language):
+    """The first ```<language> block of docs/<page>."""
+    return re.search(rf"```{language}\n(.*?)```", PAGES[f"docs/{page}"], flags=re.S).group(1)
+
+
+def automaton_example():
     """The "Add a language" YAML example: (its file name, its text)."""
-    match = re.search(r"```yaml\n# (\S+)\n(.*?)```", README, flags=re.S)
+    match = re.match(r"# (\S+)\n(.*)", page_example("add-a-language.md", "yaml"), flags=re.S)
     return match.group(1), match.group(2)
 
 
-def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypatch, tiny_config, capsys, registry,
+def test_every_satbench_command_of_the_pages_runs_as_printed(tmp_path, monkeypatch, tiny_config, capsys, registry,
                                                             example_plugin):
     monkeypatch.chdir(tmp_path)
-    # The "Add a language" lines: the YAML example in the folder the README names, found through SATBENCH_AUTOMATA.
-    path, text = readme_automaton()
+    # The "Add a language" lines: the YAML example in the folder the page names, found through SATBENCH_AUTOMATA.
+    path, text = automaton_example()
     (tmp_path / path).parent.mkdir(parents=True)
     (tmp_path / path).write_text(text)
     monkeypatch.setenv(automata.ENVIRONMENT_VARIABLE, str((tmp_path / path).parent))
     monkeypatch.setattr(language_base, "_plugins_loaded", False)
-    # The plugin lines (`languages check palindrome`): the README's plugin as `pip install` leaves it (example_plugin).
+    # The plugin lines (`languages check palindrome`): the page's plugin as `pip install` leaves it (example_plugin).
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     # The published runs that `compare` reads as they are (results/cpu), and the runs that `report` and `compare` read,
-    # tiny, under the names the README gives them.
+    # tiny, under the names the pages give them.
     (tmp_path / "results").mkdir()
     for published in (ROOT / "results").iterdir():
         if published.is_dir() and published.name != "runs":
@@ -107,7 +119,7 @@ def test_every_satbench_command_of_the_readme_runs_as_printed(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_the_slow_readme_commands_run(capsys):
+def test_the_slow_commands_of_the_pages_run(capsys):
     lines = [line for line in satbench_lines() if line.startswith(SLOW)]
     assert lines
     for line in lines:
@@ -115,7 +127,7 @@ def test_the_slow_readme_commands_run(capsys):
 
 
 def test_the_add_a_language_example_registers_and_passes_check(registry, tmp_path):
-    path, text = readme_automaton()
+    path, text = automaton_example()
     name = yaml.safe_load(text)["name"]
     used = {p.name for p in (ROOT / "tests").rglob("*.py")
             if f'"{name}"' in p.read_text() and p.name != "test_readme.py"}
@@ -126,16 +138,16 @@ def test_the_add_a_language_example_registers_and_passes_check(registry, tmp_pat
     assert check_language(languages.get_language(name), seed=0).ok
 
 
-def readme_probe():
+def probe_example():
     """The "Add a probe" Python example."""
-    return re.search(r"## Add a probe\n.*?```python\n(.*?)```", README, flags=re.S).group(1)
+    return page_example("add-a-probe.md", "python")
 
 
 def test_the_add_a_probe_example_puts_its_numbers_in_the_report(tmp_path, tiny_config, monkeypatch):
-    # The built-in probes that every row needs, and the README's: a scratch registry, so it leaks into no other test.
+    # The built-in probes that every row needs, and the page's: a scratch registry, so it leaks into no other test.
     monkeypatch.setattr(probe_registry, "PROBES", {name: cls for name, cls in probe_registry.PROBES.items()
                                                    if cls.section == "metrics"})
-    exec(compile(readme_probe(), "README.md, Add a probe", "exec"), {})
+    exec(compile(probe_example(), "docs/add-a-probe.md", "exec"), {})
     [cls] = [cls for cls in probe_registry.PROBES.values() if cls.section == "probes"]
     grid = tmp_path / "tiny.yaml"
     grid.write_text(yaml.safe_dump(dict(tiny_config, probes={"enabled": True, "strings": 16})))
@@ -152,14 +164,14 @@ def test_the_add_a_probe_example_puts_its_numbers_in_the_report(tmp_path, tiny_c
         assert re.search(line, report), cell
 
 
-def readme_variant():
+def variant_example():
     """The "Add an attention variant" Python example."""
-    return re.search(r"## Add an attention variant\n.*?```python\n(.*?)```", README, flags=re.S).group(1)
+    return page_example("add-an-attention-variant.md", "python")
 
 
 def test_the_add_an_attention_variant_example_trains_and_reaches_the_report(tmp_path, tiny_config, variant_registry):
     # As if added to models/attention.py: run in (a copy of) that module's namespace, where it registers.
-    exec(compile(readme_variant(), "README.md, Add an attention variant", "exec"), dict(vars(attention)))
+    exec(compile(variant_example(), "docs/add-an-attention-variant.md", "exec"), dict(vars(attention)))
     [name] = set(variant_registry) - {"soft", "saturated", "hard"}
     grid = tmp_path / "tiny.yaml"
     tiny_config["model"]["attention"] = ["hard", name]
@@ -173,7 +185,7 @@ def test_the_add_an_attention_variant_example_trains_and_reaches_the_report(tmp_
 
 
 def test_rightmost_hard_attention_picks_the_last_of_the_tied_keys(variant_registry):
-    exec(compile(readme_variant(), "README.md, Add an attention variant", "exec"), dict(vars(attention)))
+    exec(compile(variant_example(), "docs/add-an-attention-variant.md", "exec"), dict(vars(attention)))
     [name] = set(variant_registry) - {"soft", "saturated", "hard"}
     scores = torch.tensor([[2.0, 1.0, 2.0, 0.5], [0.0, 3.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
     allowed = torch.tensor([[True, True, True, True], [True, True, True, False], [False, False, False, False]])
