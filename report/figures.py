@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import style
-from .common import UNIFORM, ordered_variants
+from .common import UNIFORM, ordered_languages, ordered_variants
 
 SCALE_DASHES = {"1": "", "inf": (4, 2)}  # as trained: solid; the saturated limit: dashed
 
@@ -20,7 +20,7 @@ def figure_heatmap(table, path, chance=0.5, title=None):
     scales = [s for s in ("1", "inf") if s in set(table["scale"])]
     part = table[table["scale"].isin(scales)]
     pivot = part.groupby(["language", "variant", "scale"])["acc"].mean().unstack(["variant", "scale"])
-    pivot = pivot.reindex(style.ordered_languages(part["language"]))
+    pivot = pivot.reindex(ordered_languages(part["language"]))
     pivot = pivot[[(v, s) for v in ordered_variants(v for v, _ in pivot.columns) for s in scales
                    if (v, s) in pivot.columns]]
     variants = list(dict.fromkeys(v for v, _ in pivot.columns))
@@ -56,7 +56,7 @@ def figure_accuracy_vs_length(rows, path, scale="1", chance=0.5, title=None):
                 records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
                                 "length": int(length), "accuracy": acc, "c": c})
     frame = pd.DataFrame.from_records(records)
-    languages = style.ordered_languages(frame["language"])
+    languages = ordered_languages(frame["language"])
     variants = ordered_variants(frame["variant"])
     train_lo, train_hi = rows[0]["config"]["data"]["train_lengths"]
     with style.paper():
@@ -96,7 +96,7 @@ def figure_accuracy_vs_scale(table, path, unit="scale c", chance=0.5, title=None
     lo = finite["scale_value"].min() if len(finite) else 1.0
     hi = finite["scale_value"].max() if len(finite) else 1.0
     top = hi * 100  # where the limit stands: two decades right of the largest finite c
-    languages = style.ordered_languages(table["language"])
+    languages = ordered_languages(table["language"])
     with style.paper():
         fig, axes = style.panels(len(languages))
         for language, ax in zip(languages, axes):

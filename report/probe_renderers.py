@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import style
-from .common import markdown, ordered_variants, setting
+from .common import markdown, ordered_languages, ordered_variants, setting
 
 
 @dataclass
@@ -85,7 +85,7 @@ def panel_keys(data, layout):
         rows = ordered_variants(data["variant"])
     else:
         rows = sorted(data[layout["row"]].unique(), key=str) if layout["row"] else [None]
-    return [(row, language) for row in rows for language in style.ordered_languages(data["language"])]
+    return [(row, language) for row in rows for language in ordered_languages(data["language"])]
 
 
 def panel_data(data, key, layout):

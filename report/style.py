@@ -16,7 +16,7 @@ import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
 
-from .common import VARIANT_ORDER, ordered_languages, ordered_variants  # noqa: F401 (one import for figures)
+from .common import VARIANT_ORDER, ordered_variants
 from .stats import mean_interval
 
 # Text widths of a two-column paper in inches (the ACL, ICML and NeurIPS templates lie within 0.1 in of these).

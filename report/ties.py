@@ -64,7 +64,7 @@ def figure_tolerance(frame, path, title=None):
     long["tol"] = long["tol"].str.removeprefix("tol=").astype(float)
     long = long[long["tol"] > 0]  # a log axis has no place for exact equality
     variants = ordered_variants(long["variant"])
-    languages = style.ordered_languages(long["language"])
+    languages = ordered_languages(long["language"])
     with style.paper():
         fig, axes = style.panels(len(languages))
         for language, ax in zip(languages, axes):
@@ -93,7 +93,7 @@ def figure_tie_shares(frame, path, title=None):
     one key (split), and of those the share whose tied keys carry different values (value-distinct, the only ties
     that can count); bars: mean over seeds, whiskers: its 95% bootstrap interval."""
     variants = ordered_variants(frame["variant"])
-    languages = style.ordered_languages(frame["language"])
+    languages = ordered_languages(frame["language"])
     shares = {"split_share": "split queries", "value_distinct_share": "value-distinct among split"}
     width = 0.8 / len(variants)
     with style.paper():
