@@ -23,7 +23,8 @@ from satbench.report.tables import LIMIT_GAP, limit_not_reached, long_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
-FINDINGS = ("## What the theory run found", "## What the norm-growth run found")
+FINDINGS = ("## What the theory run found", "## What the norm-growth run found",
+            "## Can training reach the saturated limit?")
 THRESHOLD = 0.99
 # Words of the findings that hold digits but quote no measurement or config value: names and definitions.
 NOT_NUMBERS = (r"Dyck-1", r"2-core", r"sqrt\(t\)", r"t\^gamma", r"c\^4", r"\(0 would be saturated\)",
@@ -487,6 +488,167 @@ def adamw_kappa():
 @claim
 def adamw_distance_to_saturation():
     return per_language(lambda language: growth(language, "tv_limit"))
+
+
+# ---- the training experiments (results/decay_ties, results/fixed_scale, results/soft_to_saturated) -------------
+
+def setting_means(run, key, read, by=("language", "model.layer_norm")):
+    """{setting: mean over seeds} of `read(row)` for every combination of the config fields `by` (and `key`)."""
+    groups = {}
+    for row in rows(run):
+        flat = flatten(row["config"])
+        groups.setdefault(tuple(flat[f] for f in (*by, key)), []).append(read(row))
+    return {setting: float(np.mean(v)) for setting, v in groups.items()}
+
+
+def limit_accuracy(row):
+    return row["metrics"]["acc"]["inf"]
+
+
+def grid_words(run, field, name, joiner=" or "):
+    found = rows(run)
+    values = sorted({flatten(row["config"])[field] for row in found})
+    seeds = sorted({row["config"]["seed"] for row in found})
+    steps = found[0]["config"]["train"]["steps"]
+    return (f"{name} {', '.join(f'{v:g}' for v in values[:-1])}{joiner}{values[-1]:g} x {len(seeds)} seeds "
+            f"({len(found)} cells, {steps} steps each)")
+
+
+def recognized_at_the_limit(run):
+    """`k of n cells`: the cells whose accuracy at c = inf reaches the threshold, in distribution."""
+    found = rows(run)
+    return f"{sum(limit_accuracy(row) >= THRESHOLD for row in found)} of {len(found)} cells"
+
+
+@claim
+def decay_grid():
+    return grid_words("decay_ties", "train.weight_decay", "AdamW weight decay")
+
+
+def decayed(language, decay, read, **setting):
+    return values(select("decay_ties", language, "soft", train__weight_decay=decay,
+                         **setting_args(setting or HOMOGENEOUS)), read)
+
+
+@claim
+def decay_query_norm():
+    norm = lambda row: row["metrics"]["probes"]["wq_norm_layer0"]  # noqa: E731
+    return (f"from {mean_words(decayed('majority', 0.0, norm))} at decay 0 to "
+            f"{mean_words(decayed('majority', 3.0, norm))} at decay 3")
+
+
+@claim
+def decay_uniform():
+    uniform = lambda row: row["metrics"]["acc"]["uniform"]  # noqa: E731
+    return (f"{accuracy_words(decayed('majority', 0.0, uniform))} at decay 0 and "
+            f"{accuracy_words(decayed('majority', 3.0, uniform))} at decay 3")
+
+
+@claim
+def decay_limit():
+    means = setting_means("decay_ties", "train.weight_decay", limit_accuracy).values()
+    return (f"between {min(means):.2f} and {max(means):.2f} in all {len(means)} settings; "
+            f"{recognized_at_the_limit('decay_ties')}")
+
+
+@claim
+def decay_tolerances():
+    found = rows("decay_ties")
+    tolerances = sorted(found[0]["metrics"]["tie_tolerance_acc"], key=float)
+    same = sum(len({row["metrics"]["tie_tolerance_acc"][t]["in"] for t in tolerances}) == 1 for row in found)
+    names = ", ".join(short_float(float(t)) if float(t) else "0" for t in tolerances)
+    return f"the same in {same} of {len(found)} cells at tie tolerances {names}"
+
+
+@claim
+def decay_value_distinct():
+    share = max(row["metrics"]["ties"]["value_distinct_share"] for row in rows("decay_ties"))
+    return f"value-distinct ties: at most {share:.2f} of the split queries of any cell"
+
+
+@claim
+def decay_cost():
+    trained = lambda row: row["metrics"]["acc"]["1"]  # noqa: E731
+    return (f"a^n b^n from {accuracy_words(decayed('anbn', 0.0, trained))} at decay 0 to "
+            f"{accuracy_words(decayed('anbn', 3.0, trained))} at decay 3")
+
+
+@claim
+def fixed_scale_grid():
+    return grid_words("fixed_scale", "model.attention_scale", "attention_scale")
+
+
+def scaled(language, variant, scale, c):
+    return accuracy("fixed_scale", language, variant, c, model__attention_scale=float(scale))
+
+
+@claim
+def fixed_scale_tolerance():
+    config = rows("fixed_scale")[0]["config"]
+    assert config["train"]["tolerance_schedule"] != "constant"
+    return f"falls from {config['model']['tolerant_tol']:g} to 0 at the last step"
+
+
+@claim
+def fixed_scale_soft():
+    small, large = ({c: accuracy_words(scaled("dyck1", "soft", scale, c)) for c in ("1", "inf")} for scale in (1, 100))
+    return (f"Dyck-1 at scale 1: {small['1']} as trained and {small['inf']} at the limit; at scale 100: "
+            f"{large['1']} and {large['inf']}")
+
+
+@claim
+def fixed_scale_limit():
+    means = setting_means("fixed_scale", "model.attention_scale", limit_accuracy,
+                          by=("language", "model.attention")).values()
+    return f"at most {max(means):.2f}; {recognized_at_the_limit('fixed_scale')}"
+
+
+@claim
+def fixed_scale_ties():
+    found = [row for row in rows("fixed_scale") if row["config"]["model"]["attention"] == "saturated"]
+    share = max(row["metrics"]["ties"]["value_distinct_share"] for row in found)
+    return f"at most {share:.2f} of the split queries in any of the {len(found)} saturated cells"
+
+
+@claim
+def soft_to_saturated_grid():
+    config = rows("soft_to_saturated")[0]["config"]["train"]
+    found = rows("soft_to_saturated")
+    return (f"{config['soft_steps']} soft steps, then {config['steps'] - config['soft_steps']} saturated ones "
+            f"({len(found)} cells)")
+
+
+def fine_tuned(language, surrogate="ste"):
+    return accuracy("soft_to_saturated", language, "saturated", "1", model__surrogate=surrogate,
+                    **setting_args(PRE_LN))
+
+
+@claim
+def soft_to_saturated_final():
+    return ", ".join(f"{name} {accuracy_words(fine_tuned(language))}"
+                     for name, language in (("majority", "majority"), ("Dyck-1", "dyck1"), ("a^n b^n", "anbn")))
+
+
+@claim
+def saturated_from_scratch():
+    return ", ".join(f"{name} {accuracy_words(accuracy('theory', language, 'saturated', **setting_args(PRE_LN)))}"
+                     for name, language in (("majority", "majority"), ("Dyck-1", "dyck1"), ("a^n b^n", "anbn")))
+
+
+@claim
+def soft_to_saturated_near_ties():
+    switch = rows("soft_to_saturated")[0]["config"]["train"]["soft_steps"]
+    found = select("soft_to_saturated", "majority", "saturated", model__surrogate="tolerant",
+                   **setting_args(HOMOGENEOUS))
+    at_switch = values(found, lambda row: next(e for e in row["log"] if e["step"] == switch)["value_distinct_share"])
+    tolerant = [row for row in rows("soft_to_saturated") if row["config"]["model"]["surrogate"] == "tolerant"]
+    end = max(row["metrics"]["ties"]["value_distinct_share"] for row in tolerant)
+    return f"{mean_words(at_switch)} at the switch to at most {end:.2f} at the end"
+
+
+@claim
+def soft_to_saturated_recognized():
+    return recognized_at_the_limit("soft_to_saturated")
 
 
 @cache
