@@ -60,7 +60,8 @@ class TrainConfig:
     tolerance_schedule: str = "constant"  # constant | linear | cosine
     # The first soft_steps steps train an exact variant as soft attention (softmax of its scores), the rest through
     # its surrogate with a fresh optimizer and learning-rate schedule: a soft model trained as by a run of soft_steps
-    # steps, then fine-tuned into a saturated one, within one run (0: the variant from the first step).
+    # steps, then fine-tuned into a saturated one, within one run (0: the variant from the first step). The step
+    # logged at soft_steps holds the trained soft model, measured already under the variant's own attention.
     soft_steps: int = 0
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
     # TF32 for the fp32 matmuls of a training step on CUDA, except the exact variants' attention scores (see
