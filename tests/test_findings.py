@@ -611,6 +611,14 @@ def fixed_scale_ties():
 
 
 @claim
+def fixed_scale_near_ties_during_training():
+    found = [row for row in rows("fixed_scale") if row["config"]["model"]["attention"] == "saturated"]
+    share = max(entry["value_distinct_share"] for row in found for entry in row["log"]
+                if entry["step"] < row["config"]["train"]["steps"] and not math.isnan(entry["value_distinct_share"]))
+    return f"up to {share:.2f} of the split queries of a model, before its tolerance reached 0"
+
+
+@claim
 def soft_to_saturated_grid():
     config = rows("soft_to_saturated")[0]["config"]["train"]
     found = rows("soft_to_saturated")
