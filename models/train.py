@@ -60,8 +60,8 @@ class TrainConfig:
     tolerance_schedule: str = "constant"  # constant | linear | cosine
     # The first soft_steps steps train an exact variant as soft attention (softmax of its scores), the rest through
     # its surrogate with a fresh optimizer and learning-rate schedule: a soft model trained as by a run of soft_steps
-    # steps, then fine-tuned into a saturated one, within one run (0: the variant from the first step). The step
-    # logged at soft_steps holds the trained soft model, measured already under the variant's own attention.
+    # steps, then fine-tuned into a saturated one, within one run (0: the variant from the first step). A step logged
+    # at soft_steps (with a log schedule that holds it) measures the trained soft model under the variant's attention.
     soft_steps: int = 0
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
     # TF32 for the fp32 matmuls of a training step on CUDA, except the exact variants' attention scores (see
@@ -358,10 +358,10 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         trainer.step(*targets)
         if on_step:
             on_step(step + 1)
+    if falling:  # the trained model, logged last and evaluated after, ties at model.tol like any exact model
+        ensemble.set_tie_tolerance(model_cfg.tol)
     log_step(train_cfg.steps, *batch(train_cfg.steps - 1))
     ensemble.eval()
     if anneal:
         ensemble.set_inverse_temperature(1.0)
-    if falling:
-        ensemble.set_tie_tolerance(model_cfg.tol)
     return ensemble, logs

@@ -60,8 +60,9 @@ def logits_at_the_limit(model, tokens):
 
 ARCHITECTURES = [dict(), dict(positional="none"), dict(causal=False, layer_norm="branch", bias=False)]
 ARCHITECTURE_IDS = ["pre-ln", "ties", "bidirectional-homogeneous"]
-# q and k factors over 1e-3..1e3; the last pair scales head 0 alone, which a norm over the whole q would not ignore.
-FACTORS = [(1e-3, 1e-3, None), (1e3, 1e3, None), (1e-3, 1e3, None), (7.0, 0.02, None), (1e3, 1e-3, [0])]
+# q and k factors over 1e-3..1e3, none whose product is 1 (which would leave q.k unchanged without any normalisation);
+# the last pair scales head 0 alone, which a norm over the whole q would not ignore.
+FACTORS = [(1e-3, 1e-3, None), (1e3, 1e3, None), (1e-3, 1e2, None), (7.0, 0.02, None), (1e3, 1e-2, [0])]
 FACTOR_IDS = ["small", "large", "opposite", "uneven", "one-head"]
 
 

@@ -251,6 +251,7 @@ def test_an_annealed_tolerance_reaches_zero_at_the_last_step_and_evaluation_uses
                                  torch.device("cpu"), on_log=on_log, progress=False)
     series = [used[step] for step in range(train.steps)]
     assert series[0] == pytest.approx(0.2) and series[-1] == 0.0
+    assert used[train.steps] == 1e-5  # the last entry logs the trained model as it is evaluated
     assert all(a >= b for a, b in zip(series, series[1:])) and 0 < series[train.steps // 2] < 0.2
     assert [layer.tol for layer in ensemble.attention_layers()] == [1e-5]
     assert [layer.tol for layer in ensemble.member(1).attention_layers()] == [1e-5]
