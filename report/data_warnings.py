@@ -13,9 +13,10 @@ PARTS = ("strings", "members", "non-members")
 
 
 def weak_parts(meta, split="test") -> list[dict]:
-    """The parts of `split` under MIN_DISTINCT_SHARE distinct, as data/check.py's `weak_parts` finds them: the whole
-    split and, in rows that record `distinct_members`, each class. Each part is {"part", "distinct", "strings",
-    "one_per_length"}, the last marking exactly one distinct string at each of the part's lengths."""
+    """The parts of `split` under MIN_DISTINCT_SHARE distinct, from a dataset's meta (data/dataset.py,
+    `make_dataset`) or a row's copy of it: the whole split and, in rows that record `distinct_members`, each class.
+    Each part is {"part", "distinct", "strings", "one_per_length"}, the last marking exactly one distinct string at
+    each of the part's lengths."""
     per_length = meta["per_length"][split].values()
     parts = [("strings", meta["distinct"][split], meta["strings"][split], len(per_length))]
     if "distinct_members" in meta:  # older rows judge the split as a whole
@@ -52,7 +53,7 @@ def weak_data_lines(rows, split="test") -> list[str]:
         where = ", ".join(f"{key}={value}" for key, value in setting(row, data_fields).items())
         datasets.setdefault((row["config"]["language"], where), {})[row["config"]["seed"]] = meta
     lines = []
-    for (language, where), by_seed in sorted(datasets.items()):
+    for (language, where), by_seed in datasets.items():  # in the rows' order, the config's language order
         weak = [parts for parts in (weak_parts(meta, split) for meta in by_seed.values()) if parts]
         if not weak:
             continue

@@ -637,6 +637,19 @@ def soft_to_saturated_final():
                      for name, language in (("majority", "majority"), ("Dyck-1", "dyck1"), ("a^n b^n", "anbn")))
 
 
+def per_seed(run, language, **setting):
+    return {row["config"]["seed"]: row["metrics"]["acc"]["1"] for row in select(run, language, "saturated", **setting)}
+
+
+@claim
+def seed_for_seed():
+    """The fine-tuned models' accuracy equals, seed by seed, that of the theory grid's saturated models."""
+    languages = ("majority", "dyck1", "anbn")
+    same = all(per_seed("soft_to_saturated", language, model__surrogate="ste", **setting_args(PRE_LN))
+               == per_seed("theory", language, **setting_args(PRE_LN)) for language in languages)
+    return "seed for seed the accuracies" if same else "unlike the accuracies"
+
+
 @claim
 def saturated_from_scratch():
     return ", ".join(f"{name} {accuracy_words(accuracy('theory', language, 'saturated', **setting_args(PRE_LN)))}"
