@@ -31,13 +31,13 @@ import yaml
 
 from satbench.data import DataConfig
 from satbench.languages import get_language
-from satbench.models import ModelConfig
+from satbench.models import ModelConfig, get_variant
 from satbench.models.train import TrainConfig
 from satbench.probes.evaluate import EvalConfig
 from satbench.probes.registry import ProbeConfig
 
 from . import results
-from .results import canonical_json, encode_inf, read_yaml  # noqa: F401  (used via C.)
+from .results import LEFT_OUT_AT_DEFAULT, canonical_json, encode_inf, read_yaml  # noqa: F401  (used via C.)
 
 
 class ConfigError(ValueError):
@@ -157,14 +157,6 @@ def apply_overrides(raw, overrides):
     return raw
 
 
-# Fields added after runs were published, left out of a cell's record at their default so that cells (and the hashes
-# that resume a run) read as before the field existed.
-LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0, "qk_norm": False, "attention_scale": None},
-                       "data": {"negatives": "language"},
-                       "train": {"compile": False, "tf32": False, "tolerance_schedule": "constant", "soft_steps": 0},
-                       "eval": {"uniform_control": True}}
-
-
 @dataclass
 class Cell:
     """One point of the grid: a language, a seed and the typed section objects the code acts on."""
@@ -266,6 +258,11 @@ def expand(raw):
             if not lo <= a <= b <= hi:
                 raise ConfigError(f"eval.length_bins: [{a}, {b}] is not inside data.test_lengths [{lo}, {hi}]; "
                                   "a bin with no test strings measures nothing")
+        if cell.train.soft_steps and not get_variant(cell.model.attention).exact:
+            # Its soft phase would be the variant itself, and the optimizer and schedule would restart for nothing.
+            raise ConfigError(f"train.soft_steps: {cell.train.soft_steps} steps of soft attention first is for exact "
+                              f"variants; model.attention {cell.model.attention} is not one (give soft_steps in a "
+                              "zip with model.attention, 0 for it)")
         if cell.data.label_kind != "membership" and not cell.model.causal:
             raise ConfigError(f"model.causal: data.label_kind {cell.data.label_kind} labels every prefix, "
                               "which a bidirectional model sees past (position i would read the symbol it predicts)")

@@ -13,8 +13,8 @@ For every shape group of the cells still to run (harness.config.group_key):
 
 On a CPU the probes run on the few members only, and their time is scaled by the group's size: their work is batched
 over the members and grows in proportion to them. A GPU's time does not grow so, so there they run on every member,
-the few datasets repeated. Groups that differ only in what changes no step's time (the learning rate, its schedule,
-the number of steps) are timed once.
+each on a dataset of its own language among the few (`paired`). Groups that differ only in what changes no step's
+time (the learning rate, its schedule, the number of steps) are timed once.
 
 Left out: compilation (train.compile is timed uncompiled), the checkpoints of train.keep_checkpoints, the hand-built
 constructions and the report at the end, starting the process, and whatever else loads the machine meanwhile. The
@@ -108,6 +108,26 @@ def sample_members(cells, k):
     return chosen[:k]
 
 
+def paired(cells, sample, datasets):
+    """[(cell, dataset)] for each of `cells`, from the datasets built for the `sample` (`sample_members`): a cell's own
+    where it was sampled, else one of its language (the group's cells share their data section; seeds draw other
+    strings of the same language), else a sampled cell and its dataset in its place. A probe reads a member's data as
+    strings of the member's language: the sample's language-first order is not the group's."""
+    own = {id(cell): dataset for cell, dataset in zip(sample, datasets)}
+    by_language = {}
+    for cell, dataset in zip(sample, datasets):
+        by_language.setdefault(cell.language, dataset)
+    out = []
+    for i, cell in enumerate(cells):
+        if id(cell) in own:
+            out.append((cell, own[id(cell)]))
+        elif cell.language in by_language:
+            out.append((cell, by_language[cell.language]))
+        else:
+            out.append((sample[i % len(sample)], datasets[i % len(sample)]))
+    return out
+
+
 def timing_key(cells) -> str:
     """Groups with the same key take the same time per step, per logged step and per measurement."""
     shared = json.loads(C.group_key(cells[0]))
@@ -144,7 +164,7 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
     # A soft phase (train.soft_steps) is timed as the variant's own steps, which cost at least as much.
     train = dataclasses.replace(first.train, steps=1 + TIMED_STEPS, log_schedule="linear", log_every=1 + TIMED_STEPS,
                                 compile=False, soft_steps=0)
-    filled = [datasets[i % len(datasets)].train for i in range(len(cells))]
+    filled = [d.train for _, d in paired(cells, sample, datasets)]
     marks = []
     start = clock(device)
     train_ensemble(first.model, train, [c.seed for c in cells], filled, device,
@@ -154,8 +174,7 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
     setup, step = marks[0] - start, statistics.median(b - a for a, b in itertools.pairwise(marks))
 
     # The probes, as harness.run.run_group calls them, over one training step.
-    members = sample if device.type == "cpu" else cells
-    member_datasets = [datasets[i % len(datasets)] for i in range(len(members))]
+    members, member_datasets = map(list, zip(*paired(sample if device.type == "cpu" else cells, sample, datasets)))
     run = ProbeRun(cells=members, datasets=member_datasets, device=device)
     probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled)]
     logged = {}  # the entries of the first logged step and their seconds

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 GIT_TIMEOUT_S = 5  # git answers in milliseconds; a hung network filesystem must not hold a bench up for longer
-SOURCE = Path(__file__).resolve().parent  # the folder the running satbench's own files live in
-# Folders of the checkout that hold what the bench writes, not code: rows, reports, figures. A bench that resumes a
-# run or republishes one under results/ changes files there, and would otherwise call its own clean tree dirty.
-OUTPUTS = ("results/",)
+ROOT = Path(__file__).resolve().parents[1]  # the satbench tree the running code comes from: its package folders
+# Folders of that tree that hold what the bench writes, not code: rows, reports, figures. A bench that resumes a run or
+# republishes one under results/ changes files there, and would otherwise call its own clean tree dirty.
+OUTPUTS = ("results",)
 
 
 def git(args, cwd):
@@ -26,25 +26,27 @@ def git(args, cwd):
     return done.stdout if done.returncode == 0 else None
 
 
-def source_state(source=SOURCE) -> dict:
-    """{"commit": the checkout's HEAD, "dirty": whether it differs from HEAD} for the git checkout whose tracked files
-    include `source` (default: satbench's own folder). Both None where there is none: git is missing, the package was
-    installed as a copy, or `source` lies in a checkout without being tracked by it (an installed copy inside a
-    virtual environment inside some repository must not be credited with that repository's commit).
+def source_state(root=ROOT) -> dict:
+    """{"commit": the checkout's HEAD, "dirty": whether the satbench tree `root` differs from HEAD} for the git checkout
+    whose tracked files include `root` (default: the running satbench's own tree). Both None where there is none: git
+    is missing, the package was installed as a copy, or `root` lies in a checkout without being tracked by it (an
+    installed copy inside a virtual environment inside some repository must not be credited with that repository's
+    commit).
 
-    Dirty means a tracked file changed or an untracked file appeared, outside OUTPUTS: an untracked module can be
-    imported and change what ran. None where git did not say."""
+    Dirty means a tracked file under `root` changed or an untracked file appeared there, outside its OUTPUTS: an
+    untracked module can be imported and change what ran. The rest of an enclosing repository (satbench as a folder of
+    a larger one) is no part of what ran. None where git did not say."""
     unknown = {"commit": None, "dirty": None}
-    if not git(["ls-files", "--", "."], source):  # None (no checkout) or "" (nothing here is tracked)
+    if not git(["ls-files", "--", "."], root):  # None (no checkout) or "" (nothing here is tracked)
         return unknown
-    commit = git(["rev-parse", "HEAD"], source)
+    commit = git(["rev-parse", "HEAD"], root)
     if commit is None:  # a repository without a commit yet
         return unknown
-    status = git(["status", "--porcelain"], source)  # paths relative to the checkout's root, from any folder in it
+    # Pathspecs relative to `root`: its own files only, without what the bench writes.
+    status = git(["status", "--porcelain", "--", ".", *(f":(exclude){folder}" for folder in OUTPUTS)], root)
     if status is None:
         return {"commit": commit.strip(), "dirty": None}
-    changed = [line[3:].lstrip('"') for line in status.splitlines() if line.strip()]  # "XY path"; odd names quoted
-    return {"commit": commit.strip(), "dirty": any(not path.startswith(OUTPUTS) for path in changed)}
+    return {"commit": commit.strip(), "dirty": bool(status.strip())}
 
 
 def command_line(argv=None) -> str:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from satbench.harness.results import CorruptResults, load_rows_with_config
+from satbench.harness.results import LEFT_OUT_AT_DEFAULT, CorruptResults, load_rows_with_config
 
 from .common import flatten, markdown, ordered_variants, scale_heading, scale_value, variant_rank
 from .stats import difference_interval, excludes_zero, seed_cell
@@ -52,8 +52,10 @@ def compare_runs(run_a, run_b):
     if not held[0] & held[1]:
         raise CorruptResults(f"{run_a} and {run_b} have no language and attention variant in common: nothing to "
                              "compare")
+    # A field that varies in one run splits both, also where the other's rows leave it out: there it reads as its
+    # default, or as "—" where it has none, so that its cells are never pooled with the first run's settings.
     split = sorted(set(setting_columns(tables[0])) | set(setting_columns(tables[1])))
-    split = [c for c in split if c in tables[0].columns and c in tables[1].columns]
+    tables = [with_left_out_fields(t, split) for t in tables]
     samples = [criterion_samples(t, split) for t in tables]
 
     differences = config_differences(*rows)
@@ -82,6 +84,7 @@ def compare_variants(run, variant_a, variant_b):
     # of the other variant that share its setting. A field that is constant within each variant but differs between
     # them (a grid that zips a surrogate with the variant) is part of what is compared; the header names it.
     split = sorted(set(setting_columns(sides[0])) | set(setting_columns(sides[1])))
+    sides = [with_left_out_fields(side, split) for side in sides]
     # Unpaired, as between runs, although seed i of both variants shares its dataset, batch order and initial weights.
     # A paired interval would be narrower by as much as that makes the two variants' accuracies correlate over seeds;
     # in the published runs the correlation within a language is weak to moderate and of either sign, so pairing would
@@ -121,6 +124,26 @@ def config_differences(rows_a, rows_b):
             shown = [", ".join(sorted(v.strip("'") for v in side.get(key, {"—"}))) for side in (a, b)]
             lines.append(f"- {key}: {shown[0]} -> {shown[1]}")
     return lines
+
+
+def with_left_out_fields(table, fields):
+    """The long table with each of the flat config `fields` its rows leave out filled in: with the field's default
+    where the bench leaves it out at its default (`LEFT_OUT_AT_DEFAULT`), else with "—"."""
+    table = table.copy()
+    for field in fields:
+        section, _, key = field.partition(".")
+        default = LEFT_OUT_AT_DEFAULT.get(section, {}).get(key, "—")
+        if field not in table.columns:
+            table[field] = pd.Series([default] * len(table), index=table.index, dtype=object)
+        elif key in LEFT_OUT_AT_DEFAULT.get(section, {}) and table[field].map(_missing).any():
+            # As objects: a column of floats would read a default of None back as nan.
+            table[field] = pd.Series([default if _missing(v) else v for v in table[field]], index=table.index,
+                                     dtype=object)
+    return table
+
+
+def _missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # --- the tables ----------------------------------------------------------------------------------------------------

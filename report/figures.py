@@ -14,7 +14,7 @@ from .common import UNIFORM, ordered_languages, ordered_variants
 SCALE_DASHES = {"1": "", "inf": (4, 2)}  # as trained: solid; the saturated limit: dashed
 
 
-def figure_heatmap(table, path, chance=0.5, title=None):
+def figure_heatmap(table, path, title=None):
     """Mean accuracy in distribution over seeds, languages down, variant and scale (c=1, c=inf) across. The colour
     scale runs from 0 to 1 whatever the run measured, so that equal colours mean equal accuracy in every figure."""
     scales = [s for s in ("1", "inf") if s in set(table["scale"])]

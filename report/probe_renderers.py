@@ -53,53 +53,55 @@ def norm_series(rows, fields):
     return pd.DataFrame.from_records(records)
 
 
-def facets(fields):
-    """Figure facets from the varying fields: panels by the last one (in sorted order train.* comes after model.*,
-    so a weight-decay axis gets the panels)."""
-    return {"col": fields[-1] if fields else None}
-
-
 def growth_facets(fields, variants):
     """The figures that follow training: one panel column per language; colour by the weight decay when it varies,
-    else by variant; line style by variant when colour is taken and several variants ran; one panel row per other
-    varying field (such as the optimizer), taking at most one."""
+    else by variant; line style by variant when colour is taken and several variants ran (`dashes`: a variant's line
+    style, the same in every panel); one panel row per combination of all the other varying fields (such as the layer
+    norm with the bias zipped to it, and the surrogate), so that no panel, and no band, pools different settings."""
     hue = "train.weight_decay" if "train.weight_decay" in fields else "variant"
-    others = [f for f in fields if f != hue]
-    return {"hue": hue, "row": others[-1] if others else None,
-            "style": "variant" if hue != "variant" and len(set(variants)) > 1 else None}
+    dashed = hue != "variant" and len(set(variants)) > 1
+    return {"hue": hue, "rows": [f for f in fields if f != hue], "style": "variant" if dashed else None,
+            "dashes": dict(zip(ordered_variants(variants), MEASURE_DASHES)) if dashed else None}
 
 
 def colours(data, hue):
-    """{value: colour} and their order for the colour field of a figure: the variants' own colours, or light to dark
-    for a numeric setting."""
-    if hue == "variant":
-        palette = style.variant_palette(data["variant"])
-        return palette, list(palette)
-    palette = style.setting_palette(data[hue])
-    return palette, list(palette)
+    """{value: colour} in order for the colour field of a figure: the variants' own colours, or light to dark for a
+    numeric setting."""
+    return style.variant_palette(data["variant"]) if hue == "variant" else style.setting_palette(data[hue])
 
 
-def panel_keys(data, layout):
-    """(row value or None, language) for every panel, rows in sorted order, languages in the report's order."""
-    if layout["row"] == "variant":
-        rows = ordered_variants(data["variant"])
-    else:
-        rows = sorted(data[layout["row"]].unique(), key=str) if layout["row"] else [None]
-    return [(row, language) for row in rows for language in ordered_languages(data["language"])]
+def panel_parts(data, layout):
+    """[((row values, language), rows drawn in the panel)] for every panel with data: a row of panels per combination
+    of `layout["rows"]` that ran, in the order of its values (numbers by value, variants in the report's order), a
+    column per language in the report's order."""
+    fields = layout["rows"]
+    variants = ordered_variants(data["variant"])
+    languages = ordered_languages(data["language"])
+
+    def order(item):
+        values, language = item[0]
+        return (tuple(variants.index(v) if f == "variant" else style.by_value(v) for f, v in zip(fields, values)),
+                languages.index(language))
+
+    # dropna=False: a field unset in some cells (None) is a setting of its own, not a reason to drop them.
+    groups = data.groupby([*fields, "language"], dropna=False, sort=False)
+    return sorted((((tuple(key[:-1]), key[-1]), part) for key, part in groups), key=order)
 
 
-def panel_data(data, key, layout):
-    row, language = key
-    part = data[data["language"] == language]
-    return part if row is None else part[part[layout["row"]] == row]
+def panel_grid(parts):
+    """The figure for `parts`: a column per language (at most three to a row), so that a row of panels is one
+    setting; and the width of one panel, for its title."""
+    columns = min(len({language for (_, language), _ in parts}), 3)
+    fig, axes = style.panels(len(parts), columns=columns)
+    return fig, axes, fig.get_figwidth() / columns
 
 
-def panel_title(key, layout):
-    row, language = key
-    if row is None:
-        return language
-    named = row if layout["row"] == "variant" else f"{style.field_name(layout['row'])} {row}"
-    return f"{language}, {named}"
+def panel_title(key, layout, width):
+    """The language, and under it the panel's setting in short field names ("layer norm pre, bias True")."""
+    values, language = key
+    named = ", ".join(str(v) if f == "variant" else f"{style.field_name(f)} {v}"
+                      for f, v in zip(layout["rows"], values))
+    return style.heading(language, named, width)
 
 
 def legend_handles(palette, layout, data, extra=()):
@@ -112,7 +114,7 @@ def legend_handles(palette, layout, data, extra=()):
                    for value, colour in palette.items()]
     if layout["style"]:
         handles += [plt.Line2D([], [], color="0.3", ls=(0, dashes) if dashes else "-", label=variant)
-                    for variant, dashes in zip(ordered_variants(data["variant"]), MEASURE_DASHES)]
+                    for variant, dashes in layout["dashes"].items()]
     return handles + list(extra)
 
 
@@ -142,14 +144,14 @@ def fitted_laws(t, norm):
 
 
 def _lines(ax, part, y, layout, palette, style_field=None, dashes=None):
-    """Mean over seeds against t in the figure's colours, with the report's 95% bootstrap band."""
+    """Mean over seeds against t in the figure's colours, with the report's 95% bootstrap band. The line styles are
+    the figure's (`dashes`, else the layout's per variant), not the panel's: a variant missing from one panel leaves
+    the others their dashes, as the legend shows them."""
     style_field = style_field or layout["style"]
+    dashes = dashes or layout["dashes"]
     sns.lineplot(data=part, x="step", y=y, hue=layout["hue"], hue_order=list(palette), palette=palette,
-                 style=style_field, style_order=(dashes and list(dashes)) or (
-                     ordered_variants(part["variant"]) if style_field == "variant" else None),
-                 dashes=dashes or (dict(zip(ordered_variants(part["variant"]), MEASURE_DASHES))
-                                   if style_field == "variant" else True),
-                 errorbar=style.band, legend=False, ax=ax)
+                 style=style_field, style_order=list(dashes) if style_field else None,
+                 dashes=dashes if style_field else True, errorbar=style.band, legend=False, ax=ax)
 
 
 def figure_norm_growth(series, fields, path):
@@ -162,12 +164,12 @@ def figure_norm_growth(series, fields, path):
     layout = growth_facets(fields, data["variant"])
     # Norms that weight decay drove to zero are drawn at the floor of the log axis.
     data = _by_hue(data, layout["hue"]).assign(norm=data["norm"].clip(lower=NORM_FLOOR))
-    palette, hues = colours(data, layout["hue"])
-    keys = panel_keys(data, layout)
+    palette = colours(data, layout["hue"])
+    hues = list(palette)
+    parts = panel_parts(data, layout)
     with style.paper():
-        fig, axes = style.panels(len(keys))
-        for key, ax in zip(keys, axes):
-            part = panel_data(data, key, layout)
+        fig, axes, width = panel_grid(parts)
+        for (key, part), ax in zip(parts, axes):
             _lines(ax, part, "norm", layout, palette)
             mean = part[part[layout["hue"]] == hues[0]].groupby("step")["norm"].mean()
             t = mean.index.to_numpy(dtype=float)
@@ -176,7 +178,7 @@ def figure_norm_growth(series, fields, path):
                 ax.plot(t, np.maximum(laws["power"], NORM_FLOOR), color="black", ls="--", lw=0.9)
                 ax.plot(t, np.maximum(laws["sqrt"], NORM_FLOOR), color="0.45", ls=":", lw=0.9)
                 ax.text(0.04, 0.94, f"γ = {laws['gamma']:.2f}", transform=ax.transAxes, va="top")
-            ax.set_title(panel_title(key, layout))
+            ax.set_title(panel_title(key, layout, width))
             ax.set_xlabel("")
             ax.set_ylabel("")
         for ax in axes:
@@ -218,9 +220,9 @@ def figure_limit_over_training(series, fields, path):
     if data.empty:
         return False
     layout = growth_facets(fields, data["variant"])
-    if layout["style"]:  # colour and line style are taken: one panel row per variant instead
-        layout = {**layout, "row": "variant", "style": None}
-    ids = ["language", "step", "seed", "variant", layout["hue"]] + ([layout["row"]] if layout["row"] else [])
+    if layout["style"]:  # colour and line style are taken: one panel row per variant (and setting) instead
+        layout = {**layout, "rows": ["variant", *layout["rows"]], "style": None, "dashes": None}
+    ids = ["language", "step", "seed", "variant", layout["hue"], *layout["rows"]]
     long = data.melt(id_vars=list(dict.fromkeys(ids)), value_vars=list(LIMIT_MEASURES), var_name="measure",
                      value_name="value")
     # Kappa is undefined while both classifiers decide constantly and alike (at initialisation, typically).
@@ -228,15 +230,15 @@ def figure_limit_over_training(series, fields, path):
     long["measure"] = long["measure"].map(LIMIT_MEASURES)
     measures = [m for m in LIMIT_MEASURES.values() if m in set(long["measure"])]
     dashes = dict(zip(measures, MEASURE_DASHES))
-    palette, _ = colours(long, layout["hue"])
-    keys = panel_keys(long, layout)
+    palette = colours(long, layout["hue"])
+    parts = panel_parts(long, layout)
     with style.paper():
-        fig, axes = style.panels(len(keys))
-        for key, ax in zip(keys, axes):
-            _lines(ax, panel_data(long, key, layout), "value", layout, palette, style_field="measure", dashes=dashes)
+        fig, axes, width = panel_grid(parts)
+        for (key, part), ax in zip(parts, axes):
+            _lines(ax, part, "value", layout, palette, style_field="measure", dashes=dashes)
             ax.axhline(0.5, color="0.5", lw=0.6, ls=":")
             ax.axhline(0.0, color="0.5", lw=0.6, ls=":")
-            ax.set_title(panel_title(key, layout))
+            ax.set_title(panel_title(key, layout, width))
             ax.set_xlabel("")
             ax.set_ylabel("")
             style.log_axis(ax, "x", long["step"].min(), long["step"].max())
@@ -261,20 +263,20 @@ def figure_saturation_distance(series, fields, path):
         return False
     layout = growth_facets(fields, data["variant"])
     if layout["style"]:
-        layout = {**layout, "row": "variant", "style": None}
-    ids = ["language", "step", "seed", "variant", layout["hue"]] + ([layout["row"]] if layout["row"] else [])
+        layout = {**layout, "rows": ["variant", *layout["rows"]], "style": None, "dashes": None}
+    ids = ["language", "step", "seed", "variant", layout["hue"], *layout["rows"]]
     long = data.melt(id_vars=list(dict.fromkeys(ids)), value_vars=layers, var_name="layer", value_name="distance")
     long = _by_hue(long.dropna(subset=["distance"]), layout["hue"])
     long["layer"] = "layer " + long["layer"].str.removeprefix(DISTANCE_PREFIX)
     names = [f"layer {c.removeprefix(DISTANCE_PREFIX)}" for c in layers]
     dashes = dict(zip(names, (MEASURE_DASHES * len(names))[:len(names)]))
-    palette, _ = colours(long, layout["hue"])
-    keys = panel_keys(long, layout)
+    palette = colours(long, layout["hue"])
+    parts = panel_parts(long, layout)
     with style.paper():
-        fig, axes = style.panels(len(keys))
-        for key, ax in zip(keys, axes):
-            _lines(ax, panel_data(long, key, layout), "distance", layout, palette, style_field="layer", dashes=dashes)
-            ax.set_title(panel_title(key, layout))
+        fig, axes, width = panel_grid(parts)
+        for (key, part), ax in zip(parts, axes):
+            _lines(ax, part, "distance", layout, palette, style_field="layer", dashes=dashes)
+            ax.set_title(panel_title(key, layout, width))
             ax.set_xlabel("")
             ax.set_ylabel("")
             ax.set_ylim(bottom=0)
@@ -289,27 +291,27 @@ def figure_saturation_distance(series, fields, path):
 
 
 def figure_saturation(series, fields, path):
-    """The paper's saturation similarity against t: cosine of f(x; theta) and f(x; 1000 theta), mean over layers."""
+    """The paper's saturation similarity against t: cosine of f(x; theta) and f(x; 1000 theta), mean over layers; one
+    panel per language and combination of the varying fields, one line per variant (mean over seeds, band: its 95%
+    bootstrap interval)."""
     data = series.dropna(subset=["sim_mean"])
     data = data[data["step"] > 0]
     if data.empty:
         return False
-    column = facets(fields)["col"]
-    groups = sorted(data[column].unique(), key=str) if column else [None]
-    variants = ordered_variants(data["variant"])
+    layout = {"hue": "variant", "rows": list(fields), "style": None, "dashes": None}
+    palette = colours(data, "variant")
+    parts = panel_parts(data, layout)
     with style.paper():
-        fig, axes = style.panels(len(groups))
-        for group, ax in zip(groups, axes):
-            part = data if group is None else data[data[column] == group]
-            sns.lineplot(data=part, x="step", y="sim_mean", hue="variant", hue_order=variants,
-                         palette=style.variant_palette(variants), errorbar=style.band, legend=False, ax=ax)
-            ax.set_title("all languages" if group is None else f"{style.field_name(column)} {group}")
+        fig, axes, width = panel_grid(parts)
+        for (key, part), ax in zip(parts, axes):
+            _lines(ax, part, "sim_mean", layout, palette)
+            ax.set_title(panel_title(key, layout, width))
             ax.set_xlabel("")
             ax.set_ylabel("")
             style.log_axis(ax, "x", data["step"].min(), data["step"].max())
         fig.supxlabel("step t (updates)")
         fig.supylabel("cosine similarity")
-        style.legend_above(fig, style.variant_handles(variants, marker=False),
+        style.legend_above(fig, style.variant_handles(list(palette), marker=False),
                            "Saturation similarity (c = 1000) over training")
         style.save(fig, path)
     return True
@@ -339,6 +341,7 @@ def figure_heads(rows, path, widest=20):
             ax.bar([b - 0.4 + width * (i + 0.5) for b in bins], share.loc[variant], width=width,
                    color=style.variant_color(variant, variants), label=variant)
         ax.set_yscale("log")
+        style.log_axis(ax, "y")  # a few queries' shares span less than a decade: labels at 1, 2 and 5 then
         labels = {b: str(b) for b in bins}
         if counts.columns.max() > widest:
             labels[widest + 1] = f">{widest}"

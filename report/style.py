@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
+from matplotlib.text import Text
 
 from .common import VARIANT_ORDER, ordered_variants
 from .stats import mean_interval
@@ -43,19 +44,21 @@ _SPARE_MARKERS = ["P", "X", "*", "h", "<"]
 SEQUENTIAL = "crest"  # a numeric setting (weight decay, scale): light to dark, far from the variant colours
 
 
+def _spare(variant, seen, known, spares):
+    """The variant's own entry of `known`; one the suite does not know gets a spare, by its rank among the unknown
+    variants seen, so that it keeps its spare whichever order the variants come in."""
+    if variant in known:
+        return known[variant]
+    unknown = sorted({v for v in seen if v not in known} | {variant})
+    return spares[unknown.index(variant) % len(spares)]
+
+
 def variant_color(variant, seen=()):
-    """The variant's colour; one the suite does not know gets a spare, by its rank among the unknown variants seen."""
-    if variant in KNOWN_COLORS:
-        return KNOWN_COLORS[variant]
-    unknown = sorted({v for v in seen if v not in KNOWN_COLORS} | {variant})
-    return _SPARE[unknown.index(variant) % len(_SPARE)]
+    return _spare(variant, seen, KNOWN_COLORS, _SPARE)
 
 
 def variant_marker(variant, seen=()):
-    if variant in KNOWN_MARKERS:
-        return KNOWN_MARKERS[variant]
-    unknown = sorted({v for v in seen if v not in KNOWN_MARKERS} | {variant})
-    return _SPARE_MARKERS[unknown.index(variant) % len(_SPARE_MARKERS)]
+    return _spare(variant, seen, KNOWN_MARKERS, _SPARE_MARKERS)
 
 
 def variant_markers(seen):
@@ -72,11 +75,12 @@ def variant_palette(seen):
 
 def setting_palette(values):
     """{value: colour} for a numeric setting drawn as colour (such as the weight decay), light to dark by value."""
-    values = sorted(set(values), key=_number_or_text)
+    values = sorted(set(values), key=by_value)
     return dict(zip(values, sns.color_palette(SEQUENTIAL, n_colors=len(values))))
 
 
-def _number_or_text(value):
+def by_value(value):
+    """Sort key of a setting's values: numbers by value (1, 10, 30, 100, not 1, 10, 100, 30 as text), then text."""
     try:
         return 0, float(value), ""
     except (TypeError, ValueError):
@@ -132,7 +136,9 @@ def log_axis(ax, axis="x", lo=None, hi=None, extra=None):
     decades = math.log10(hi) - math.log10(lo)
     powers = False
     inches = _axis_inches(ax, axis)
-    if decades >= 2:
+    if hi <= lo * 1.0001:  # one value (a sweep of one finite scale): its one label, not a zoom into rounding
+        ticks = [lo]
+    elif decades >= 2:
         powers = decades > 4  # beyond 10^4, every label a power of ten: no 10000 beside 10^6
         # Labels the axis holds: side by side on x (a label is about 0.25 in wide), stacked on y (about 0.2 in).
         room = max(2, int(inches / (0.2 if axis == "y" else 0.27)))
@@ -247,7 +253,7 @@ def layout_problems(fig):
         for b in ticks:
             if extents[id(a)].overlaps(extents[id(b)]):
                 problems.append(f"text {a.get_text()!r} overlaps the tick label {b.get_text()!r}")
-    figure_x, figure_y = (label is not None and bool(label.get_text()) for label in (fig._supxlabel, fig._supylabel))
+    figure_x, figure_y = bool(fig.get_supxlabel()), bool(fig.get_supylabel())
     for index, ax in enumerate(_panels(fig)):
         where = f"panel {index} ({ax.get_title() or 'untitled'})"
         for name, target in (("x", ax.xaxis), ("y", ax.yaxis)):
@@ -296,14 +302,14 @@ def _legends(fig):
 def _texts(fig):
     """Every visible non-empty text a reader sees: the figure's own (title, figure-wide labels), its legends', and per
     panel the title, axis labels, the tick labels of the ticks in view and any annotation."""
-    # The figure-wide title and labels have no public getter for their Text artists.
-    found = list(fig.texts) + [fig._suptitle, fig._supxlabel, fig._supylabel]
+    found = list(fig.texts)  # the figure-wide title and labels are among them
     for legend in _legends(fig):
         found += [legend.get_title(), *legend.get_texts()]
     for ax in fig.axes:
-        found += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts,
+        # The axes' children hold its centre, left and right titles beside any annotation.
+        found += [ax.title, *(c for c in ax.get_children() if isinstance(c, Text)), ax.xaxis.label, ax.yaxis.label,
                   *_drawn_ticklabels(ax.xaxis), *_drawn_ticklabels(ax.yaxis)]
-    found = list({id(t): t for t in found if t is not None}.values())  # fig.texts holds the suptitle too
+    found = list({id(t): t for t in found if t is not None}.values())
     return [t for t in found if t.get_visible() and t.get_text().strip()]
 
 

@@ -3,6 +3,8 @@ carry different values (what lets saturated attention count), the score gaps as 
 limit as the relative tie tolerance grows. Reads the `ties` and `tie_tolerance_acc` metrics of each row
 (probes/ties.py, probes/evaluate.py); rows written before them have none and get no section."""
 
+import math
+
 import pandas as pd
 import seaborn as sns
 
@@ -55,33 +57,51 @@ def tie_table(frame, threshold):
     return out
 
 
-def figure_tolerance(frame, path, title=None):
+def figure_tolerance(frame, path, chance=0.5, title=None):
     """Accuracy at the saturated limit, in distribution, against the relative tie tolerance: one panel per language,
-    one line per variant (mean over seeds; band: its 95% bootstrap interval)."""
+    one line per variant over the tolerances above 0 (mean over seeds; band: its 95% bootstrap interval); exact
+    equality, tol = 0, which a log axis cannot place, stands apart on the left as its own point with its interval;
+    grey dashes: chance (None where it is near 0, as in the next-symbol task)."""
     tolerances = tolerance_columns(frame)
     long = frame.melt(id_vars=["language", "variant", "seed"], value_vars=tolerances, var_name="tol",
                       value_name="accuracy")
     long["tol"] = long["tol"].str.removeprefix("tol=").astype(float)
-    long = long[long["tol"] > 0]  # a log axis has no place for exact equality
+    exact, positive = long[long["tol"] == 0], long[long["tol"] > 0]
     variants = ordered_variants(long["variant"])
+    palette = style.variant_palette(variants)
     languages = ordered_languages(long["language"])
+    lo = positive["tol"].min() if len(positive) else 1.0
+    hi = positive["tol"].max() if len(positive) else 1.0
+    bottom = lo / 100  # where tol = 0 stands: two decades left of the smallest tolerance, as c=inf stands right
     with style.paper():
         fig, axes = style.panels(len(languages))
         for language, ax in zip(languages, axes):
-            sns.lineplot(data=long[long["language"] == language], x="tol", y="accuracy", hue="variant",
-                         hue_order=variants, palette=style.variant_palette(variants), style="variant",
-                         markers=style.variant_markers(variants), dashes=False, errorbar=style.band, legend=False,
-                         ax=ax)
-            ax.axhline(0.5, color="0.5", lw=0.7, ls=(0, (2, 2)))
+            sns.lineplot(data=positive[positive["language"] == language], x="tol", y="accuracy", hue="variant",
+                         hue_order=variants, palette=palette, style="variant", markers=style.variant_markers(variants),
+                         dashes=False, errorbar=style.band, legend=False, ax=ax)
+            for variant, values in exact[exact["language"] == language].groupby("variant")["accuracy"]:
+                low, high = style.band(values)
+                mean = values.mean()
+                ax.errorbar([bottom], [mean], yerr=[[mean - low], [high - mean]], color=palette[variant],
+                            marker=style.variant_marker(variant, variants), ls="none", capsize=2, lw=1)
+            if chance:
+                ax.axhline(chance, color="0.5", lw=0.7, ls=(0, (2, 2)))
+            extra = {}
+            if len(exact):
+                ax.axvline(math.sqrt(bottom * lo), color="0.5", lw=0.7, ls=":")
+                extra = {bottom: "0"}
+            style.log_axis(ax, "x", lo, hi, extra=extra)
+            ax.set_xlim((bottom if extra else lo) / 2, hi * 2)
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(language)
             ax.set_xlabel("")
             ax.set_ylabel("")
-            style.log_axis(ax, "x", long["tol"].min(), long["tol"].max())
         fig.supxlabel("relative tie tolerance")
         fig.supylabel("accuracy at c=∞")
+        heading = "Accuracy at the saturated limit as the tie tolerance grows"
+        notes = ["left of the dotted line: exact ties (tol = 0)"] * bool(len(exact)) + ["dashes: chance"] * bool(chance)
         style.legend_above(fig, style.variant_handles(variants),
-                           "Accuracy at the saturated limit as the tie tolerance grows (dashes: chance)", title)
+                           heading + (f" ({'; '.join(notes)})" if notes else ""), title)
         style.save(fig, path)
 
 
@@ -102,18 +122,21 @@ def figure_tie_shares(frame, path, title=None):
             for i, variant in enumerate(variants):
                 part = frame[frame["variant"] == variant].groupby("language")[column]
                 means = part.mean().reindex(languages)
-                bands = [style.band(part.get_group(l)) if l in part.groups else (float("nan"),) * 2
-                         for l in languages]
-                low = [m - b[0] for m, b in zip(means, bands)]
-                high = [b[1] - m for m, b in zip(means, bands)]
-                x = [j - 0.4 + width * (i + 0.5) for j in range(len(languages))]
                 if column == "split_share":
                     means = means.clip(lower=SHARE_FLOOR)
+                bands = [style.band(part.get_group(l)) if l in part.groups else (float("nan"),) * 2
+                         for l in languages]
+                # Whiskers reach from the bar as drawn (a mean below the floor stands at the floor) to the interval's
+                # ends, themselves at least the floor: a log axis has no room below it.
+                bands = [[max(end, SHARE_FLOOR) for end in b] if column == "split_share" else b for b in bands]
+                low = [max(m - b[0], 0) for m, b in zip(means, bands)]
+                high = [max(b[1] - m, 0) for m, b in zip(means, bands)]
+                x = [j - 0.4 + width * (i + 0.5) for j in range(len(languages))]
                 ax.bar(x, means.fillna(0), width=width, color=style.variant_color(variant, variants),
                        yerr=[low, high], ecolor="0.2", error_kw={"lw": 0.7, "capsize": 1.5})
             ax.set_xticks(range(len(languages)), languages, rotation=30 if len(languages) > 4 else 0,
                           ha="right" if len(languages) > 4 else "center")
-            if column == "split_share":  # from 1e-4 of queries to all of them: a log axis, zero at its floor
+            if column == "split_share":  # from SHARE_FLOOR of queries to all of them: a log axis, zero at its floor
                 ax.set_yscale("log")
                 ax.set_ylim(SHARE_FLOOR, 1.5)
                 style.log_axis(ax, "y", SHARE_FLOOR, 1.0)

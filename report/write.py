@@ -115,6 +115,8 @@ def write_report(run_dir, header=None):
                       "length-keeping edits and window shuffles of a member, random strings, `fallback`: enumerated "
                       "or random when those kept failing). A shortcut shows as one kind near 0 or 1 beside others "
                       "near chance.", "", markdown(by_kind), ""]
+        # Guessing gets half of a balanced membership test right, and next to nothing of the next-symbol task.
+        chance = None if any(r["config"]["data"]["label_kind"] == "next_symbols" for r in part_rows) else 0.5
         if not part_ties.empty:
             lines += [f"### Ties at the saturated limit{suffix}", "",
                       "`split_share`: share of queries whose tied set holds more than one key at c=inf; "
@@ -126,16 +128,15 @@ def write_report(run_dir, header=None):
                       "tie_floor).", "",
                       markdown(tie_table(part_ties, threshold)), ""]
             figure_tie_shares(part_ties, figures / f"tie_shares{tag}.png", title)
-            figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", title)
+            figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", chance, title)
             lines += [f"![tie shares at the saturated limit](figures/tie_shares{tag}.png)", "",
                       "Split queries (log axis; shares below 1e-5 drawn at 1e-5) and, among them, value-distinct ties "
                       "at c=inf; bar: mean over seeds, whisker: its 95% bootstrap interval.", "",
                       f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", "",
                       "Accuracy at c=inf in distribution against the relative tie tolerance; line: mean over seeds, "
-                      "band: its 95% bootstrap interval.", ""]
-        # Guessing gets half of a balanced membership test right, and next to nothing of the next-symbol task.
-        chance = None if any(r["config"]["data"]["label_kind"] == "next_symbols" for r in part_rows) else 0.5
-        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png", chance, title)
+                      "band: its 95% bootstrap interval; left of the dotted line, where the run has it, exact ties "
+                      "(tol = 0) with their interval" + ("; grey dashes: chance." if chance else "."), ""]
+        figure_heatmap(part, figures / f"recognition_heatmap{tag}.png", title)
         figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png", chance=chance, title=title)
         figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png", _unit(rows), chance, title)
         lines += [f"![recognition heatmap](figures/recognition_heatmap{tag}.png)", "",

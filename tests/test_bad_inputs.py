@@ -134,3 +134,14 @@ def test_command_line_mistakes_are_one_line_too(argv, message, capsys):
     assert stop.value.code == 2
     line = one_error_line(capsys)
     assert message in line and line.endswith("--help)")
+
+
+def test_soft_steps_on_a_variant_that_is_not_exact_is_refused_in_one_line(capsys):
+    # default.yaml runs soft, saturated and hard: the soft phase of soft attention would only restart its optimizer.
+    argv = ["bench", "configs/default.yaml", "train.soft_steps=10", "--dry-run", "--no-estimate"]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert "train.soft_steps: 10" in line and "model.attention soft is not one" in line
+    # Zipped with the variants, 0 for soft: the exact ones take their soft phase.
+    assert main([*argv, "train.soft_steps=[0, 10, 10]", "zip=[[model.attention, train.soft_steps]]"]) == 0
+    assert "75 cells" in capsys.readouterr().out

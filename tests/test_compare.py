@@ -197,3 +197,29 @@ def test_the_command_prints_the_comparison_of_two_variants(run, capsys):
     assert out.startswith("# run: soft (a) -> saturated (b)")
     assert out == compare_variants(str(run), "soft", "saturated") + "\n"
     assert "## majority" in out and "| saturated - soft [95%] " in out
+
+
+def test_a_field_one_run_leaves_out_splits_both_runs_at_its_default_and_never_pools_settings(tmp_path):
+    # Run a varies model.attention_scale, its rows at the default leaving the field out as the bench does; run b
+    # never sets it. Pooled, a's 7 cells would face b's 5 in one table.
+    scaled = [0.90, 0.92, 0.94]
+    plain_a, plain_b = [0.50, 0.60, 0.55, 0.52], [0.97, 0.99, 1.00, 0.96, 0.98]
+    a = [row("majority", "soft", s, acc, 0.5, attention_scale=2.0) for s, acc in enumerate(scaled)]
+    a += [row("majority", "soft", s, acc, 0.5) for s, acc in enumerate(plain_a)]
+    b = [row("majority", "soft", s, acc, 0.5) for s, acc in enumerate(plain_b)]
+    text = compare_runs(write_run(tmp_path / "a", a), write_run(tmp_path / "b", b))
+    tables = sections(text)
+    assert list(tables) == ["majority, model.attention_scale=None, soft"]
+    (lines,) = tables.values()
+    assert (lines[0]["criterion"], lines[0]["scale"]) == ("in dist.", "c=1")
+    assert (lines[0]["a"], lines[0]["b"]) == (seed_cell(plain_a, THRESHOLD), seed_cell(plain_b, THRESHOLD))
+    left = [line for line in text.splitlines() if line.startswith("Left out")]
+    assert left == ["Left out, held by one side only: setting model.attention_scale=2.0 (a only)."]
+
+    # A field with no known default reads "—" where it is left out: its settings are named, not compared.
+    c = [row("majority", "soft", s, acc, 0.5, width=w) for s, acc in enumerate(plain_a) for w in (8, 16)]
+    text = compare_runs(write_run(tmp_path / "c", c), write_run(tmp_path / "b2", b))
+    assert sections(text) == {}
+    left = [line for line in text.splitlines() if line.startswith("Left out")]
+    assert left == ["Left out, held by one side only: settings model.width=16, model.width=8 (a only); "
+                    "setting model.width=— (b only)."]

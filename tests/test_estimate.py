@@ -2,6 +2,8 @@
 estimates, counts only the cells still to run, and writes nothing."""
 
 import json
+from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import yaml
 
 from satbench.cli import main
 from satbench.harness import config as C
+from satbench.harness import estimate as E
 from satbench.harness.estimate import duration, estimate_bench, sample_members
 
 
@@ -34,6 +37,45 @@ def test_the_sampled_members_cover_the_languages_first(tiny):
     group = [c for c in C.expand(tiny).cells if c.model.attention == "soft"]  # first and majority, seeds 0 and 1
     assert [(c.language, c.seed) for c in sample_members(group, 3)] == [("first", 0), ("majority", 0), ("first", 1)]
     assert len(sample_members(group, 10)) == len(group)
+
+
+@pytest.mark.parametrize("sampled", [2, 5])
+def test_on_a_gpu_every_member_is_timed_on_a_dataset_of_its_own_language(tiny, monkeypatch, sampled):
+    # The GPU branch of calibrate, with the datasets, training and probes replaced by records of what they were given:
+    # the group's cells run in config order (first 0, first 1, majority 0, majority 1), the sample language-first.
+    group = [c for c in C.expand(tiny).cells if c.model.attention == "soft"]
+    assert [c.language for c in group] == ["first", "first", "majority", "majority"]
+    seen = {"trained": [], "probed": []}
+
+    class Run:
+        def __init__(self, cells, datasets, device):
+            seen["probed"].append([(c.language, d.language) for c, d in zip(cells, datasets, strict=True)])
+
+        def finish(self, ensemble, logs):
+            pass
+
+    def train_ensemble(model, train, seeds, data, device, on_step=None, on_log=None, **_):
+        seen["trained"].append(list(data))
+        for step in range(3):
+            if on_step:
+                on_step(step)
+        if on_log:
+            on_log(0, None)
+        return None, []
+
+    monkeypatch.setattr(E, "CALIBRATION_MEMBERS", sampled)
+    monkeypatch.setattr(E, "build_dataset", lambda cell, cache: SimpleNamespace(language=cell.language,
+                                                                                       train=cell.language))
+    monkeypatch.setattr(E, "train_ensemble", train_ensemble)
+    monkeypatch.setattr(E, "ProbeRun", Run)
+    monkeypatch.setattr(E, "probe_classes", lambda enabled: [])
+    monkeypatch.setattr(E, "clock", lambda device: 0.0)
+    E.calibrate(group, SimpleNamespace(type="cuda"), {}, defaultdict(list))
+    ((pairs,),) = [seen["probed"]]
+    assert len(pairs) == len(group) and all(cell == data for cell, data in pairs)
+    # The probes' training, and the timed steps at full size, each feed a member its own language's strings.
+    assert seen["trained"][0] == [c.language for c in group]
+    assert seen["trained"][1] == [cell for cell, _ in pairs]
 
 
 @pytest.mark.parametrize("seconds, words", [(4.2, "4 s"), (600, "10 min"), (2 * 3600, "2.0 h")])

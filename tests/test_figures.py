@@ -25,21 +25,11 @@ PROBE_FIGURES = ["norm_growth", "limit_over_training", "saturation_distance", "s
                  "head_histogram"]
 
 
-@pytest.fixture(scope="module")
-def drawn(tmp_path_factory):
-    """A small run with probes, all three variants and a weight-decay axis (so that figures split by setting and
-    colour by a setting), benched once; its report written with every figure caught before it is saved."""
-    folder = tmp_path_factory.mktemp("figures")
-    config = {
-        "name": "figures", "languages": ["majority", "first"], "seeds": [0, 1],
-        "model": {"attention": ["soft", "saturated", "hard"], "d_model": 16, "n_heads": 2, "n_layers": 2, "d_ff": 32,
-                  "positional": "none", "layer_norm": "branch", "bias": False},
-        "data": {"train_lengths": [1, 6], "test_lengths": [1, 9], "train_size": 200, "test_per_length": 6},
-        "train": {"steps": 40, "batch_size": 16, "log_every": 10, "weight_decay": [0.0, 0.1]},
-        "eval": {"scales": [1, 10, 1000, "inf"], "tie_tolerances": [0.00001, 0.01, 1]},
-        "probes": {"enabled": True, "strings": 16},
-    }
-    path = folder / "figures.yaml"
+def bench_and_draw(folder, config, save=True):
+    """Bench `config` in `folder` and write its report, each figure caught before it is saved: {figure name: its
+    layout problems, legend colours, panel titles and x tick labels}. `save=False`: inspected and closed unsaved
+    (writing PNG and PDF takes most of the time, and one run that does is enough)."""
+    path = folder / f"{config['name']}.yaml"
     path.write_text(yaml.safe_dump(config))
     run = folder / "run"
     assert main(["bench", str(path), "--run-dir", str(run), "--quiet", "--no-report"]) == 0
@@ -48,8 +38,16 @@ def drawn(tmp_path_factory):
     real_save = style.save
 
     def inspecting(fig, target):
-        caught[target.stem] = {"problems": style.layout_problems(fig), "colours": legend_colours(fig)}
-        real_save(fig, target)
+        panels = style._panels(fig)
+        caught[target.stem] = {"problems": style.layout_problems(fig), "colours": legend_colours(fig),
+                               "titles": [ax.get_title() for ax in panels],
+                               "xticks": [[t.get_text() for t in sorted(style._drawn_ticklabels(ax.xaxis),
+                                                                        key=lambda t: t.get_position()[0])]
+                                          for ax in panels]}
+        if save:
+            real_save(fig, target)
+        else:
+            plt.close(fig)
 
     patch = pytest.MonkeyPatch()
     patch.setattr(style, "save", inspecting)
@@ -58,6 +56,41 @@ def drawn(tmp_path_factory):
     finally:
         patch.undo()
     return run, caught
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """A small run with probes, all three variants and a weight-decay axis (so that figures split by setting and
+    colour by a setting), benched once; its report written with every figure caught before it is saved."""
+    return bench_and_draw(tmp_path_factory.mktemp("figures"), {
+        "name": "figures", "languages": ["majority", "first"], "seeds": [0, 1],
+        "model": {"attention": ["soft", "saturated", "hard"], "d_model": 16, "n_heads": 2, "n_layers": 2, "d_ff": 32,
+                  "positional": "none", "layer_norm": "branch", "bias": False},
+        "data": {"train_lengths": [1, 6], "test_lengths": [1, 9], "train_size": 200, "test_per_length": 6},
+        "train": {"steps": 40, "batch_size": 16, "log_every": 10, "weight_decay": [0.0, 0.1]},
+        "eval": {"scales": [1, 10, 1000, "inf"], "tie_tolerances": [0.00001, 0.01, 1]},
+        "probes": {"enabled": True, "strings": 16},
+    })
+
+
+# Two settings besides the variant, one numeric (d_ff 8 before 16, which as text would come after it), in the order
+# of the field names; the variant colours the lines.
+SETTINGS = [f"bias {bias}, d ff {d_ff}" for bias in (False, True) for d_ff in (8, 16)]
+
+
+@pytest.fixture(scope="module")
+def two_settings(tmp_path_factory):
+    """A tiny run whose cells differ in two fields besides the variant: the figures that follow training must give
+    every combination panels of its own rather than pool them into one band."""
+    return bench_and_draw(tmp_path_factory.mktemp("two_settings"), {
+        "name": "two_settings", "languages": ["majority", "first"], "seeds": [0],
+        "model": {"attention": ["soft", "saturated"], "d_model": 8, "n_heads": 1, "n_layers": 1, "d_ff": [16, 8],
+                  "positional": "none", "layer_norm": "branch", "bias": [False, True]},
+        "data": {"train_lengths": [1, 4], "test_lengths": [1, 5], "train_size": 40, "test_per_length": 3},
+        "train": {"steps": 10, "batch_size": 8, "log_every": 5},
+        "eval": {"scales": [1, 100, "inf"], "tie_tolerances": [0, 0.01]},  # 0: exact equality, still drawn
+        "probes": {"enabled": True, "strings": 8},
+    }, save=False)
 
 
 def legend_colours(fig):
@@ -87,6 +120,32 @@ def test_no_figure_has_a_layout_problem(drawn):
     _, caught = drawn
     problems = {name: seen["problems"] for name, seen in caught.items() if seen["problems"]}
     assert problems == {}
+
+
+def test_figures_with_two_settings_have_no_layout_problem(two_settings):
+    _, caught = two_settings
+    assert caught and {name: seen["problems"] for name, seen in caught.items() if seen["problems"]} == {}
+
+
+@pytest.mark.parametrize("name", ["norm_growth", "limit_over_training", "saturation_distance",
+                                  "saturation_over_training"])
+def test_figures_over_training_have_a_panel_per_language_and_setting_in_numeric_order(two_settings, name):
+    _, caught = two_settings
+    expected = [f"{language}\n{setting}" for setting in SETTINGS for language in ("majority", "first")]
+    assert caught[name]["titles"] == expected
+
+
+def test_the_tolerance_figure_draws_exact_ties_at_a_tick_labelled_0(two_settings):
+    _, caught = two_settings
+    tolerance = [name for name in caught if name.startswith("tie_tolerance")]
+    assert tolerance
+    for name in tolerance:
+        # Leftmost, apart from the positive tolerances on the log axis.
+        assert all(ticks[0] == "0" and len(ticks) >= 2 for ticks in caught[name]["xticks"]), caught[name]["xticks"]
+
+
+def test_panel_rows_sort_numbers_by_value():
+    assert sorted(["100", 30, "10", 1.0, "pre"], key=style.by_value) == [1.0, "10", 30, "100", "pre"]
 
 
 def test_each_variant_has_one_colour_in_every_figure(drawn):

@@ -21,7 +21,7 @@ def git(repo, *args):
 
 @pytest.fixture
 def checkout(tmp_path):
-    """A git repository with one commit: code/ (the source folder asked about) and results/."""
+    """A git repository with one commit: a satbench tree with code/ and results/."""
     repo = tmp_path / "repo"
     (repo / "code").mkdir(parents=True)
     (repo / "code" / "module.py").write_text("x = 1\n")
@@ -35,7 +35,7 @@ def checkout(tmp_path):
 
 @needs_git
 def test_a_clean_checkout_gives_its_commit(checkout):
-    assert source_state(checkout / "code") == {"commit": git(checkout, "rev-parse", "HEAD").strip(), "dirty": False}
+    assert source_state(checkout) == {"commit": git(checkout, "rev-parse", "HEAD").strip(), "dirty": False}
 
 
 @needs_git
@@ -48,7 +48,29 @@ def test_a_clean_checkout_gives_its_commit(checkout):
 def test_dirty_means_a_change_outside_results(checkout, change, dirty):
     (checkout / change).parent.mkdir(parents=True, exist_ok=True)
     (checkout / change).write_text("changed\n")
-    assert source_state(checkout / "code")["dirty"] is dirty
+    assert source_state(checkout)["dirty"] is dirty
+
+
+@needs_git
+@pytest.mark.parametrize("change, dirty", [
+    ("satbench/code/module.py", True),
+    ("satbench/results/runs/cells.jsonl", False),  # the nested tree's own results/, not the outer repository's
+    ("other/notes.md", False),  # the enclosing repository's files are no part of what ran
+    ("results/cells.jsonl", False),
+])
+def test_a_tree_nested_in_a_larger_repository_is_dirty_by_its_own_files_alone(checkout, change, dirty):
+    outer = checkout.parent / "outer"
+    (outer / "other").mkdir(parents=True)
+    (outer / "other" / "notes.md").write_text("notes\n")
+    checkout.rename(outer / "satbench")
+    shutil.rmtree(outer / "satbench" / ".git")
+    git(outer, "init", "-q")
+    git(outer, "add", ".")
+    git(outer, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    assert source_state(outer / "satbench") == {"commit": git(outer, "rev-parse", "HEAD").strip(), "dirty": False}
+    (outer / change).parent.mkdir(parents=True, exist_ok=True)
+    (outer / change).write_text("changed\n")
+    assert source_state(outer / "satbench")["dirty"] is dirty
 
 
 @needs_git
