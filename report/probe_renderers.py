@@ -279,7 +279,7 @@ def figure_saturation_distance(series, fields, path):
             ax.set_title(panel_title(key, layout, width))
             ax.set_xlabel("")
             ax.set_ylabel("")
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(-0.02, 1.02)  # a total-variation distance lies in [0, 1]
             style.log_axis(ax, "x", long["step"].min(), long["step"].max())
         fig.supxlabel("step t (updates)")
         fig.supylabel("TV distance to saturation")
