@@ -342,12 +342,13 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
 
     log_at = set(logged_steps(train_cfg))
     ensemble.train()
+    ensemble.set_soft_phase(train_cfg.soft_steps > 0)
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
         # The surrogates' schedules run over the steps the variant itself trains, after any soft phase.
         done = max(0, step - train_cfg.soft_steps) / max(1, train_cfg.steps - train_cfg.soft_steps - 1)
-        ensemble.set_soft_phase(step < train_cfg.soft_steps)
-        if step == train_cfg.soft_steps > 0:
-            trainer.restart()  # the soft model is trained: fine-tune it with a fresh optimizer
+        if step == train_cfg.soft_steps > 0:  # the soft model is trained: fine-tune it with a fresh optimizer
+            ensemble.set_soft_phase(False)
+            trainer.restart()
         if anneal:
             ensemble.set_inverse_temperature(annealed_inverse_temperature(done, model_cfg.anneal_max))
         if falling:

@@ -104,10 +104,7 @@ def figure_accuracy_vs_scale(table, path, unit="scale c", chance=0.5, title=None
                          hue_order=variants, palette=palette, style="variant", markers=style.variant_markers(variants),
                          dashes=False, errorbar=style.band, legend=False, ax=ax)
             for variant, values in limit[limit["language"] == language].groupby("variant")["acc"]:
-                low, high = style.band(values)
-                mean = values.mean()
-                ax.errorbar([top], [mean], yerr=[[mean - low], [high - mean]], color=palette[variant],
-                            marker=style.variant_marker(variant, variants), ls="none", capsize=2, lw=1)
+                style.point_with_interval(ax, top, values, variant, variants)
             for variant, values in uniform[uniform["language"] == language].groupby("variant")["acc"]:
                 ax.axhline(values.mean(), color=palette[variant], lw=0.7, ls=(0, (5, 3)))
             if chance:

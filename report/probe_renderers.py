@@ -3,6 +3,7 @@ numbers cannot show, such as how the norm moved over training. Each takes the Ru
 lines; the figures go into the run's figures/.
 """
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -213,23 +214,34 @@ def law_counts(rows, fields):
     return counts.apply(lambda column: column.astype(str) + "/" + seeds.astype(str))
 
 
+def measures_over_training(data, fields, names):
+    """For the figures that draw several measures against t, each in a line style of its own: the layout (colour as
+    `growth_facets` chooses it; the variant moves to the panel rows where the line style would have shown it), the
+    measures {column: name} in long form (`measure`, `value`) and the dashes of each measure shown."""
+    layout = growth_facets(fields, data["variant"])
+    if layout["style"]:  # line style is the measure's: one panel row per variant (and setting) instead
+        layout = {**layout, "rows": ["variant", *layout["rows"]], "style": None, "dashes": None}
+    ids = ["language", "step", "seed", "variant", layout["hue"], *layout["rows"]]
+    long = data.melt(id_vars=list(dict.fromkeys(ids)), value_vars=list(names), var_name="measure", value_name="value")
+    # A measure may be undefined at a step: kappa, while both classifiers decide constantly and alike (at init).
+    long = _by_hue(long.dropna(subset=["value"]), layout["hue"])
+    long["measure"] = long["measure"].map(names)
+    shown = [name for name in names.values() if name in set(long["measure"])]
+    return layout, long, dict(zip(shown, itertools.cycle(MEASURE_DASHES)))
+
+
+def dash_handles(dashes):
+    """Legend entries for the line styles {name: dashes} of the measures, in grey: they key a style, not a colour."""
+    return [plt.Line2D([], [], color="0.3", ls=(0, d) if d else "-", label=name) for name, d in dashes.items()]
+
+
 def figure_limit_over_training(series, fields, path):
     """Against t, one panel per language: Cohen's kappa between the decisions at c=1 and at the saturated limit
     (solid) and the limit's accuracy (dashed), mean over seeds with its 95% bootstrap band."""
     data = series[series["step"] > 0].dropna(subset=list(LIMIT_MEASURES), how="all")
     if data.empty:
         return False
-    layout = growth_facets(fields, data["variant"])
-    if layout["style"]:  # colour and line style are taken: one panel row per variant (and setting) instead
-        layout = {**layout, "rows": ["variant", *layout["rows"]], "style": None, "dashes": None}
-    ids = ["language", "step", "seed", "variant", layout["hue"], *layout["rows"]]
-    long = data.melt(id_vars=list(dict.fromkeys(ids)), value_vars=list(LIMIT_MEASURES), var_name="measure",
-                     value_name="value")
-    # Kappa is undefined while both classifiers decide constantly and alike (at initialisation, typically).
-    long = _by_hue(long.dropna(subset=["value"]), layout["hue"])
-    long["measure"] = long["measure"].map(LIMIT_MEASURES)
-    measures = [m for m in LIMIT_MEASURES.values() if m in set(long["measure"])]
-    dashes = dict(zip(measures, MEASURE_DASHES))
+    layout, long, dashes = measures_over_training(data, fields, LIMIT_MEASURES)
     palette = colours(long, layout["hue"])
     parts = panel_parts(long, layout)
     with style.paper():
@@ -244,9 +256,7 @@ def figure_limit_over_training(series, fields, path):
             style.log_axis(ax, "x", long["step"].min(), long["step"].max())
         fig.supxlabel("step t (updates)")
         fig.supylabel("kappa; accuracy")
-        measure_handles = [plt.Line2D([], [], color="0.3", ls=(0, d) if d else "-", label=m)
-                           for m, d in dashes.items()]
-        style.legend_above(fig, legend_handles(palette, layout, long, measure_handles),
+        style.legend_above(fig, legend_handles(palette, layout, long, dash_handles(dashes)),
                            "Agreement with the saturated limit over training (dotted: 0 and 0.5)")
         style.save(fig, path)
     return True
@@ -261,21 +271,14 @@ def figure_saturation_distance(series, fields, path):
     data = series[series["step"] > 0].dropna(subset=layers, how="all") if layers else series.iloc[:0]
     if data.empty:
         return False
-    layout = growth_facets(fields, data["variant"])
-    if layout["style"]:
-        layout = {**layout, "rows": ["variant", *layout["rows"]], "style": None, "dashes": None}
-    ids = ["language", "step", "seed", "variant", layout["hue"], *layout["rows"]]
-    long = data.melt(id_vars=list(dict.fromkeys(ids)), value_vars=layers, var_name="layer", value_name="distance")
-    long = _by_hue(long.dropna(subset=["distance"]), layout["hue"])
-    long["layer"] = "layer " + long["layer"].str.removeprefix(DISTANCE_PREFIX)
-    names = [f"layer {c.removeprefix(DISTANCE_PREFIX)}" for c in layers]
-    dashes = dict(zip(names, (MEASURE_DASHES * len(names))[:len(names)]))
+    names = {column: f"layer {column.removeprefix(DISTANCE_PREFIX)}" for column in layers}
+    layout, long, dashes = measures_over_training(data, fields, names)
     palette = colours(long, layout["hue"])
     parts = panel_parts(long, layout)
     with style.paper():
         fig, axes, width = panel_grid(parts)
         for (key, part), ax in zip(parts, axes):
-            _lines(ax, part, "distance", layout, palette, style_field="layer", dashes=dashes)
+            _lines(ax, part, "value", layout, palette, style_field="measure", dashes=dashes)
             ax.set_title(panel_title(key, layout, width))
             ax.set_xlabel("")
             ax.set_ylabel("")
@@ -283,8 +286,7 @@ def figure_saturation_distance(series, fields, path):
             style.log_axis(ax, "x", long["step"].min(), long["step"].max())
         fig.supxlabel("step t (updates)")
         fig.supylabel("TV distance to saturation")
-        layer_handles = [plt.Line2D([], [], color="0.3", ls=(0, d) if d else "-", label=n) for n, d in dashes.items()]
-        style.legend_above(fig, legend_handles(palette, layout, long, layer_handles),
+        style.legend_above(fig, legend_handles(palette, layout, long, dash_handles(dashes)),
                            "Distance to saturation per layer over training (0: saturated)")
         style.save(fig, path)
     return True

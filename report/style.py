@@ -123,6 +123,15 @@ def band(values):
     return interval
 
 
+def point_with_interval(ax, x, values, variant, seen):
+    """One variant's mean over seeds at `x`, with whiskers to its band: a point that stands apart from the lines (the
+    exact limit c = inf, exact ties tol = 0), in the variant's colour and marker."""
+    low, high = band(values)
+    mean = float(np.nanmean(values))
+    ax.errorbar([x], [mean], yerr=[[mean - low], [high - mean]], color=variant_color(variant, seen),
+                marker=variant_marker(variant, seen), ls="none", capsize=2, lw=1)
+
+
 def log_axis(ax, axis="x", lo=None, hi=None, extra=None):
     """A log axis whose labels never collide: one label per decade when the range spans at least two decades (every
     k-th decade when the axis has no room for more), else labels at 1, 2 and 5 times powers of ten (finer, or evenly

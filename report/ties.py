@@ -80,10 +80,7 @@ def figure_tolerance(frame, path, chance=0.5, title=None):
                          hue_order=variants, palette=palette, style="variant", markers=style.variant_markers(variants),
                          dashes=False, errorbar=style.band, legend=False, ax=ax)
             for variant, values in exact[exact["language"] == language].groupby("variant")["accuracy"]:
-                low, high = style.band(values)
-                mean = values.mean()
-                ax.errorbar([bottom], [mean], yerr=[[mean - low], [high - mean]], color=palette[variant],
-                            marker=style.variant_marker(variant, variants), ls="none", capsize=2, lw=1)
+                style.point_with_interval(ax, bottom, values, variant, variants)
             if chance:
                 ax.axhline(chance, color="0.5", lw=0.7, ls=(0, (2, 2)))
             extra = {}
