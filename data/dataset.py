@@ -58,6 +58,10 @@ class DataConfig:
     label_kind: str = "membership"  # one of LABEL_KINDS
     # language: each language's own negative mixture | flare: length-keeping edits and random strings, 1:1
     negatives: str = "language"
+    # Strings of a validation split drawn like the training split (its lengths, its balance), for eval.select
+    # validation: a fresh sample of the training distribution, so it may repeat training strings (a^n b^n has one
+    # member per length), while the test split holds none of its strings. 0: no validation split.
+    validation_size: int = 0
 
     def __post_init__(self):
         self.train_lengths, self.test_lengths = tuple(self.train_lengths), tuple(self.test_lengths)
@@ -74,6 +78,9 @@ class DataConfig:
             raise ValueError(f"data.train_size: {self.train_size} must be >= 2")
         if not self.test_per_length > 0:
             raise ValueError(f"data.test_per_length: {self.test_per_length} must be > 0")
+        if isinstance(self.validation_size, bool) or not isinstance(self.validation_size, int) or \
+                self.validation_size < 0 or self.validation_size == 1:
+            raise ValueError(f"data.validation_size: {self.validation_size!r} must be 0 or an integer >= 2")
         for key, choices in (("label_kind", LABEL_KINDS), ("negatives", NEGATIVES)):
             if getattr(self, key) not in choices:
                 raise ValueError(f"data.{key}: {getattr(self, key)!r} is not one of {', '.join(choices)}")
@@ -106,11 +113,15 @@ class Dataset:
     test: Split
     meta: dict
     baselines: dict
+    validation: Split | None = None  # with validation_size > 0
 
 
 def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(1, 40), train_size=2000,
-                 test_per_length=50, seed=0, label_kind="membership", vocab_size=None, negatives="language") -> Dataset:
-    """Train and test splits of `language`, reproducible byte for byte from `seed`."""
+                 test_per_length=50, seed=0, label_kind="membership", vocab_size=None, negatives="language",
+                 validation_size=0) -> Dataset:
+    """Train, test and (with validation_size) validation splits of `language`, reproducible byte for byte from
+    `seed`; a validation split leaves the other two as they are without it, except that the test split avoids its
+    strings."""
     lang = get_language(language)
     train_lo, train_hi = _length_range("train_lengths", train_lengths)
     test_lo, test_hi = _length_range("test_lengths", test_lengths)
@@ -141,18 +152,29 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         raise ValueError(f"language '{lang.name}' has no non-members of any length in {train_lo}..{train_hi}")
     train = _draw(lang, train_rng, pos, neg, set(), notes, "train", mixture)
 
-    seen = {}  # (length, label) -> distinct training strings, which the test split must avoid
-    for s, label, _ in train:
+    validation = []
+    if validation_size:
+        # Its own random streams (the fourth and fifth children of the seed), so that the other splits do not move.
+        validation_rng, validation_order_rng = (np.random.default_rng(s)
+                                                for s in np.random.SeedSequence(seed).spawn(5)[3:])
+        pos, neg = _plan(lang, range(train_lo, train_hi + 1), {}, notes, "validation", total=validation_size,
+                         members_only=members_only)
+        validation = _draw(lang, validation_rng, pos, neg, set(), notes, "validation", mixture)
+
+    seen = {}  # (length, label) -> distinct training and validation strings, which the test split must avoid
+    for s, label, _ in train + validation:
         seen.setdefault((len(s), label), set()).add(s)
     pos, neg = _plan(lang, range(test_lo, test_hi + 1), seen, notes, "test", per_length=test_per_length,
                      members_only=members_only)
-    exclude = {s for s, _, _ in train}
+    exclude = {s for s, _, _ in train + validation}
     test = _draw(lang, test_rng, pos, neg, exclude, notes, "test", mixture) if pos and (neg or members_only) else []
     if test_per_length and not test:
         notes.append("test: no usable length (no held-out member and non-member); the test split is empty")
 
     train_split = _split(lang, train, 1 + train_hi, label_kind, order_rng, vocab_size)
     test_split = _split(lang, test, 1 + test_hi, label_kind, order_rng, vocab_size)
+    validation_split = _split(lang, validation, 1 + train_hi, label_kind, validation_order_rng, vocab_size) \
+        if validation else None
     meta = {
         "seed": seed,
         "train_lengths": [train_lo, train_hi],
@@ -171,6 +193,10 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         "per_length": {"train": _per_length(train), "test": _per_length(test)},
         "notes": notes,
     }
+    if validation:
+        meta["validation_size"] = validation_size
+        meta["strings"]["validation"] = len(validation)
+        meta["distinct"]["validation"] = len(set(validation_split.strings))
     if members_only:
         notes.append("next_symbols: members only, so the membership shortcut baselines do not apply")
         baselines = {}
@@ -179,7 +205,7 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         from satbench.data.baselines import shortcut_baselines
 
         baselines = shortcut_baselines(train_split, test_split, len(lang.alphabet), lang.decided_by)
-    return Dataset(lang.name, label_kind, vocab_size, train_split, test_split, meta, baselines)
+    return Dataset(lang.name, label_kind, vocab_size, train_split, test_split, meta, baselines, validation_split)
 
 
 # ---- which lengths, how many of each label ---------------------------------------------------------------------

@@ -263,6 +263,9 @@ def expand(raw):
             raise ConfigError(f"train.soft_steps: {cell.train.soft_steps} steps of soft attention first is for exact "
                               f"variants; model.attention {cell.model.attention} is not one (give soft_steps in a "
                               "zip with model.attention, 0 for it)")
+        if cell.eval.select == "validation" and not cell.data.validation_size:
+            raise ConfigError("eval.select: validation chooses a checkpoint on a validation split; give "
+                              "data.validation_size (strings of the training lengths, e.g. 1000)")
         if cell.data.label_kind != "membership" and not cell.model.causal:
             raise ConfigError(f"model.causal: data.label_kind {cell.data.label_kind} labels every prefix, "
                               "which a bidirectional model sees past (position i would read the symbol it predicts)")

@@ -45,6 +45,7 @@ from .results import (
     write_atomically,
     write_probe_reports,
 )
+from .selection import CheckpointSelection
 
 RESULTS_ROOT = Path("results/runs")
 
@@ -194,10 +195,14 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
     def on_step(_):
         bar.update(len(cells))
 
-    with timer("train"):  # the probes followed during training (on_log) included
+    selection = CheckpointSelection(cells, datasets, device) if first.eval.select != "final" else None
+    with timer("train"):  # the probes followed during training (on_log) and the checkpoints' evaluations included
         ensemble, logs = train_ensemble(first.model, first.train, run.seeds, [d.train for d in datasets], device,
                                         weight_decays=[c.train.weight_decay for c in cells], on_log=on_log,
-                                        progress=progress and bar is None, on_step=on_step if bar else None)
+                                        progress=progress and bar is None, on_step=on_step if bar else None,
+                                        checkpoints=selection.steps if selection else (), on_checkpoint=selection)
+        if selection:
+            selection.finish(ensemble)
     run.finish(ensemble, logs)
     metrics = [{} for _ in cells]
     for probe in tqdm(probes, desc="evaluate and probe", leave=False, disable=not progress):
@@ -205,6 +210,11 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
             numbers = guarded(probe, lambda: probe.measure(run))  # noqa: B023
         for member, values in zip(metrics, numbers or [{} for _ in cells], strict=True):
             (member if probe.section == "metrics" else member.setdefault("probes", {})).update(values)
+    if selection:
+        selection.record(metrics, first.train.steps)
+    if first.train.random_lr:  # the rate each restart drew
+        for member, cell in zip(metrics, cells, strict=True):
+            member["learning_rate"] = cell.train.learning_rate(cell.seed)
     if errors:
         for member in metrics:
             member["probe_errors"] = dict(errors)

@@ -35,7 +35,10 @@ class TrainConfig:
 
     steps: int = 400
     batch_size: int = 64
-    lr: float = 3e-3
+    # A rate, or random restarts as FLaRe (Butoi et al. 2025) ran them: {loguniform: [lo, hi]} draws each seed's rate
+    # log-uniformly from [lo, hi] (`learning_rate`), and the members of one ensemble step at their own rates. The seed
+    # alone decides the draw, so restart k has the same rate on every language of a grid.
+    lr: float | dict = 3e-3
     schedule: str = "cosine"  # constant | cosine | linear (after `warmup_steps` of linear warm-up)
     warmup_steps: int = 20
     # adamw: Adam with decoupled weight decay (p *= 1 - lr * wd); adam: Adam with the decay added to the gradient (L2);
@@ -75,7 +78,8 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "lr", "log_every", "log_points"):
+        self._check_lr()
+        for name in ("steps", "batch_size", "log_every", "log_points"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be > 0")
         for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("log_schedule", LOG_SCHEDULES),
@@ -84,7 +88,7 @@ class TrainConfig:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"train.momentum: {self.momentum} must lie in [0, 1)")
-        for name in ("lr", "weight_decay", "clip"):
+        for name in ("weight_decay", "clip"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be a finite number")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip < 0:
@@ -99,6 +103,36 @@ class TrainConfig:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not true or false")
 
 
+    def _check_lr(self):
+        if isinstance(self.lr, dict):
+            bounds = self.lr.get("loguniform") if list(self.lr) == ["loguniform"] else None
+            if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds)
+                    and 0 < bounds[0] < bounds[1] < math.inf):
+                raise ValueError(f"train.lr: {self.lr!r} must be a rate or {{loguniform: [lo, hi]}} with 0 < lo < hi")
+        elif not (_is_number(self.lr) and 0 < self.lr < math.inf):
+            raise ValueError(f"train.lr: {self.lr!r} must be a finite number > 0")
+
+    @property
+    def random_lr(self) -> bool:
+        return isinstance(self.lr, dict)
+
+    def learning_rate(self, seed: int) -> float:
+        """The peak rate of the member trained from `seed`: train.lr, or its draw from train.lr's log-uniform range."""
+        if not self.random_lr:
+            return float(self.lr)
+        lo, hi = self.lr["loguniform"]
+        # A stream of its own (the seed and a fixed tag), so that the draw shares nothing with the data or weights.
+        draw = np.random.default_rng([int(seed), LR_STREAM]).uniform(math.log(lo), math.log(hi))
+        return math.exp(draw)
+
+
+LR_STREAM = 0x1EA2  # tags the random stream of train.lr's draws
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def logged_steps(cfg: TrainConfig) -> list[int]:
     """The steps (updates taken so far) at which the training log and the probes record, always 0 and cfg.steps:
     every log_every steps, or log_points steps spaced evenly in log(t) between 1 and cfg.steps."""
@@ -108,19 +142,19 @@ def logged_steps(cfg: TrainConfig) -> list[int]:
     return sorted({*range(0, cfg.steps, cfg.log_every), cfg.steps})
 
 
-def make_optimizer(cfg: TrainConfig, params):
-    """The optimizer of cfg.optimizer, with no weight decay of its own: `Trainer` applies each member's.
+def make_optimizer(cfg: TrainConfig, params, lr: float):
+    """The optimizer of cfg.optimizer at rate `lr`, with no weight decay of its own: `Trainer` applies each member's.
 
     Adam(W) and SGD run torch's fused single-kernel step (CPU and CUDA), Adam(W)'s with its learning rate as a
     tensor, which Trainer.set_learning_rate writes in place: a step then reads no host value. torch has no fused
     RMSprop; its foreach path over one flat tensor is a handful of kernels."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=True)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, fused=True)
     if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr)
+        return torch.optim.RMSprop(params, lr=lr)
     optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     device = params[0].device
-    return optimizer(params, lr=torch.tensor(cfg.lr, device=device), betas=tuple(cfg.betas), weight_decay=0.0,
+    return optimizer(params, lr=torch.tensor(lr, device=device), betas=tuple(cfg.betas), weight_decay=0.0,
                      fused=True)
 
 
@@ -164,6 +198,11 @@ class Trainer:
     Adam's and SGD's updates are elementwise, so row i evolves as member i would under its own optimizer. Weight decay
     is applied by hand, per member, exactly where torch applies it: for adamw p *= 1 - lr * wd before the update, for
     adam, sgd and rmsprop grad += wd * p.
+
+    With train.lr's random restarts every member has its own peak rate (cfg.learning_rate of its seed). Every update
+    of these optimizers is proportional to the rate (Adam's and RMSprop's moments and SGD's momentum do not depend on
+    it), so the optimizer steps at the schedule's factor alone and each member's row of the update is then multiplied
+    by its rate.
     """
 
     def __init__(self, ensemble: Ensemble, cfg: TrainConfig, weight_decays=None):
@@ -175,10 +214,17 @@ class Trainer:
             p.grad = view  # for whoever reads .grad: `gather` fills the buffer in place
         self.loss_grad = torch.ones(ensemble.M, dtype=self.flat.dtype, device=self.flat.device)  # d(sum)/d(loss)
         device = self.flat.device
-        self.optimizer = make_optimizer(cfg, [self.flat])
+        rates = [cfg.learning_rate(seed) for seed in ensemble.seeds]
+        # One rate for all is the optimizer's own; members at their own rates get a column of them.
+        shared = len(set(rates)) == 1
+        self.peak_lr = rates[0] if shared else 1.0
+        self.member_lr = None if shared else torch.tensor(rates, dtype=self.flat.dtype, device=device)[:, None]
+        self.optimizer = make_optimizer(cfg, [self.flat], self.peak_lr)
         self.lr_factor, self.step_count = learning_rate_factor(cfg), 0
         decays = weight_decays if weight_decays is not None else [cfg.weight_decay] * ensemble.M
         self.decay = torch.tensor(decays, dtype=self.flat.dtype, device=device)[:, None] if any(decays) else None
+        if self.decay is not None and self.member_lr is not None and cfg.optimizer == "adamw":
+            self.decay = self.decay * self.member_lr  # adamw decays by lr * wd, each member at its own rate
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
         self.tf32 = cfg.tf32 and device.type == "cuda"
         self.compiled = cfg.compile
@@ -224,7 +270,7 @@ class Trainer:
 
     def restart(self) -> None:
         """A fresh optimizer (Adam's moments and step count at zero) for fine-tuning from where training stands."""
-        self.optimizer = make_optimizer(self.cfg, [self.flat])
+        self.optimizer = make_optimizer(self.cfg, [self.flat], self.peak_lr)
 
     @torch.no_grad()
     def set_learning_rate(self, lr: float) -> None:
@@ -240,7 +286,7 @@ class Trainer:
     def update(self, grads) -> None:
         """One optimizer step of every member from its gradients: gathered, clipped, decayed, applied."""
         self.gather(grads)
-        lr = self.cfg.lr * self.lr_factor(self.step_count)
+        lr = self.peak_lr * self.lr_factor(self.step_count)
         self.set_learning_rate(lr)
         if self.cfg.clip > 0:
             self.clip_gradients(self.cfg.clip)
@@ -248,7 +294,12 @@ class Trainer:
             self.flat.addcmul_(self.flat, self.decay, value=-lr)  # p *= 1 - lr * wd, per member
         elif self.decay is not None:
             self.grad.addcmul_(self.flat, self.decay)
-        self.optimizer.step()
+        if self.member_lr is None:
+            self.optimizer.step()
+        else:  # the update at the schedule's factor, each member's row scaled by its own rate
+            before = self.flat.detach().clone()
+            self.optimizer.step()
+            self.flat.sub_(before).mul_(self.member_lr).add_(before)
         self.step_count += 1
 
     def step(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
@@ -284,7 +335,7 @@ def tf32_matmuls(enabled: bool):
 
 
 def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,
-                   progress=True, on_step=None):
+                   progress=True, on_step=None, checkpoints=(), on_checkpoint=None):
     """Train M members (one per seed and split) together; returns the ensemble and each member's training log.
 
     `weight_decays` gives each member its own decoupled weight decay (default: train_cfg.weight_decay for all), so
@@ -295,6 +346,9 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
 
     `on_step(steps_taken)` is called after every update: the bench advances its one bar over every group's training
     with it (and then passes progress=False, so that no second bar estimates the same time).
+
+    `on_checkpoint(steps_taken, ensemble)` is called after each update whose count is in `checkpoints`, with the
+    ensemble in eval mode as it will be evaluated (exact attention, ties at model.tol): eval.select reads it.
     """
     ensemble = Ensemble(model_cfg, seeds).to(device)
     data = stack_splits(train_splits, device)
@@ -357,6 +411,12 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         if step in log_at:
             log_step(step, *targets)
         trainer.step(*targets)
+        if on_checkpoint and step + 1 in checkpoints:
+            if falling:
+                ensemble.set_tie_tolerance(model_cfg.tol)
+            ensemble.eval()
+            on_checkpoint(step + 1, ensemble)
+            ensemble.train()
         if on_step:
             on_step(step + 1)
     if falling:  # the trained model, logged last and evaluated after, ties at model.tol like any exact model

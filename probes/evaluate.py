@@ -26,6 +26,7 @@ from satbench.models.objectives import judge_strings
 from .registry import Probe, register
 
 SCALINGS = ("parameters", "attention")
+SELECTIONS = ("final", "validation", "best_test")
 UNIFORM = "uniform"  # the scale name of the uniform-attention control (eval.uniform_control)
 
 
@@ -51,6 +52,13 @@ class EvalConfig:
     # Also evaluate every layer attending uniformly over the keys it may see (the c -> 0 end of the sweep, what the
     # model decides without looking at which keys score highest), stored as the scale named "uniform".
     uniform_control: bool = True
+    # Which model a member's numbers describe (harness/selection.py). final: the model after the last step.
+    # validation: the checkpoint with the best accuracy on the validation split (data.validation_size; FLaRe's rule),
+    # which then stands in for the final model in every metric and probe. best_test: the final model, but at c = 1 each
+    # region (in distribution, each bin) reads its best accuracy over the checkpoints, B20's report: selected on test
+    # data, and every table that shows it says so.
+    select: str = "final"
+    checkpoints: int = 10  # for select != final: evaluation points spread evenly over training, the last step included
 
     def __post_init__(self):
         self.scales = [float(c) for c in self.scales]  # a list of numbers, as YAML gives it: 1 and 1.0 are one scale
@@ -71,6 +79,10 @@ class EvalConfig:
             raise ValueError(f"eval.scaling: {self.scaling!r} is not one of {', '.join(SCALINGS)}")
         if not isinstance(self.uniform_control, bool):
             raise ValueError(f"eval.uniform_control: {self.uniform_control!r} is not true or false")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"eval.select: {self.select!r} is not one of {', '.join(SELECTIONS)}")
+        if isinstance(self.checkpoints, bool) or not isinstance(self.checkpoints, int) or self.checkpoints < 1:
+            raise ValueError(f"eval.checkpoints: {self.checkpoints!r} must be an integer >= 1")
 
     def bins(self, train_lengths, test_lengths) -> list[tuple[int, int]]:
         """The length-generalization bins: the configured ones, or every test length beyond training."""
