@@ -4,8 +4,8 @@ checks `satbench languages check` runs, and the stacking of several members' spl
 Apart from satbench.languages because these need torch and scikit-learn, and the oracles and samplers do not.
 """
 
-from satbench.data.dataset import LABEL_KINDS, NEGATIVES, DataConfig, Dataset, Split, make_dataset
+from satbench.data.dataset import LABEL_KINDS, NEGATIVES, DataConfig, Dataset, Split, make_dataset, with_next_symbols
 from satbench.data.stack import StackedSplit, stack_splits
 
 __all__ = ["LABEL_KINDS", "NEGATIVES", "DataConfig", "Dataset", "Split", "StackedSplit", "make_dataset",
-           "stack_splits"]
+           "stack_splits", "with_next_symbols"]

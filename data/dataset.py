@@ -18,6 +18,7 @@ s[:i] the target is the set of symbols that can follow it in some member, as one
 and EOS for "s[:i] is itself a member"); ids the language does not use are not scored.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -58,10 +59,12 @@ class DataConfig:
     label_kind: str = "membership"  # one of LABEL_KINDS
     # language: each language's own negative mixture | flare: length-keeping edits and random strings, 1:1
     negatives: str = "language"
-    # Strings of a validation split drawn like the training split (its lengths, its balance), for eval.select
-    # validation: a fresh sample of the training distribution, so it may repeat training strings (a^n b^n has one
-    # member per length), while the test split holds none of its strings. 0: no validation split.
+    # Strings of a validation split drawn like the training split (its balance; its lengths, or validation_lengths),
+    # for eval.select validation: a fresh sample, so it may repeat training strings (a^n b^n has one member per
+    # length), while the test split holds none of its strings. 0: no validation split. FLaRe validates on lengths
+    # 0-40 (its training lengths: "inductive bias") or 0-80 ("expressivity").
     validation_size: int = 0
+    validation_lengths: tuple[int, int] | None = None  # unset: the training lengths
 
     def __post_init__(self):
         self.train_lengths, self.test_lengths = tuple(self.train_lengths), tuple(self.test_lengths)
@@ -78,6 +81,12 @@ class DataConfig:
             raise ValueError(f"data.train_size: {self.train_size} must be >= 2")
         if not self.test_per_length > 0:
             raise ValueError(f"data.test_per_length: {self.test_per_length} must be > 0")
+        if self.validation_lengths is not None:
+            self.validation_lengths = tuple(self.validation_lengths)
+            lo, hi = self.validation_lengths
+            if not 0 <= lo <= hi <= self.test_lengths[1]:
+                raise ValueError(f"data.validation_lengths: [{lo}, {hi}] is not a range within 0 and the longest "
+                                 f"test length {self.test_lengths[1]}")
         if isinstance(self.validation_size, bool) or not isinstance(self.validation_size, int) or \
                 self.validation_size < 0 or self.validation_size == 1:
             raise ValueError(f"data.validation_size: {self.validation_size!r} must be 0 or an integer >= 2")
@@ -118,7 +127,7 @@ class Dataset:
 
 def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(1, 40), train_size=2000,
                  test_per_length=50, seed=0, label_kind="membership", vocab_size=None, negatives="language",
-                 validation_size=0) -> Dataset:
+                 validation_size=0, validation_lengths=None) -> Dataset:
     """Train, test and (with validation_size) validation splits of `language`, reproducible byte for byte from
     `seed`; a validation split leaves the other two as they are without it, except that the test split avoids its
     strings."""
@@ -157,7 +166,8 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
         # Its own random streams (the fourth and fifth children of the seed), so that the other splits do not move.
         validation_rng, validation_order_rng = (np.random.default_rng(s)
                                                 for s in np.random.SeedSequence(seed).spawn(5)[3:])
-        pos, neg = _plan(lang, range(train_lo, train_hi + 1), {}, notes, "validation", total=validation_size,
+        valid_lo, valid_hi = validation_lengths or (train_lo, train_hi)
+        pos, neg = _plan(lang, range(valid_lo, valid_hi + 1), {}, notes, "validation", total=validation_size,
                          members_only=members_only)
         validation = _draw(lang, validation_rng, pos, neg, set(), notes, "validation", mixture)
 
@@ -173,8 +183,8 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
 
     train_split = _split(lang, train, 1 + train_hi, label_kind, order_rng, vocab_size)
     test_split = _split(lang, test, 1 + test_hi, label_kind, order_rng, vocab_size)
-    validation_split = _split(lang, validation, 1 + train_hi, label_kind, validation_order_rng, vocab_size) \
-        if validation else None
+    validation_split = _split(lang, validation, 1 + max(len(s) for s, _, _ in validation), label_kind,
+                              validation_order_rng, vocab_size) if validation else None
     meta = {
         "seed": seed,
         "train_lengths": [train_lo, train_hi],
@@ -195,6 +205,7 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
     }
     if validation:
         meta["validation_size"] = validation_size
+        meta["validation_lengths"] = list(validation_lengths or (train_lo, train_hi))
         meta["strings"]["validation"] = len(validation)
         meta["distinct"]["validation"] = len(set(validation_split.strings))
     if members_only:
@@ -206,6 +217,17 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
 
         baselines = shortcut_baselines(train_split, test_split, len(lang.alphabet), lang.decided_by)
     return Dataset(lang.name, label_kind, vocab_size, train_split, test_split, meta, baselines, validation_split)
+
+
+def with_next_symbols(split: Split, language, vocab_size: int) -> Split:
+    """`split` with next-symbol labels on its members (non-members' rows unscored): the targets of train.aux_losses'
+    next_symbols term on a membership split."""
+    lang = get_language(language)
+    members = torch.nonzero(split.labels > 0.5).squeeze(1)
+    labels = torch.full((len(split), split.tokens.shape[1], vocab_size), -1, dtype=torch.int8)
+    labels[members] = _next_labels(lang, [split.strings[i] for i in members.tolist()], split.tokens.shape[1],
+                                   vocab_size)
+    return dataclasses.replace(split, next_labels=labels)
 
 
 # ---- which lengths, how many of each label ---------------------------------------------------------------------

@@ -47,7 +47,7 @@ class ConfigError(ValueError):
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig, "probes": ProbeConfig}
 TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", "zip", *SECTIONS}
 # Fields of ModelConfig the harness fills in itself.
-DERIVED = {"model.vocab_size", "model.next_symbols"}
+DERIVED = {"model.vocab_size", "model.next_symbols", "model.aux_heads"}
 DEFAULT_VOCAB_SIZE = 8  # 3 specials + up to 5 symbols; fixed per config so a cell never depends on its neighbours
 
 
@@ -263,6 +263,12 @@ def expand(raw):
             raise ConfigError(f"train.soft_steps: {cell.train.soft_steps} steps of soft attention first is for exact "
                               f"variants; model.attention {cell.model.attention} is not one (give soft_steps in a "
                               "zip with model.attention, 0 for it)")
+        if cell.train.aux_losses and cell.data.label_kind != "membership":
+            raise ConfigError(f"train.aux_losses: {cell.train.aux_losses} are terms beside the membership task; "
+                              f"data.label_kind {cell.data.label_kind} trains on per-prefix labels already")
+        if "next_symbols" in cell.train.aux_losses and get_language(cell.language).next_symbols("") is None:
+            raise ConfigError(f"train.aux_losses: next_symbols needs languages that define next_symbols; "
+                              f"'{cell.language}' does not")
         if cell.eval.select == "validation" and not cell.data.validation_size:
             raise ConfigError("eval.select: validation chooses a checkpoint on a validation split; give "
                               "data.validation_size (strings of the training lengths, e.g. 1000)")
@@ -314,6 +320,7 @@ def resolve(cell) -> Cell:
             given["vocab_size"] = cell["vocab_size"]
             # The next-symbol task's head follows from data.label_kind, not from a model field.
             given["next_symbols"] = cell.get("data", {}).get("label_kind") == "next_symbols"
+            given["aux_heads"] = tuple(cell.get("train", {}).get("aux_losses", ()))
         try:
             built[section] = cls(**given)
         except ConfigError:

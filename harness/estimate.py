@@ -37,7 +37,7 @@ from satbench.models.train import logged_steps, train_ensemble
 from satbench.probes import ProbeRun, probe_classes
 
 from . import config as C
-from .run import build_dataset, dataset_key, device_name
+from .run import build_dataset, dataset_key, device_name, training_split
 
 # Members whose datasets are built, and on a CPU the members the probes are timed on. Their time per member grows
 # a little with the members (memory traffic): on the default grid, timed on 5 it is about a fifth short of 25's.
@@ -164,7 +164,7 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
     # A soft phase (train.soft_steps) is timed as the variant's own steps, which cost at least as much.
     train = dataclasses.replace(first.train, steps=1 + TIMED_STEPS, log_schedule="linear", log_every=1 + TIMED_STEPS,
                                 compile=False, soft_steps=0)
-    filled = [d.train for _, d in paired(cells, sample, datasets)]
+    filled = [training_split(c, d) for c, d in paired(cells, sample, datasets)]
     marks = []
     start = clock(device)
     train_ensemble(first.model, train, [c.seed for c in cells], filled, device,
@@ -192,7 +192,9 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
         return entries
 
     ensemble, logs = train_ensemble(first.model, dataclasses.replace(train, steps=1, log_every=1),
-                                    [c.seed for c in members], [d.train for d in member_datasets], device,
+                                    [c.seed for c in members],
+                                    [training_split(c, d) for c, d in zip(members, member_datasets, strict=True)],
+                                    device,
                                     weight_decays=[c.train.weight_decay for c in members], on_log=on_log,
                                     progress=False)
     run.finish(ensemble, logs)

@@ -36,8 +36,9 @@ class CorruptResults(ValueError):
 # that resume a run) read as before the field existed. Here rather than in harness/config.py, so that the report can
 # read a left-out field's value without importing torch.
 LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0, "qk_norm": False, "attention_scale": None},
-                       "data": {"negatives": "language", "validation_size": 0},
-                       "train": {"compile": False, "tf32": False, "tolerance_schedule": "constant", "soft_steps": 0},
+                       "data": {"negatives": "language", "validation_size": 0, "validation_lengths": None},
+                       "train": {"compile": False, "tf32": False, "tolerance_schedule": "constant", "soft_steps": 0,
+                                 "aux_losses": [], "aux_weight": 1.0},
                        "eval": {"uniform_control": True, "select": "final", "checkpoints": 10}}
 
 

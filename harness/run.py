@@ -24,7 +24,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from satbench.data import make_dataset
+from satbench.data import make_dataset, with_next_symbols
 from satbench.models.io import save
 from satbench.models.train import train_ensemble
 from satbench.probes import ProbeRun, probe_classes, recorded_reports
@@ -127,6 +127,14 @@ def build_dataset(cell, cache):
     return cache[key]
 
 
+def training_split(cell, dataset):
+    """What the cell trains on: its dataset's training split, with the targets of train.aux_losses' next_symbols term
+    where it has one."""
+    if "next_symbols" in cell.train.aux_losses:
+        return with_next_symbols(dataset.train, cell.language, cell.vocab_size)
+    return dataset.train
+
+
 class PhaseTimer:
     """Wall seconds per phase of a group: `with timer("train"): ...`. Every phase ends on a host value (metrics come
     back as Python numbers), so on a GPU its time includes the kernels it queued."""
@@ -197,7 +205,8 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
 
     selection = CheckpointSelection(cells, datasets, device) if first.eval.select != "final" else None
     with timer("train"):  # the probes followed during training (on_log) and the checkpoints' evaluations included
-        ensemble, logs = train_ensemble(first.model, first.train, run.seeds, [d.train for d in datasets], device,
+        train_splits = [training_split(c, d) for c, d in zip(cells, datasets, strict=True)]
+        ensemble, logs = train_ensemble(first.model, first.train, run.seeds, train_splits, device,
                                         weight_decays=[c.train.weight_decay for c in cells], on_log=on_log,
                                         progress=progress and bar is None, on_step=on_step if bar else None,
                                         checkpoints=selection.steps if selection else (), on_checkpoint=selection)
@@ -212,9 +221,11 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
             (member if probe.section == "metrics" else member.setdefault("probes", {})).update(values)
     if selection:
         selection.record(metrics, first.train.steps)
-    if first.train.random_lr:  # the rate each restart drew
-        for member, cell in zip(metrics, cells, strict=True):
+    for member, cell in zip(metrics, cells, strict=True):  # what each restart drew
+        if cell.train.random_lr:
             member["learning_rate"] = cell.train.learning_rate(cell.seed)
+        if isinstance(cell.train.aux_weight, dict) and cell.train.aux_losses:
+            member["aux_weights"] = cell.train.aux_weights(cell.seed)
     if errors:
         for member in metrics:
             member["probe_errors"] = dict(errors)

@@ -4,16 +4,17 @@ The peers do not report the model after the last step. FLaRe (Butoi et al. 2025)
 on a validation split of the training distribution; B20 (Bhattamishra et al. 2020) report, for each length bin, the
 best test accuracy over their epochs. Both are here, and `final` (the last step) stays the default:
 
-    validation   at each of eval.checkpoints points, every member's accuracy on its validation split (ties: the lower
-                 cross-entropy, then the earlier step); the best checkpoint's parameters replace the final ones before
-                 evaluation, so every metric and probe describes that model.
+    validation   at each of eval.checkpoints points, every member's recognition cross-entropy on its validation split
+                 (FLaRe's criterion; a tie keeps the earlier step); the checkpoint with the lowest replaces the final
+                 parameters before evaluation, so every metric and probe describes that model.
     best_test    the final model is evaluated as usual, and at c = 1 each region (in distribution, each bin, every
                  length beyond training) then reads the best accuracy over the checkpoints and the final model. The
                  choice is made on test data: an upper bound on what a rule that cannot see the test strings would
                  report, and every table that shows it says so. Every other number (other scales, per-length accuracy,
                  the probes) describes the final model.
 
-A row records the rule, the checkpoints and the step chosen (`metrics["selection"]`).
+A row records the rule, the checkpoints, the step chosen and the final model's accuracies at c = 1 by region
+(`metrics["selection"]`), so that one run measures what the selection changes.
 """
 
 import numpy as np
@@ -43,16 +44,17 @@ class CheckpointSelection:
             if any(d.validation is None for d in datasets):
                 raise ValueError("eval.select: validation needs a validation split (data.validation_size > 0)")
             self.validation = stack_splits([d.validation for d in datasets], device)
-            self.best_score = [(-np.inf, -np.inf)] * len(cells)  # (accuracy, -cross-entropy) of the best so far
+            self.best_loss = [np.inf] * len(cells)  # the validation cross-entropy of the best checkpoint so far
+            self.best_accuracy = [np.nan] * len(cells)
             self.best_step = [0] * len(cells)
             self.best_state = None
-        elif self.rule == "best_test":
-            self.tests = [d.test for d in datasets]
-            # c = 1 only: what the peers measured, at a fraction of a full evaluation's cost.
-            self.at_one = EvalConfig(scales=[1.0], tie_tolerances=[], length_bins=first.eval.length_bins,
-                                     threshold=first.eval.threshold, batch_size=first.eval.batch_size,
-                                     uniform_control=False)
+        else:
             self.best = [{} for _ in cells]  # region -> (accuracy, step)
+        self.tests = [d.test for d in datasets]
+        # c = 1 only: what the peers measured, at a fraction of a full evaluation's cost.
+        self.at_one = EvalConfig(scales=[1.0], tie_tolerances=[], length_bins=first.eval.length_bins,
+                                 threshold=first.eval.threshold, batch_size=first.eval.batch_size,
+                                 uniform_control=False)
 
     def __call__(self, step, ensemble):
         if self.rule == "validation":
@@ -70,9 +72,9 @@ class CheckpointSelection:
         state = ensemble.stacked.state_dict()
         if self.best_state is None:
             self.best_state = {name: value.clone() for name, value in state.items()}
-        for i, score in enumerate(zip(accuracy, (-x for x in loss))):
-            if score > self.best_score[i]:  # strictly better: a tie keeps the earlier checkpoint
-                self.best_score[i], self.best_step[i] = score, step
+        for i in range(len(loss)):
+            if loss[i] < self.best_loss[i]:  # strictly lower: a tie keeps the earlier checkpoint
+                self.best_loss[i], self.best_accuracy[i], self.best_step[i] = loss[i], accuracy[i], step
                 for name, value in state.items():
                     self.best_state[name][i].copy_(value[i])
 
@@ -85,8 +87,11 @@ class CheckpointSelection:
 
     @torch.no_grad()
     def finish(self, ensemble):
-        """validation: every member's parameters become those of its chosen checkpoint."""
+        """validation: the final model's accuracies at c = 1 recorded, then every member's parameters become those of
+        its chosen checkpoint."""
         if self.rule == "validation":
+            self.final = [regions_at_one(member) for member in
+                          evaluate_ensemble(ensemble, self.tests, self.data_cfg, self.at_one, self.device)]
             for name, value in ensemble.stacked.state_dict().items():
                 value.copy_(self.best_state[name])
 
@@ -96,9 +101,10 @@ class CheckpointSelection:
         for i, member in enumerate(metrics):
             record = {"rule": self.rule, "checkpoints": self.steps}
             if self.rule == "validation":
-                accuracy, neg_loss = self.best_score[i]
-                record |= {"step": self.best_step[i], "validation_acc": accuracy, "validation_ce": -neg_loss}
+                record |= {"step": self.best_step[i], "validation_acc": self.best_accuracy[i],
+                           "validation_ce": self.best_loss[i], "final": self.final[i]}
             else:
+                record["final"] = regions_at_one(member)
                 chosen = {}
                 for region, final in regions_at_one(member).items():
                     accuracy, step = self.best[i].get(region, (final, final_step))

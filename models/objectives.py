@@ -4,6 +4,8 @@ decision it is judged by (judge_strings). Training (models/train.py) and the pro
 import torch
 import torch.nn.functional as F
 
+from satbench.languages.base import EOS, PAD
+
 
 def member_losses(out, labels, prefix_labels=None, next_labels=None):
     """Each member's own mean loss, shape (M,): the ensemble minimises their sum."""
@@ -42,3 +44,34 @@ def judge_strings(out, labels, next_labels=None):
                                               reduction="none")
     ce = (bits * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
     return right, ce, finite
+
+
+def auxiliary_losses(out, tokens, labels, aux_next_labels, weights):
+    """FLaRe's auxiliary losses (Butoi et al. 2025; train.aux_losses), each member's weighted sum, shape (M,).
+
+    Both read the members of the batch only, at every position of BOS + s, n + 1 of them: "lm_logits" against the
+    next token (EOS after the last symbol), by cross-entropy; "aux_next_logits" against the set of symbols (and EOS)
+    that can follow, by binary cross-entropy averaged over the scored ids. Each is a mean per string, summed over the
+    batch's members and divided by the batch's size, members and non-members alike, as FLaRe normalises them. `weights`
+    maps a head's name to its (M,) coefficients."""
+    real = tokens != PAD  # (M, B, T)
+    member = labels > 0.5  # (M, B)
+    batch = labels.shape[-1]
+    total = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device)
+    if "lm_logits" in out:
+        following = torch.cat([tokens[..., 1:], torch.full_like(tokens[..., :1], PAD)], dim=-1)
+        target = following.masked_fill(real & (following == PAD), EOS)  # EOS right after the last symbol
+        logits = out["lm_logits"].float()
+        ce = F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction="none").view_as(target)
+        per_string = (ce * real).sum(-1) / real.sum(-1).clamp(min=1)
+        total = total + weights["lm"] * (per_string * member).sum(-1) / batch
+    if "aux_next_logits" in out:
+        known = aux_next_labels[..., :tokens.shape[-1], :] >= 0
+        bits = F.binary_cross_entropy_with_logits(out["aux_next_logits"].float(),
+                                                  aux_next_labels[..., :tokens.shape[-1], :].clamp(min=0).float(),
+                                                  reduction="none")
+        per_position = (bits * known).sum(-1) / known.sum(-1).clamp(min=1)
+        scored = known.any(-1)
+        per_string = (per_position * scored).sum(-1) / scored.sum(-1).clamp(min=1)
+        total = total + weights["next_symbols"] * (per_string * member).sum(-1) / batch
+    return total

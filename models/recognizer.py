@@ -28,6 +28,7 @@ from satbench.models.layers import embed, linear, norm, norm_linear, stacked
 
 POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
 LAYER_NORMS = ("pre", "post", "branch", "none")
+AUX_HEADS = ("lm", "next_symbols")
 
 
 @dataclass
@@ -64,6 +65,9 @@ class ModelConfig:
     # default model's. Resolved in __post_init__, so that a cell's record holds the number that acted. Without
     # qk_norm the scale is 1 / sqrt(head_dim) and this field must stay unset.
     attention_scale: float | None = None
+    # Heads of train.aux_losses (filled in by the harness): "lm", a logit per token id for the next token (EOS after
+    # the last symbol), and "next_symbols", a logit per token id that it can follow, both at every position.
+    aux_heads: tuple[str, ...] = ()
 
     def __post_init__(self):
         for name, choices in (
@@ -95,6 +99,10 @@ class ModelConfig:
         for name in ("causal", "bias", "next_symbols", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name}: {getattr(self, name)!r} is not true or false")
+        self.aux_heads = tuple(self.aux_heads)
+        if not set(self.aux_heads) <= set(AUX_HEADS) or len(set(self.aux_heads)) != len(self.aux_heads):
+            raise ValueError(f"model.aux_heads: {list(self.aux_heads)} must be distinct names of "
+                             f"{', '.join(AUX_HEADS)}")
         value = self.attention_scale
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
@@ -254,6 +262,8 @@ class Recognizer(nn.Module):
                                 logit of the prefix of length i. 0 at PAD positions.
         "next_logits"    (B, T, vocab) with config.next_symbols: at position i, a logit per token id that it can
                                 follow s[:i] (EOS: s[:i] is a member, which is also "prefix_logits"). 0 at PAD.
+        "lm_logits", "aux_next_logits"  (B, T, vocab) with config.aux_heads: the next token's logits and the
+                                next-symbol logits of train.aux_losses, beside the membership head
     and with internals=True also
         "hidden"         (L+1, B, T, d) residual stream after the embedding and after each block
         "attn"           (L, B, H, T, T) attention weights actually used in this pass
@@ -276,6 +286,10 @@ class Recognizer(nn.Module):
         # normalised.
         self.ln_f = layer_norm(config) if config.layer_norm in ("pre", "branch") else nn.Identity()
         self.head = nn.Linear(config.d_model, config.vocab_size if config.next_symbols else 1, bias=config.bias)
+        # The auxiliary heads of FLaRe's losses (train.aux_losses), beside the membership head.
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False) if "lm" in config.aux_heads else None
+        self.next_head = nn.Linear(config.d_model, config.vocab_size, bias=config.bias) \
+            if "next_symbols" in config.aux_heads else None
         if config.init_scale != 1:
             self._scale_counted_parameters(config.init_scale)
 
@@ -342,7 +356,8 @@ class Recognizer(nn.Module):
             hidden.append(x)
             layers.append(attention)
 
-        head = linear(self.head, norm(self.ln_f, x)).masked_fill(padding[..., None], 0.0)  # (M, B, T, outputs)
+        final = norm(self.ln_f, x)
+        head = linear(self.head, final).masked_fill(padding[..., None], 0.0)  # (M, B, T, outputs)
         prefix_logits = head[..., EOS] if self.config.next_symbols else head.squeeze(-1)  # (M, B, T)
         if self.config.causal:
             logit = prefix_logits.gather(-1, self.logit_position(padding)[..., None]).squeeze(-1)
@@ -352,6 +367,10 @@ class Recognizer(nn.Module):
         out = {"logit": logit, "prefix_logits": prefix_logits}
         if self.config.next_symbols:
             out["next_logits"] = head
+        if self.lm_head is not None:
+            out["lm_logits"] = linear(self.lm_head, final)
+        if self.next_head is not None:
+            out["aux_next_logits"] = linear(self.next_head, final)
         if internals:
             out["hidden"] = torch.stack(hidden, dim=1)  # (M, L + 1, B, T, d)
             for key in ("attn", "scores", "values"):

@@ -12,7 +12,7 @@ only builds a TrainConfig from a cell and calls `train_ensemble`.
 import contextlib
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from satbench.data import stack_splits
 from satbench.models.attention import annealed_inverse_temperature, get_variant
 from satbench.models.ensemble import Ensemble, buffer_views
-from satbench.models.objectives import judge_strings, member_losses
+from satbench.models.objectives import auxiliary_losses, judge_strings, member_losses
 
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 LOG_SCHEDULES = ("linear", "log")
 TOLERANCE_SCHEDULES = ("constant", "linear", "cosine")
+AUX_LOSSES = ("lm", "next_symbols")
 
 
 @dataclass
@@ -66,6 +67,12 @@ class TrainConfig:
     # steps, then fine-tuned into a saturated one, within one run (0: the variant from the first step). A step logged
     # at soft_steps (with a log schedule that holds it) measures the trained soft model under the variant's attention.
     soft_steps: int = 0
+    # FLaRe's auxiliary losses beside recognition (membership task only; models.objectives.auxiliary_losses): "lm",
+    # the next token of each member string, and "next_symbols", the set of symbols that can follow each of its
+    # prefixes. Each term is multiplied by aux_weight: a number, or {loguniform: [lo, hi]} drawn per seed and per
+    # term as train.lr is (FLaRe draws from [0.01, 10]).
+    aux_losses: list[str] = field(default_factory=list)
+    aux_weight: float | dict = 1.0
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
     # TF32 for the fp32 matmuls of a training step on CUDA, except the exact variants' attention scores (see
     # models.attention.ieee_matmuls), which a compiled step (train.compile) computes in TF32 too. Evaluation always
@@ -78,7 +85,11 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self):
-        self._check_lr()
+        check_rate("train.lr", self.lr)
+        check_rate("train.aux_weight", self.aux_weight)
+        self.aux_losses = list(self.aux_losses)
+        if not set(self.aux_losses) <= set(AUX_LOSSES) or len(set(self.aux_losses)) != len(self.aux_losses):
+            raise ValueError(f"train.aux_losses: {self.aux_losses} must be distinct names of {', '.join(AUX_LOSSES)}")
         for name in ("steps", "batch_size", "log_every", "log_points"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be > 0")
@@ -103,30 +114,41 @@ class TrainConfig:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not true or false")
 
 
-    def _check_lr(self):
-        if isinstance(self.lr, dict):
-            bounds = self.lr.get("loguniform") if list(self.lr) == ["loguniform"] else None
-            if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds)
-                    and 0 < bounds[0] < bounds[1] < math.inf):
-                raise ValueError(f"train.lr: {self.lr!r} must be a rate or {{loguniform: [lo, hi]}} with 0 < lo < hi")
-        elif not (_is_number(self.lr) and 0 < self.lr < math.inf):
-            raise ValueError(f"train.lr: {self.lr!r} must be a finite number > 0")
-
     @property
     def random_lr(self) -> bool:
         return isinstance(self.lr, dict)
 
     def learning_rate(self, seed: int) -> float:
         """The peak rate of the member trained from `seed`: train.lr, or its draw from train.lr's log-uniform range."""
-        if not self.random_lr:
-            return float(self.lr)
-        lo, hi = self.lr["loguniform"]
-        # A stream of its own (the seed and a fixed tag), so that the draw shares nothing with the data or weights.
-        draw = np.random.default_rng([int(seed), LR_STREAM]).uniform(math.log(lo), math.log(hi))
-        return math.exp(draw)
+        return draw(self.lr, seed, stream=0)
+
+    def aux_weights(self, seed: int) -> dict[str, float]:
+        """The coefficient of each auxiliary loss for the member trained from `seed`, each term drawn on its own."""
+        return {name: draw(self.aux_weight, seed, stream=1 + AUX_LOSSES.index(name)) for name in self.aux_losses}
 
 
-LR_STREAM = 0x1EA2  # tags the random stream of train.lr's draws
+def check_rate(name, value):
+    """A positive number, or {loguniform: [lo, hi]} with 0 < lo < hi."""
+    if isinstance(value, dict):
+        bounds = value.get("loguniform") if list(value) == ["loguniform"] else None
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds)
+                and 0 < bounds[0] < bounds[1] < math.inf):
+            raise ValueError(f"{name}: {value!r} must be a number or {{loguniform: [lo, hi]}} with 0 < lo < hi")
+    elif not (_is_number(value) and 0 < value < math.inf):
+        raise ValueError(f"{name}: {value!r} must be a finite number > 0")
+
+
+def draw(value, seed: int, stream: int) -> float:
+    """`value` itself, or for {loguniform: [lo, hi]} a draw log-uniform in [lo, hi] from a random stream of its own
+    (the seed, a fixed tag and `stream`), which shares nothing with the data or the weights: restart `seed` draws the
+    same number on every language."""
+    if not isinstance(value, dict):
+        return float(value)
+    lo, hi = value["loguniform"]
+    return math.exp(np.random.default_rng([int(seed), DRAW_TAG, stream]).uniform(math.log(lo), math.log(hi)))
+
+
+DRAW_TAG = 0x1EA2
 
 
 def _is_number(value) -> bool:
@@ -221,6 +243,9 @@ class Trainer:
         self.member_lr = None if shared else torch.tensor(rates, dtype=self.flat.dtype, device=device)[:, None]
         self.optimizer = make_optimizer(cfg, [self.flat], self.peak_lr)
         self.lr_factor, self.step_count = learning_rate_factor(cfg), 0
+        weights = [cfg.aux_weights(seed) for seed in ensemble.seeds]
+        self.aux_weights = {name: torch.tensor([w[name] for w in weights], device=device) for name in cfg.aux_losses}
+        self.next_task = ensemble.config.next_symbols  # else next-symbol labels are train.aux_losses' targets
         decays = weight_decays if weight_decays is not None else [cfg.weight_decay] * ensemble.M
         self.decay = torch.tensor(decays, dtype=self.flat.dtype, device=device)[:, None] if any(decays) else None
         if self.decay is not None and self.member_lr is not None and cfg.optimizer == "adamw":
@@ -237,11 +262,16 @@ class Trainer:
             self.losses = torch.compile(self.eager_losses, mode="reduce-overhead" if device.type == "cuda" else None)
 
     def eager_losses(self, tokens, labels, prefix_labels=None, next_labels=None) -> torch.Tensor:
-        """Each member's loss on its batch, (M,): the forward pass and models.objectives.member_losses."""
+        """Each member's loss on its batch, (M,): the forward pass and models.objectives.member_losses, plus
+        models.objectives.auxiliary_losses with train.aux_losses."""
         with self.autocast:
             # A membership loss reads one logit per string: a pass that computes only those (Recognizer's logit_only).
-            out = self.ensemble(tokens, logit_only=prefix_labels is None and next_labels is None)
-        return member_losses(out, labels, prefix_labels, next_labels)
+            out = self.ensemble(tokens, logit_only=prefix_labels is None and next_labels is None and
+                                not self.aux_weights)
+        losses = member_losses(out, labels, prefix_labels, next_labels if self.next_task else None)
+        if self.aux_weights:
+            losses = losses + auxiliary_losses(out, tokens, labels, next_labels, self.aux_weights)
+        return losses
 
     def gradients(self, tokens, labels, prefix_labels=None, next_labels=None):
         """(losses (M,), one gradient per parameter): the forward pass, the loss and its backward, compiled with
@@ -375,9 +405,10 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         Runs before that batch's training forward: the probes rescale the parameters in place, which must not
         happen between a forward pass and its backward pass.
         """
+        next_ = next_ if model_cfg.next_symbols else None  # the task's labels, not train.aux_losses' targets
         with autocast:
             out = ensemble(tokens, logit_only=prefix is None and next_ is None)
-        losses = member_losses(out, labels, prefix, next_)
+        losses = member_losses(out, labels, prefix, next_)  # recognition alone, without train.aux_losses
         accuracy = judge_strings(out, labels, next_)[0].float().mean(dim=-1)
         norms, norms_all = ensemble.parameter_norm(), ensemble.parameter_norm(embeddings=True)
         extra = on_log(step, ensemble) if on_log else None
