@@ -10,11 +10,11 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from satbench.harness.results import LEFT_OUT_AT_DEFAULT, CorruptResults, load_rows_with_config
+from satbench.harness.results import CorruptResults, load_rows_with_config
 
 from .common import flatten, markdown, ordered_variants, scale_heading, scale_value, variant_rank
 from .stats import difference_interval, excludes_zero, seed_cell
-from .tables import BIN_PREFIX, bin_columns, long_table, setting_columns
+from .tables import BIN_PREFIX, bin_columns, long_table, setting_columns, with_left_out_fields
 
 COMPARED_SCALES = ("1", "inf")  # as trained, and the saturated limit
 # The c=inf cell of a side whose accuracies there equal those at c=1 seed for seed, as they do for saturated and hard
@@ -64,6 +64,7 @@ def compare_runs(run_a, run_b):
                   "change alone:", "", *differences]
     else:
         header = ["The runs have the same config."]
+    header += selected_on_test(rows[0], "a") + selected_on_test(rows[1], "b")
     title = f"# {Path(run_a).name} -> {Path(run_b).name}: a = {run_a}, b = {run_b}"
     return _document(title, header, samples, ("a", "b"), per_variant=True)
 
@@ -103,8 +104,17 @@ def compare_variants(run, variant_a, variant_b):
                   *differences]
     else:
         header = [f"The cells of {variant_a} and {variant_b} differ in their attention alone."]
+    header += selected_on_test(rows, run)
     title = f"# {Path(run).name}: {variant_a} (a) -> {variant_b} (b), {run}"
     return _document(title, header, samples, (variant_a, variant_b), per_variant=False)
+
+
+def selected_on_test(rows, name):
+    """The line that says a side's c=1 accuracies were chosen on test data (eval.select: best_test)."""
+    if not any(row["config"]["eval"].get("select") == "best_test" for row in rows):
+        return []
+    return ["", f"**Selected on test data:** the c=1 accuracies of {name} are each region's best over its checkpoints "
+                "(`eval.select: best_test`), an upper bound on what a rule blind to the test strings reports."]
 
 
 def config_differences(rows_a, rows_b):
@@ -124,26 +134,6 @@ def config_differences(rows_a, rows_b):
             shown = [", ".join(sorted(v.strip("'") for v in side.get(key, {"—"}))) for side in (a, b)]
             lines.append(f"- {key}: {shown[0]} -> {shown[1]}")
     return lines
-
-
-def with_left_out_fields(table, fields):
-    """The long table with each of the flat config `fields` its rows leave out filled in: with the field's default
-    where the bench leaves it out at its default (`LEFT_OUT_AT_DEFAULT`), else with "—"."""
-    table = table.copy()
-    for field in fields:
-        section, _, key = field.partition(".")
-        default = LEFT_OUT_AT_DEFAULT.get(section, {}).get(key, "—")
-        if field not in table.columns:
-            table[field] = pd.Series([default] * len(table), index=table.index, dtype=object)
-        elif key in LEFT_OUT_AT_DEFAULT.get(section, {}) and table[field].map(_missing).any():
-            # As objects: a column of floats would read a default of None back as nan.
-            table[field] = pd.Series([default if _missing(v) else v for v in table[field]], index=table.index,
-                                     dtype=object)
-    return table
-
-
-def _missing(value):
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # --- the tables ----------------------------------------------------------------------------------------------------

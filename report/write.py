@@ -10,6 +10,7 @@ from .common import load_theory, markdown
 from .data_warnings import weak_data_lines
 from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
 from .probe_sections import probe_sections
+from .selection import label_selected, selection_table, selection_words
 from .tables import (
     LIMIT_GAP,
     construction_table,
@@ -78,6 +79,7 @@ def write_report(run_dir, header=None):
               *_count_words(rows),
               *weak_data_lines(rows),
               *_task_words(rows),
+              *selection_words(rows),
               *_probe_error_words(rows),
               "- † : every member of the training lengths is in the training split, so the in-distribution column "
               "is measured over all test lengths (a length-generalization question).",
@@ -93,19 +95,26 @@ def write_report(run_dir, header=None):
         part_rows = [r for r in rows if r["hash"] in in_part]
         part_ties = tie_frame(part_rows, [])
         flags = theory_flags(part, threshold, theory, value_distinct_by_cell(part_ties))
-        lines += [f"## Recognition{suffix}", "", markdown(criteria_table(part, threshold, theory, flags)), ""]
+        lines += [f"## Recognition{suffix}", "",
+                  markdown(label_selected(criteria_table(part, threshold, theory, flags), part_rows)), ""]
         lines += flag_lines(flags) + ([""] if flags else [])
         lines += [f"### Accuracy in distribution at every scale c{suffix}", "",
                   "Read along a row: the finite columns should converge to c=inf. `uniform`, where present: every "
                   "layer attending uniformly over the keys it may see, the c -> 0 end of the sweep (what the model "
                   "decides without looking at which keys score highest).", "",
-                  markdown(sweep_table(part, threshold)), ""]
+                  markdown(label_selected(sweep_table(part, threshold), part_rows)), ""]
         unreached = limit_not_reached(part)
         if not unreached.empty:
             lines += [f"**Limit not reached** in {len(unreached)} of {part['hash'].nunique()} cells: the accuracy in "
                       f"distribution at the largest finite c and at c=inf differ by more than {LIMIT_GAP} (per seed):",
                       "", markdown(unreached.round(3).set_index(["language", "variant", "seed"])), ""]
-        lines += [f"### Soft vs saturated{suffix}", "", markdown(soft_vs_saturated_table(part, threshold)), ""]
+        lines += [f"### Soft vs saturated{suffix}", "",
+                  markdown(label_selected(soft_vs_saturated_table(part, threshold), part_rows)), ""]
+        selected = selection_table(part_rows, threshold)
+        if selected is not None:
+            lines += [f"### Checkpoint selection{suffix}", "",
+                      "Accuracy at c=1 of the model after the last step (`final`) and of the one the rule chose "
+                      "(`selected`), per region, over seeds.", "", markdown(selected), ""]
         by_kind = kind_table(part_rows)
         if not by_kind.empty:
             lines += [f"### Accuracy by negative kind{suffix}", "",
