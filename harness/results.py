@@ -38,7 +38,7 @@ class CorruptResults(ValueError):
 LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0, "qk_norm": False, "attention_scale": None},
                        "data": {"negatives": "language", "validation_size": 0, "validation_lengths": None},
                        "train": {"compile": False, "tf32": False, "tolerance_schedule": "constant", "soft_steps": 0,
-                                 "aux_losses": [], "aux_weight": 1.0},
+                                 "aux_losses": [], "aux_weight": 1.0, "loss": "bce"},
                        "eval": {"uniform_control": True, "select": "final", "checkpoints": 10}}
 
 

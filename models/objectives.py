@@ -7,20 +7,27 @@ import torch.nn.functional as F
 from satbench.languages.base import EOS, PAD
 
 
-def member_losses(out, labels, prefix_labels=None, next_labels=None):
-    """Each member's own mean loss, shape (M,): the ensemble minimises their sum."""
+def member_losses(out, labels, prefix_labels=None, next_labels=None, loss="bce"):
+    """Each member's own mean loss, shape (M,): the ensemble minimises their sum. `loss` (train.loss): bce, binary
+    cross-entropy on the logits; mse, the squared error of their sigmoids, as Bhattamishra et al. (2020) trained."""
+    per_bit = _binary_cross_entropy if loss == "bce" else _squared_error
     if next_labels is not None:
         known = next_labels >= 0
-        losses = F.binary_cross_entropy_with_logits(out["next_logits"].float(), next_labels.clamp(min=0).float(),
-                                                    reduction="none")
+        losses = per_bit(out["next_logits"].float(), next_labels.clamp(min=0).float())
         return (losses * known).sum(dim=(-3, -2, -1)) / known.sum(dim=(-3, -2, -1)).clamp(min=1)
     if prefix_labels is None:
-        losses = F.binary_cross_entropy_with_logits(out["logit"].float(), labels, reduction="none")
-        return losses.mean(dim=-1)
+        return per_bit(out["logit"].float(), labels).mean(dim=-1)
     known = prefix_labels >= 0
-    losses = F.binary_cross_entropy_with_logits(out["prefix_logits"].float(), prefix_labels.clamp(min=0),
-                                                reduction="none")
+    losses = per_bit(out["prefix_logits"].float(), prefix_labels.clamp(min=0))
     return (losses * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
+
+
+def _binary_cross_entropy(logits, targets):
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def _squared_error(logits, targets):
+    return (torch.sigmoid(logits) - targets).square()
 
 
 def judge_strings(out, labels, next_labels=None):

@@ -27,6 +27,7 @@ SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 LOG_SCHEDULES = ("linear", "log")
 TOLERANCE_SCHEDULES = ("constant", "linear", "cosine")
+LOSSES = ("bce", "mse")
 AUX_LOSSES = ("lm", "next_symbols")
 
 
@@ -73,6 +74,9 @@ class TrainConfig:
     # term as train.lr is (FLaRe draws from [0.01, 10]).
     aux_losses: list[str] = field(default_factory=list)
     aux_weight: float | dict = 1.0
+    # The recognition loss on each output bit: bce (binary cross-entropy on the logit), or mse (the squared error of
+    # its sigmoid, B20's loss; models.objectives.member_losses).
+    loss: str = "bce"
     bf16: bool = False  # autocast on CUDA only; ignored on the CPU
     # TF32 for the fp32 matmuls of a training step on CUDA, except the exact variants' attention scores (see
     # models.attention.ieee_matmuls), which a compiled step (train.compile) computes in TF32 too. Evaluation always
@@ -94,7 +98,7 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be > 0")
         for name, choices in (("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("log_schedule", LOG_SCHEDULES),
-                              ("tolerance_schedule", TOLERANCE_SCHEDULES)):
+                              ("tolerance_schedule", TOLERANCE_SCHEDULES), ("loss", LOSSES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"train.{name}: {getattr(self, name)!r} is not one of {', '.join(choices)}")
         if not 0 <= self.momentum < 1:
@@ -268,7 +272,7 @@ class Trainer:
             # A membership loss reads one logit per string: a pass that computes only those (Recognizer's logit_only).
             out = self.ensemble(tokens, logit_only=prefix_labels is None and next_labels is None and
                                 not self.aux_weights)
-        losses = member_losses(out, labels, prefix_labels, next_labels if self.next_task else None)
+        losses = member_losses(out, labels, prefix_labels, next_labels if self.next_task else None, self.cfg.loss)
         if self.aux_weights:
             losses = losses + auxiliary_losses(out, tokens, labels, next_labels, self.aux_weights)
         return losses
@@ -408,7 +412,7 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         next_ = next_ if model_cfg.next_symbols else None  # the task's labels, not train.aux_losses' targets
         with autocast:
             out = ensemble(tokens, logit_only=prefix is None and next_ is None)
-        losses = member_losses(out, labels, prefix, next_)  # recognition alone, without train.aux_losses
+        losses = member_losses(out, labels, prefix, next_, train_cfg.loss)  # recognition, without train.aux_losses
         accuracy = judge_strings(out, labels, next_)[0].float().mean(dim=-1)
         norms, norms_all = ensemble.parameter_norm(), ensemble.parameter_norm(embeddings=True)
         extra = on_log(step, ensemble) if on_log else None
