@@ -269,6 +269,9 @@ def expand(raw):
         if "next_symbols" in cell.train.aux_losses and get_language(cell.language).next_symbols("") is None:
             raise ConfigError(f"train.aux_losses: next_symbols needs languages that define next_symbols; "
                               f"'{cell.language}' does not")
+        if not cell.model.bos_key and min(cell.data.train_lengths[0], cell.data.test_lengths[0]) < 1:
+            raise ConfigError("model.bos_key: false leaves the empty string's query no key; give data.train_lengths "
+                              "and data.test_lengths from 1")
         if cell.eval.select == "validation" and not cell.data.validation_size:
             raise ConfigError("eval.select: validation chooses a checkpoint on a validation split; give "
                               "data.validation_size (strings of the training lengths, e.g. 1000)")

@@ -326,10 +326,12 @@ class KeyMask:
     diagonal, and `future` (T, T) is 0 there and -inf above it: added to the scores, it masks a causal model's future
     keys. A causal model's padding trails its strings, so `past` alone keeps its real queries off padded keys.
     `padding_bias(dtype)` (M * B, 1, 1, T) masks the padded keys of a bidirectional pass when added to the scores.
+    With bos_key false (model.bos_key) the BOS column is no key for any query but BOS's own: position i reads s[:i]
+    alone, as a model without a start symbol does.
     """
 
-    def __init__(self, padding: torch.Tensor, causal: bool):
-        self.padding, self.causal = padding, causal
+    def __init__(self, padding: torch.Tensor, causal: bool, bos_key: bool = True):
+        self.padding, self.causal, self.bos_key = padding, causal, bos_key
         # Built on first use. Not functools.cached_property: its lock (Python 3.11) breaks a torch.compile graph.
         self._allowed: torch.Tensor | None = None
         self._past: torch.Tensor | None = None
@@ -343,13 +345,14 @@ class KeyMask:
         softmax of their scores, which no one reads."""
         if self._padding_bias is None or self._padding_bias.dtype != dtype:
             lowest = max(torch.finfo(dtype).min, torch.finfo(torch.float32).min)  # computed in fp32 (bool * float)
-            self._padding_bias = (self.padding[:, None, None, :] * lowest).to(dtype)
+            self._padding_bias = (self._hidden_keys()[:, None, None, :] * lowest).to(dtype)
         return self._padding_bias
 
     @property
     def allowed(self) -> torch.Tensor:
         if self._allowed is None:
-            allowed = ~self.padding[:, None, None, :]
+            # A causal mask hides BOS in `past`, which shows it to BOS's own query.
+            allowed = ~(self.padding if self.causal else self._hidden_keys())[:, None, None, :]
             if self.causal:
                 allowed = allowed & self.past
             self._allowed = open_empty_rows(allowed)  # only all-padding strings have queries that may see nothing
@@ -361,6 +364,8 @@ class KeyMask:
         if self._past is None:
             T = self.padding.shape[-1]
             self._past = torch.ones(T, T, dtype=torch.bool, device=self.padding.device).tril()
+            if not self.bos_key:
+                self._past[1:, 0] = False
         return self._past
 
     @property
@@ -368,7 +373,25 @@ class KeyMask:
         if self._future is None:
             T = self.padding.shape[-1]
             self._future = torch.full((T, T), float("-inf"), device=self.padding.device).triu(1)
+            if not self.bos_key:
+                self._future[1:, 0] = float("-inf")
         return self._future
+
+    def _hidden_keys(self) -> torch.Tensor:
+        """(M * B, T): True at the keys a bidirectional query does not see: padding, and BOS when it is no key."""
+        if self.bos_key:
+            return self.padding
+        hidden = self.padding.clone()
+        hidden[:, 0] = True
+        return hidden
+
+    def fused_mask(self, dtype) -> tuple[torch.Tensor | None, bool]:
+        """(attn_mask, is_causal) for F.scaled_dot_product_attention: the causal flag alone where it says it all."""
+        if self.causal and self.bos_key:
+            return None, True
+        if self.causal:
+            return self.future.to(dtype), False
+        return self.padding_bias(dtype), False
 
 
 class SelfAttention(nn.Module):
@@ -507,14 +530,14 @@ class SelfAttention(nn.Module):
         """A training pass at c = 1 without materialising weights that carry a gradient (see the class docstring)."""
         # A causal model's padding trails the string, so causality alone keeps real queries off padded keys; the
         # outputs at padded queries differ from the explicit path's but are never read.
-        mask = None if keys.causal else keys.padding_bias(q.dtype)
+        mask, causal = keys.fused_mask(q.dtype)
         scale = self.score_scale  # the explicit path's (attention_scores), so that both compute the same scores
         if mode == "softmax":
             if isinstance(beta, torch.Tensor):  # the anneal surrogate's softmax(beta * s)
                 q = q * beta
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=keys.causal, scale=scale)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
         exact = self._exact_average(q, k, v, keys)
-        surrogate = F.scaled_dot_product_attention(q, k, v.detach(), attn_mask=mask, is_causal=keys.causal, scale=scale)
+        surrogate = F.scaled_dot_product_attention(q, k, v.detach(), attn_mask=mask, is_causal=causal, scale=scale)
         return straight_through(exact, surrogate)
 
     def _exact_average(self, q, k, v, keys: KeyMask) -> torch.Tensor:

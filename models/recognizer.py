@@ -68,6 +68,9 @@ class ModelConfig:
     # Heads of train.aux_losses (filled in by the harness): "lm", a logit per token id for the next token (EOS after
     # the last symbol), and "next_symbols", a logit per token id that it can follow, both at every position.
     aux_heads: tuple[str, ...] = ()
+    # BOS as a key every causal query may attend to (true), or only BOS's own position (false): then position i reads
+    # s[:i] alone, the view of Bhattamishra et al. (2020), whose input has no start symbol. Strings of length >= 1.
+    bos_key: bool = True
 
     def __post_init__(self):
         for name, choices in (
@@ -96,9 +99,12 @@ class ModelConfig:
         value = self.init_scale
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"model.init_scale: {value!r} is not a finite number > 0")
-        for name in ("causal", "bias", "next_symbols", "qk_norm"):
+        for name in ("causal", "bias", "next_symbols", "qk_norm", "bos_key"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model.{name}: {getattr(self, name)!r} is not true or false")
+        if not self.bos_key and not self.causal:
+            raise ValueError("model.bos_key: false hides BOS from the queries of a causal model; a bidirectional one "
+                             "reads its membership at BOS")
         self.aux_heads = tuple(self.aux_heads)
         if not set(self.aux_heads) <= set(AUX_HEADS) or len(set(self.aux_heads)) != len(self.aux_heads):
             raise ValueError(f"model.aux_heads: {list(self.aux_heads)} must be distinct names of "
@@ -340,7 +346,8 @@ class Recognizer(nn.Module):
         M, B, T = tokens.shape
         padding = tokens == PAD  # (M, B, T)
 
-        keys = KeyMask(padding.flatten(0, 1), self.config.causal)  # the attention folds the members into its batch
+        # The attention folds the members into its batch.
+        keys = KeyMask(padding.flatten(0, 1), self.config.causal, self.config.bos_key)
 
         x = embed(self.token_embedding, tokens)  # (M, B, T, d)
         position = self.positions(tokens)
@@ -393,7 +400,7 @@ class Recognizer(nn.Module):
             rows = self.logit_position(padding)
         else:
             rows = torch.zeros(padding.shape[:2], dtype=torch.long, device=padding.device)
-        x, _ = self.blocks[-1](x, KeyMask(keys.padding, causal=False), rows=rows)  # (M, B, 1, d)
+        x, _ = self.blocks[-1](x, KeyMask(keys.padding, causal=False, bos_key=keys.bos_key), rows=rows)  # (M, B, 1, d)
         head = linear(self.head, norm(self.ln_f, x)).flatten(2)  # (M, B, outputs)
         return head[..., EOS] if self.config.next_symbols else head.squeeze(-1)
 

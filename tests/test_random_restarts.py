@@ -132,15 +132,15 @@ def test_each_member_steps_at_its_own_rate_as_it_would_alone(optimizer):
     rates = [train.learning_rate(s) for s in seeds]
     assert rates[0] != pytest.approx(rates[1], rel=0.1)
     ensemble, _ = train_ensemble(MODEL, train, seeds, splits, CPU, weight_decays=decays, progress=False)
-    for i, seed in enumerate(seeds):
-        def alone(rate):
-            model, _ = train_ensemble(MODEL, dataclasses.replace(train, lr=rate), [seed], [splits[i]], CPU,  # noqa: B023
-                                      weight_decays=[decays[i]], progress=False)  # noqa: B023
-            return model.member_state_dict(0)
+    def alone(i, rate):
+        model, _ = train_ensemble(MODEL, dataclasses.replace(train, lr=rate), [seeds[i]], [splits[i]], CPU,
+                                  weight_decays=[decays[i]], progress=False)
+        return model.member_state_dict(0)
 
+    for i in range(len(seeds)):
         got = ensemble.member_state_dict(i)
-        assert_same_parameters(got, alone(rates[i]), optimizer)
-        other = alone(rates[1 - i])
+        assert_same_parameters(got, alone(i, rates[i]), optimizer)
+        other = alone(i, rates[1 - i])
         assert max((got[k] - other[k]).abs().max().item() for k in got) > 1e-3
 
 
