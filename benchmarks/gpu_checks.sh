@@ -18,13 +18,16 @@
 #   benchmarks/gpu_checks.sh OUT decay_ties|fixed_scale|soft_to_saturated [override ...]
 #                                            configs/<stage>_gpu.yaml, the training experiments at five times
 #                                            their CPU steps, timed, rows into OUT/<stage>; report as above
+#   benchmarks/gpu_checks.sh OUT b20_core|flare_core [override ...]
+#                                            configs/<stage>_gpu.yaml, the peers' protocols on all their languages
+#                                            and test lengths, timed, rows into OUT/<stage>; report as above
 #
 # Every command is printed before it runs, and each stage ends with its wall time and exit status, also when a step
 # fails. BENCH_LIMIT (seconds, default 560) stops the bench early; the same command resumes it from the rows in
 # OUT/gpu. A published time needs an uninterrupted run into an OUT that holds no rows yet.
 set -uo pipefail
 
-usage="usage: benchmarks/gpu_checks.sh OUT models|compiled|bench|norm_growth|decay_ties|fixed_scale|soft_to_saturated [override ...]"
+usage="usage: benchmarks/gpu_checks.sh OUT models|compiled|bench|norm_growth|decay_ties|fixed_scale|soft_to_saturated|b20_core|flare_core [override ...]"
 out=${1:?$usage}
 stage=${2:?$usage}
 shift 2
@@ -75,7 +78,7 @@ bench)
     run timeout "${BENCH_LIMIT:-560}" "${python[@]}" -m satbench bench configs/gpu.yaml "$@" --quiet --no-report \
         --run-dir "$out/gpu" 2>&1 | tee "$out/bench.txt" || status=$?
     ;;
-norm_growth|decay_ties|fixed_scale|soft_to_saturated)
+norm_growth|decay_ties|fixed_scale|soft_to_saturated|b20_core|flare_core)
     run timeout "${BENCH_LIMIT:-560}" "${python[@]}" -m satbench bench "configs/${stage}_gpu.yaml" "$@" --quiet \
         --no-report --run-dir "$out/$stage" 2>&1 | tee "$out/$stage.txt" || status=$?
     ;;
