@@ -27,7 +27,8 @@ def test_b20_core_trains_as_b20_did():
         for cell in grid:
             assert (cell.data.train_size, cell.train.steps, cell.train.batch_size) == (10_000, 7813, 32)
             assert 10_000 * 25 // 32 + 1 == cell.train.steps  # 25 epochs of 10,000 strings in batches of 32
-            assert (cell.train.optimizer, cell.train.lr, cell.train.clip, cell.train.loss) == ("rmsprop", 0.005, 0, "mse")
+            train = cell.train
+            assert (train.optimizer, train.lr, train.clip, train.loss) == ("rmsprop", 0.005, 0, "mse")
             assert (cell.model.n_layers, cell.model.d_model, cell.model.d_ff, cell.model.n_heads) == (1, 32, 64, 1)
             assert (cell.model.layer_norm, cell.model.positional, cell.model.bos_key) == ("post", "none", False)
             assert cell.data.label_kind == "next_symbols" and cell.data.train_lengths == (1, 50)
