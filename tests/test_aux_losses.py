@@ -259,6 +259,13 @@ def test_bad_aux_settings_are_refused_by_the_config(overrides, message):
         C.expand(C.apply_overrides(TINY_AUX, overrides))
 
 
+@pytest.mark.parametrize("losses", [["grammar"], ["lm", "lm"], ["next_symbols", "lm", "next_symbols"]])
+def test_train_config_refuses_unknown_or_repeated_losses(losses):
+    """TrainConfig itself refuses names other than lm and next_symbols, and a name given twice, naming the field."""
+    with pytest.raises(ValueError, match=r"train\.aux_losses"):
+        TrainConfig(aux_losses=losses)
+
+
 def test_next_symbols_aux_needs_a_language_that_defines_next_symbols(no_next_symbols):
     """The next_symbols term on a language without next_symbols is refused, naming the key and the language; the lm
     term, which needs only the string, is not."""
@@ -330,7 +337,8 @@ def test_each_member_trains_with_its_own_drawn_weights_as_it_would_alone():
             torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6, msg=name)
         other, _ = train_ensemble(model, dataclasses.replace(train, aux_weight=100.0), [seed], [splits[i]], CPU,
                                   progress=False)
-        assert (got["lm_head.weight"] - other.member_state_dict(0)["lm_head.weight"]).abs().max() > 1e-4
+        other = other.member_state_dict(0)
+        assert max((got[name] - other[name]).abs().max().item() for name in got) > 1e-4
 
 
 def test_training_with_the_terms_lowers_them():

@@ -13,8 +13,8 @@ from satbench.cli import main
 from satbench.data import make_dataset
 from satbench.harness import config as C
 from satbench.harness.results import read_run
-from satbench.models import ModelConfig
-from satbench.models.train import TrainConfig, train_ensemble
+from satbench.models import Ensemble, ModelConfig
+from satbench.models.train import TrainConfig, Trainer, train_ensemble
 
 RANGE = {"loguniform": [1e-3, 1e-1]}
 MODEL = ModelConfig(vocab_size=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
@@ -120,13 +120,15 @@ def assert_same_parameters(got, expected, optimizer):
         torch.testing.assert_close(mine, value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "adam", "rmsprop", "sgd"])
-def test_each_member_steps_at_its_own_rate_as_it_would_alone(optimizer):
+@pytest.mark.parametrize("optimizer, schedule, warmup", [("adamw", "constant", 0), ("adam", "constant", 0),
+                                                         ("rmsprop", "constant", 0), ("sgd", "constant", 0),
+                                                         ("adamw", "cosine", 1), ("sgd", "linear", 1)])
+def test_each_member_steps_at_its_own_rate_as_it_would_alone(optimizer, schedule, warmup):
     """A stacked ensemble whose members drew different rates (and have their own weight decay) gives each member,
-    after two steps, the parameters of a one-member ensemble trained on its data at its rate alone; at the other
-    member's rate it would not."""
-    train = TrainConfig(steps=2, batch_size=8, lr=RANGE, optimizer=optimizer, momentum=0.9, schedule="constant",
-                        warmup_steps=0, log_every=5)
+    after two steps, the parameters of a one-member ensemble trained on its data at its rate alone, under warm-up and
+    a schedule too; at the other member's rate it would not."""
+    train = TrainConfig(steps=2, batch_size=8, lr=RANGE, optimizer=optimizer, momentum=0.9, schedule=schedule,
+                        warmup_steps=warmup, log_every=5)
     seeds, decays = [0, 1], [0.1, 0.3]
     splits = [split("majority", 0), split("first", 1)]
     rates = [train.learning_rate(s) for s in seeds]
@@ -142,6 +144,21 @@ def test_each_member_steps_at_its_own_rate_as_it_would_alone(optimizer):
         assert_same_parameters(got, alone(i, rates[i]), optimizer)
         other = alone(i, rates[1 - i])
         assert max((got[k] - other[k]).abs().max().item() for k in got) > 1e-3
+
+
+def test_the_trainer_steps_members_at_their_rates_and_a_lone_member_at_its_own():
+    """With drawn rates a Trainer of several members keeps the optimizer at the schedule's factor (peak 1) and a
+    column of the members' rates; one member, or one rate for all, is the optimizer's own peak rate."""
+    cfg = TrainConfig(lr=RANGE)
+    several = Trainer(Ensemble(MODEL, [0, 1, 2]), cfg)
+    assert several.peak_lr == 1.0
+    assert several.member_lr.squeeze(1).tolist() == pytest.approx([cfg.learning_rate(s) for s in (0, 1, 2)])
+    lone = Trainer(Ensemble(MODEL, [2]), cfg)
+    assert lone.peak_lr == cfg.learning_rate(2) and lone.member_lr is None
+    fixed = Trainer(Ensemble(MODEL, [0, 1]), TrainConfig(lr=0.004))
+    assert fixed.peak_lr == 0.004 and fixed.member_lr is None
+    same_seed = Trainer(Ensemble(MODEL, [5, 5]), cfg)  # one draw for both: the optimizer's own rate
+    assert same_seed.peak_lr == cfg.learning_rate(5) and same_seed.member_lr is None
 
 
 def test_every_row_of_a_random_rate_bench_records_its_draw(tmp_path, tiny_config):

@@ -17,8 +17,8 @@ from satbench.harness import config as C
 from satbench.harness.results import read_run
 from satbench.harness.run import build_dataset
 from satbench.harness.selection import CheckpointSelection, checkpoint_steps, regions_at_one
-from satbench.models import Ensemble
-from satbench.models.train import train_ensemble
+from satbench.models import Ensemble, ModelConfig, saturated_limit
+from satbench.models.train import TrainConfig, train_ensemble
 from satbench.probes.evaluate import evaluate_ensemble
 
 CPU = torch.device("cpu")
@@ -349,3 +349,27 @@ def test_validation_without_a_validation_split_is_refused_by_the_selection():
                              test_lengths=(1, 9), train_size=40, test_per_length=2) for c in cells]
     with pytest.raises(ValueError, match=r"eval\.select"):
         CheckpointSelection(cells, datasets, CPU)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a checkpoint inside train.soft_steps' soft phase (the one at soft_steps "
+                                       "included) is evaluated with softmax attention, not the variant's exact one")
+def test_a_checkpoint_is_judged_with_the_attention_it_will_be_evaluated_with():
+    """train_ensemble hands every checkpoint over 'as it will be evaluated (exact attention, ties at model.tol)': for a
+    saturated model trained with soft_steps, its logits at each checkpoint equal those at the exact saturated limit,
+    also at checkpoints within the soft phase."""
+    model = ModelConfig(vocab_size=8, d_model=8, n_heads=2, n_layers=1, d_ff=16, attention="saturated")
+    train = TrainConfig(steps=30, batch_size=8, lr=0.01, log_every=10, soft_steps=20)
+    data = make_dataset("majority", train_lengths=(1, 6), test_lengths=(1, 6), train_size=64, test_per_length=2,
+                        seed=0, vocab_size=8).train
+    exact_at = {}
+
+    @torch.no_grad()
+    def on_checkpoint(step, ensemble):
+        as_handed = ensemble(data.tokens, logit_only=True)["logit"]
+        with saturated_limit(ensemble):
+            exact = ensemble(data.tokens, logit_only=True)["logit"]
+        exact_at[step] = torch.equal(as_handed, exact)
+
+    train_ensemble(model, train, [0], [data], CPU, progress=False, checkpoints=CHECKPOINTS, on_checkpoint=on_checkpoint)
+    assert exact_at == dict.fromkeys(CHECKPOINTS, True)
+
