@@ -82,6 +82,8 @@ class DataConfig:
         if not self.test_per_length > 0:
             raise ValueError(f"data.test_per_length: {self.test_per_length} must be > 0")
         if self.validation_lengths is not None:
+            if not self.validation_size:
+                raise ValueError("data.validation_lengths: given without data.validation_size, it draws nothing")
             self.validation_lengths = tuple(self.validation_lengths)
             lo, hi = self.validation_lengths
             if not 0 <= lo <= hi <= self.test_lengths[1]:

@@ -317,7 +317,8 @@ def _points(axes, zipped):
 def resolve(cell) -> Cell:
     """Fill in defaults and run each section's checks, once: the typed cell of a point given as plain values."""
     built = {}
-    for section, cls in SECTIONS.items():
+    # The model last: it takes fields the harness derives from the other sections, whose own errors come first.
+    for section, cls in sorted(SECTIONS.items(), key=lambda item: item[0] == "model"):
         given = dict(cell.get(section, {}))
         if section == "model":
             given["vocab_size"] = cell["vocab_size"]

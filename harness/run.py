@@ -209,9 +209,12 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
         ensemble, logs = train_ensemble(first.model, first.train, run.seeds, train_splits, device,
                                         weight_decays=[c.train.weight_decay for c in cells], on_log=on_log,
                                         progress=progress and bar is None, on_step=on_step if bar else None,
-                                        checkpoints=selection.steps if selection else (), on_checkpoint=selection)
+                                        checkpoints=selection.steps if selection else (), on_checkpoint=selection,
+                                        log_steps=selection.steps if selection and selection.rule == "validation"
+                                        else ())
         if selection:
             selection.finish(ensemble)
+            selection.truncate(logs)
     run.finish(ensemble, logs)
     metrics = [{} for _ in cells]
     for probe in tqdm(probes, desc="evaluate and probe", leave=False, disable=not progress):

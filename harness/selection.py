@@ -6,7 +6,8 @@ best test accuracy over their epochs. Both are here, and `final` (the last step)
 
     validation   at each of eval.checkpoints points, every member's recognition cross-entropy on its validation split
                  (FLaRe's criterion; a tie keeps the earlier step); the checkpoint with the lowest replaces the final
-                 parameters before evaluation, so every metric and probe describes that model.
+                 parameters before evaluation, and each member's training log ends at its chosen step (the
+                 checkpoints are logged steps), so every metric and probe describes that model.
     best_test    the final model is evaluated as usual, and at c = 1 each region (in distribution, each bin, every
                  length beyond training) then reads the best accuracy over the checkpoints and the final model. The
                  choice is made on test data: an upper bound on what a rule that cannot see the test strings would
@@ -27,7 +28,8 @@ from satbench.probes.evaluate import EvalConfig, evaluate_ensemble, judge_member
 def checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
     """`checkpoints` steps spread evenly over training, ending at the last one: for 7,800 steps and 25 checkpoints,
     the ends of 25 equal stretches (B20's epochs)."""
-    return sorted({int(round(steps * (k + 1) / checkpoints)) for k in range(min(checkpoints, steps))})
+    count = min(checkpoints, steps)
+    return sorted({int(round(steps * (k + 1) / count)) for k in range(count)})
 
 
 class CheckpointSelection:
@@ -84,6 +86,13 @@ class CheckpointSelection:
             for region, accuracy in regions_at_one(member).items():
                 if not np.isnan(accuracy) and (region not in best or accuracy > best[region][0]):
                     best[region] = (accuracy, step)
+
+    def truncate(self, logs):
+        """validation: each member's training log up to its chosen step, so that the probes that read the last entry
+        (saturation, norm growth) describe the chosen model."""
+        if self.rule == "validation":
+            for log, step in zip(logs, self.best_step, strict=True):
+                log[:] = [entry for entry in log if entry["step"] <= step]
 
     @torch.no_grad()
     def finish(self, ensemble):

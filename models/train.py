@@ -369,7 +369,7 @@ def tf32_matmuls(enabled: bool):
 
 
 def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, device, weight_decays=None, on_log=None,
-                   progress=True, on_step=None, checkpoints=(), on_checkpoint=None):
+                   progress=True, on_step=None, checkpoints=(), on_checkpoint=None, log_steps=()):
     """Train M members (one per seed and split) together; returns the ensemble and each member's training log.
 
     `weight_decays` gives each member its own decoupled weight decay (default: train_cfg.weight_decay for all), so
@@ -382,7 +382,8 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
     with it (and then passes progress=False, so that no second bar estimates the same time).
 
     `on_checkpoint(steps_taken, ensemble)` is called after each update whose count is in `checkpoints`, with the
-    ensemble in eval mode as it will be evaluated (exact attention, ties at model.tol): eval.select reads it.
+    ensemble in eval mode as it will be evaluated (its own attention also within a soft phase, ties at model.tol):
+    eval.select reads it. `log_steps` are logged besides train_cfg's schedule.
     """
     ensemble = Ensemble(model_cfg, seeds).to(device)
     data = stack_splits(train_splits, device)
@@ -394,6 +395,12 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         for i, seed in enumerate(seeds)]).to(device)  # (M, steps, B)
     members = torch.arange(M, device=device)[:, None]
 
+    if train_cfg.aux_losses and set(train_cfg.aux_losses) != set(model_cfg.aux_heads):
+        raise ValueError(f"train.aux_losses: {train_cfg.aux_losses} need model.aux_heads {train_cfg.aux_losses} "
+                         f"(the model has {list(model_cfg.aux_heads)})")
+    if "next_symbols" in train_cfg.aux_losses and data.next_labels is None:
+        raise ValueError("train.aux_losses: next_symbols needs next-symbol labels on the training splits "
+                         "(satbench.data.with_next_symbols)")
     trainer = Trainer(ensemble, train_cfg, weight_decays)
     autocast = trainer.autocast
     exact = get_variant(model_cfg.attention).exact
@@ -429,7 +436,7 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         next_ = None if data.next_labels is None else data.next_labels[members, idx]
         return data.tokens[members, idx], data.labels[members, idx], prefix, next_
 
-    log_at = set(logged_steps(train_cfg))
+    log_at = set(logged_steps(train_cfg)) | set(log_steps)
     ensemble.train()
     ensemble.set_soft_phase(train_cfg.soft_steps > 0)
     for step in tqdm(range(train_cfg.steps), desc="train", leave=False, disable=not progress):
@@ -449,9 +456,11 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         if on_checkpoint and step + 1 in checkpoints:
             if falling:
                 ensemble.set_tie_tolerance(model_cfg.tol)
+            ensemble.set_soft_phase(False)  # judged as the variant it is being trained into
             ensemble.eval()
             on_checkpoint(step + 1, ensemble)
             ensemble.train()
+            ensemble.set_soft_phase(step + 1 < train_cfg.soft_steps)
         if on_step:
             on_step(step + 1)
     if falling:  # the trained model, logged last and evaluated after, ties at model.tol like any exact model

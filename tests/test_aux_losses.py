@@ -241,10 +241,8 @@ def no_next_symbols(registry):
 @pytest.mark.parametrize("overrides, message", [
     (["train.aux_losses=[lm]", "data.label_kind=next_symbols"], "train.aux_losses"),
     (["train.aux_losses=[next_symbols]", "data.label_kind=prefix"], "train.aux_losses"),
-    pytest.param(["train.aux_losses=[lm, grammar]"], "train.aux_losses", marks=pytest.mark.xfail(
-        strict=True, reason="bug: the error names model.aux_heads, a field the config does not let one set")),
-    pytest.param(["train.aux_losses=[lm, lm]"], "train.aux_losses", marks=pytest.mark.xfail(
-        strict=True, reason="bug: the error names model.aux_heads, a field the config does not let one set")),
+    (["train.aux_losses=[lm, grammar]"], "train.aux_losses"),
+    (["train.aux_losses=[lm, lm]"], "train.aux_losses"),
     (["train.aux_losses=lm"], "train.aux_losses"),
     (["train.aux_weight=0"], "train.aux_weight"),
     (["train.aux_weight=-1"], "train.aux_weight"),
@@ -412,7 +410,7 @@ def test_cells_at_the_new_fields_defaults_record_none_of_them():
     explicit["eval"].update(select="final", checkpoints=10)
     (same,) = C.expand(explicit).cells
     assert C.cell_hash(same) == C.cell_hash(cell)
-    changes = ["data.validation_size=20", "data.validation_lengths=[1, 8]", "train.aux_losses=[lm]",
+    changes = ["data.validation_size=20", "train.aux_losses=[lm]",
                "train.aux_weight=2.0", "eval.select=best_test", "eval.checkpoints=4"]
     for change in changes:
         (other,) = C.expand(C.apply_overrides(explicit, [change])).cells

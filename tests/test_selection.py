@@ -58,9 +58,8 @@ def test_checkpoints_are_k_evenly_spaced_steps_ending_at_the_last(steps, k):
 
 @pytest.mark.parametrize("steps, k", [
     (5, 5),
-    pytest.param(5, 8, marks=pytest.mark.xfail(strict=True, reason="bug: checkpoint_steps(5, 8) == [1, 2, 3]")),
-    pytest.param(30, 100, marks=pytest.mark.xfail(strict=True,
-                                                  reason="bug: checkpoint_steps(30, 100) == [0, 1, ..., 9]")),
+    (5, 8),
+    (30, 100),
 ])
 def test_more_checkpoints_than_steps_give_every_step(steps, k):
     """Asked for more checkpoints than there are steps, every step is one, the last included: at most `steps`
@@ -148,6 +147,7 @@ def small(**sections):
     (["eval.checkpoints=true"], "eval.checkpoints"),
     (["data.validation_size=1"], "data.validation_size"),
     (["data.validation_lengths=[0, 12]"], "data.validation_lengths"),
+    (["data.validation_size=0", "data.validation_lengths=[1, 4]"], "data.validation_lengths: given without"),
 ])
 def test_bad_selection_settings_are_refused_by_the_config(overrides, message):
     """eval.select validation without a validation split, an unknown rule, fewer than one checkpoint or a checkpoint
@@ -252,12 +252,15 @@ def test_validation_evaluates_the_chosen_checkpoint(runs):
             assert row["metrics"][field] == chosen[field], (language, seed, field)
         assert selection["final"] == regions_at_one(runs["final"][(language, seed, 30)]["metrics"])
         assert 0 <= selection["validation_acc"] <= 1 and selection["validation_ce"] >= 0
-        assert row["log"] == runs["final"][(language, seed, 30)]["log"]  # training itself ran all 30 steps
+        # The log ends at the chosen step; up to there it is the 30-step run's, besides the checkpoints it also logs.
+        assert row["log"][-1]["step"] == step
+        full = {entry["step"]: entry for entry in runs["final"][(language, seed, 30)]["log"]}
+        for entry in row["log"]:
+            if entry["step"] in full:
+                assert entry == full[entry["step"]], (language, seed, entry["step"])
     assert chose_earlier > 0, "the grid must have a member whose best checkpoint is not the last step"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the saturation probe reports the last logged step (run.logs[-1]), the "
-                                       "final model, not the checkpoint that eval.select validation chose")
 def test_validation_probes_describe_the_chosen_checkpoint(runs):
     """selection.py: the chosen checkpoint 'replaces the final parameters before evaluation, so every metric and probe
     describes that model': the saturation probe's numbers of a validation row are those of the chosen-step run."""
@@ -351,8 +354,6 @@ def test_validation_without_a_validation_split_is_refused_by_the_selection():
         CheckpointSelection(cells, datasets, CPU)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a checkpoint inside train.soft_steps' soft phase (the one at soft_steps "
-                                       "included) is evaluated with softmax attention, not the variant's exact one")
 def test_a_checkpoint_is_judged_with_the_attention_it_will_be_evaluated_with():
     """train_ensemble hands every checkpoint over 'as it will be evaluated (exact attention, ties at model.tol)': for a
     saturated model trained with soft_steps, its logits at each checkpoint equal those at the exact saturated limit,
