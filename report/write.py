@@ -25,7 +25,14 @@ from .tables import (
     sweep_table,
     theory_flags,
 )
-from .ties import figure_tie_shares, figure_tolerance, tie_frame, tie_table, value_distinct_by_cell
+from .ties import (
+    figure_tie_shares,
+    figure_tolerance,
+    tie_frame,
+    tie_table,
+    tolerance_columns,
+    value_distinct_by_cell,
+)
 
 
 def phase_seconds(rows) -> dict[str, float]:
@@ -137,14 +144,16 @@ def write_report(run_dir, header=None):
                       "tie_floor).", "",
                       markdown(tie_table(part_ties, threshold)), ""]
             figure_tie_shares(part_ties, figures / f"tie_shares{tag}.png", title)
-            figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", chance, title)
             lines += [f"![tie shares at the saturated limit](figures/tie_shares{tag}.png)", "",
                       "Split queries (log axis; shares below 1e-5 drawn at 1e-5) and, among them, value-distinct ties "
-                      "at c=inf; bar: mean over seeds, whisker: its 95% bootstrap interval.", "",
-                      f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", "",
-                      "Accuracy at c=inf in distribution against the relative tie tolerance; line: mean over seeds, "
-                      "band: its 95% bootstrap interval; left of the dotted line, where the run has it, exact ties "
-                      "(tol = 0) with their interval" + ("; grey dashes: chance." if chance else "."), ""]
+                      "at c=inf; bar: mean over seeds, whisker: its 95% bootstrap interval.", ""]
+            if tolerance_columns(part_ties):  # eval.tie_tolerances may be empty
+                figure_tolerance(part_ties, figures / f"tie_tolerance{tag}.png", chance, title)
+                lines += [f"![accuracy at the limit against the tie tolerance](figures/tie_tolerance{tag}.png)", "",
+                          "Accuracy at c=inf in distribution against the relative tie tolerance; line: mean over "
+                          "seeds, band: its 95% bootstrap interval; left of the dotted line, where the run has it, "
+                          "exact ties (tol = 0) with their interval" + ("; grey dashes: chance." if chance else "."),
+                          ""]
         figure_heatmap(part, figures / f"recognition_heatmap{tag}.png", title)
         figure_accuracy_vs_length(part_rows, figures / f"accuracy_vs_length{tag}.png", chance=chance, title=title)
         figure_accuracy_vs_scale(part, figures / f"accuracy_vs_scale{tag}.png", _unit(rows), chance, title)
