@@ -48,6 +48,9 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eva
 TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", "zip", *SECTIONS}
 # Fields of ModelConfig the harness fills in itself.
 DERIVED = {"model.vocab_size", "model.next_symbols", "model.aux_heads"}
+# Fields of the transformer alone: an axis of them takes its first value in the cells of a recurrent model.kind.
+TRANSFORMER_ONLY = {"attention", "surrogate", "anneal_max", "tol", "tolerant_tol", "positional", "layer_norm", "causal",
+                    "n_heads", "max_len", "qk_norm", "attention_scale", "bos_key", "d_ff"}
 DEFAULT_VOCAB_SIZE = 8  # 3 specials + up to 5 symbols; fixed per config so a cell never depends on its neighbours
 
 
@@ -251,7 +254,13 @@ def expand(raw):
         cell = {"language": flat.pop("language"), "seed": flat.pop("seed"), "vocab_size": vocab_size}
         for section in SECTIONS:
             cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
+        if cell["model"].get("kind", "transformer") != "transformer":
+            # The transformer's fields mean nothing to a recurrent model: an axis of them takes its first value, so
+            # that a grid whose attention axis meets model.kind lstm gives one lstm cell per language and seed.
+            for key in TRANSFORMER_ONLY & set(cell["model"]):
+                cell["model"][key] = axes[f"model.{key}"][0]
         cells.append(resolve(cell))
+    cells = list({cell_hash(cell): cell for cell in cells}.values())  # the same cell twice trains once
     for cell in cells:
         lo, hi = cell.data.test_lengths
         for a, b in cell.eval.length_bins or []:

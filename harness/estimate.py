@@ -176,7 +176,8 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
     # The probes, as harness.run.run_group calls them, over one training step.
     members, member_datasets = map(list, zip(*paired(sample if device.type == "cpu" else cells, sample, datasets)))
     run = ProbeRun(cells=members, datasets=member_datasets, device=device)
-    probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled)]
+    probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled,
+                                                attention=first.model.kind == "transformer")]
     logged = {}  # the entries of the first logged step and their seconds
 
     def on_log(step, ensemble):

@@ -35,7 +35,8 @@ class CorruptResults(ValueError):
 # Fields added after runs were published, left out of a cell's record at their default so that cells (and the hashes
 # that resume a run) read as before the field existed. Here rather than in harness/config.py, so that the report can
 # read a left-out field's value without importing torch.
-LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0, "qk_norm": False, "attention_scale": None, "bos_key": True},
+LEFT_OUT_AT_DEFAULT = {"model": {"init_scale": 1.0, "qk_norm": False, "attention_scale": None, "bos_key": True,
+                                 "kind": "transformer"},
                        "data": {"negatives": "language", "validation_size": 0, "validation_lengths": None},
                        "train": {"compile": False, "tf32": False, "tolerance_schedule": "constant", "soft_steps": 0,
                                  "aux_losses": [], "aux_weight": 1.0, "loss": "bce"},

@@ -170,7 +170,8 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
         datasets = [build_dataset(cell, dataset_cache)
                     for cell in tqdm(cells, desc="datasets", leave=False, disable=not progress)]
     run = ProbeRun(cells=cells, datasets=datasets, device=device)
-    probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled)]
+    probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled,
+                                                attention=first.model.kind == "transformer")]
 
     keep = first.train.keep_checkpoints and run_dir is not None
     errors = {}  # probe name -> its error: a probe that fails costs its own numbers, not the group's training

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.func import stack_module_state
 
-from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict, counts_toward_norm
+from satbench.models.kinds import build_model, check_state_dict
+from satbench.models.recognizer import ModelConfig, counts_toward_norm
 
 
 def _replace_parameter(module: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -61,7 +62,7 @@ class Ensemble(nn.Module):
             # Seed each member on its own, leaving the caller's random stream untouched.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                members.append(Recognizer(config))
+                members.append(build_model(config))
         params, _ = stack_module_state(members)
         # `stacked` is a Recognizer whose parameters have the member axis in front, which makes its forward run all
         # members at once. Being a real submodule, it carries .to(device), train()/eval() and the attention knobs
@@ -109,11 +110,11 @@ class Ensemble(nn.Module):
         for name, value in state_dict.items():
             stacked[name][i].copy_(value)
 
-    def member(self, i: int) -> Recognizer:
+    def member(self, i: int) -> nn.Module:
         """A standalone copy of member i: same config, weights, device, train/eval mode and the knobs training sets
         (inverse temperature, tie tolerance, soft phase)."""
         with torch.random.fork_rng(devices=[]):
-            model = Recognizer(self.config)
+            model = build_model(self.config)
         model.load_state_dict(self.member_state_dict(i))
         model.to(next(self.parameters()).device)
         model.train(self.training)

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 from satbench.models.ensemble import Ensemble
-from satbench.models.recognizer import ModelConfig, Recognizer, check_state_dict
+from satbench.models.kinds import build_model, check_state_dict
+from satbench.models.recognizer import ModelConfig, Recognizer
+from satbench.models.recurrent import RecurrentRecognizer
 
 FORMAT = "satbench-model"
 VERSION = 1
@@ -32,8 +34,8 @@ def save(model: Recognizer | Ensemble, path: str | os.PathLike) -> Path:
     if isinstance(model, Ensemble):
         payload["kind"] = "ensemble"
         payload["seeds"] = list(model.seeds)
-    elif isinstance(model, Recognizer):
-        payload["kind"] = "recognizer"
+    elif isinstance(model, Recognizer | RecurrentRecognizer):
+        payload["kind"] = "recognizer"  # a single model of any model.kind, which the config names
     else:
         raise TypeError(f"save: expected a Recognizer or an Ensemble, got {type(model).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> R
             member0[key[len(prefix) :]] = value[0]
         check_state_dict(config, member0, str(path))
     elif payload.get("kind") == "recognizer":
-        model = Recognizer(config)
+        model = build_model(config)
         check_state_dict(config, state_dict, str(path))
     else:
         raise ValueError(f"{path}: unknown model kind {payload.get('kind')!r}")

@@ -16,7 +16,7 @@ kernels round differently, and a stacked pre-LN block folds its norms' affine in
 """
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,16 @@ from satbench.models.layers import embed, linear, norm, norm_linear, stacked
 
 POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
 LAYER_NORMS = ("pre", "post", "branch", "none")
+KINDS = ("transformer", "lstm", "rnn")  # models/recurrent.py builds lstm and rnn; see `build_model`
 AUX_HEADS = ("lm", "next_symbols")
 
 
 @dataclass
 class ModelConfig:
     vocab_size: int
+    # transformer: this file's Recognizer, with model.attention; lstm, rnn: the recurrent baselines of
+    # models/recurrent.py (d_model units per layer), for which the attention fields mean nothing.
+    kind: str = "transformer"
     d_model: int = 32
     n_heads: int = 4
     n_layers: int = 2
@@ -67,13 +71,14 @@ class ModelConfig:
     attention_scale: float | None = None
     # Heads of train.aux_losses (filled in by the harness): "lm", a logit per token id for the next token (EOS after
     # the last symbol), and "next_symbols", a logit per token id that it can follow, both at every position.
-    aux_heads: tuple[str, ...] = ()
+    aux_heads: list[str] = field(default_factory=list)
     # BOS as a key every causal query may attend to (true), or only BOS's own position (false): then position i reads
     # s[:i] alone, the view of Bhattamishra et al. (2020), whose input has no start symbol. Strings of length >= 1.
     bos_key: bool = True
 
     def __post_init__(self):
         for name, choices in (
+            ("kind", KINDS),
             ("attention", VARIANTS),
             ("surrogate", SURROGATES),
             ("positional", POSITIONALS),
@@ -105,7 +110,7 @@ class ModelConfig:
         if not self.bos_key and not self.causal:
             raise ValueError("model.bos_key: false hides BOS from the queries of a causal model; a bidirectional one "
                              "reads its membership at BOS")
-        self.aux_heads = tuple(self.aux_heads)
+        self.aux_heads = list(self.aux_heads)
         if not set(self.aux_heads) <= set(AUX_HEADS) or len(set(self.aux_heads)) != len(self.aux_heads):
             raise ValueError(f"model.aux_heads: {list(self.aux_heads)} must be distinct names of "
                              f"{', '.join(AUX_HEADS)}")
@@ -419,20 +424,3 @@ def parameter_norm(model: Recognizer) -> float:
         if p.requires_grad and counts_toward_norm(name, p.shape):
             total += float(p.double().pow(2).sum())
     return math.sqrt(total)
-
-
-def check_state_dict(config: ModelConfig, state_dict: dict, where: str) -> None:
-    """Raise ValueError with one line if `state_dict` does not fit a Recognizer built from `config`."""
-    with torch.device("meta"):
-        expected = Recognizer(config).state_dict()
-    for key, value in expected.items():
-        if key not in state_dict:
-            raise ValueError(f"{where}: missing parameter {key!r} required by its config")
-        got = tuple(state_dict[key].shape)
-        if got != tuple(value.shape):
-            raise ValueError(
-                f"{where}: parameter {key!r} has shape {got} but its config needs {tuple(value.shape)}"
-            )
-    for key in state_dict:
-        if key not in expected:
-            raise ValueError(f"{where}: unexpected parameter {key!r} for its config")

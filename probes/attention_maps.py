@@ -98,6 +98,7 @@ class AttentionMaps(Probe):
     pass on the probe strings) and for the trained member (from the pass the ties probe made already)."""
 
     name = "attention_maps"
+    needs_attention = True
     report = ProbeReport(
         title="Query and key maps",
         text="Per layer l, for the trained members on their probe strings, mean±std over seeds. `wq_norm_layer{l}`, "

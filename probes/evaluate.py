@@ -170,13 +170,15 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
 
     per_scale, per_tol = {}, {}
     ensemble.eval()
-    if eval_cfg.uniform_control:  # first: the c -> 0 end of the sweep
+    # A model without attention (a recurrent model.kind) has no sweep, limit or tie tolerance: c = 1 alone.
+    attends = bool(ensemble.attention_layers())
+    if eval_cfg.uniform_control and attends:  # first: the c -> 0 end of the sweep
         with uniform_attention(ensemble):
             per_scale[UNIFORM] = judged()
-    for c in eval_cfg.scales:
+    for c in eval_cfg.scales if attends else [1.0]:
         with at_scale(ensemble, c, eval_cfg.scaling):
             per_scale[scale_name(c)] = judged()
-    for tol in eval_cfg.tie_tolerances:
+    for tol in eval_cfg.tie_tolerances if attends else []:
         with saturated_limit(ensemble, tol=tol):
             per_tol[f"{tol:g}"] = judged()[0]
     lengths, real = lengths.cpu(), real.cpu()

@@ -120,6 +120,7 @@ class Heads(Probe):
     """Positions attended per head at the saturated limit, and their histogram over all heads."""
 
     name = "heads"
+    needs_attention = True
     report = ProbeReport(
         title="Attention heads under saturation",
         text="Positions attended per query at the saturated limit (weight > 1e-5). A head is argmax-like when fewer "

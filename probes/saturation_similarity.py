@@ -233,6 +233,7 @@ class Saturation(Probe):
     limit as `decision_kappa`."""
 
     name = "saturation"
+    needs_attention = True
     report = ProbeReport(
         title="Saturation",
         text="Per language and variant, mean±std over seeds, on the probe strings of the trained members. "

@@ -116,6 +116,7 @@ class Ties(Probe):
     """Tie shares at the saturated limit and score gaps as trained, per layer and head: in every row."""
 
     name = "ties"
+    needs_attention = True
     section = "metrics"
 
     def measure(self, run):

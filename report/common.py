@@ -8,9 +8,11 @@ import yaml
 
 THEORY_PATH = Path(__file__).with_name("theory.yaml")
 # The attention variants in the order of every table and figure: theory.yaml's, which has an entry for each variant
-# models/attention.py registers (tests/test_layering.py checks). The report reads rows, not models, so it takes the
-# names from there; a variant the rows hold and theory.yaml lacks sorts after them.
-VARIANT_ORDER = list(yaml.safe_load(THEORY_PATH.read_text())["variants"])
+# models/attention.py registers (tests/test_layering.py checks), then its recurrent model kinds. The report reads rows,
+# not models, so it takes the names from there; a variant the rows hold and theory.yaml lacks sorts after them.
+_THEORY = yaml.safe_load(THEORY_PATH.read_text())
+ATTENTION_VARIANTS = list(_THEORY["variants"])
+VARIANT_ORDER = ATTENTION_VARIANTS + list(_THEORY.get("kinds", []))  # then the recurrent model kinds
 
 
 def variant_rank(variant):
@@ -102,7 +104,16 @@ def flatten(config, prefix=""):
     return out
 
 
-SPLIT_ALWAYS = {"language", "seed", "model.attention"}  # every table splits by these already (seed: over seeds)
+# Every table splits by these already (seed: over seeds; model.kind and model.attention: the variant, `variant_of`).
+SPLIT_ALWAYS = {"language", "seed", "model.attention", "model.kind"}
+
+
+def variant_of(row) -> str:
+    """What the tables call a row's model: its attention variant, or its model.kind where that is not a
+    transformer (lstm, rnn, a plugin's)."""
+    model = row["config"]["model"]
+    kind = model.get("kind", "transformer")
+    return model["attention"] if kind == "transformer" else kind
 
 
 def varying_fields(rows) -> list[str]:
@@ -157,5 +168,5 @@ def theory_cell(language, theory, positional=None):
     if not entry:
         return "—"
     if positional is None:
-        return " / ".join(prediction_words(entry[v]) if v in entry else "—" for v in VARIANT_ORDER)
-    return " / ".join(predicted(entry, v, positional) or "—" for v in VARIANT_ORDER)
+        return " / ".join(prediction_words(entry[v]) if v in entry else "—" for v in ATTENTION_VARIANTS)
+    return " / ".join(predicted(entry, v, positional) or "—" for v in ATTENTION_VARIANTS)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from satbench.harness.results import CorruptResults, load_rows_with_config
 
-from .common import flatten, markdown, ordered_variants, scale_heading, scale_value, variant_rank
+from .common import flatten, markdown, ordered_variants, scale_heading, scale_value, variant_of, variant_rank
 from .stats import difference_interval, excludes_zero, seed_cell
 from .tables import BIN_PREFIX, bin_columns, long_table, setting_columns, with_left_out_fields
 
@@ -96,7 +96,7 @@ def compare_variants(run, variant_a, variant_b):
     if not samples[0].keys() & samples[1].keys():
         raise ValueError(f"{run}: no language has cells of both {variant_a} and {variant_b}: nothing to compare")
 
-    by_variant = [[r for r in rows if r["config"]["model"]["attention"] == v] for v in (variant_a, variant_b)]
+    by_variant = [[r for r in rows if variant_of(r) == v] for v in (variant_a, variant_b)]
     differences = [line for line in config_differences(*by_variant) if not line.startswith("- model.attention:")]
     if differences:
         header = [f"Besides the attention, the cells of {variant_a} and {variant_b} differ in these config fields "

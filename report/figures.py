@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import style
-from .common import UNIFORM, ordered_languages, ordered_variants
+from .common import UNIFORM, ordered_languages, ordered_variants, variant_of
 
 SCALE_DASHES = {"1": "", "inf": (4, 2)}  # as trained: solid; the saturated limit: dashed
 
@@ -53,7 +53,7 @@ def figure_accuracy_vs_length(rows, path, scale="1", chance=0.5, title=None):
     for row in rows:
         for c in dict.fromkeys([scale, "inf"]):
             for length, acc in row["metrics"]["acc_by_length"].get(c, {}).items():
-                records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+                records.append({"language": row["config"]["language"], "variant": variant_of(row),
                                 "length": int(length), "accuracy": acc, "c": c})
     frame = pd.DataFrame.from_records(records)
     languages = ordered_languages(frame["language"])

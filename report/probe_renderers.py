@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import style
-from .common import markdown, ordered_languages, ordered_variants, setting
+from .common import markdown, ordered_languages, ordered_variants, setting, variant_of
 
 
 @dataclass
@@ -48,7 +48,7 @@ def norm_series(rows, fields):
     for row in rows:
         for entry in row["log"]:
             layers = {key: value for key, value in entry.items() if key.startswith(DISTANCE_PREFIX)}
-            records.append({"variant": row["config"]["model"]["attention"], "language": row["config"]["language"],
+            records.append({"variant": variant_of(row), "language": row["config"]["language"],
                             "seed": row["config"]["seed"], **setting(row, fields), "step": entry["step"],
                             **{key: entry.get(key, math.nan) for key in SERIES}, **layers})
     return pd.DataFrame.from_records(records)
@@ -201,7 +201,7 @@ def figure_norm_growth(series, fields, path):
 def law_counts(rows, fields):
     """Per language, variant and varying field: how many seeds each growth law predicts best on held-out steps
     (the norm-growth probe's `best_law`), as "k/n" with n the seeds that have one. None without any."""
-    records = [{"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+    records = [{"language": row["config"]["language"], "variant": variant_of(row),
                 **setting(row, fields), "best_law": (row["metrics"].get("probes") or {}).get("best_law")}
                for row in rows]
     frame = pd.DataFrame.from_records(records).dropna(subset=["best_law"]) if records else pd.DataFrame()
@@ -326,7 +326,7 @@ def figure_heads(rows, path, widest=20):
     records = []
     for row in rows:
         for count, n in ((row["metrics"].get("probes") or {}).get("attended_histogram") or {}).items():
-            records.append({"variant": row["config"]["model"]["attention"], "positions": int(count), "queries": n})
+            records.append({"variant": variant_of(row), "positions": int(count), "queries": n})
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         return False

@@ -15,7 +15,7 @@ import pandas as pd
 
 from satbench.harness.results import PROBE_REPORTS_FILE, read_probe_reports
 
-from .common import markdown, setting, varying_fields
+from .common import markdown, setting, variant_of, varying_fields
 from .probe_renderers import RENDERERS, RunView
 
 LATE = 0.2  # the late phase of training: logged steps t >= LATE * the last step (the norm-growth probe's text says so)
@@ -50,7 +50,7 @@ def cell_frame(rows, fields, section):
     row carries, probes or not), and language, variant, seed and the varying `fields`."""
     return pd.DataFrame.from_records([
         {**numbers_of(row, section), **late_squared_norm_fit(row.get("log") or []),
-         "language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+         "language": row["config"]["language"], "variant": variant_of(row),
          "seed": row["config"]["seed"], **setting(row, fields)} for row in rows])
 
 

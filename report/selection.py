@@ -4,7 +4,7 @@ of the final model beside the selected one (harness/selection.py records both)."
 
 import pandas as pd
 
-from .common import ordered_languages, report_order
+from .common import ordered_languages, report_order, variant_of
 from .stats import seed_cell
 
 ON_TEST = "best on test"  # the label of c=1 columns whose accuracies are each region's best over checkpoints
@@ -64,7 +64,7 @@ def selection_table(rows, threshold):
         chosen = {"in": row["metrics"]["acc"]["1"], **{name: values["1"] for name, values in
                                                          row["metrics"]["acc_bins"].items()}}
         for region, selected in chosen.items():
-            records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+            records.append({"language": row["config"]["language"], "variant": variant_of(row),
                             "region": "in dist." if region == "in" else f"len {region}",
                             "final": selection["final"][region], "selected": selected})
     if not records:

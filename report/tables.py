@@ -18,6 +18,7 @@ from .common import (
     report_order,
     scale_heading,
     scale_value,
+    variant_of,
 )
 from .stats import seed_cell
 
@@ -34,7 +35,7 @@ def long_table(rows):
             bins = metrics.get("acc_bins", {})  # rows written before length bins existed have none
             for scale, acc in metrics["acc"].items():
                 records.append({**fields, "hash": row["hash"], "acc_over": metrics.get("acc_over", "training lengths"),
-                                "variant": fields["model.attention"], "scale": scale,
+                                "variant": variant_of(row), "scale": scale,
                                 "scale_value": scale_value(scale), "acc": acc, "acc_long": metrics["acc_long"][scale],
                                 "ce": metrics["ce"][scale],
                                 **{f"{BIN_PREFIX}{name}": by_scale[scale] for name, by_scale in bins.items()}})
@@ -55,8 +56,8 @@ def bin_columns(table):
 
 def setting_columns(table):
     """Config fields that vary across the run, besides those every table already splits by."""
-    fixed = {"hash", "acc_over", "language", "seed", "model.attention", "variant", "scale", "scale_value", "acc",
-             "acc_long", "ce"}
+    fixed = {"hash", "acc_over", "language", "seed", "model.attention", "model.kind", "variant", "scale", "scale_value",
+             "acc", "acc_long", "ce"}
     columns = []
     for column in table.columns:
         if column in fixed or column.startswith(BIN_PREFIX):
@@ -149,7 +150,8 @@ def criteria_table(table, threshold, theory, flags):
         cells["vs theory"] = ", ".join(f for f in flags.get(language, {}) if f.split(" ", 1)[1] in subjects)
         for title, column in wanted:
             cells[f"{title} c={scale}"] = seed_cell(part[column], threshold)
-    frame = pd.DataFrame.from_dict(out, orient="index")
+    # A model without attention (lstm, rnn) has no c=inf: n/a, not a missing number.
+    frame = pd.DataFrame.from_dict(out, orient="index").fillna("n/a")
     order = ["theory", "vs theory"] + [f"{title} c={s}" for title, _ in wanted for s in ("1", "inf")]
     frame = frame[[c for c in order if c in frame.columns]]
     levels = ["language", "variant", "model.positional"] if several else ["language", "variant"]
@@ -260,7 +262,7 @@ def kind_table(rows):
         metrics = row["metrics"]
         for scale in ("1", "inf"):
             for kind, acc in metrics.get("acc_by_kind", {}).get(scale, {}).items():
-                records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+                records.append({"language": row["config"]["language"], "variant": variant_of(row),
                                 "column": f"{kind} c={scale}", "acc": acc, "n": metrics["kind_counts"][kind]})
     if not records:
         return pd.DataFrame()

@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import style
-from .common import flatten, ordered_languages, ordered_variants, report_order
+from .common import flatten, ordered_languages, ordered_variants, report_order, variant_of
 from .stats import seed_cell  # the compact cell of every accuracy table
 
 SHARES = ["split_share", "value_distinct_share", "score_gap", "score_gap_over_norm"]
@@ -24,7 +24,7 @@ def tie_frame(rows, fields):
         if "ties" not in metrics:
             continue
         flat = flatten(row["config"])
-        records.append({"language": row["config"]["language"], "variant": row["config"]["model"]["attention"],
+        records.append({"language": row["config"]["language"], "variant": variant_of(row),
                         "seed": row["config"]["seed"], **{f: flat[f] for f in fields},
                         **{k: metrics["ties"][k] for k in SHARES},
                         **{f"tol={t}": by_region["in"] for t, by_region in metrics["tie_tolerance_acc"].items()}})

@@ -7,7 +7,7 @@ from satbench.cli import main
 from satbench.construct_command import parse_lengths
 from satbench.models import Recognizer, attention_layers, load, saturated_limit, save, scale_attention
 from satbench.models.constructions import CONSTRUCTIONS, construct, get_construction
-from satbench.models.recognizer import check_state_dict
+from satbench.models.kinds import check_state_dict
 from satbench.probes.theory_check import (
     accuracy_table,
     construction_rows,
