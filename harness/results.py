@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 ROWS_GLOBS = ("cells*.jsonl", "cells*.jsonl.gz")  # gzip: published runs, read-only
+SCORED_GLOB = "scored-*.jsonl"  # rows of predictions made elsewhere (`satbench score`, harness/export.py)
 CONFIG_FILE = "config.yaml"
 GRID_CELLS_FILE = "grid_cells.json"
 CONSTRUCTIONS_FILE = "constructions.json"
@@ -110,9 +111,14 @@ def _rounded(obj, digits=6):
     return obj
 
 
+def row_line(row) -> str:
+    """A row as its rows file holds it: one JSON line, floats to 6 significant digits."""
+    return json.dumps(_rounded(row), sort_keys=True, allow_nan=True) + "\n"
+
+
 def append_row(path, row):
     """One write of one complete line on an O_APPEND descriptor, then fsync: a reader sees all of it or none."""
-    line = (json.dumps(_rounded(row), sort_keys=True, allow_nan=True) + "\n").encode()
+    line = row_line(row).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, line)
@@ -211,6 +217,9 @@ def load_rows_with_config(run_dir):
         # In the order of the grid's cells, whose outermost axis is the config's language list: the report shows the
         # languages in the order the config names them (report/style.py, `ordered_languages`).
         rows = sorted((r for r in rows if r["hash"] in wanted), key=lambda r: order[r["hash"]])
+    # Scored models, beside the trained cells: their rows are no cells of the grid, and no bench rewrites them.
+    for path in sorted(run_dir.glob(SCORED_GLOB)):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return rows
 
 

@@ -1,7 +1,7 @@
 """satbench: which formal languages a transformer recognizes with soft, saturated or hard attention, and how that
 changes as its parameters grow. Subcommands: the languages (list, sample, check), the bench (train and measure a grid
-of cells), its report, the comparison of two runs or of two attention variants of one run, and the hand-built
-constructions."""
+of cells), its report, the comparison of two runs or of two attention variants of one run, the hand-built
+constructions, and a bench's exact splits exported and predictions made elsewhere scored."""
 
 import argparse
 import sys
@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from satbench.harness.allocator import keep_freed_memory
 
-from . import bench_commands, construct_command, language_commands
+from . import bench_commands, construct_command, data_commands, language_commands
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     language_commands.add_commands(commands)
     bench_commands.add_commands(commands)
     construct_command.add_commands(commands)
+    data_commands.add_commands(commands)
     # Dotted overrides (key=value) may stand anywhere on the line, also after options.
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -1,0 +1,207 @@
+"""The exact splits of a bench, written to files, and predictions made anywhere, scored as the bench scores its own.
+
+`export_splits(grid, out)` writes, for every language and seed of a grid (one per dataset the bench would build), the
+train, validation (where data.validation_size asks for one) and test splits byte for byte as `satbench bench` with
+the same config would train and test on them:
+
+    <out>/manifest.json                          the config, its hash, the command, and per dataset its cell, the
+                                                 hash of what the dataset is a function of, and each split's counts
+    <out>/<language>/seed-<k>/<split>.jsonl      one JSON object per string, in the split's order: "string",
+                                                 "label" (1 member, 0 not), "length", "kind" (member or the negative
+                                                 kind that drew it), "prefixes" (membership of every prefix s[:i],
+                                                 i = 0..n) and, for a member of a language that defines them,
+                                                 "next_symbols" (the symbols that can follow each prefix)
+    <out>/<language>/seed-<k>/flare/             the same in the plain-text layout FLaRe's code prepares
+                                                 (rycolab/neural-network-recognizers, prepare_data.py): main.tok
+                                                 (space-separated symbols), labels.txt, next-symbols.jsonl (per
+                                                 position {"s": symbols, "e": prefix is a member}; [] for a non-member),
+                                                 the training split at the top and the others under datasets/<split>/
+
+`score_predictions(export, predictions, run_dir, name)` reads predictions for a test split, one JSON object per
+line: {"language", "seed", "index" (the string's line in test.jsonl), "accept": bool} for membership, and for the
+next-symbol task also "next_symbols": one string of symbols per prefix, as in the export, whose "accept" per prefix is
+"prefixes". It judges each string as the bench does (models.objectives.judge_strings: membership by the label; the
+next-symbol task right only if every prefix's set and end bit are), computes the bench's metrics
+(probes.evaluate.recognition_metrics: in distribution, every length bin, k/n over seeds in the report) and writes one
+row per language and seed into <run_dir>/scored-<name>.jsonl, with model.kind <name>, which `satbench report` and
+`satbench compare` read beside the run's trained cells.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from satbench.languages import get_language
+from satbench.languages.base import STRING_KINDS
+from satbench.probes.evaluate import recognition_metrics
+
+from .provenance import command_line, source_state
+from .results import CONFIG_FILE, canonical_json, encode_inf, grid_hash, row_line, write_atomically
+from .run import build_dataset, dataset_key
+
+FORMAT, VERSION = "satbench-splits", 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "validation", "test")
+
+
+def datasets_of(grid):
+    """[(cell, dataset key)] once per dataset the bench would build, in the grid's order."""
+    seen = {}
+    for cell in grid.cells:
+        seen.setdefault(dataset_key(cell), cell)
+    return [(cell, key) for key, cell in seen.items()]
+
+
+def string_records(language, split):
+    lang = get_language(language)
+    for i, s in enumerate(split.strings):
+        member = bool(split.labels[i] > 0.5)
+        record = {"string": s, "label": int(member), "length": len(s),
+                  "kind": split.kinds[i] if split.kinds else None, "prefixes": lang.prefix_accepts(s)}
+        following = lang.next_symbols(s) if member else None
+        if following is not None:
+            record["next_symbols"] = following
+        yield record
+
+
+def write_flare(folder, records):
+    """FLaRe's plain-text layout of one split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / "main.tok", "".join(" ".join(r["string"]) + "\n" for r in records))
+    write_atomically(folder / "labels.txt", "".join(f"{r['label']}\n" for r in records))
+    lines = []
+    for r in records:
+        steps = [{"s": " ".join(symbols), "e": bool(end)}
+                 for symbols, end in zip(r.get("next_symbols", []), r["prefixes"])] if "next_symbols" in r else []
+        lines.append(json.dumps(steps) + "\n")
+    write_atomically(folder / "next-symbols.jsonl", "".join(lines))
+
+
+def export_splits(grid, out):
+    """Write every dataset of `grid` under `out` (see the module's docstring); returns the manifest."""
+    out = Path(out)
+    cache, entries = {}, []
+    for cell, key in datasets_of(grid):
+        dataset = build_dataset(cell, cache)
+        folder = out / cell.language / f"seed-{cell.seed}"
+        splits = {"train": dataset.train, "validation": dataset.validation, "test": dataset.test}
+        counts = {}
+        for name, split in splits.items():
+            if split is None:
+                continue
+            records = list(string_records(cell.language, split))
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            write_flare(folder / "flare" if name == "train" else folder / "flare" / "datasets" / name, records)
+            counts[name] = {"strings": len(records), "distinct": len({r["string"] for r in records}),
+                            "members": sum(r["label"] for r in records)}
+        entries.append({"language": cell.language, "seed": cell.seed, "cell": encode_inf(cell.as_dict()),
+                        "dataset": hashlib.sha256(key.encode()).hexdigest()[:16], "label_kind": cell.data.label_kind,
+                        "train_lengths": list(cell.data.train_lengths), "test_lengths": list(cell.data.test_lengths),
+                        "splits": counts, "folder": str(folder.relative_to(out))})
+        cache.clear()  # one dataset in memory at a time
+    manifest = {"format": FORMAT, "version": VERSION, "config": grid.raw, "config_hash": grid_hash(grid.raw),
+                "command": command_line(), "entries": entries}
+    write_atomically(out / MANIFEST, json.dumps(encode_inf(manifest), indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(export):
+    path = Path(export) / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{export}: no {MANIFEST}; give a directory written by `satbench data export`")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a satbench export (format {manifest.get('format')!r})")
+    return manifest
+
+
+def read_predictions(path):
+    """{(language, seed): {index: prediction}} from a JSONL file; a line that is not a prediction is named."""
+    found = {}
+    with open(path) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                p = json.loads(line)
+                key, index = (p["language"], int(p["seed"])), int(p["index"])
+                if not isinstance(p["accept"], bool):
+                    raise TypeError("accept is not true or false")
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"{path}:{number}: not a prediction {{language, seed, index, accept}} "
+                                 f"({type(error).__name__}: {error})") from None
+            found.setdefault(key, {})[index] = p
+    return found
+
+
+def judged(record, prediction, label_kind):
+    """Whether one prediction is right, as judge_strings judges the model's logits."""
+    if label_kind != "next_symbols":
+        return prediction["accept"] == bool(record["label"])
+    given = prediction.get("next_symbols")
+    if given is None or len(given) != len(record["next_symbols"]):
+        return False
+    ends = prediction.get("prefixes", [])
+    return [set(g) for g in given] == [set(t) for t in record["next_symbols"]] and \
+        [bool(e) for e in ends] == [bool(e) for e in record["prefixes"]]
+
+
+def score_predictions(export, predictions, run_dir, name):
+    """Score `predictions` (a JSONL file) on the test splits of the export at `export`; write the rows into
+    <run_dir>/scored-<name>.jsonl (with the export's config.yaml where the run directory has none). Returns them."""
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"--name {name!r}: a model name of letters, digits, - and _")
+    manifest = read_manifest(export)
+    given = read_predictions(predictions)
+    run_dir = Path(run_dir)
+    recorded = run_dir / CONFIG_FILE
+    if recorded.exists() and grid_hash(yaml.safe_load(recorded.read_text())) != grid_hash(manifest["config"]):
+        raise ValueError(f"{run_dir}: its config is not the one {export} was exported with; score into the run of "
+                         "that config, or into a new directory")
+    rows = []
+    for entry in manifest["entries"]:
+        key = (entry["language"], entry["seed"])
+        if key not in given:
+            continue
+        records = [json.loads(line) for line in (Path(export) / entry["folder"] / "test.jsonl").open()]
+        missing = [i for i in range(len(records)) if i not in given[key]]
+        if missing:
+            raise ValueError(f"{predictions}: {key[0]} seed {key[1]}: no prediction for {len(missing)} of "
+                             f"{len(records)} test strings (the first: index {missing[0]})")
+        right = torch.tensor([judged(r, given[key][i], entry["label_kind"]) for i, r in enumerate(records)])
+        lengths = torch.tensor([r["length"] for r in records])
+        kinds = torch.tensor([STRING_KINDS.index(r["kind"]) if r["kind"] in STRING_KINDS else -1 for r in records])
+        eval_cfg = entry["cell"]["eval"]
+        bins = [tuple(b) for b in eval_cfg.get("length_bins") or []] or \
+            ([(entry["train_lengths"][1] + 1, entry["test_lengths"][1])]
+             if entry["test_lengths"][1] > entry["train_lengths"][1] else [])
+        metrics = recognition_metrics({"1": (right, torch.full(right.shape, float("nan")), torch.tensor(0))}, {},
+                                      lengths, torch.ones_like(right), entry["train_lengths"], bins,
+                                      eval_cfg.get("threshold", 0.99), kinds=kinds)
+        config = json.loads(json.dumps(entry["cell"]))
+        config["model"] = {"kind": name, "attention": name}
+        rows.append({"hash": hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16], "config": config,
+                     "metrics": metrics, "log": [], "scored_from": {"export": str(export),
+                                                                  "predictions": str(predictions)},
+                     "dataset": {"meta": {"strings": {"test": len(records)}}, "baselines": {}},
+                     "grid_hash": grid_hash(manifest["config"]), **source_state(), "command": command_line()})
+    if not rows:
+        raise ValueError(f"{predictions}: no prediction names a language and seed of the export at {export}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / CONFIG_FILE).exists():
+        write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(manifest["config"], sort_keys=False))
+    write_atomically(run_dir / f"scored-{name}.jsonl", "".join(row_line(encode_inf(r)) for r in rows))
+    return rows
+
+
+def exported_equal(a, b):
+    """Whether two exports hold the same datasets (their manifests' dataset hashes and counts)."""
+    def held(manifest):
+        return [{k: e[k] for k in ("language", "seed", "dataset", "splits")} for e in manifest["entries"]]
+    return held(read_manifest(a)) == held(read_manifest(b))
+
+
