@@ -32,6 +32,7 @@ import yaml
 from satbench.data import DataConfig
 from satbench.languages import get_language
 from satbench.models import ModelConfig, get_variant
+from satbench.models.kinds import check_kind, stackable
 from satbench.models.train import TrainConfig
 from satbench.probes.evaluate import EvalConfig
 from satbench.probes.registry import ProbeConfig
@@ -262,6 +263,7 @@ def expand(raw):
         cells.append(resolve(cell))
     cells = list({cell_hash(cell): cell for cell in cells}.values())  # the same cell twice trains once
     for cell in cells:
+        check_kind(cell.model.kind)
         lo, hi = cell.data.test_lengths
         for a, b in cell.eval.length_bins or []:
             if not lo <= a <= b <= hi:
@@ -358,6 +360,8 @@ PER_MEMBER = ("language", "seed", "train.weight_decay")
 def group_key(cell: Cell) -> str:
     """Cells that differ only in per-member fields share a model shape and recipe: one stacked ensemble."""
     shared = cell.as_dict()
+    if not stackable(cell.model.kind):  # a plugin's model that cannot be stacked trains one member at a time
+        return results.canonical_json(shared)
     for path in PER_MEMBER:
         section, _, key = path.rpartition(".")
         (shared[section] if section else shared).pop(key)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from satbench.models.kinds import is_plugin
 from satbench.models.train import logged_steps, train_ensemble
 from satbench.probes import ProbeRun, probe_classes
 
@@ -177,7 +178,8 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
     members, member_datasets = map(list, zip(*paired(sample if device.type == "cpu" else cells, sample, datasets)))
     run = ProbeRun(cells=members, datasets=member_datasets, device=device)
     probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled,
-                                                attention=first.model.kind == "transformer")]
+                                                attention=first.model.kind == "transformer",
+                                                internals=not is_plugin(first.model.kind))]
     logged = {}  # the entries of the first logged step and their seconds
 
     def on_log(step, ensemble):

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from satbench.data import make_dataset, with_next_symbols
 from satbench.models.io import save
+from satbench.models.kinds import is_plugin
 from satbench.models.train import train_ensemble
 from satbench.probes import ProbeRun, probe_classes, recorded_reports
 from satbench.probes.theory_check import construction_rows
@@ -171,7 +172,8 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
                     for cell in tqdm(cells, desc="datasets", leave=False, disable=not progress)]
     run = ProbeRun(cells=cells, datasets=datasets, device=device)
     probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled,
-                                                attention=first.model.kind == "transformer")]
+                                                attention=first.model.kind == "transformer",
+                                                internals=not is_plugin(first.model.kind))]
 
     keep = first.train.keep_checkpoints and run_dir is not None
     errors = {}  # probe name -> its error: a probe that fails costs its own numbers, not the group's training

@@ -70,23 +70,29 @@ class Ensemble(nn.Module):
         self.stacked = copy.deepcopy(members[0])
         for name, value in params.items():
             _replace_parameter(self.stacked, name, value.detach().clone())
+        # A plugin's model runs on member i's parameters through torch.func.functional_call of this module, kept in a
+        # list so that it is no submodule (its parameters are no ensemble's).
+        self._template = [members[0]]
 
     @property
     def M(self) -> int:
         return len(self.seeds)
 
     def attention_layers(self):
-        return self.stacked.attention_layers()
+        return self.stacked.attention_layers() if hasattr(self.stacked, "attention_layers") else []
 
     def set_inverse_temperature(self, beta: float) -> None:
         """Inverse temperature of the `anneal` surrogate, for every member and layer."""
-        self.stacked.set_inverse_temperature(beta)
+        if hasattr(self.stacked, "set_inverse_temperature"):  # a plugin's model has no attention knobs
+            self.stacked.set_inverse_temperature(beta)
 
     def set_tie_tolerance(self, tol: float) -> None:
-        self.stacked.set_tie_tolerance(tol)
+        if hasattr(self.stacked, "set_tie_tolerance"):  # a plugin's model has no attention knobs
+            self.stacked.set_tie_tolerance(tol)
 
     def set_soft_phase(self, on: bool) -> None:
-        self.stacked.set_soft_phase(on)
+        if hasattr(self.stacked, "set_soft_phase"):  # a plugin's model has no attention knobs
+            self.stacked.set_soft_phase(on)
 
     def forward(self, tokens: torch.Tensor, internals: bool = False,
                 logit_only: bool = False) -> dict[str, torch.Tensor]:
@@ -96,7 +102,22 @@ class Ensemble(nn.Module):
             raise ValueError(f"ensemble: tokens have {tokens.shape[0]} member batches but the ensemble has {self.M}")
         if tokens.dim() == 2:
             tokens = tokens.expand(self.M, *tokens.shape)
+        if not hasattr(self.stacked, "forward_members"):
+            return self._plugin_forward(tokens)
         return self.stacked.forward_members(tokens, internals, logit_only)
+
+    def _plugin_forward(self, tokens):
+        """A plugin's model (models/kinds.py), which knows nothing of members: its own forward with member i's
+        parameters, for one member as it is, for several through torch.func.vmap (a builder that declares its model
+        `stackable`)."""
+        params = dict(self.stacked.named_parameters())
+        buffers = dict(self.stacked.named_buffers())
+        template = self._template[0]
+        if self.M == 1:
+            out = torch.func.functional_call(template, ({k: v[0] for k, v in params.items()}, buffers), (tokens[0],))
+            return {key: value[None] for key, value in out.items()}
+        run = lambda p, t: torch.func.functional_call(template, (p, buffers), (t,))  # noqa: E731
+        return torch.func.vmap(run)(params, tokens)
 
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member i's parameters as a standalone Recognizer state_dict (copies)."""
@@ -118,7 +139,8 @@ class Ensemble(nn.Module):
         model.load_state_dict(self.member_state_dict(i))
         model.to(next(self.parameters()).device)
         model.train(self.training)
-        for mine, theirs in zip(model.attention_layers(), self.attention_layers(), strict=True):
+        for mine, theirs in zip(model.attention_layers() if hasattr(model, "attention_layers") else [],
+                                self.attention_layers(), strict=True):
             mine.inverse_temperature.copy_(theirs.inverse_temperature)
             mine.tol, mine.soft_phase = theirs.tol, theirs.soft_phase
         return model

@@ -28,7 +28,7 @@ from satbench.models.layers import embed, linear, norm, norm_linear, stacked
 
 POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
 LAYER_NORMS = ("pre", "post", "branch", "none")
-KINDS = ("transformer", "lstm", "rnn")  # models/recurrent.py builds lstm and rnn; see `build_model`
+KINDS = ("transformer", "lstm", "rnn")  # built in (models/kinds.py); plugins add their own
 AUX_HEADS = ("lm", "next_symbols")
 
 
@@ -36,7 +36,8 @@ AUX_HEADS = ("lm", "next_symbols")
 class ModelConfig:
     vocab_size: int
     # transformer: this file's Recognizer, with model.attention; lstm, rnn: the recurrent baselines of
-    # models/recurrent.py (d_model units per layer), for which the attention fields mean nothing.
+    # models/recurrent.py (d_model units per layer), for which the attention fields mean nothing; or the name of a
+    # plugin's model (models/kinds.py).
     kind: str = "transformer"
     d_model: int = 32
     n_heads: int = 4
@@ -77,8 +78,9 @@ class ModelConfig:
     bos_key: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError(f"model.kind: {self.kind!r} is not a name such as {', '.join(KINDS)}")
         for name, choices in (
-            ("kind", KINDS),
             ("attention", VARIANTS),
             ("surrogate", SURROGATES),
             ("positional", POSITIONALS),

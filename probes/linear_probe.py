@@ -213,6 +213,7 @@ class LinearProbes(Probe):
     """`probe_scores` for every member whose language declares probe targets, against the untrained control."""
 
     name = "linear_probes"
+    needs_internals = True
     report = ProbeReport(
         title="Counter representations (linear probes)",
         text="Best layer's held-out R² for a counter a language declares (its count over the prefix length, such as "

@@ -52,6 +52,7 @@ class Probe:
     name: ClassVar[str]
     section: ClassVar[str] = "probes"
     needs_attention: ClassVar[bool] = False  # true: it measures attention, which a recurrent model.kind has none of
+    needs_internals: ClassVar[bool] = False  # true: it reads "hidden", which a plugin's model need not return
     report: ClassVar[ProbeReport | None] = None  # its section of report.md; None: its numbers stay in the rows
 
     def __init__(self, run: "ProbeRun"):
@@ -81,12 +82,13 @@ def register(cls: type[Probe]) -> type[Probe]:
     return cls
 
 
-def probe_classes(enabled: bool = True, attention: bool = True) -> list[type[Probe]]:
+def probe_classes(enabled: bool = True, attention: bool = True, internals: bool = True) -> list[type[Probe]]:
     """The registered probes, those of section "metrics" first, each section in registration order; with
     enabled=False only those of section "metrics", with attention=False (a model without attention) none that
-    measures attention."""
+    measures attention, with internals=False (a plugin's model) none that reads hidden states."""
     return sorted((cls for cls in PROBES.values() if (enabled or cls.section == "metrics")
-                   and (attention or not cls.needs_attention)), key=lambda cls: SECTIONS.index(cls.section))
+                   and (attention or not cls.needs_attention) and (internals or not cls.needs_internals)),
+                  key=lambda cls: SECTIONS.index(cls.section))
 
 
 class Strings:

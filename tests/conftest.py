@@ -15,6 +15,7 @@ import torch
 
 from satbench import languages
 from satbench.languages import base
+from satbench.models import kinds
 
 # The tests' models are tiny: a second intra-op thread only adds synchronisation, which on a busy machine, or with
 # pytest-xdist's workers sharing its cores, costs far more than the work (the README test: 43 s instead of 12 s on two
@@ -77,6 +78,7 @@ def example_plugin(tmp_path, monkeypatch, registry):
         monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.syspath_prepend(site)
     monkeypatch.setattr(base, "_plugins_loaded", False)
+    monkeypatch.setattr(kinds, "_plugins", None)  # the model plugins too
     yield site
     for module in modules:
         sys.modules.pop(module, None)
