@@ -69,18 +69,24 @@ def compare_runs(run_a, run_b):
     return _document(title, header, samples, ("a", "b"), per_variant=True)
 
 
-def compare_variants(run, variant_a, variant_b):
-    """Two attention variants of one run side by side: per language and setting, one row per criterion and scale,
-    variant a's cells against variant b's, each as trained (c=1) and at the saturated limit (c=inf)."""
-    if variant_a == variant_b:
+def compare_variants(run, variant_a, variant_b, run_b=None):
+    """Two variants (attention variants or model kinds) side by side: per language and setting, one row per criterion
+    and scale, variant a's cells against variant b's, each as trained (c=1) and at the saturated limit (c=inf). Both
+    of `run`, or with `run_b` variant a of `run` against variant b of `run_b` (a transformer against a baseline run
+    on the same grid)."""
+    if variant_a == variant_b and run_b is None:
         raise ValueError(f"--variants: {variant_a} twice; name two different variants")
-    rows = load_rows_with_config(run)
-    table = long_table(rows)
-    held = ordered_variants(table["variant"])
-    missing = [v for v in (variant_a, variant_b) if v not in held]
-    if missing:
-        raise ValueError(f"{run} holds no cells of {' or '.join(missing)}; its variants are {', '.join(held)}")
-    sides = [table[table["variant"] == v] for v in (variant_a, variant_b)]
+    runs = (run, run_b or run)
+    tables, by_variant = [], []
+    for where, variant in zip(runs, (variant_a, variant_b), strict=True):
+        rows = load_rows_with_config(where)
+        table = long_table(rows)
+        held = ordered_variants(table["variant"])
+        if variant not in held:
+            raise ValueError(f"{where} holds no cells of {variant}; its variants are {', '.join(held)}")
+        tables.append(table[table["variant"] == variant])
+        by_variant.append([r for r in rows if variant_of(r) == variant])
+    sides = tables
     # Split by the fields that vary within a variant (weight decay, positions, ...): a cell is compared with the cells
     # of the other variant that share its setting. A field that is constant within each variant but differs between
     # them (a grid that zips a surrogate with the variant) is part of what is compared; the header names it.
@@ -96,7 +102,6 @@ def compare_variants(run, variant_a, variant_b):
     if not samples[0].keys() & samples[1].keys():
         raise ValueError(f"{run}: no language has cells of both {variant_a} and {variant_b}: nothing to compare")
 
-    by_variant = [[r for r in rows if variant_of(r) == v] for v in (variant_a, variant_b)]
     differences = [line for line in config_differences(*by_variant) if not line.startswith("- model.attention:")]
     if differences:
         header = [f"Besides the attention, the cells of {variant_a} and {variant_b} differ in these config fields "
@@ -104,8 +109,9 @@ def compare_variants(run, variant_a, variant_b):
                   *differences]
     else:
         header = [f"The cells of {variant_a} and {variant_b} differ in their attention alone."]
-    header += selected_on_test(rows, run)
-    title = f"# {Path(run).name}: {variant_a} (a) -> {variant_b} (b), {run}"
+    header += selected_on_test(by_variant[0], run) + (selected_on_test(by_variant[1], run_b) if run_b else [])
+    title = f"# {Path(run).name}: {variant_a} (a) -> {variant_b} (b), {run}" if run_b is None else \
+        f"# {variant_a} of {run} (a) -> {variant_b} of {run_b} (b)"
     return _document(title, header, samples, (variant_a, variant_b), per_variant=False)
 
 

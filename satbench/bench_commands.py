@@ -57,7 +57,7 @@ def add_commands(commands):
 
     compare = commands.add_parser(
         "compare", help="two runs, or two attention variants of one run, side by side with intervals",
-        usage="satbench compare [-h] RUN_A RUN_B | RUN --variants A B",
+        usage="satbench compare [-h] RUN_A RUN_B | RUN --variants A B | RUN_A RUN_B --variants A B",
         description="Compare two runs (RUN_A RUN_B), or two attention variants of one run (RUN --variants soft "
                     "saturated). Per language (and setting, where a config field varies within a run), one table: "
                     "its rows each criterion (in distribution, each length bin) as trained (c=1) and at the saturated "
@@ -66,9 +66,11 @@ def add_commands(commands):
                     "their own), marked `differs` where the interval excludes 0. Two runs are preceded by the config "
                     "fields in which they differ; what only one side holds is named and left out.")
     compare.add_argument("run_a", metavar="RUN_A", help="a run directory")
-    compare.add_argument("run_b", metavar="RUN_B", nargs="?", help="another run directory (not with --variants)")
+    compare.add_argument("run_b", metavar="RUN_B", nargs="?", help="another run directory")
     compare.add_argument("--variants", nargs=2, metavar=("A", "B"),
-                         help="compare variant B against variant A within RUN_A, such as --variants soft saturated")
+                         help="compare variant B against variant A within RUN_A, such as --variants soft saturated; "
+                              "with RUN_B, variant A of RUN_A against variant B of RUN_B (results/cpu "
+                              "results/baselines --variants soft lstm)")
     compare.set_defaults(run=compare_command)
 
 
@@ -171,10 +173,8 @@ def report_command(args):
 def compare_command(args):
     from satbench.report.compare import compare_runs, compare_variants
 
-    if args.variants and args.run_b:
-        raise ValueError("compare: give two runs, or one run with --variants A B, not both")
     if args.variants:
-        print(compare_variants(args.run_a, *args.variants))
+        print(compare_variants(args.run_a, *args.variants, run_b=args.run_b))
     elif args.run_b:
         print(compare_runs(args.run_a, args.run_b))
     else:

@@ -174,9 +174,25 @@ def test_a_setting_that_varies_within_the_run_gets_its_own_tables_and_a_zipped_f
     assert "- model.surrogate: none -> ste" in text and "model.attention" not in text
 
 
+def test_a_variant_of_one_run_against_a_variant_of_another(tmp_path):
+    """compare RUN_A RUN_B --variants A B: variant A of the first run against variant B of the second, as within one
+    run, with a title that names both runs."""
+    a = write_run(tmp_path / "a", variants_rows())
+    baseline = [row("majority", "lstm", s, acc) for s, acc in enumerate([0.99, 1.00, 0.98, 1.00, 0.99])]
+    for r in baseline:
+        r["config"]["model"]["kind"] = "lstm"
+    b = write_run(tmp_path / "b", baseline)
+    text = compare_variants(a, "soft", "lstm", run_b=b)
+    assert text.startswith(f"# soft of {a} (a) -> lstm of {b} (b)")
+    (first, *_) = sections(text)["majority"]
+    assert first["soft"] == seed_cell(SOFT["majority"][0], THRESHOLD)
+    assert first["lstm"] == seed_cell([0.99, 1.00, 0.98, 1.00, 0.99], THRESHOLD)
+    with pytest.raises(ValueError, match="holds no cells of lstm"):
+        compare_variants(a, "soft", "lstm", run_b=a)
+
+
 @pytest.mark.parametrize("args, message", [
     (["{run}"], "give two runs, or one run with --variants A B"),
-    (["{run}", "{run}", "--variants", "soft", "saturated"], "not both"),
     (["{run}", "--variants", "soft"], "expected 2 arguments"),
     (["{run}", "--variants", "soft", "soft"], "soft twice"),
     (["{run}", "--variants", "soft", "linear"], "holds no cells of linear; its variants are soft, saturated, hard"),
