@@ -1,5 +1,6 @@
 """The commands of README.md and docs/*.md run as printed (inside the activated .venv), and the examples of
-docs/add-a-language.md, docs/add-a-probe.md and docs/add-an-attention-variant.md work as written.
+docs/add-a-language.md, docs/add-a-probe.md and docs/add-an-attention-variant.md and the README's own model work as
+written.
 
 Every `satbench` line of their shell blocks is run in-process, once however many pages print it: `languages` commands
 as they are, `bench` commands with --dry-run --no-estimate appended (training is what `make bench` and the other tests
@@ -7,6 +8,7 @@ cover), `report` and `compare` against tiny runs made under the names the pages 
 a cluster are listed in SKIPPED with the reason.
 """
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -73,6 +75,11 @@ def test_the_pages_have_commands_and_name_no_venv_path():
     assert not [line for line in shell_lines() if ".venv/bin/" in line and "activate" not in line]
 
 
+def readme_script(name):
+    """The README's ```python block that begins `# <name>`: a script the page has the reader run."""
+    return re.search(rf"```python\n(# {re.escape(name)}.*?)```", README, flags=re.S).group(1)
+
+
 def page_example(page, language):
     """The first ```<language> block of docs/<page>."""
     return re.search(rf"```{language}\n(.*?)```", PAGES[f"docs/{page}"], flags=re.S).group(1)
@@ -112,10 +119,15 @@ def test_every_satbench_command_of_the_pages_runs_as_printed(tmp_path, monkeypat
         args = shlex.split(line)[1:]
         if args[0] == "bench":  # the time estimate's calibration is tests/test_estimate.py's
             args += ["--dry-run", "--no-estimate"]
+        if args[0] == "score":  # the predictions the README's model writes (`python counter.py`)
+            exec(compile(readme_script("counter.py"), "counter.py", "exec"), {})
         assert main(args) in (0, None), line
         ran += 1
     capsys.readouterr()
     assert ran >= 10
+    # The README's model is the exact counter of majority: scored as the bench scores, it is right on every string.
+    scored = [json.loads(line) for line in (tmp_path / "results/runs/counter/scored-counter.jsonl").open()]
+    assert scored and all(row["metrics"]["acc"]["1"] == 1.0 for row in scored)
 
 
 @pytest.mark.slow
