@@ -49,6 +49,7 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eva
 TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", "zip", *SECTIONS}
 # Fields of ModelConfig the harness fills in itself.
 DERIVED = {"model.vocab_size", "model.next_symbols", "model.aux_heads"}
+RECURRENT = ("lstm", "rnn")
 # Fields of the transformer alone: an axis of them takes its first value in the cells of a recurrent model.kind.
 TRANSFORMER_ONLY = {"attention", "surrogate", "anneal_max", "tol", "tolerant_tol", "positional", "layer_norm", "causal",
                     "n_heads", "max_len", "qk_norm", "attention_scale", "bos_key", "d_ff"}
@@ -255,11 +256,13 @@ def expand(raw):
         cell = {"language": flat.pop("language"), "seed": flat.pop("seed"), "vocab_size": vocab_size}
         for section in SECTIONS:
             cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
-        if cell["model"].get("kind", "transformer") != "transformer":
+        if cell["model"].get("kind", "transformer") in RECURRENT:
             # The transformer's fields mean nothing to a recurrent model: an axis of them takes its first value, so
-            # that a grid whose attention axis meets model.kind lstm gives one lstm cell per language and seed.
+            # that a grid whose attention axis meets model.kind lstm gives one lstm cell per language and seed; and
+            # it has no soft phase to switch out of. (A plugin's model may read any field: its cells stay as given.)
             for key in TRANSFORMER_ONLY & set(cell["model"]):
                 cell["model"][key] = axes[f"model.{key}"][0]
+            cell["train"].pop("soft_steps", None)
         cells.append(resolve(cell))
     cells = list({cell_hash(cell): cell for cell in cells}.values())  # the same cell twice trains once
     for cell in cells:
@@ -280,9 +283,11 @@ def expand(raw):
         if "next_symbols" in cell.train.aux_losses and get_language(cell.language).next_symbols("") is None:
             raise ConfigError(f"train.aux_losses: next_symbols needs languages that define next_symbols; "
                               f"'{cell.language}' does not")
-        if not cell.model.bos_key and min(cell.data.train_lengths[0], cell.data.test_lengths[0]) < 1:
-            raise ConfigError("model.bos_key: false leaves the empty string's query no key; give data.train_lengths "
-                              "and data.test_lengths from 1")
+        shortest = min(cell.data.train_lengths[0], cell.data.test_lengths[0],
+                       *(cell.data.validation_lengths or [math.inf])[:1])
+        if not cell.model.bos_key and shortest < 1:
+            raise ConfigError("model.bos_key: false leaves the empty string's query no key; give data.train_lengths, "
+                              "data.test_lengths and data.validation_lengths from 1")
         if cell.eval.select == "validation" and not cell.data.validation_size:
             raise ConfigError("eval.select: validation chooses a checkpoint on a validation split; give "
                               "data.validation_size (strings of the training lengths, e.g. 1000)")

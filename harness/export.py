@@ -29,6 +29,7 @@ row per language and seed into <run_dir>/scored-<name>.jsonl, with model.kind <n
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -84,9 +85,14 @@ def export_splits(grid, out):
     """Write every dataset of `grid` under `out` (see the module's docstring); returns the manifest."""
     out = Path(out)
     cache, entries = {}, []
-    for cell, key in datasets_of(grid):
+    datasets = datasets_of(grid)
+    shared = Counter((cell.language, cell.seed) for cell, _ in datasets)
+    for cell, key in datasets:
         dataset = build_dataset(cell, cache)
-        folder = out / cell.language / f"seed-{cell.seed}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        # A grid with a data axis has several datasets of one language and seed: each its own folder.
+        folder = out / cell.language / (f"seed-{cell.seed}" if shared[(cell.language, cell.seed)] == 1
+                                        else f"seed-{cell.seed}-{digest[:8]}")
         splits = {"train": dataset.train, "validation": dataset.validation, "test": dataset.test}
         counts = {}
         for name, split in splits.items():
@@ -99,7 +105,7 @@ def export_splits(grid, out):
             counts[name] = {"strings": len(records), "distinct": len({r["string"] for r in records}),
                             "members": sum(r["label"] for r in records)}
         entries.append({"language": cell.language, "seed": cell.seed, "cell": encode_inf(cell.as_dict()),
-                        "dataset": hashlib.sha256(key.encode()).hexdigest()[:16], "label_kind": cell.data.label_kind,
+                        "dataset": digest, "label_kind": cell.data.label_kind,
                         "train_lengths": list(cell.data.train_lengths), "test_lengths": list(cell.data.test_lengths),
                         "splits": counts, "folder": str(folder.relative_to(out))})
         cache.clear()  # one dataset in memory at a time
@@ -150,6 +156,11 @@ def judged(record, prediction, label_kind):
         [bool(e) for e in ends] == [bool(e) for e in record["prefixes"]]
 
 
+def other_than_languages(raw):
+    """A config without its languages: an export names the languages it writes, of the run's or a subset."""
+    return {k: v for k, v in raw.items() if k != "languages"}
+
+
 def score_predictions(export, predictions, run_dir, name):
     """Score `predictions` (a JSONL file) on the test splits of the export at `export`; write the rows into
     <run_dir>/scored-<name>.jsonl (with the export's config.yaml where the run directory has none). Returns them."""
@@ -159,7 +170,8 @@ def score_predictions(export, predictions, run_dir, name):
     given = read_predictions(predictions)
     run_dir = Path(run_dir)
     recorded = run_dir / CONFIG_FILE
-    if recorded.exists() and grid_hash(yaml.safe_load(recorded.read_text())) != grid_hash(manifest["config"]):
+    if recorded.exists() and grid_hash(other_than_languages(yaml.safe_load(recorded.read_text()))) != \
+            grid_hash(other_than_languages(manifest["config"])):
         raise ValueError(f"{run_dir}: its config is not the one {export} was exported with; score into the run of "
                          "that config, or into a new directory")
     rows = []
@@ -183,12 +195,15 @@ def score_predictions(export, predictions, run_dir, name):
                                       lengths, torch.ones_like(right), entry["train_lengths"], bins,
                                       eval_cfg.get("threshold", 0.99), kinds=kinds)
         config = json.loads(json.dumps(entry["cell"]))
-        config["model"] = {"kind": name, "attention": name}
+        # The export's cell as it is (so that the report splits it as it splits the run's cells), but the model is
+        # this one, and nothing selected it among checkpoints.
+        config["model"]["kind"] = name
+        config["eval"] = {k: v for k, v in config["eval"].items() if k not in ("select", "checkpoints")}
         rows.append({"hash": hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16], "config": config,
                      "metrics": metrics, "log": [], "scored_from": {"export": str(export),
                                                                   "predictions": str(predictions)},
                      "dataset": {"meta": {"strings": {"test": len(records)}}, "baselines": {}},
-                     "grid_hash": grid_hash(manifest["config"]), **source_state(), "command": command_line()})
+                     **source_state(), "command": command_line()})
     if not rows:
         raise ValueError(f"{predictions}: no prediction names a language and seed of the export at {export}")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,8 @@ class CheckpointSelection:
             if any(d.validation is None for d in datasets):
                 raise ValueError("eval.select: validation needs a validation split (data.validation_size > 0)")
             self.validation = stack_splits([d.validation for d in datasets], device)
-            self.best_loss = [np.inf] * len(cells)  # the validation cross-entropy of the best checkpoint so far
+            self.best_loss = [np.inf] * len(cells)  # the validation cross-entropy of the best checkpoint so far (NaN
+            # never wins: a diverged member keeps its last finite checkpoint)
             self.best_accuracy = [np.nan] * len(cells)
             self.best_step = [0] * len(cells)
             self.best_state = None
@@ -75,7 +76,9 @@ class CheckpointSelection:
         if self.best_state is None:
             self.best_state = {name: value.clone() for name, value in state.items()}
         for i in range(len(loss)):
-            if loss[i] < self.best_loss[i]:  # strictly lower: a tie keeps the earlier checkpoint
+            # Strictly lower: a tie keeps the earlier checkpoint. The first is always taken, so that a member whose
+            # loss is NaN throughout keeps the first checkpoint and says so.
+            if loss[i] < self.best_loss[i] or step == self.steps[0]:
                 self.best_loss[i], self.best_accuracy[i], self.best_step[i] = loss[i], accuracy[i], step
                 for name, value in state.items():
                     self.best_state[name][i].copy_(value[i])

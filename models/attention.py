@@ -382,7 +382,7 @@ class KeyMask:
         if self.bos_key:
             return self.padding
         hidden = self.padding.clone()
-        hidden[:, 0] = True
+        hidden[:, 0] = ~self.padding[:, 1:].all(dim=1)  # the empty string keeps BOS, its only key
         return hidden
 
     def fused_mask(self, dtype) -> tuple[torch.Tensor | None, bool]:

@@ -16,14 +16,14 @@ import torch
 from satbench.models.ensemble import Ensemble
 from satbench.models.kinds import build_model, check_state_dict
 from satbench.models.recognizer import ModelConfig, Recognizer
-from satbench.models.recurrent import RecurrentRecognizer
 
 FORMAT = "satbench-model"
 VERSION = 1
 
 
 def save(model: Recognizer | Ensemble, path: str | os.PathLike) -> Path:
-    """Write `model` (a Recognizer or an Ensemble) to `path`; returns the path."""
+    """Write `model` (a model built from a ModelConfig, of any model.kind, or an Ensemble) to `path`; returns the
+    path."""
     path = Path(path)
     payload = {
         "format": FORMAT,
@@ -34,10 +34,10 @@ def save(model: Recognizer | Ensemble, path: str | os.PathLike) -> Path:
     if isinstance(model, Ensemble):
         payload["kind"] = "ensemble"
         payload["seeds"] = list(model.seeds)
-    elif isinstance(model, Recognizer | RecurrentRecognizer):
-        payload["kind"] = "recognizer"  # a single model of any model.kind, which the config names
+    elif isinstance(model, torch.nn.Module) and isinstance(getattr(model, "config", None), ModelConfig):
+        payload["kind"] = "recognizer"  # a single model of any model.kind (a plugin's too), which the config names
     else:
-        raise TypeError(f"save: expected a Recognizer or an Ensemble, got {type(model).__name__}")
+        raise TypeError(f"save: expected a model built from a ModelConfig or an Ensemble, got {type(model).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

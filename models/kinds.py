@@ -77,6 +77,8 @@ def build_model(config: ModelConfig) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model plugin '{config.kind}': its builder returned {type(model).__name__}, not a torch "
                          "module")
+    if not hasattr(model, "config"):
+        model.config = config  # what a checkpoint records (models/io.py)
     return model
 
 

@@ -61,6 +61,9 @@ def auxiliary_losses(out, tokens, labels, aux_next_labels, weights):
     that can follow, by binary cross-entropy averaged over the scored ids. Each is a mean per string, summed over the
     batch's members and divided by the batch's size, members and non-members alike, as FLaRe normalises them. `weights`
     maps a head's name to its (M,) coefficients."""
+    for name, key in (("lm", "lm_logits"), ("next_symbols", "aux_next_logits")):
+        if name in weights and key not in out:  # a plugin's model that ignores config.aux_heads
+            raise ValueError(f"train.aux_losses: {name} needs the model's output {key!r}, which it does not return")
     real = tokens != PAD  # (M, B, T)
     member = labels > 0.5  # (M, B)
     batch = labels.shape[-1]

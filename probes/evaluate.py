@@ -55,8 +55,8 @@ class EvalConfig:
     # Which model a member's numbers describe (harness/selection.py). final: the model after the last step.
     # validation: the checkpoint with the lowest recognition cross-entropy on the validation split
     # (data.validation_size; FLaRe's rule), which then stands in for the final model in every metric and probe.
-    # best_test: the final model, but at c = 1 each region (in distribution, each bin) reads its best accuracy over the
-    # checkpoints, B20's report: selected on test data, and every table that shows it says so.
+    # best_test: the final model, but at c = 1 each region (in distribution, each bin, every length beyond training)
+    # reads its best accuracy over the checkpoints, B20's report: selected on test data, and every table says so.
     select: str = "final"
     checkpoints: int = 10  # for select != final: evaluation points spread evenly over training, the last step included
 

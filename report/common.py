@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from satbench.harness.results import LEFT_OUT_AT_DEFAULT
+
 THEORY_PATH = Path(__file__).with_name("theory.yaml")
 # The attention variants in the order of every table and figure: theory.yaml's, which has an entry for each variant
 # models/attention.py registers (tests/test_layering.py checks), then its recurrent model kinds. The report reads rows,
@@ -116,18 +118,28 @@ def variant_of(row) -> str:
     return model["attention"] if kind == "transformer" else kind
 
 
+def flat_config(row) -> dict:
+    """A row's config as flat fields, a field the bench leaves out at its default (LEFT_OUT_AT_DEFAULT) read as that
+    default: an axis of a default and one other value varies, though only one of its values is written."""
+    flat = flatten(row["config"])
+    for section, defaults in LEFT_OUT_AT_DEFAULT.items():
+        for key, default in defaults.items():
+            flat.setdefault(f"{section}.{key}", default)
+    return flat
+
+
 def varying_fields(rows) -> list[str]:
     """Flat config fields (such as train.weight_decay) that take more than one value across the rows."""
     values: dict[str, set] = {}
     for row in rows:
-        for key, value in flatten(row["config"]).items():
+        for key, value in flat_config(row).items():
             values.setdefault(key, set()).add(repr(value))
     return sorted(key for key, seen in values.items() if len(seen) > 1 and key not in SPLIT_ALWAYS)
 
 
 def setting(row, fields):
     """The values of the flat config `fields` in one row."""
-    flat = flatten(row["config"])
+    flat = flat_config(row)
     return {field: flat[field] for field in fields}
 
 

@@ -100,16 +100,18 @@ def compare_variants(run, variant_a, variant_b, run_b=None):
     samples = [{line._replace(variant=""): sample for line, sample in criterion_samples(side, split).items()}
                for side in sides]
     if not samples[0].keys() & samples[1].keys():
-        raise ValueError(f"{run}: no language has cells of both {variant_a} and {variant_b}: nothing to compare")
+        where = run if run_b is None else f"{run} and {run_b}"
+        raise ValueError(f"{where}: no language has cells of both {variant_a} and {variant_b}: nothing to compare")
 
     differences = [line for line in config_differences(*by_variant) if not line.startswith("- model.attention:")]
     if differences:
-        header = [f"Besides the attention, the cells of {variant_a} and {variant_b} differ in these config fields "
-                  f"({variant_a} -> {variant_b}), so a difference below need not come from the attention alone:", "",
+        header = [f"Besides the variant, the cells of {variant_a} and {variant_b} differ in these config fields "
+                  f"({variant_a} -> {variant_b}), so a difference below need not come from the variant alone:", "",
                   *differences]
     else:
-        header = [f"The cells of {variant_a} and {variant_b} differ in their attention alone."]
-    header += selected_on_test(by_variant[0], run) + (selected_on_test(by_variant[1], run_b) if run_b else [])
+        header = [f"The cells of {variant_a} and {variant_b} differ in their variant alone."]
+    header += selected_on_test(by_variant[0], f"{variant_a} in {run}") + \
+        selected_on_test(by_variant[1], f"{variant_b} in {run_b or run}")
     title = f"# {Path(run).name}: {variant_a} (a) -> {variant_b} (b), {run}" if run_b is None else \
         f"# {variant_a} of {run} (a) -> {variant_b} of {run_b} (b)"
     return _document(title, header, samples, (variant_a, variant_b), per_variant=False)

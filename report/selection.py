@@ -31,13 +31,15 @@ def selection_words(rows) -> list[str]:
     several = " or ".join(str(k) for k in checkpoints)
     if "best_test" in rules:
         lines.append(f"- selection: **c=1 columns are selected on test data** (`eval.select: best_test`, B20's "
-                     f"report): each region (in distribution, each bin) reads its best accuracy over {several} "
-                     f"checkpoints and the final model, marked `({ON_TEST})`. That is an upper bound on what a rule "
-                     "blind to the test strings would report; c=inf and every other number describe the final "
-                     "model. The table *Checkpoint selection* sets the final model beside it.")
+                     f"report): each region (in distribution, each bin, every length beyond training) reads its best "
+                     f"accuracy over {several} checkpoints and the final model, marked `({ON_TEST})` in the tables "
+                     "(the heatmap and the figures' c=1 too). That is an upper bound on what a rule blind to the test "
+                     "strings would report; c=inf and every other number describe the final model. The table "
+                     "*Checkpoint selection* sets the final model beside it.")
     if "validation" in rules:
-        lengths = sorted({tuple(row["dataset"]["meta"].get("validation_lengths", ())) for row in rows
-                          if row["config"]["eval"].get("select") == "validation"})
+        lengths = sorted({tuple(row["dataset"]["meta"]["validation_lengths"]) for row in rows
+                          if row["config"]["eval"].get("select") == "validation"
+                          and "validation_lengths" in row["dataset"]["meta"]})
         lines.append(f"- selection: every number describes the checkpoint with the lowest recognition cross-entropy "
                      f"on the validation split (`eval.select: validation`, FLaRe's rule; {several} checkpoints; "
                      f"validation lengths {', '.join(f'{a}-{b}' for a, b in lengths)}). The table *Checkpoint "
