@@ -24,10 +24,10 @@ from satbench.report.tables import LIMIT_GAP, limit_not_reached, long_table
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 FINDINGS = ("## What the theory run found", "## What the norm-growth run found",
-            "## Can training reach the saturated limit?")
+            "## Can training reach the saturated limit?", "## The peers at their own budget")
 THRESHOLD = 0.99
 # Words of the findings that hold digits but quote no measurement or config value: names and definitions.
-NOT_NUMBERS = (r"Dyck-1", r"2-core", r"sqrt\(t\)", r"t\^gamma", r"c\^4", r"\(0 would be saturated\)",
+NOT_NUMBERS = (r"Dyck-1", r"Dyck-2", r"B20", r"Tomita 4", r"2-core", r"sqrt\(t\)", r"t\^gamma", r"c\^4", r"\(0 would be saturated\)",
                r"c = 1(?![\d.e])", r"c -> 0", r"c > 0", r"(?:^| )\d\. (?=\*\*)")
 
 HOMOGENEOUS = {"model.layer_norm": "branch", "model.bias": False}
@@ -670,6 +670,119 @@ def soft_to_saturated_near_ties():
 @claim
 def soft_to_saturated_recognized():
     return recognized_at_the_limit("soft_to_saturated")
+
+
+# ---- The peers at their own budget ---------------------------------------------------------------------------
+
+B20_BIN = "51-100"  # B20's first bin beyond training, where its headline results are read
+DEVIATION_LANGUAGES = (("Dyck-1", "dyck1"), ("Shuffle-2", "shuffle2"), ("a^n b^n", "anbn"), ("(10)*", "tomita2"))
+# Each deviation from B20's protocol that results/b20_deviations measures: its words in the table and the setting
+# that undoes one field of results/b20_core at a time.
+DEVIATIONS = (("pre-LN block", {"model.layer_norm": "pre"}),
+              ("BOS a key for every query", {"model.bos_key": True}),
+              ("cross-entropy loss", {"train.loss": "bce"}),
+              ("2,000 strings, 1,000 steps", {"data.train_size": 2000, "train.steps": 1000}))
+
+
+def flat_with_defaults(row):
+    from satbench.report.common import flat_config
+
+    return flat_config(row)
+
+
+def peer_rows(run, language, **setting):
+    found = [row for row in rows(run) if row["config"]["language"] == language
+             and all(flat_with_defaults(row).get(k) == v for k, v in setting.items())]
+    assert found, (run, language, setting)
+    return found
+
+
+def bin_accuracy(found, region=B20_BIN, final=False):
+    if final:
+        return values(found, lambda row: row["metrics"]["selection"]["final"][region])
+    return values(found, lambda row: row["metrics"]["acc_bins"][region]["1"] if region != "in"
+                  else row["metrics"]["acc"]["1"])
+
+
+@claim
+def b20_budget():
+    config = rows("b20_core")[0]["config"]
+    train, data = config["train"], config["data"]
+    epochs = round(train["steps"] * train["batch_size"] / data["train_size"])
+    return (f"({data['train_size']:,} strings, {epochs} epochs of batch {train['batch_size']} with RMSprop at "
+            f"{train['lr']:g})")
+
+
+@claim
+def b20_bin():
+    lo, hi = rows("b20_core")[0]["config"]["eval"]["length_bins"][0]
+    assert f"{lo}-{hi}" == B20_BIN
+    return f"lengths {lo}-{hi}"
+
+
+@claim
+def deviation_table():
+    """The README's table of B20's protocol and each deviation from it, on lengths 51-100 (as one line of text)."""
+    header = "| setting | " + " | ".join(name for name, _ in DEVIATION_LANGUAGES) + " |"
+    lines = [header, "|" + " --- |" * (len(DEVIATION_LANGUAGES) + 1)]
+    core = [peer_rows("b20_core", language) for _, language in DEVIATION_LANGUAGES]
+    lines.append("| B20's protocol (`b20_core`) | " + " | ".join(accuracy_words(bin_accuracy(f)) for f in core) + " |")
+    for words, setting in DEVIATIONS:
+        cells = [accuracy_words(bin_accuracy(peer_rows("b20_deviations", language, **setting)))
+                 for _, language in DEVIATION_LANGUAGES]
+        lines.append(f"| {words} | " + " | ".join(cells) + " |")
+    lines.append("| the last step, not the best epoch on test | "
+                 + " | ".join(accuracy_words(bin_accuracy(f, final=True)) for f in core) + " |")
+    return " ".join(" ".join(lines).split())
+
+
+# B20's published statements that could be read offline (its abstract and its repository's README; its tables were
+# not reachable), per core language, and how the suite's numbers under B20's protocol compare.
+B20_STATEMENTS = (
+    ("Dyck-1", "dyck1", "does well; learned the construction", "differs"),
+    ("Shuffle-2", "shuffle2", "does well (Dyck-1's generalizations)", "in distribution only"),
+    ("Shuffle-4", "shuffle4", "does well (Dyck-1's generalizations)", "in distribution only"),
+    ("BoolExp-3", "boolexp3", "does well (n-ary Boolean expressions)", "agrees"),
+    ("parity", "crl3", "limited (modular counting)", "agrees"),
+    ("(aa)*", "aa_star", "limited (periodicity)", "agrees"),
+    ("(10)*", "tomita2", "does well on a subset of regular languages", "consistent"),
+    ("(ab)*", "ab_star", "does well on a subset of regular languages", "consistent"),
+)
+
+
+def core_words(language, region=B20_BIN):
+    return accuracy_words(bin_accuracy(peer_rows("b20_core", language), region))
+
+
+@claim
+def b20_side_by_side():
+    lines = ["| language | B20's statement | `b20_core`, in distribution | `b20_core`, 51-100 | verdict |",
+             "|" + " --- |" * 5]
+    for name, language, statement, verdict in B20_STATEMENTS:
+        lines.append(f"| {name} | {statement} | {core_words(language, 'in')} | {core_words(language)} | {verdict} |")
+    return " ".join(" ".join(lines).split())
+
+
+@claim
+def b20_not_comparable():
+    """The core languages no reachable B20 statement names, with their numbers (51-100)."""
+    named = {language for _, language, _, _ in B20_STATEMENTS}
+    order = [row["config"]["language"] for row in rows("b20_core")]
+    others = [language for language in dict.fromkeys(order) if language not in named]
+    return "; ".join(f"{language} {core_words(language)}" for language in others)
+
+
+@claim
+def one_layer_ceiling():
+    """The bound of benchmarks/one_layer_ceiling.py on b20_core's test strings: its range for each language where it
+    falls below 0.99, and how many languages it leaves at exactly 1.000."""
+    bounds = {}
+    for line in (RESULTS / "b20_core" / "one_layer_ceiling.txt").read_text().splitlines()[2:]:
+        language, _, *numbers = line.split()
+        bounds.setdefault(language, []).extend(float(x) for x in numbers if x != "nan")
+    low = [f"{language} {min(b):.3f}-{max(b):.3f}" for language, b in bounds.items() if min(b) < THRESHOLD]
+    exact = sum(min(b) == 1.0 for b in bounds.values())
+    return "; ".join(low) + f" (the other {exact}: 1.000)"
 
 
 @cache
