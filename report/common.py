@@ -138,9 +138,10 @@ def varying_fields(rows) -> list[str]:
 
 
 def setting(row, fields):
-    """The values of the flat config `fields` in one row."""
+    """The values of the flat config `fields` in one row; a list (train.aux_losses) as its text, which pandas can
+    group by."""
     flat = flat_config(row)
-    return {field: flat[field] for field in fields}
+    return {field: str(flat[field]) if isinstance(flat[field], (list, dict)) else flat[field] for field in fields}
 
 
 UNIFORM = "uniform"  # the scale name of the uniform-attention control (probes/evaluate.py, eval.uniform_control)

@@ -785,6 +785,49 @@ def one_layer_ceiling():
     return "; ".join(low) + f" (the other {exact}: 1.000)"
 
 
+FLARE_SETTINGS = (("recognition alone", []), ("+ language modelling + next symbols", ["lm", "next_symbols"]))
+
+
+def flare_beyond(language, aux):
+    """Accuracy over every test length beyond training, per restart, of one loss setting of results/flare_core."""
+    found = [row for row in rows("flare_core") if row["config"]["language"] == language
+             and row["config"]["train"].get("aux_losses", []) == aux]
+    assert len(found) == 5, (language, aux)
+    return values(found, lambda row: row["metrics"]["acc_long"]["1"])
+
+
+@claim
+def flare_table():
+    """FLaRe's two statistics per loss setting: the mean over restarts with its interval (inductive bias) and the best
+    restart (expressivity), beyond the training lengths."""
+    languages = list(dict.fromkeys(row["config"]["language"] for row in rows("flare_core")))
+    lines = ["| language | " + " | ".join(f"{name}: mean over restarts | best" for name, _ in FLARE_SETTINGS) + " |",
+             "|" + " --- |" * (1 + 2 * len(FLARE_SETTINGS))]
+    for language in languages:
+        cells = []
+        for _, aux in FLARE_SETTINGS:
+            beyond = flare_beyond(language, aux)
+            cells += [mean_words(beyond), f"{beyond.max():.2f}"]
+        lines.append(f"| {language} | " + " | ".join(cells) + " |")
+    return " ".join(" ".join(lines).split())
+
+
+@claim
+def flare_expressive():
+    """The languages whose best restart, in either setting, is at or above the threshold beyond training."""
+    languages = list(dict.fromkeys(row["config"]["language"] for row in rows("flare_core")))
+    found = [language for language in languages
+             if max(flare_beyond(language, aux).max() for _, aux in FLARE_SETTINGS) >= THRESHOLD]
+    return ", ".join(found)
+
+
+@claim
+def flare_chosen_last():
+    chosen = [row["metrics"]["selection"]["step"] for row in rows("flare_core")]
+    steps = rows("flare_core")[0]["config"]["train"]["steps"]
+    return f"{sum(step == steps for step in chosen)} of {len(chosen)} restarts"
+
+
 @cache
 def claimed() -> dict[str, str]:
     """Every claim's words, computed once for both tests."""
