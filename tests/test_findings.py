@@ -27,7 +27,8 @@ FINDINGS = ("## What the theory run found", "## What the norm-growth run found",
             "## Can training reach the saturated limit?", "## The peers at their own budget")
 THRESHOLD = 0.99
 # Words of the findings that hold digits but quote no measurement or config value: names and definitions.
-NOT_NUMBERS = (r"Dyck-1", r"Dyck-2", r"B20", r"Tomita 4", r"Figure 1", r"2-core", r"sqrt\(t\)", r"t\^gamma", r"c\^4", r"\(0 would be saturated\)",
+NOT_NUMBERS = (r"Dyck-1", r"Dyck-2", r"B20", r"Tomita 4", r"Figure 1",
+               r"2-core", r"sqrt\(t\)", r"t\^gamma", r"c\^4", r"\(0 would be saturated\)",
                r"c = 1(?![\d.e])", r"c -> 0", r"c > 0", r"(?:^| )\d\. (?=\*\*)")
 
 HOMOGENEOUS = {"model.layer_norm": "branch", "model.bias": False}
