@@ -76,9 +76,9 @@ def auxiliary_losses(out, tokens, labels, aux_next_labels, weights):
         per_string = (ce * real).sum(-1) / real.sum(-1).clamp(min=1)
         total = total + weights["lm"] * (per_string * member).sum(-1) / batch
     if "aux_next_logits" in out:
-        known = aux_next_labels[..., :tokens.shape[-1], :] >= 0
-        bits = F.binary_cross_entropy_with_logits(out["aux_next_logits"].float(),
-                                                  aux_next_labels[..., :tokens.shape[-1], :].clamp(min=0).float(),
+        targets = aux_next_labels[..., :tokens.shape[-1], :]  # the batch may be cut to its longest string
+        known = targets >= 0
+        bits = F.binary_cross_entropy_with_logits(out["aux_next_logits"].float(), targets.clamp(min=0).float(),
                                                   reduction="none")
         per_position = (bits * known).sum(-1) / known.sum(-1).clamp(min=1)
         scored = known.any(-1)

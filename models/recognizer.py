@@ -298,21 +298,8 @@ class Recognizer(nn.Module):
         # Pre-norm and branch-norm leave the residual stream unnormalised, so it gets a final norm; post-norm ends
         # normalised.
         self.ln_f = layer_norm(config) if config.layer_norm in ("pre", "branch") else nn.Identity()
-        self.head = nn.Linear(config.d_model, config.vocab_size if config.next_symbols else 1, bias=config.bias)
-        # The auxiliary heads of FLaRe's losses (train.aux_losses), beside the membership head.
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False) if "lm" in config.aux_heads else None
-        self.next_head = nn.Linear(config.d_model, config.vocab_size, bias=config.bias) \
-            if "next_symbols" in config.aux_heads else None
-        if config.init_scale != 1:
-            self._scale_counted_parameters(config.init_scale)
-
-    @torch.no_grad()
-    def _scale_counted_parameters(self, factor: float) -> None:
-        """Multiply the parameters of the norm (`counts_toward_norm`) by `factor`: model.init_scale. Done in the
-        constructor, so an Ensemble, whose members are Recognizers built under their own seeds, scales them alike."""
-        for name, p in self.named_parameters():
-            if p.requires_grad and counts_toward_norm(name, p.shape):
-                p.mul_(factor)
+        self.head, self.lm_head, self.next_head = output_heads(config)
+        scale_counted_parameters(self, config.init_scale)
 
     def attention_layers(self) -> list[SelfAttention]:
         return [block.attn for block in self.blocks]
@@ -370,31 +357,12 @@ class Recognizer(nn.Module):
             hidden.append(x)
             layers.append(attention)
 
-        final = norm(self.ln_f, x)
-        head = linear(self.head, final).masked_fill(padding[..., None], 0.0)  # (M, B, T, outputs)
-        prefix_logits = head[..., EOS] if self.config.next_symbols else head.squeeze(-1)  # (M, B, T)
-        if self.config.causal:
-            logit = prefix_logits.gather(-1, self.logit_position(padding)[..., None]).squeeze(-1)
-        else:
-            logit = prefix_logits[..., 0]
-
-        out = {"logit": logit, "prefix_logits": prefix_logits}
-        if self.config.next_symbols:
-            out["next_logits"] = head
-        if self.lm_head is not None:
-            out["lm_logits"] = linear(self.lm_head, final)
-        if self.next_head is not None:
-            out["aux_next_logits"] = linear(self.next_head, final)
+        out = read_heads(self, norm(self.ln_f, x), padding, self.config.causal)
         if internals:
             out["hidden"] = torch.stack(hidden, dim=1)  # (M, L + 1, B, T, d)
             for key in ("attn", "scores", "values"):
                 out[key] = torch.stack([layer[key].unflatten(0, (M, B)) for layer in layers], dim=1)
         return out
-
-    @staticmethod
-    def logit_position(padding: torch.Tensor) -> torch.Tensor:
-        """(M, B) column of a causal model's membership logit: the last real position (the padding trails)."""
-        return (padding.shape[-1] - 1 - padding.sum(dim=-1)).clamp(min=0)
 
     def _membership_logit(self, x: torch.Tensor, keys: KeyMask, padding: torch.Tensor) -> torch.Tensor:
         """The membership logit alone, (M, B), from the embedded input x (M, B, T, d). The last block answers only the
@@ -404,12 +372,58 @@ class Recognizer(nn.Module):
         for block in self.blocks[:-1]:
             x, _ = block(x, keys)
         if self.config.causal:
-            rows = self.logit_position(padding)
+            rows = logit_position(padding)
         else:
             rows = torch.zeros(padding.shape[:2], dtype=torch.long, device=padding.device)
         x, _ = self.blocks[-1](x, KeyMask(keys.padding, causal=False, bos_key=keys.bos_key), rows=rows)  # (M, B, 1, d)
         head = linear(self.head, norm(self.ln_f, x)).flatten(2)  # (M, B, outputs)
         return head[..., EOS] if self.config.next_symbols else head.squeeze(-1)
+
+
+def output_heads(config: ModelConfig):
+    """(head, lm_head, next_head) of any model kind: the membership head (a logit per token id for the next-symbol
+    task), and the heads of FLaRe's auxiliary losses (train.aux_losses) where config.aux_heads asks for them."""
+    head = nn.Linear(config.d_model, config.vocab_size if config.next_symbols else 1, bias=config.bias)
+    lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False) if "lm" in config.aux_heads else None
+    next_head = nn.Linear(config.d_model, config.vocab_size, bias=config.bias) \
+        if "next_symbols" in config.aux_heads else None
+    return head, lm_head, next_head
+
+
+def logit_position(padding: torch.Tensor) -> torch.Tensor:
+    """(M, B) column of a causal model's membership logit: the last real position (the padding trails)."""
+    return (padding.shape[-1] - 1 - padding.sum(dim=-1)).clamp(min=0)
+
+
+def read_heads(model: nn.Module, final: torch.Tensor, padding: torch.Tensor, causal: bool) -> dict[str, torch.Tensor]:
+    """The outputs of `model`'s heads (`output_heads`) on its final states (M, B, T, d): "logit" (a causal model's at
+    the last real position, a bidirectional one's at BOS), "prefix_logits", and "next_logits", "lm_logits",
+    "aux_next_logits" where the model has those heads. 0 at PAD."""
+    head = linear(model.head, final).masked_fill(padding[..., None], 0.0)  # (M, B, T, outputs)
+    prefix_logits = head[..., EOS] if model.config.next_symbols else head.squeeze(-1)  # (M, B, T)
+    if causal:
+        logit = prefix_logits.gather(-1, logit_position(padding)[..., None]).squeeze(-1)
+    else:
+        logit = prefix_logits[..., 0]
+    out = {"logit": logit, "prefix_logits": prefix_logits}
+    if model.config.next_symbols:
+        out["next_logits"] = head
+    if model.lm_head is not None:
+        out["lm_logits"] = linear(model.lm_head, final)
+    if model.next_head is not None:
+        out["aux_next_logits"] = linear(model.next_head, final)
+    return out
+
+
+@torch.no_grad()
+def scale_counted_parameters(model: nn.Module, factor: float) -> None:
+    """Multiply the parameters of the norm (`counts_toward_norm`) by `factor`: model.init_scale. Done in a model's
+    constructor, so an Ensemble, whose members are built under their own seeds, scales them alike."""
+    if factor == 1:
+        return
+    for name, p in model.named_parameters():
+        if p.requires_grad and counts_toward_norm(name, p.shape):
+            p.mul_(factor)
 
 
 def counts_toward_norm(name: str, member_shape: torch.Size) -> bool:

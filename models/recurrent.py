@@ -24,9 +24,9 @@ import math
 import torch
 from torch import nn
 
-from satbench.languages.base import EOS, PAD
-from satbench.models.layers import embed, linear, stacked
-from satbench.models.recognizer import counts_toward_norm
+from satbench.languages.base import PAD
+from satbench.models.layers import embed, stacked
+from satbench.models.recognizer import output_heads, read_heads, scale_counted_parameters
 
 GATES = {"lstm": 4, "rnn": 1}
 
@@ -48,15 +48,8 @@ class RecurrentRecognizer(nn.Module):
             for maps in (self.input_maps, self.state_maps):
                 for p in maps.parameters():
                     p.uniform_(-bound, bound)
-        self.head = nn.Linear(d, config.vocab_size if config.next_symbols else 1, bias=config.bias)
-        self.lm_head = nn.Linear(d, config.vocab_size, bias=False) if "lm" in config.aux_heads else None
-        self.next_head = nn.Linear(d, config.vocab_size, bias=config.bias) \
-            if "next_symbols" in config.aux_heads else None
-        if config.init_scale != 1:  # the parameters the norm counts, as in the Recognizer
-            with torch.no_grad():
-                for name, p in self.named_parameters():
-                    if counts_toward_norm(name, p.shape):
-                        p.mul_(config.init_scale)
+        self.head, self.lm_head, self.next_head = output_heads(config)
+        scale_counted_parameters(self, config.init_scale)
 
     # The knobs a transformer's training sets on its attention layers; a recurrent model has none.
     def attention_layers(self) -> list:
@@ -84,19 +77,9 @@ class RecurrentRecognizer(nn.Module):
         for input_map, state_map in zip(self.input_maps, self.state_maps, strict=True):
             x = self._layer(input_map, state_map, x)
             hidden.append(x)
-        head = linear(self.head, x).masked_fill(padding[..., None], 0.0)
-        prefix_logits = head[..., EOS] if self.config.next_symbols else head.squeeze(-1)
-        last = (padding.shape[-1] - 1 - padding.sum(dim=-1)).clamp(min=0)  # the padding trails every string
-        logit = prefix_logits.gather(-1, last[..., None]).squeeze(-1)
+        out = read_heads(self, x, padding, causal=True)  # a recurrent model reads left to right
         if logit_only:
-            return {"logit": logit}
-        out = {"logit": logit, "prefix_logits": prefix_logits}
-        if self.config.next_symbols:
-            out["next_logits"] = head
-        if self.lm_head is not None:
-            out["lm_logits"] = linear(self.lm_head, x)
-        if self.next_head is not None:
-            out["aux_next_logits"] = linear(self.next_head, x)
+            return {"logit": out["logit"]}
         if internals:
             out["hidden"] = torch.stack(hidden, dim=1)  # (M, L + 1, B, T, d)
         return out

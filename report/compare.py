@@ -10,11 +10,11 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from satbench.harness.results import CorruptResults, load_rows_with_config
+from satbench.harness.results import LEFT_OUT_AT_DEFAULT, CorruptResults, load_rows_with_config
 
-from .common import flatten, markdown, ordered_variants, scale_heading, scale_value, variant_of, variant_rank
+from .common import flat_config, markdown, ordered_variants, scale_heading, scale_value, variant_of, variant_rank
 from .stats import difference_interval, excludes_zero, seed_cell
-from .tables import BIN_PREFIX, bin_columns, long_table, setting_columns, with_left_out_fields
+from .tables import BIN_PREFIX, bin_columns, long_table, setting_columns
 
 COMPARED_SCALES = ("1", "inf")  # as trained, and the saturated limit
 # The c=inf cell of a side whose accuracies there equal those at c=1 seed for seed, as they do for saturated and hard
@@ -131,7 +131,7 @@ def config_differences(rows_a, rows_b):
     def values(rows):
         seen: dict[str, set] = {}
         for row in rows:
-            for key, value in flatten(row["config"]).items():
+            for key, value in flat_config(row).items():
                 seen.setdefault(key, set()).add(repr(value))
         return seen
 
@@ -142,6 +142,26 @@ def config_differences(rows_a, rows_b):
             shown = [", ".join(sorted(v.strip("'") for v in side.get(key, {"—"}))) for side in (a, b)]
             lines.append(f"- {key}: {shown[0]} -> {shown[1]}")
     return lines
+
+
+def with_left_out_fields(table, fields):
+    """The long table with each of the flat config `fields` its rows leave out filled in: with the field's default
+    where the bench leaves it out at its default (`LEFT_OUT_AT_DEFAULT`), else with "—"."""
+    table = table.copy()
+    for field in fields:
+        section, _, key = field.partition(".")
+        default = LEFT_OUT_AT_DEFAULT.get(section, {}).get(key, "—")
+        if field not in table.columns:
+            table[field] = pd.Series([default] * len(table), index=table.index, dtype=object)
+        elif key in LEFT_OUT_AT_DEFAULT.get(section, {}) and table[field].map(_missing).any():
+            # As objects: a column of floats would read a default of None back as nan.
+            table[field] = pd.Series([default if _missing(v) else v for v in table[field]], index=table.index,
+                                     dtype=object)
+    return table
+
+
+def _missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # --- the tables ----------------------------------------------------------------------------------------------------

@@ -10,11 +10,6 @@ from .stats import seed_cell
 ON_TEST = "best on test"  # the label of c=1 columns whose accuracies are each region's best over checkpoints
 
 
-def selection_rule(rows) -> str:
-    rules = {row["config"]["eval"].get("select", "final") for row in rows}
-    return rules.pop() if len(rules) == 1 else "mixed"
-
-
 def label_selected(frame, rows):
     """`frame` with each `c=1` column heading marked when the rows chose their c=1 accuracies on test data."""
     if not any(row["config"]["eval"].get("select") == "best_test" for row in rows):

@@ -8,11 +8,11 @@ import math
 
 import pandas as pd
 
-from satbench.harness.results import LEFT_OUT_AT_DEFAULT, CorruptResults
+from satbench.harness.results import CorruptResults
 
 from .common import (
     DEFAULT_POSITIONAL,
-    flatten,
+    flat_config,
     ordered_languages,
     predicted,
     report_order,
@@ -30,7 +30,7 @@ def long_table(rows):
     records = []
     for row in rows:
         try:
-            fields = flatten(row["config"])
+            fields = flat_config(row)  # a field left out at its default reads as that default
             metrics = row["metrics"]
             bins = metrics.get("acc_bins", {})  # rows written before length bins existed have none
             for scale, acc in metrics["acc"].items():
@@ -69,37 +69,15 @@ def setting_columns(table):
 
 
 def settings(table):
-    """(title, sub-table) per combination of the varying fields; a field some rows leave out at its default reads as
-    that default."""
+    """(title, sub-table) per combination of the varying fields."""
     columns = setting_columns(table)
     if not columns:
         return [("", table)]
-    table = with_left_out_fields(table, columns)
     # Build titles column by column: a row-wise apply would turn integer fields into floats.
     titles = [", ".join(f"{c}={v}" for c, v in zip(columns, values))
               for values in zip(*(table[c].tolist() for c in columns))]
     keyed = table.assign(_setting=titles)
     return [(title, part.drop(columns="_setting")) for title, part in keyed.groupby("_setting", sort=True)]
-
-
-def with_left_out_fields(table, fields):
-    """The long table with each of the flat config `fields` its rows leave out filled in: with the field's default
-    where the bench leaves it out at its default (`LEFT_OUT_AT_DEFAULT`), else with "—"."""
-    table = table.copy()
-    for field in fields:
-        section, _, key = field.partition(".")
-        default = LEFT_OUT_AT_DEFAULT.get(section, {}).get(key, "—")
-        if field not in table.columns:
-            table[field] = pd.Series([default] * len(table), index=table.index, dtype=object)
-        elif key in LEFT_OUT_AT_DEFAULT.get(section, {}) and table[field].map(_missing).any():
-            # As objects: a column of floats would read a default of None back as nan.
-            table[field] = pd.Series([default if _missing(v) else v for v in table[field]], index=table.index,
-                                     dtype=object)
-    return table
-
-
-def _missing(value):
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def ordered_scales(table):

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from satbench.harness.results import load_rows_with_config
-from satbench.report.common import flatten
+from satbench.report.common import flat_config, flatten
 from satbench.report.stats import CONFIDENCE, mean_interval
 from satbench.report.tables import LIMIT_GAP, limit_not_reached, long_table
 
@@ -685,15 +685,9 @@ DEVIATIONS = (("pre-LN block", {"model.layer_norm": "pre"}),
               ("2,000 strings, 1,000 steps", {"data.train_size": 2000, "train.steps": 1000}))
 
 
-def flat_with_defaults(row):
-    from satbench.report.common import flat_config
-
-    return flat_config(row)
-
-
 def peer_rows(run, language, **setting):
     found = [row for row in rows(run) if row["config"]["language"] == language
-             and all(flat_with_defaults(row).get(k) == v for k, v in setting.items())]
+             and all(flat_config(row).get(k) == v for k, v in setting.items())]
     assert found, (run, language, setting)
     return found
 
