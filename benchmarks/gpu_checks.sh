@@ -20,7 +20,9 @@
 #                                            their CPU steps, timed, rows into OUT/<stage>; report as above
 #   benchmarks/gpu_checks.sh OUT b20_core|flare_core [override ...]
 #                                            configs/<stage>_gpu.yaml, the peers' protocols on all their languages
-#                                            and test lengths, timed, rows into OUT/<stage>; report as above
+#                                            and test lengths, timed, rows into OUT/<stage>; report as above. Their
+#                                            LSTM rows: another OUT, with the overrides of the CPU
+#                                            runs' commands (results/b20_core_lstm, flare_core_lstm)
 #
 # Every command is printed before it runs, and each stage ends with its wall time and exit status, also when a step
 # fails. BENCH_LIMIT (seconds, default 560) stops the bench early; the same command resumes it from the rows in
@@ -83,7 +85,7 @@ norm_growth|decay_ties|fixed_scale|soft_to_saturated|b20_core|flare_core)
         --no-report --run-dir "$out/$stage" 2>&1 | tee "$out/$stage.txt" || status=$?
     ;;
 *)
-    echo "gpu_checks.sh: unknown stage '$stage' (models, compiled, bench, norm_growth, decay_ties, fixed_scale or soft_to_saturated)" >&2
+    echo "gpu_checks.sh: unknown stage '$stage'; $usage" >&2
     status=2
     ;;
 esac

@@ -18,17 +18,21 @@ the same config would train and test on them:
                                                  the training split at the top and the others under datasets/<split>/
 
 `score_predictions(export, predictions, run_dir, name)` reads predictions for a test split, one JSON object per
-line: {"language", "seed", "index" (the string's line in test.jsonl), "accept": bool} for membership, and for the
-next-symbol task also "next_symbols": one string of symbols per prefix, as in the export, whose "accept" per prefix is
-"prefixes". It judges each string as the bench does (models.objectives.judge_strings: membership by the label; the
-next-symbol task right only if every prefix's set and end bit are), computes the bench's metrics
+line: {"language", "seed", "index" (the string's line in test.jsonl)} and the answer the task asks for: "accept"
+(true or false) for membership; "prefixes" (one true or false per prefix s[:i], i = 0..n) for the prefix task; and
+for the next-symbol task "prefixes" and "next_symbols" (one string of symbols per prefix, as in the export). It judges
+each string as the bench does (models.objectives.judge_strings: membership by the label; the prefix and next-symbol
+tasks right only if every prefix's bit and set are), computes the bench's metrics
 (probes.evaluate.recognition_metrics: in distribution, every length bin, k/n over seeds in the report) and writes one
 row per language and seed into <run_dir>/scored-<name>.jsonl, with model.kind <name>, which `satbench report` and
-`satbench compare` read beside the run's trained cells.
+`satbench compare` read beside the run's trained cells. A prediction that is malformed, names a string or a dataset
+the export lacks, or repeats one is refused with its file and line.
 """
 
 import hashlib
 import json
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +41,8 @@ import yaml
 
 from satbench.languages import get_language
 from satbench.languages.base import STRING_KINDS
+from satbench.models.attention import VARIANTS
+from satbench.models.kinds import model_kinds
 from satbench.probes.evaluate import recognition_metrics
 
 from .provenance import command_line, source_state
@@ -71,19 +77,35 @@ def string_records(language, split):
 def write_flare(folder, records):
     """FLaRe's plain-text layout of one split."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(folder / "main.tok", "".join(" ".join(r["string"]) + "\n" for r in records))
-    write_atomically(folder / "labels.txt", "".join(f"{r['label']}\n" for r in records))
+    (folder / "main.tok").write_text("".join(" ".join(r["string"]) + "\n" for r in records))
+    (folder / "labels.txt").write_text("".join(f"{r['label']}\n" for r in records))
     lines = []
     for r in records:
         steps = [{"s": " ".join(symbols), "e": bool(end)}
                  for symbols, end in zip(r.get("next_symbols", []), r["prefixes"])] if "next_symbols" in r else []
         lines.append(json.dumps(steps) + "\n")
-    write_atomically(folder / "next-symbols.jsonl", "".join(lines))
+    (folder / "next-symbols.jsonl").write_text("".join(lines))
 
 
 def export_splits(grid, out):
-    """Write every dataset of `grid` under `out` (see the module's docstring); returns the manifest."""
+    """Write every dataset of `grid` under `out` (see the module's docstring); returns the manifest. The export is
+    written whole or not at all: into a folder beside `out`, which replaces `out` (an earlier export) at the end."""
     out = Path(out)
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out}: exists and is not an export; give a new or empty directory")
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        manifest = _write_export(grid, partial)
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return manifest
+
+
+def _write_export(grid, out):
     cache, entries = {}, []
     datasets = datasets_of(grid)
     shared = Counter((cell.language, cell.seed) for cell, _ in datasets)
@@ -100,7 +122,7 @@ def export_splits(grid, out):
                 continue
             records = list(string_records(cell.language, split))
             folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
             write_flare(folder / "flare" if name == "train" else folder / "flare" / "datasets" / name, records)
             counts[name] = {"strings": len(records), "distinct": len({r["string"] for r in records}),
                             "members": sum(r["label"] for r in records)}
@@ -111,49 +133,88 @@ def export_splits(grid, out):
         cache.clear()  # one dataset in memory at a time
     manifest = {"format": FORMAT, "version": VERSION, "config": grid.raw, "config_hash": grid_hash(grid.raw),
                 "command": command_line(), "entries": entries}
-    write_atomically(out / MANIFEST, json.dumps(encode_inf(manifest), indent=1) + "\n")
+    (out / MANIFEST).write_text(json.dumps(encode_inf(manifest), indent=1) + "\n")
     return manifest
+
+
+ENTRY_FIELDS = ("language", "seed", "cell", "label_kind", "train_lengths", "test_lengths", "splits", "folder")
 
 
 def read_manifest(export):
     path = Path(export) / MANIFEST
     if not path.is_file():
         raise ValueError(f"{export}: no {MANIFEST}; give a directory written by `satbench data export`")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a satbench export (format {manifest.get('format')!r})")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a satbench export (no format {FORMAT!r})")
+    entries = manifest.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and all(f in e for f in ENTRY_FIELDS)
+                                                for e in entries):
+        raise ValueError(f"{path}: its entries are missing or lack fields ({', '.join(ENTRY_FIELDS)})")
     return manifest
 
 
-def read_predictions(path):
-    """{(language, seed): {index: prediction}} from a JSONL file; a line that is not a prediction is named."""
-    found = {}
+def read_jsonl(path):
+    """The objects of a JSONL file; a line that is not JSON is named with its file and number."""
+    found = []
     with open(path) as lines:
         for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                p = json.loads(line)
-                key, index = (p["language"], int(p["seed"])), int(p["index"])
-                if not isinstance(p["accept"], bool):
-                    raise TypeError("accept is not true or false")
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise ValueError(f"{path}:{number}: not a prediction {{language, seed, index, accept}} "
-                                 f"({type(error).__name__}: {error})") from None
-            found.setdefault(key, {})[index] = p
+            if line.strip():
+                try:
+                    found.append((number, json.loads(line)))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not JSON ({error})") from None
     return found
+
+
+def is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def read_predictions(path):
+    """{(language, seed): {index: (line number, prediction)}}; a line that is not a prediction, or that repeats the
+    string of another, is named. Which answer each needs is the task's, checked where it is scored (answer_error)."""
+    found = {}
+    for number, p in read_jsonl(path):
+        where = f"{path}:{number}"
+        if not isinstance(p, dict) or not isinstance(p.get("language"), str) or not is_int(p.get("seed")) \
+                or not is_int(p.get("index")) or p["index"] < 0:
+            raise ValueError(f"{where}: not a prediction: needs language (a name), seed and index (integers, index "
+                             ">= 0) and the task's answer")
+        strings = found.setdefault((p["language"], p["seed"]), {})
+        if p["index"] in strings:
+            raise ValueError(f"{where}: {p['language']} seed {p['seed']} index {p['index']} was predicted already, "
+                             f"on line {strings[p['index']][0]}")
+        strings[p["index"]] = (number, p)
+    return found
+
+
+def answer_error(record, prediction, label_kind):
+    """Why a prediction lacks the answer its task asks for, or None."""
+    if label_kind == "membership":
+        return None if isinstance(prediction.get("accept"), bool) else "accept must be true or false"
+    prefixes = prediction.get("prefixes")
+    if not isinstance(prefixes, list) or len(prefixes) != len(record["prefixes"]) or \
+            not all(isinstance(e, bool) for e in prefixes):
+        return f"prefixes must be {len(record['prefixes'])} values true or false, one per prefix s[:i], i = 0..n"
+    given = prediction.get("next_symbols")
+    if label_kind == "next_symbols" and (not isinstance(given, list) or len(given) != len(record["next_symbols"])
+                                         or not all(isinstance(g, str) for g in given)):
+        return f"next_symbols must be {len(record['next_symbols'])} strings of symbols, one per prefix"
+    return None
 
 
 def judged(record, prediction, label_kind):
     """Whether one prediction is right, as judge_strings judges the model's logits."""
-    if label_kind != "next_symbols":
+    if label_kind == "membership":
         return prediction["accept"] == bool(record["label"])
-    given = prediction.get("next_symbols")
-    if given is None or len(given) != len(record["next_symbols"]):
-        return False
-    ends = prediction.get("prefixes", [])
-    return [set(g) for g in given] == [set(t) for t in record["next_symbols"]] and \
-        [bool(e) for e in ends] == [bool(e) for e in record["prefixes"]]
+    ends_right = prediction["prefixes"] == [bool(e) for e in record["prefixes"]]
+    if label_kind == "prefix":
+        return ends_right
+    return ends_right and [set(g) for g in prediction["next_symbols"]] == [set(t) for t in record["next_symbols"]]
 
 
 def other_than_languages(raw):
@@ -166,25 +227,45 @@ def score_predictions(export, predictions, run_dir, name):
     <run_dir>/scored-<name>.jsonl (with the export's config.yaml where the run directory has none). Returns them."""
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"--name {name!r}: a model name of letters, digits, - and _")
+    if name in VARIANTS or name in model_kinds():
+        raise ValueError(f"--name {name}: the name of a model the bench trains; the report would count these rows "
+                         "as its; choose another")
     manifest = read_manifest(export)
     given = read_predictions(predictions)
+    exported = {(entry["language"], entry["seed"]) for entry in manifest["entries"]}
+    for (language, seed), strings in given.items():
+        if (language, seed) not in exported:
+            line = min(number for number, _ in strings.values())
+            raise ValueError(f"{predictions}:{line}: {language} seed {seed} is not in the export at {export}")
     run_dir = Path(run_dir)
     recorded = run_dir / CONFIG_FILE
-    if recorded.exists() and grid_hash(other_than_languages(yaml.safe_load(recorded.read_text()))) != \
-            grid_hash(other_than_languages(manifest["config"])):
-        raise ValueError(f"{run_dir}: its config is not the one {export} was exported with; score into the run of "
-                         "that config, or into a new directory")
+    if recorded.exists():
+        try:
+            run_config = yaml.safe_load(recorded.read_text())
+        except yaml.YAMLError as error:
+            raise ValueError(f"{recorded}: not YAML ({type(error).__name__})") from None
+        if not isinstance(run_config, dict) or \
+                grid_hash(other_than_languages(run_config)) != grid_hash(other_than_languages(manifest["config"])):
+            raise ValueError(f"{run_dir}: its config is not the one {export} was exported with; score into the run "
+                             "of that config, or into a new directory")
     rows = []
     for entry in manifest["entries"]:
         key = (entry["language"], entry["seed"])
         if key not in given:
             continue
-        records = [json.loads(line) for line in (Path(export) / entry["folder"] / "test.jsonl").open()]
+        test = Path(export) / entry["folder"] / "test.jsonl"
+        records = [record for _, record in read_jsonl(test)]
+        for index, (number, prediction) in given[key].items():
+            if index >= len(records):
+                raise ValueError(f"{predictions}:{number}: index {index}, but {test} holds {len(records)} strings")
+            problem = answer_error(records[index], prediction, entry["label_kind"])
+            if problem:
+                raise ValueError(f"{predictions}:{number}: {problem} (the {entry['label_kind']} task)")
         missing = [i for i in range(len(records)) if i not in given[key]]
         if missing:
             raise ValueError(f"{predictions}: {key[0]} seed {key[1]}: no prediction for {len(missing)} of "
                              f"{len(records)} test strings (the first: index {missing[0]})")
-        right = torch.tensor([judged(r, given[key][i], entry["label_kind"]) for i, r in enumerate(records)])
+        right = torch.tensor([judged(r, given[key][i][1], entry["label_kind"]) for i, r in enumerate(records)])
         lengths = torch.tensor([r["length"] for r in records])
         kinds = torch.tensor([STRING_KINDS.index(r["kind"]) if r["kind"] in STRING_KINDS else -1 for r in records])
         eval_cfg = entry["cell"]["eval"]

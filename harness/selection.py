@@ -68,7 +68,8 @@ class CheckpointSelection:
     @torch.no_grad()
     def _validate(self, step, ensemble):
         data = self.validation
-        right, ce, _ = judge_members(ensemble, data.tokens, data.labels, data.next_labels, self.eval.batch_size)
+        right, ce, _ = judge_members(ensemble, data.tokens, data.labels, data.next_labels, self.eval.batch_size,
+                                     data.prefix_labels)
         real = (data.lengths >= 0).float()
         accuracy = ((right.float() * real).sum(1) / real.sum(1)).tolist()
         loss = ((ce * real).sum(1) / real.sum(1)).tolist()

@@ -11,7 +11,10 @@ module's forward contract:
         "prefix_logits"  (B, T)  with data.label_kind prefix: a logit per prefix, position i having read BOS + s[:i]
         "next_logits"    (B, T, vocab)  with data.label_kind next_symbols (config.next_symbols): a logit per token
                                  id that it can follow s[:i], EOS (id 2) meaning s[:i] is a member
-        "hidden"         (L + 1, B, T, d), optional: states for the linear probes
+        "lm_logits", "aux_next_logits"  (B, T, vocab)  with train.aux_losses (config.aux_heads holds "lm",
+                                 "next_symbols"): the next token's logits and the next-symbol logits at each position
+        "hidden"         (L + 1, B, T, d), optional: the built-in models' states, which the linear probes read; a
+                                 plugin's are not read (its rows leave the linear probes out)
 
 The harness trains it as it trains its own models (same data, batches, optimizer, losses, evaluation and rows). A
 builder with `stackable = True` promises a module that torch.func.vmap can run over a member axis of its parameters,

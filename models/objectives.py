@@ -30,24 +30,27 @@ def _squared_error(logits, targets):
     return (torch.sigmoid(logits) - targets).square()
 
 
-def judge_strings(out, labels, next_labels=None):
+def judge_strings(out, labels, next_labels=None, prefix_labels=None):
     """Per string (M, B): right or not, its cross-entropy, and whether its logits were finite.
 
     Membership: the sign of the logit against the label. The next-symbol task (Bhattamishra et al. 2020): right only
-    if every scored bit of every prefix is; the cross-entropy is the mean over those bits. A logit that overflowed at
-    a large scale is a wrong answer, not a crash."""
-    if next_labels is None:
+    if every scored bit of every prefix is; the cross-entropy is the mean over those bits. The prefix task alike, with
+    one bit per prefix, its membership. A logit that overflowed at a large scale is a wrong answer, not a crash."""
+    if next_labels is None and prefix_labels is None:
         logit = out["logit"].float()
         finite = torch.isfinite(logit)
         right = ((logit > 0).float() == labels) & finite
         ce = F.binary_cross_entropy_with_logits(logit.nan_to_num(0.0, 1e4, -1e4), labels, reduction="none")
         return right, ce, finite
-    logits = out["next_logits"].float()
-    next_labels = next_labels[..., :logits.shape[-2], :]  # the batch may be cut to its longest string
-    known = next_labels >= 0
+    if next_labels is not None:
+        logits, targets = out["next_logits"].float(), next_labels
+    else:
+        logits, targets = out["prefix_logits"].float()[..., None], prefix_labels[..., None]
+    targets = targets[..., :logits.shape[-2], :]  # the batch may be cut to its longest string
+    known = targets >= 0
     finite = (torch.isfinite(logits) | ~known).all(dim=-1).all(dim=-1)
-    right = (((logits > 0) == (next_labels > 0)) | ~known).all(dim=-1).all(dim=-1) & finite
-    bits = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), next_labels.clamp(min=0).float(),
+    right = (((logits > 0) == (targets > 0)) | ~known).all(dim=-1).all(dim=-1) & finite
+    bits = F.binary_cross_entropy_with_logits(logits.nan_to_num(0.0, 1e4, -1e4), targets.clamp(min=0).float(),
                                               reduction="none")
     ce = (bits * known).sum(dim=(-2, -1)) / known.sum(dim=(-2, -1)).clamp(min=1)
     return right, ce, finite

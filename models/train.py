@@ -420,7 +420,7 @@ def train_ensemble(model_cfg, train_cfg: TrainConfig, seeds, train_splits, devic
         with autocast:
             out = ensemble(tokens, logit_only=prefix is None and next_ is None)
         losses = member_losses(out, labels, prefix, next_, train_cfg.loss)  # recognition, without train.aux_losses
-        accuracy = judge_strings(out, labels, next_)[0].float().mean(dim=-1)
+        accuracy = judge_strings(out, labels, next_, prefix)[0].float().mean(dim=-1)
         norms, norms_all = ensemble.parameter_norm(), ensemble.parameter_norm(embeddings=True)
         extra = on_log(step, ensemble) if on_log else None
         ensemble.train()  # probes may switch to eval mode

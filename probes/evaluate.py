@@ -138,7 +138,7 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor, fill) -> torch.Tensor:
 
 
 @torch.no_grad()
-def judge_members(ensemble, tokens, labels, next_labels, batch_size):
+def judge_members(ensemble, tokens, labels, next_labels, batch_size, prefix_labels=None):
     """Per stacked test string (M, N): right or not, cross-entropy, finite (models.objectives.judge_strings), in chunks
     of `batch_size` strings, each chunk cut to its longest string (padding trails every string and changes nothing).
     Membership reads one logit per string, so its pass computes nothing else (Recognizer.forward's logit_only)."""
@@ -147,8 +147,9 @@ def judge_members(ensemble, tokens, labels, next_labels, batch_size):
         chunk = tokens[:, i:i + batch_size]
         width = max(int((chunk != PAD).sum(dim=-1).max()), 1)
         targets = None if next_labels is None else next_labels[:, i:i + batch_size]
-        out = ensemble(chunk[..., :width], logit_only=targets is None)
-        chunks.append(judge_strings(out, labels[:, i:i + batch_size], targets))
+        prefixes = None if prefix_labels is None else prefix_labels[:, i:i + batch_size]
+        out = ensemble(chunk[..., :width], logit_only=targets is None and prefixes is None)
+        chunks.append(judge_strings(out, labels[:, i:i + batch_size], targets, prefixes))
     return [torch.cat(part, dim=1) for part in zip(*chunks, strict=True)]
 
 
@@ -160,12 +161,13 @@ def evaluate_ensemble(ensemble, test_splits, data_cfg, eval_cfg, device):
     tokens = gather_rows(data.tokens, index, PAD)
     labels = gather_rows(data.labels, index, 0.0)
     next_labels = None if data.next_labels is None else gather_rows(data.next_labels, index, -1)
+    prefix_labels = None if data.prefix_labels is None else gather_rows(data.prefix_labels, index, -1.0)
     lengths = gather_rows(data.lengths, index, -1)
     kinds = gather_rows(data.kinds, index, -1).cpu()  # each string's kind follows it into its slot
     real = lengths >= 0
 
     def judged():
-        right, ce, finite = judge_members(ensemble, tokens, labels, next_labels, eval_cfg.batch_size)
+        right, ce, finite = judge_members(ensemble, tokens, labels, next_labels, eval_cfg.batch_size, prefix_labels)
         return right.cpu(), ce.cpu(), (~finite & real).sum(dim=1).cpu()
 
     per_scale, per_tol = {}, {}

@@ -133,8 +133,8 @@ def write_report(run_dir, header=None):
                       "length-keeping edits and window shuffles of a member, random strings, `fallback`: enumerated "
                       "or random when those kept failing). A shortcut shows as one kind near 0 or 1 beside others "
                       "near chance.", "", markdown(by_kind), ""]
-        # Guessing gets half of a balanced membership test right, and next to nothing of the next-symbol task.
-        chance = None if any(r["config"]["data"]["label_kind"] == "next_symbols" for r in part_rows) else 0.5
+        # Guessing gets half of a balanced membership test right, and next to nothing of a task judged per prefix.
+        chance = None if any(r["config"]["data"]["label_kind"] != "membership" for r in part_rows) else 0.5
         if not part_ties.empty:
             lines += [f"### Ties at the saturated limit{suffix}", "",
                       "`split_share`: share of queries whose tied set holds more than one key at c=inf; "

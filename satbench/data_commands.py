@@ -16,11 +16,14 @@ def add_commands(commands):
                     "{train,validation,test}.jsonl (every string with its label, kind, prefix memberships and next "
                     "symbols), the same in FLaRe's plain-text layout under flare/, and manifest.json (the config, "
                     "its hash, and each dataset's hash and counts, so that two exports can be compared).")
-    export.add_argument("languages", nargs="+", metavar="LANGUAGE",
-                        help="languages to export (satbench languages list)")
-    export.add_argument("--out", required=True, help="the directory to write")
+    # Languages and overrides may stand in any order: argparse hands the words before the options to `targets` and
+    # cli.main those after them to `overrides`, so export_command sorts both by their "=".
+    export.add_argument("targets", nargs="+", metavar="LANGUAGE", help="languages to export (satbench languages list)")
+    export.add_argument("--out", required=True, help="the directory to write (a new or empty one, or an export, "
+                                                     "which it replaces)")
     export.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"a bench config (default: {DEFAULT_CONFIG})")
-    export.add_argument("overrides", nargs="*", help="dotted overrides such as seeds=[0,1] data.train_size=1000")
+    export.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                        help="dotted overrides such as seeds=[0,1] data.train_size=1000")
     export.set_defaults(run=export_command)
 
     score = commands.add_parser(
@@ -41,7 +44,11 @@ def export_command(args):
     from satbench.harness import config as C
     from satbench.harness.export import export_splits
 
-    overrides = [*args.overrides, f"languages=[{','.join(args.languages)}]"]
+    targets = [*args.targets, *args.overrides]
+    languages = [t for t in targets if "=" not in t]
+    if not languages:
+        raise ValueError("data export: name at least one language (satbench languages list)")
+    overrides = [*(t for t in targets if "=" in t), f"languages=[{','.join(languages)}]"]
     manifest = export_splits(C.load_grid(args.config, overrides), args.out)
     splits = sum(len(entry["splits"]) for entry in manifest["entries"])
     print(f"satbench: {len(manifest['entries'])} datasets ({splits} splits) written to {args.out}")

@@ -13,7 +13,7 @@ from satbench.harness.export import export_splits, exported_equal, read_manifest
 from satbench.harness.results import load_rows_with_config
 from satbench.harness.run import build_dataset, checkpoint_path, run_bench
 from satbench.languages import get_language
-from satbench.languages.base import BOS, FIRST_SYMBOL, PAD
+from satbench.languages.base import BOS, EOS, FIRST_SYMBOL, PAD
 from satbench.models import load
 
 TINY = {"name": "tiny", "languages": ["majority", "dyck1"], "seeds": [0, 1],
@@ -103,7 +103,7 @@ def test_bad_predictions_are_named_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"language": "majority", "seed": 0, "index": 0, "accept": "yes"}\n')
     assert main(["score", str(tmp_path / "export"), str(bad), "--run-dir", str(tmp_path / "run"), "--name", "m"]) == 2
-    assert "bad.jsonl:1: not a prediction" in capsys.readouterr().err
+    assert "bad.jsonl:1: accept must be true or false" in capsys.readouterr().err
     partial = tmp_path / "partial.jsonl"
     partial.write_text('{"language": "majority", "seed": 0, "index": 0, "accept": true}\n')
     with pytest.raises(ValueError, match="no prediction for"):
@@ -111,3 +111,137 @@ def test_bad_predictions_are_named_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # nothing half-written
     with pytest.raises(ValueError, match="no manifest.json"):
         score_predictions(tmp_path, partial, tmp_path / "run", "m")
+
+
+def per_prefix_predictions(model, cell, records):
+    """A trained model's answers for the prefix or next-symbol task, in the export's format: per prefix its
+    membership (and the symbols it says may follow), read from the model's logits as judge_strings reads them."""
+    alphabet = get_language(cell.language).alphabet
+    with torch.no_grad():
+        out = model(encode(cell.language, [r["string"] for r in records]))
+    for i, r in enumerate(records):
+        n = r["length"]
+        if cell.data.label_kind == "prefix":
+            yield {"index": i, "prefixes": [bool(x > 0) for x in out["prefix_logits"][i, :n + 1].tolist()]}
+        else:
+            following = out["next_logits"][i, :n + 1]
+            yield {"index": i, "prefixes": [bool(x > 0) for x in following[:, EOS].tolist()],
+                   "next_symbols": ["".join(a for k, a in enumerate(alphabet) if row[FIRST_SYMBOL + k] > 0)
+                                    for row in following.tolist()]}
+
+
+@pytest.mark.parametrize("label_kind", ["prefix", "next_symbols"])
+def test_per_prefix_predictions_score_as_the_bench_scored_them(tmp_path, label_kind):
+    """The round trip for the tasks judged at every prefix: a trained model's per-prefix answers, scored, give the
+    bench's accuracies exactly, and one wrong prefix makes its string wrong."""
+    config = C.apply_overrides(TINY, ["languages=[dyck1]", "seeds=[0]", f"data.label_kind={label_kind}",
+                                      "model.causal=true"])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    grid = C.load_grid(path)
+    run_dir, _ = run_bench(grid, run_dir=tmp_path / "run", progress=False)
+    export_splits(grid, tmp_path / "export")
+    (entry,) = read_manifest(tmp_path / "export")["entries"]
+    (cell,) = grid.cells
+    model = load(checkpoint_path(run_dir, cell, cell.train.steps)).eval()
+    records = [json.loads(line) for line in (tmp_path / "export" / entry["folder"] / "test.jsonl").open()]
+    answers = [{"language": "dyck1", "seed": 0, **a} for a in per_prefix_predictions(model, cell, records)]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(a) + "\n" for a in answers))
+    score_predictions(tmp_path / "export", predictions, run_dir, "replayed")
+    (row,), (bench,) = ([r for r in load_rows_with_config(run_dir) if (r["config"]["model"].get("kind") == "replayed")
+                         == replayed] for replayed in (True, False))
+    assert row["metrics"]["acc"]["1"] == bench["metrics"]["acc"]["1"]
+    assert row["metrics"]["acc_by_length"]["1"] == bench["metrics"]["acc_by_length"]["1"]
+    # The oracle gets every string right; flipping one prefix of a long string makes that string wrong.
+    oracle = [{"language": "dyck1", "seed": 0, "index": i, "prefixes": [bool(e) for e in r["prefixes"]],
+               **({"next_symbols": r["next_symbols"]} if label_kind == "next_symbols" else {})}
+              for i, r in enumerate(records)]
+    predictions.write_text("".join(json.dumps(a) + "\n" for a in oracle))
+    (right,) = score_predictions(tmp_path / "export", predictions, tmp_path / "oracle", "oracle")
+    assert right["metrics"]["acc"]["1"] == 1.0
+    longest = max(range(len(records)), key=lambda i: records[i]["length"])
+    oracle[longest]["prefixes"][1] = not oracle[longest]["prefixes"][1]
+    predictions.write_text("".join(json.dumps(a) + "\n" for a in oracle))
+    (flipped,) = score_predictions(tmp_path / "export", predictions, tmp_path / "oracle", "oracle")
+    assert flipped["metrics"]["acc"]["1"] < 1.0 or records[longest]["length"] > cell.data.train_lengths[1]
+    assert min(flipped["metrics"]["acc_by_length"]["1"].values()) < 1.0
+
+
+def majority_export(tmp_path):
+    export_splits(C.expand(C.apply_overrides(TINY, ["languages=[majority]", "seeds=[0]"])), tmp_path / "export")
+    records = [json.loads(line) for line in next((tmp_path / "export").glob("majority/seed-0/test.jsonl")).open()]
+    return [{"language": "majority", "seed": 0, "index": i, "accept": bool(r["label"])} for i, r in enumerate(records)]
+
+
+def write_predictions(path, answers):
+    path.write_text("".join(json.dumps(a) + "\n" for a in answers))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a + [{**a[0], "index": len(a)}], "index {n}, but"),
+    (lambda a: a + [{**a[0], "index": 10 ** 6}], "index 1000000, but"),
+    (lambda a: a + [{**a[0], "index": -1}], "not a prediction"),
+    (lambda a: a + [{**a[0], "seed": 7}], "majority seed 7 is not in the export"),
+    (lambda a: a + [{**a[0], "language": "dyck1"}], "dyck1 seed 0 is not in the export"),
+    (lambda a: a + [{**a[0], "accept": not a[0]["accept"]}], "predicted already, on line 1"),
+    (lambda a: [{**a[0], "seed": 0.9}] + a[1:], "not a prediction"),
+    (lambda a: [{**a[0], "accept": "yes"}] + a[1:], "accept must be true or false"),
+])
+def test_bad_predictions_are_refused_with_their_line(tmp_path, capsys, change, message):
+    answers = majority_export(tmp_path)
+    message = message.format(n=len(answers))
+    bad = write_predictions(tmp_path / "bad.jsonl", change(answers))
+    assert main(["score", str(tmp_path / "export"), str(bad), "--run-dir", str(tmp_path / "run"), "--name", "m"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad.jsonl" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_files_and_taken_names_are_refused(tmp_path, capsys):
+    good = write_predictions(tmp_path / "good.jsonl", majority_export(tmp_path))
+
+    def refused(export=tmp_path / "export", run=tmp_path / "run", name="m"):
+        code = main(["score", str(export), str(good), "--run-dir", str(run), "--name", name])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        return err
+
+    for taken in ("soft", "saturated", "transformer", "lstm"):
+        assert f"--name {taken}: the name of a model the bench trains" in refused(name=taken)
+    run = tmp_path / "corrupt_run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: [unclosed\n")
+    assert "config.yaml: not YAML" in refused(run=run)
+    test = next((tmp_path / "export").glob("majority/seed-0/test.jsonl"))
+    kept = test.read_text()
+    test.write_text(kept + "{oops\n")
+    assert f"{test}:{len(kept.splitlines()) + 1}: not JSON" in refused()
+    test.write_text(kept)
+    manifest = tmp_path / "export" / "manifest.json"
+    whole = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in whole.items() if k != "entries"}))
+    assert "its entries are missing" in refused()
+    manifest.write_text("{not json")
+    assert "manifest.json: not JSON" in refused()
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_export_is_written_whole_or_not_at_all(tmp_path, capsys):
+    out = tmp_path / "export"
+    # Overrides may stand before --out, among the languages.
+    assert main(["data", "export", "majority", "seeds=[0]", "data.train_size=40", "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # A second export that fails on its second language leaves the first export as it was, and no folder beside it.
+    assert main(["data", "export", "majority", "anbn", "seeds=[0]", "data.train_lengths=[1,1]",
+                 "--out", str(out)]) == 2
+    assert "anbn" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    # A directory that holds something else is not overwritten.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["data", "export", "majority", "--out", str(other)]) == 2
+    assert "exists and is not an export" in capsys.readouterr().err and (other / "notes.txt").read_text() == "mine"
