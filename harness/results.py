@@ -235,7 +235,8 @@ def read_constructions(run_dir):
 
 
 def write_probe_reports(run_dir, declarations):
-    """Record the probes' report declarations (`probes.recorded_reports`): a list of {name, section, report}."""
+    """Record the probes' report declarations (`probes.recorded_reports`): a list of {name, section,
+    needs_attention, report}."""
     write_atomically(Path(run_dir) / PROBE_REPORTS_FILE, json.dumps({"probes": declarations}, indent=1) + "\n")
 
 

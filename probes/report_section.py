@@ -57,6 +57,7 @@ class ProbeReport:
 
 def recorded_reports(classes) -> list[dict]:
     """The declarations of probe classes as the run directory records them: name, section (where the harness puts
-    the probe's numbers in a row) and the report section as JSON-able data, None for a probe that declares none."""
-    return [{"name": cls.name, "section": cls.section, "report": None if cls.report is None else asdict(cls.report)}
-            for cls in classes]
+    the probe's numbers in a row), needs_attention (the report says why other model kinds than the transformer are
+    missing from its section) and the report section as JSON-able data, None for a probe that declares none."""
+    return [{"name": cls.name, "section": cls.section, "needs_attention": cls.needs_attention,
+             "report": None if cls.report is None else asdict(cls.report)} for cls in classes]

@@ -110,12 +110,32 @@ def flatten(config, prefix=""):
 SPLIT_ALWAYS = {"language", "seed", "model.attention", "model.kind"}
 
 
+# The model.kind with attention. The harness measures no attention of any other kind (lstm, rnn, a plugin's model:
+# harness/run.py), so their rows have no scale sweep, no saturated limit and no attention probes.
+TRANSFORMER = "transformer"
+
+
+def model_kind(row) -> str:
+    return row["config"]["model"].get("kind", TRANSFORMER)
+
+
 def variant_of(row) -> str:
     """What the tables call a row's model: its attention variant, or its model.kind where that is not a
     transformer (lstm, rnn, a plugin's)."""
-    model = row["config"]["model"]
-    kind = model.get("kind", "transformer")
-    return model["attention"] if kind == "transformer" else kind
+    kind = model_kind(row)
+    return row["config"]["model"]["attention"] if kind == TRANSFORMER else kind
+
+
+def left_out_words(rows) -> list[str]:
+    """For a section about attention, which the rows of other model kinds are missing from: where `rows` mix
+    transformers with such kinds, the sentence (and its blank line) that says why they are not there; else []."""
+    kinds = {model_kind(row) for row in rows}
+    without = sorted(kinds - {TRANSFORMER})
+    if TRANSFORMER not in kinds or not without:
+        return []
+    names = ", ".join(f"`{kind}`" for kind in without)
+    those = "that model kind has" if len(without) == 1 else "those model kinds have"
+    return [f"The {names} cells are left out: {those} no attention to measure.", ""]
 
 
 def flat_config(row) -> dict:

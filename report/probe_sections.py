@@ -15,7 +15,7 @@ import pandas as pd
 
 from satbench.harness.results import PROBE_REPORTS_FILE, read_probe_reports
 
-from .common import markdown, setting, variant_of, varying_fields
+from .common import left_out_words, markdown, setting, variant_of, varying_fields
 from .probe_renderers import RENDERERS, RunView
 
 LATE = 0.2  # the late phase of training: logged steps t >= LATE * the last step (the norm-growth probe's text says so)
@@ -113,14 +113,16 @@ def table_lines(table, frame, fields, run_dir):
 
 def declared_section(declared, frame, view, run_dir):
     """A probe's section: ## title, paragraph, tables, renderers. A probe whose tables find no numbers in any row
-    (it failed everywhere, or ran on no cell) gets none."""
+    (it failed everywhere, or ran on no cell) gets none. A probe of attention says why the cells of other model kinds
+    are not in it (a run recorded before probes declared `needs_attention` does not)."""
     report = declared["report"]  # every field of ProbeReport and Table, as asdict wrote them
     shorthand = {"columns": report["columns"], "rows": "cell", "title": "", "text": "", "csv": ""}
     tables = ([shorthand] if report["columns"] else []) + report["tables"]
     body = [line for table in tables for line in table_lines(table, frame, view.fields, run_dir)]
     if tables and not body:
         return []
-    lines = [f"## {report['title']}", ""] + ([report["text"], ""] if report["text"] else []) + body
+    lines = [f"## {report['title']}", ""] + ([report["text"], ""] if report["text"] else [])
+    lines += (left_out_words(view.rows) if declared.get("needs_attention") else []) + body
     for name in report["renderers"]:
         if name in RENDERERS:
             lines += RENDERERS[name](view)

@@ -12,7 +12,9 @@ from satbench.harness.results import CorruptResults
 
 from .common import (
     DEFAULT_POSITIONAL,
+    TRANSFORMER,
     flat_config,
+    model_kind,
     ordered_languages,
     predicted,
     report_order,
@@ -82,6 +84,14 @@ def settings(table):
 
 def ordered_scales(table):
     return sorted(table["scale"].unique(), key=scale_value)
+
+
+def without_attention(table):
+    """The variants of the long table whose model.kind has no attention (lstm, rnn, a plugin's): evaluated at c=1
+    alone. A table without the field (built by hand) holds transformers only."""
+    if "model.kind" not in table.columns:
+        return set()
+    return set(table.loc[table["model.kind"] != TRANSFORMER, "variant"])
 
 
 def positionals(table):
@@ -204,17 +214,22 @@ def flag_lines(flags):
 
 def sweep_table(table, threshold):
     """Rows: language and variant. Columns: every scale c, after the uniform-attention control (the c -> 0 end) where
-    it was evaluated. Cells: accuracy in distribution over seeds (`seed_cell`); read along a row, the finite columns
-    should converge to c=inf."""
+    it was evaluated. Cells: accuracy in distribution over seeds (`seed_cell`), n/a beyond c=1 for a model without
+    attention; read along a row, the finite columns should converge to c=inf."""
     frame = (table.groupby(["language", "variant", "scale"])["acc"].apply(lambda v: seed_cell(v, threshold))
              .unstack("scale"))
-    frame = frame[ordered_scales(table)].fillna("—")  # a scale some cells lack (rows of an older run)
+    frame = frame[ordered_scales(table)]
+    # A model without attention has no other scale, no limit and no uniform control: n/a, not a missing number.
+    alone = frame.index.get_level_values("variant").isin(without_attention(table))
+    frame.loc[alone] = frame.loc[alone].fillna("n/a")
+    frame = frame.fillna("—")  # a scale some cells lack (rows of an older run)
     frame.columns = [scale_heading(c) for c in frame.columns]
     return frame.sort_index(key=report_order(ordered_languages(table["language"])))
 
 
 def soft_vs_saturated_table(table, threshold):
-    """Per language: soft at c=1, the same soft models at the saturated limit, and the models trained saturated."""
+    """Per language: soft at c=1, the same soft models at the saturated limit, and the models trained saturated.
+    Empty (no columns) where the table holds no attention variant."""
     mean = table.groupby(["language", "variant", "scale"])["acc"]
     columns = {"soft, c=1": ("soft", "1"), "soft, saturated limit": ("soft", "inf"),
                "trained saturated, c=1": ("saturated", "1"), "trained hard, c=1": ("hard", "1")}
@@ -233,9 +248,9 @@ def kind_table(rows):
     """Rows: language and variant. Columns: each kind of test string ("member", then the kinds of negative that
     produced the others: edit, fallback, near_miss, random, shuffle), as trained (c=1) and at the saturated limit
     (c=inf). Cells: `accuracy (n)`, the accuracy in distribution on strings of that kind, mean over seeds, and n the
-    strings of that kind per seed (mean over seeds). A shortcut shows as a kind near 0 or 1 beside others near chance.
-    Empty for rows written before the kinds were recorded."""
-    records = []
+    strings of that kind per seed (mean over seeds); n/a at c=inf for a model without attention. A shortcut shows as a
+    kind near 0 or 1 beside others near chance. Empty for rows written before the kinds were recorded."""
+    records, alone = [], {variant_of(row) for row in rows if model_kind(row) != TRANSFORMER}
     for row in rows:
         metrics = row["metrics"]
         for scale in ("1", "inf"):
@@ -252,6 +267,9 @@ def kind_table(rows):
     kinds = sorted(set(frame["column"].str.split(" ").str[0]), key=lambda kind: (kind != "member", kind))
     columns = [f"{kind} c={scale}" for scale in ("1", "inf") for kind in kinds]
     table = cells.unstack("column").reindex(columns=[c for c in columns if c in set(frame["column"])]).fillna("—")
+    # A model without attention has no saturated limit: n/a, not a kind of string missing from its test.
+    limit = [c for c in table.columns if c.endswith(" c=inf")]
+    table.loc[table.index.get_level_values("variant").isin(alone), limit] = "n/a"
     return table.sort_index(key=report_order(ordered_languages(frame["language"])))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from satbench.harness.results import PHASES, load_rows_with_config, read_constructions, write_atomically
 
-from .common import load_theory, markdown
+from .common import left_out_words, load_theory, markdown
 from .data_warnings import weak_data_lines
 from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
 from .probe_sections import probe_sections
@@ -117,8 +117,9 @@ def write_report(run_dir, header=None):
             lines += [f"**Limit not reached** in {len(unreached)} of {part['hash'].nunique()} cells: the accuracy in "
                       f"distribution at the largest finite c and at c=inf differ by more than {LIMIT_GAP} (per seed):",
                       "", markdown(unreached.round(3).set_index(["language", "variant", "seed"])), ""]
-        lines += [f"### Soft vs saturated{suffix}", "",
-                  markdown(label_selected(soft_vs_saturated_table(part, threshold), part_rows)), ""]
+        versus = soft_vs_saturated_table(part, threshold)
+        if not versus.empty:  # models without attention alone (lstm, rnn) have no variants to compare
+            lines += [f"### Soft vs saturated{suffix}", "", markdown(label_selected(versus, part_rows)), ""]
         selected = selection_table(part_rows, threshold)
         if selected is not None:
             lines += [f"### Checkpoint selection{suffix}", "",
@@ -143,7 +144,7 @@ def write_report(run_dir, header=None):
                       "score as trained, `score_gap_over_norm` the same over the parameter norm (means over seeds, "
                       "all layers and heads). `tol=t`: accuracy at c=inf in distribution over seeds, read as the "
                       "recognition table's cells, with relative tie tolerance t (see models/attention.py, "
-                      "tie_floor).", "",
+                      "tie_floor).", "", *left_out_words(part_rows),
                       markdown(tie_table(part_ties, threshold)), ""]
             figure_tie_shares(part_ties, figures / f"tie_shares{tag}.png", title)
             lines += [f"![tie shares at the saturated limit](figures/tie_shares{tag}.png)", "",
