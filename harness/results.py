@@ -172,14 +172,17 @@ def rows_files(run_dir):
     return sorted(path for pattern in ROWS_GLOBS for path in Path(run_dir).glob(pattern))
 
 
-def check_one_config(run_dir, expected):
+def check_one_config(run_dir, expected, cells=frozenset()):
     """Refuse a run whose rows were written under another config than the one it records (`grid_hash` of each row).
 
     Shards started by hand with different overrides, or shard files copied in from another run, would otherwise mix
-    into one report. Rows without `grid_hash` (written by hand, or by an older satbench) are let through.
+    into one report. Rows without `grid_hash` (written by hand, or by an older satbench) are let through, and so are
+    rows of a cell of this grid (`cells`: the hashes grid_cells.json lists) written by a run of a part of it (such as
+    a subset of its languages): the cell's hash covers its whole config, so its row is the one this grid would write.
     """
     for path in rows_files(run_dir):
-        if any(row.get("grid_hash", expected) != expected for row in read_rows(path, fix=False)):
+        if any(row.get("grid_hash", expected) != expected and row["hash"] not in cells
+               for row in read_rows(path, fix=False)):
             raise CorruptResults(f"{path}: rows of another config than {Path(run_dir) / 'config.yaml'} (shards run "
                                  "with different configs?); move that file away, or rerun with --force")
 
@@ -202,21 +205,22 @@ def load_rows_with_config(run_dir):
     another config."""
     run_dir = Path(run_dir)
     rows = read_run(run_dir)
-    recorded = run_dir / CONFIG_FILE
-    if recorded.exists():
-        check_one_config(run_dir, grid_hash(read_yaml(recorded, CorruptResults)))
     listed = run_dir / GRID_CELLS_FILE
+    listing = None
     if listed.exists():
         try:
-            listing = json.loads(listed.read_text())["cells"]
-            wanted = set(listing)
+            listing = list(json.loads(listed.read_text())["cells"])
         except (json.JSONDecodeError, KeyError, TypeError):
             raise CorruptResults(f"{listed}: not a list of cell hashes (delete it; the next bench writes it again)") \
                 from None
+    recorded = run_dir / CONFIG_FILE
+    if recorded.exists():
+        check_one_config(run_dir, grid_hash(read_yaml(recorded, CorruptResults)), frozenset(listing or ()))
+    if listing is not None:
         order = {cell: i for i, cell in enumerate(listing)}
         # In the order of the grid's cells, whose outermost axis is the config's language list: the report shows the
         # languages in the order the config names them (report/style.py, `ordered_languages`).
-        rows = sorted((r for r in rows if r["hash"] in wanted), key=lambda r: order[r["hash"]])
+        rows = sorted((r for r in rows if r["hash"] in order), key=lambda r: order[r["hash"]])
     # Scored models, beside the trained cells: their rows are no cells of the grid, and no bench rewrites them.
     for path in sorted(run_dir.glob(SCORED_GLOB)):
         rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -685,6 +685,11 @@ DEVIATIONS = (("pre-LN block", {"model.layer_norm": "pre"}),
               ("2,000 strings, 1,000 steps", {"data.train_size": 2000, "train.steps": 1000}))
 
 
+def languages_of(run) -> list[str]:
+    """A run's languages, in its config's order."""
+    return list(dict.fromkeys(row["config"]["language"] for row in rows(run)))
+
+
 def peer_rows(run, language, **setting):
     found = [row for row in rows(run) if row["config"]["language"] == language
              and all(flat_config(row).get(k) == v for k, v in setting.items())]
@@ -745,8 +750,8 @@ B20_STATEMENTS = (
 )
 
 
-def core_words(language, region=B20_BIN):
-    return accuracy_words(bin_accuracy(peer_rows("b20_core", language), region))
+def core_words(language, region=B20_BIN, run="b20_core"):
+    return accuracy_words(bin_accuracy(peer_rows(run, language), region))
 
 
 @claim
@@ -768,6 +773,31 @@ def b20_not_comparable():
 
 
 @claim
+def b20_lstm_table():
+    """B20's LSTM under the same protocol beside the transformer, every core language, in distribution and 51-100."""
+    lines = ["| language | transformer, in distribution | LSTM, in distribution | transformer, 51-100 | LSTM, 51-100 |",
+             "|" + " --- |" * 5]
+    for language in languages_of("b20_core"):
+        cells = [core_words(language, region, run)
+                 for region in ("in", B20_BIN) for run in ("b20_core", "b20_core_lstm")]
+        lines.append(f"| {language} | " + " | ".join(cells) + " |")
+    return " ".join(" ".join(lines).split())
+
+
+def generalizing(run):
+    """The core languages on which at least one seed of a run reaches the threshold on lengths 51-100."""
+    languages = languages_of(run)
+    return [language for language in languages if bin_accuracy(peer_rows(run, language)).max() >= THRESHOLD]
+
+
+@claim
+def b20_lstm_generalizes():
+    lstm, transformer = generalizing("b20_core_lstm"), generalizing("b20_core")
+    return (f"{len(lstm)} of {len(languages_of('b20_core_lstm'))} languages "
+            f"({', '.join(lstm)}) against the transformer's {len(transformer)}")
+
+
+@claim
 def one_layer_ceiling():
     """The bound of benchmarks/one_layer_ceiling.py on b20_core's test strings: its range for each language where it
     falls below 0.99, and how many languages it leaves at exactly 1.000."""
@@ -783,44 +813,97 @@ def one_layer_ceiling():
 FLARE_SETTINGS = (("recognition alone", []), ("+ language modelling + next symbols", ["lm", "next_symbols"]))
 
 
-def flare_beyond(language, aux):
-    """Accuracy over every test length beyond training, per restart, of one loss setting of results/flare_core."""
-    found = [row for row in rows("flare_core") if row["config"]["language"] == language
+def flare_beyond(language, aux, run="flare_core"):
+    """Accuracy over every test length beyond training, per restart, of one loss setting of a FLaRe core run."""
+    found = [row for row in rows(run) if row["config"]["language"] == language
              and row["config"]["train"].get("aux_losses", []) == aux]
     assert len(found) == 5, (language, aux)
     return values(found, lambda row: row["metrics"]["acc_long"]["1"])
 
 
-@claim
-def flare_table():
+def flare_statistics(run):
     """FLaRe's two statistics per loss setting: the mean over restarts with its interval (inductive bias) and the best
     restart (expressivity), beyond the training lengths."""
-    languages = list(dict.fromkeys(row["config"]["language"] for row in rows("flare_core")))
+    languages = languages_of(run)
     lines = ["| language | " + " | ".join(f"{name}: mean over restarts | best" for name, _ in FLARE_SETTINGS) + " |",
              "|" + " --- |" * (1 + 2 * len(FLARE_SETTINGS))]
     for language in languages:
         cells = []
         for _, aux in FLARE_SETTINGS:
-            beyond = flare_beyond(language, aux)
+            beyond = flare_beyond(language, aux, run)
             cells += [mean_words(beyond), f"{beyond.max():.2f}"]
         lines.append(f"| {language} | " + " | ".join(cells) + " |")
     return " ".join(" ".join(lines).split())
 
 
 @claim
-def flare_expressive():
+def flare_table():
+    return flare_statistics("flare_core")
+
+
+@claim
+def flare_lstm_table():
+    return flare_statistics("flare_core_lstm")
+
+
+def flare_expressive_languages(run):
     """The languages whose best restart, in either setting, is at or above the threshold beyond training."""
-    languages = list(dict.fromkeys(row["config"]["language"] for row in rows("flare_core")))
-    found = [language for language in languages
-             if max(flare_beyond(language, aux).max() for _, aux in FLARE_SETTINGS) >= THRESHOLD]
-    return ", ".join(found)
+    languages = languages_of(run)
+    return [language for language in languages
+            if max(flare_beyond(language, aux, run).max() for _, aux in FLARE_SETTINGS) >= THRESHOLD]
+
+
+@claim
+def flare_expressive():
+    return ", ".join(flare_expressive_languages("flare_core"))
+
+
+@claim
+def flare_lstm_expressive():
+    return ", ".join(flare_expressive_languages("flare_core_lstm"))
+
+
+@claim
+def flare_lstm_aux_lower():
+    """On how many languages the auxiliary losses lower the LSTM's mean over restarts beyond training."""
+    languages = languages_of("flare_core_lstm")
+    alone, aux = (FLARE_SETTINGS[0][1], FLARE_SETTINGS[1][1])
+    lower = sum(flare_beyond(language, aux, "flare_core_lstm").mean()
+                < flare_beyond(language, alone, "flare_core_lstm").mean() for language in languages)
+    return f"on all {lower} languages" if lower == len(languages) else f"on {lower} of the {len(languages)} languages"
+
+
+def chosen_last(run):
+    chosen = [row["metrics"]["selection"]["step"] for row in rows(run)]
+    steps = rows(run)[0]["config"]["train"]["steps"]
+    return f"{sum(step == steps for step in chosen)} of {len(chosen)} restarts"
 
 
 @claim
 def flare_chosen_last():
-    chosen = [row["metrics"]["selection"]["step"] for row in rows("flare_core")]
-    steps = rows("flare_core")[0]["config"]["train"]["steps"]
-    return f"{sum(step == steps for step in chosen)} of {len(chosen)} restarts"
+    return chosen_last("flare_core")
+
+
+@claim
+def flare_lstm_chosen_last():
+    return chosen_last("flare_core_lstm")
+
+
+def lstm_size(run):
+    model = rows(run)[0]["config"]["model"]
+    assert model["kind"] == "lstm"
+    layers = model.get("n_layers", 1)
+    return f"{layers} layer{'s' if layers > 1 else ''} of {model['d_model']} units"
+
+
+@claim
+def flare_lstm_size():
+    return lstm_size("flare_core_lstm")
+
+
+@claim
+def b20_lstm_size():
+    return lstm_size("b20_core_lstm")
 
 
 @cache

@@ -10,7 +10,7 @@ import yaml
 
 from satbench.cli import main
 from satbench.harness import config as C
-from satbench.harness.results import grid_hash, read_rows, read_run
+from satbench.harness.results import grid_hash, load_rows_with_config, read_rows, read_run
 from satbench.harness.shard import group_cost, parse_shard, select_shard, split_groups
 
 
@@ -134,14 +134,34 @@ def test_shards_run_one_by_one_give_the_whole_grid_in_separate_files(tmp_path, c
     assert main(["report", str(run)]) == 0
     assert (run / "report.md").exists()
 
-    # A shard file from a run of another config (say, a shard started with other overrides) is refused.
+    # A shard file from a run of another config (say, a shard started with other overrides) is refused: its rows are
+    # of cells this grid does not hold.
     other = C.apply_overrides(tiny_config, ["train.steps=31"])
     shard_file = run / "cells.shard-1-of-2.jsonl"
     lines = shard_file.read_text().splitlines()
     row = json.loads(lines[0])
-    row["grid_hash"] = grid_hash(other)
+    row["grid_hash"], row["hash"] = grid_hash(other), C.cell_hash(C.expand(other).cells[0])
     shard_file.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
     capsys.readouterr()
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cells.shard-1-of-2.jsonl" in err and "another config" in err
+
+
+def test_a_grid_run_in_parts_reads_as_the_whole_grid(tmp_path, capsys, tiny_config):
+    """Two runs of halves of a grid's languages (each its own stacked ensemble, its own grid hash), their rows put
+    together: the whole grid's bench finds every cell done, and its report reads them, since each row's cell is one
+    of the grid's."""
+    tiny_config["vocab_size"] = 5  # the cells of a part and of the whole are the same only with one vocabulary
+    config = write_config(tmp_path, tiny_config)
+    parts = [tmp_path / f"part{i}" for i in range(2)]
+    for part, language in zip(parts, tiny_config["languages"], strict=True):
+        assert main(["bench", str(config), f"languages=[{language}]", "--run-dir", str(part), "--quiet",
+                     "--no-report"]) == 0
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    (whole / "cells.jsonl").write_text("".join((part / "cells.jsonl").read_text() for part in parts))
+    capsys.readouterr()
+    assert main(["bench", str(config), "--run-dir", str(whole), "--quiet"]) == 0
+    assert "finished before, skipped; 0 run" in capsys.readouterr().out
+    assert sorted(r["hash"] for r in load_rows_with_config(whole)) == sorted(hashes(C.expand(tiny_config).cells))
