@@ -89,20 +89,33 @@ def write_flare(folder, records):
 
 def export_splits(grid, out):
     """Write every dataset of `grid` under `out` (see the module's docstring); returns the manifest. The export is
-    written whole or not at all: into a folder beside `out`, which replaces `out` (an earlier export) at the end."""
+    written whole or not at all: into a folder beside `out`, which replaces `out` at the end where `out` is an earlier
+    export holding nothing else (replaceable), and is refused otherwise."""
     out = Path(out)
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out}: exists and is not an export; give a new or empty directory")
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or replaceable(out))):
+        raise ValueError(f"--out {out}: exists and is not an export (or holds files an export does not write); give "
+                         "a new or empty directory")
+    partial, earlier = (out.with_name(f".{out.name}.{part}-{os.getpid()}") for part in ("partial", "earlier"))
     try:
         manifest = _write_export(grid, partial)
         if out.exists():
-            shutil.rmtree(out)
+            out.rename(earlier)  # set aside, not deleted, until the new export is in its place
         partial.rename(out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(earlier, ignore_errors=True)
     return manifest
+
+
+def replaceable(out):
+    """Whether `out` is an export and nothing else: a manifest that reads as one, and every other file inside the
+    folder of one of its datasets."""
+    try:
+        folders = [Path(entry["folder"]) for entry in read_manifest(out)["entries"]]
+    except ValueError:
+        return False
+    files = [path.relative_to(out) for path in out.rglob("*") if not path.is_dir()]
+    return all(path == Path(MANIFEST) or any(folder in path.parents for folder in folders) for path in files)
 
 
 def _write_export(grid, out):

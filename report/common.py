@@ -134,8 +134,7 @@ def left_out_words(rows) -> list[str]:
     if TRANSFORMER not in kinds or not without:
         return []
     names = ", ".join(f"`{kind}`" for kind in without)
-    those = "that model kind has" if len(without) == 1 else "those model kinds have"
-    return [f"The {names} cells are left out: {those} no attention to measure.", ""]
+    return [f"The {names} cells are left out: the harness measures attention in its own transformer only.", ""]
 
 
 def flat_config(row) -> dict:

@@ -245,3 +245,15 @@ def test_an_export_is_written_whole_or_not_at_all(tmp_path, capsys):
     (other / "notes.txt").write_text("mine")
     assert main(["data", "export", "majority", "--out", str(other)]) == 2
     assert "exists and is not an export" in capsys.readouterr().err and (other / "notes.txt").read_text() == "mine"
+    # Nor is one whose manifest.json is not an export's, nor an export that holds a file of the user's.
+    (other / "manifest.json").write_text('{"name": "webapp"}')
+    (out / "predictions.jsonl").write_text("mine\n")
+    for folder in (other, out):
+        assert main(["data", "export", "majority", "--out", str(folder)]) == 2
+        assert "exists and is not an export" in capsys.readouterr().err
+    assert (other / "notes.txt").exists() and (out / "predictions.jsonl").exists()
+    # An export that holds only what an export writes is replaced, and nothing is left beside it.
+    (out / "predictions.jsonl").unlink()
+    assert main(["data", "export", "majority", "seeds=[1]", "data.train_size=40", "--out", str(out)]) == 0
+    assert [e["seed"] for e in read_manifest(out)["entries"]] == [1] and not (out / "majority" / "seed-0").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "other"]

@@ -211,7 +211,7 @@ def test_the_report_says_na_where_a_recurrent_model_has_no_attention(mixed_repor
         assert (cells[-1] == "n/a") == (cells[1] in ("lstm", "rnn")), line  # the last column is at c=inf
     # A transformer's variants are compared; the sections of attention say why lstm and rnn are not in them.
     assert report_tables(report, "### Soft vs saturated")
-    left_out = "The `lstm`, `rnn` cells are left out: those model kinds have no attention to measure."
+    left_out = "The `lstm`, `rnn` cells are left out: the harness measures attention in its own transformer only."
     for heading in ("### Ties at the saturated limit", "## Attention heads under saturation", "## Saturation"):
         assert left_out in report.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0], heading
     assert report.count(left_out) == 4  # and the query and key maps; not the linear probes, which read lstm and rnn
