@@ -103,7 +103,9 @@ def compare_variants(run, variant_a, variant_b, run_b=None):
         where = run if run_b is None else f"{run} and {run_b}"
         raise ValueError(f"{where}: no language has cells of both {variant_a} and {variant_b}: nothing to compare")
 
-    differences = [line for line in config_differences(*by_variant) if not line.startswith("- model.attention:")]
+    # A variant is an attention variant or a model kind (variant_of): those two fields are what is compared.
+    differences = [line for line in config_differences(*by_variant)
+                   if not line.startswith(("- model.attention:", "- model.kind:"))]
     if differences:
         header = [f"Besides the variant, the cells of {variant_a} and {variant_b} differ in these config fields "
                   f"({variant_a} -> {variant_b}), so a difference below need not come from the variant alone:", "",

@@ -43,7 +43,9 @@ def test_the_plugin_model_benches_and_reports_beside_the_transformer(example_plu
     report = (tmp_path / "run" / "report.md").read_text()
     line = next(line for line in report.splitlines() if line.startswith("| majority") and "| prefix_average " in line)
     assert "n/a" in line  # no attention: no c=inf
+    capsys.readouterr()
     assert main(["compare", str(tmp_path / "run"), "--variants", "soft", "prefix_average"]) == 0
+    assert "model.kind:" not in capsys.readouterr().out  # the kind is the variant compared, not a difference beside it
 
 
 def test_an_unknown_model_kind_is_refused_in_one_line(tmp_path, capsys):
