@@ -29,13 +29,13 @@ def prefix_keys_and_targets(split, label_kind):
     for row, s in enumerate(split.strings):
         items = []
         if label_kind == "membership":
-            items.append(((s[-1:] or "", frozenset(Counter(s).items())), float(split.labels[row])))
+            items.append(((s[-1:], frozenset(Counter(s).items())), float(split.labels[row])))
         else:
             labels = split.next_labels if label_kind == "next_symbols" else split.prefix_labels
             for i in range(1, len(s) + 1):  # BOS's own position (i = 0) reads no symbol: a constant, learnable
                 target = labels[row, i]
                 key = (s[i - 1], frozenset(Counter(s[:i]).items()))
-                items.append((key, target.numpy().tobytes() if hasattr(target, "numpy") else float(target)))
+                items.append((key, target.numpy().tobytes()))
         out.append(items)
     return out
 

@@ -207,7 +207,7 @@ def make_dataset(language: str | Language, train_lengths=(1, 20), test_lengths=(
     }
     if validation:
         meta["validation_size"] = validation_size
-        meta["validation_lengths"] = list(validation_lengths or (train_lo, train_hi))
+        meta["validation_lengths"] = [valid_lo, valid_hi]
         meta["strings"]["validation"] = len(validation)
         meta["distinct"]["validation"] = len(set(validation_split.strings))
     if members_only:

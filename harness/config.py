@@ -33,6 +33,7 @@ from satbench.data import DataConfig
 from satbench.languages import get_language
 from satbench.models import ModelConfig, get_variant
 from satbench.models.kinds import check_kind, stackable
+from satbench.models.recurrent import RECURRENT_KINDS
 from satbench.models.train import TrainConfig
 from satbench.probes.evaluate import EvalConfig
 from satbench.probes.registry import ProbeConfig
@@ -49,7 +50,6 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eva
 TOP_LEVEL = {"name", "languages", "seeds", "vocab_size", "zip", *SECTIONS}
 # Fields of ModelConfig the harness fills in itself.
 DERIVED = {"model.vocab_size", "model.next_symbols", "model.aux_heads"}
-RECURRENT = ("lstm", "rnn")
 # Fields of the transformer alone: an axis of them takes its first value in the cells of a recurrent model.kind.
 TRANSFORMER_ONLY = {"attention", "surrogate", "anneal_max", "tol", "tolerant_tol", "positional", "layer_norm", "causal",
                     "n_heads", "max_len", "qk_norm", "attention_scale", "bos_key", "d_ff"}
@@ -256,7 +256,7 @@ def expand(raw):
         cell = {"language": flat.pop("language"), "seed": flat.pop("seed"), "vocab_size": vocab_size}
         for section in SECTIONS:
             cell[section] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(section + ".")}
-        if cell["model"].get("kind", "transformer") in RECURRENT:
+        if cell["model"].get("kind", "transformer") in RECURRENT_KINDS:
             # The transformer's fields mean nothing to a recurrent model: an axis of them takes its first value, so
             # that a grid whose attention axis meets model.kind lstm gives one lstm cell per language and seed; and
             # it has no soft phase to switch out of. (A plugin's model may read any field: its cells stay as given.)

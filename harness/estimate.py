@@ -33,12 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
-from satbench.models.kinds import is_plugin
 from satbench.models.train import logged_steps, train_ensemble
-from satbench.probes import ProbeRun, probe_classes
+from satbench.probes import ProbeRun
 
 from . import config as C
-from .run import build_dataset, dataset_key, device_name, training_split
+from .run import build_dataset, dataset_key, device_name, group_probe_classes, training_split
 
 # Members whose datasets are built, and on a CPU the members the probes are timed on. Their time per member grows
 # a little with the members (memory traffic): on the default grid, timed on 5 it is about a fifth short of 25's.
@@ -177,9 +176,7 @@ def calibrate(cells, device, dataset_cache, dataset_seconds) -> GroupTimes:
     # The probes, as harness.run.run_group calls them, over one training step.
     members, member_datasets = map(list, zip(*paired(sample if device.type == "cpu" else cells, sample, datasets)))
     run = ProbeRun(cells=members, datasets=member_datasets, device=device)
-    probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled,
-                                                attention=first.model.kind == "transformer",
-                                                internals=not is_plugin(first.model.kind))]
+    probes = [cls(run) for cls in group_probe_classes(first)]
     logged = {}  # the entries of the first logged step and their seconds
 
     def on_log(step, ensemble):

@@ -43,10 +43,10 @@ from satbench.languages import get_language
 from satbench.languages.base import STRING_KINDS
 from satbench.models.attention import VARIANTS
 from satbench.models.kinds import model_kinds
-from satbench.probes.evaluate import recognition_metrics
+from satbench.probes.evaluate import EvalConfig, recognition_metrics
 
 from .provenance import command_line, source_state
-from .results import CONFIG_FILE, canonical_json, encode_inf, grid_hash, row_line, write_atomically
+from .results import CONFIG_FILE, cell_hash, encode_inf, grid_hash, row_line, write_atomically
 from .run import build_dataset, dataset_key
 
 FORMAT, VERSION = "satbench-splits", 1
@@ -281,19 +281,17 @@ def score_predictions(export, predictions, run_dir, name):
         right = torch.tensor([judged(r, given[key][i][1], entry["label_kind"]) for i, r in enumerate(records)])
         lengths = torch.tensor([r["length"] for r in records])
         kinds = torch.tensor([STRING_KINDS.index(r["kind"]) if r["kind"] in STRING_KINDS else -1 for r in records])
-        eval_cfg = entry["cell"]["eval"]
-        bins = [tuple(b) for b in eval_cfg.get("length_bins") or []] or \
-            ([(entry["train_lengths"][1] + 1, entry["test_lengths"][1])]
-             if entry["test_lengths"][1] > entry["train_lengths"][1] else [])
+        eval_cfg = EvalConfig(**entry["cell"]["eval"])
         metrics = recognition_metrics({"1": (right, torch.full(right.shape, float("nan")), torch.tensor(0))}, {},
-                                      lengths, torch.ones_like(right), entry["train_lengths"], bins,
-                                      eval_cfg.get("threshold", 0.99), kinds=kinds)
+                                      lengths, torch.ones_like(right), entry["train_lengths"],
+                                      eval_cfg.bins(entry["train_lengths"], entry["test_lengths"]),
+                                      eval_cfg.threshold, kinds=kinds)
         config = json.loads(json.dumps(entry["cell"]))
         # The export's cell as it is (so that the report splits it as it splits the run's cells), but the model is
         # this one, and nothing selected it among checkpoints.
         config["model"]["kind"] = name
         config["eval"] = {k: v for k, v in config["eval"].items() if k not in ("select", "checkpoints")}
-        rows.append({"hash": hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16], "config": config,
+        rows.append({"hash": cell_hash(config), "config": config,
                      "metrics": metrics, "log": [], "scored_from": {"export": str(export),
                                                                   "predictions": str(predictions)},
                      "dataset": {"meta": {"strings": {"test": len(records)}}, "baselines": {}},

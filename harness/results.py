@@ -223,7 +223,7 @@ def load_rows_with_config(run_dir):
         rows = sorted((r for r in rows if r["hash"] in order), key=lambda r: order[r["hash"]])
     # Scored models, beside the trained cells: their rows are no cells of the grid, and no bench rewrites them.
     for path in sorted(run_dir.glob(SCORED_GLOB)):
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows += read_rows(path)
     return rows
 
 

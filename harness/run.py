@@ -160,6 +160,13 @@ def checkpoint_path(run_dir, cell, step):
     return Path(run_dir) / CHECKPOINTS / C.cell_hash(cell) / f"step-{step:08d}.pt"
 
 
+def group_probe_classes(first):
+    """The probes of a group whose first cell is `first`: those of attention for the transformer alone, and those of
+    hidden states for the built-in models alone (a plugin's states are not read)."""
+    return probe_classes(enabled=first.probes.enabled, attention=first.model.kind == "transformer",
+                         internals=not is_plugin(first.model.kind))
+
+
 def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=None):
     """Train and measure one shape group; returns one row per cell. With train.keep_checkpoints every member is
     saved at every logged step under run_dir (see `checkpoint_path`). `bar`, the bench's bar over member-steps,
@@ -171,9 +178,7 @@ def run_group(cells, device, dataset_cache, progress=True, run_dir=None, bar=Non
         datasets = [build_dataset(cell, dataset_cache)
                     for cell in tqdm(cells, desc="datasets", leave=False, disable=not progress)]
     run = ProbeRun(cells=cells, datasets=datasets, device=device)
-    probes = [cls(run) for cls in probe_classes(enabled=first.probes.enabled,
-                                                attention=first.model.kind == "transformer",
-                                                internals=not is_plugin(first.model.kind))]
+    probes = [cls(run) for cls in group_probe_classes(first)]
 
     keep = first.train.keep_checkpoints and run_dir is not None
     errors = {}  # probe name -> its error: a probe that fails costs its own numbers, not the group's training

@@ -119,7 +119,7 @@ class CheckpointSelection:
             else:
                 record["final"] = regions_at_one(member)
                 chosen = {}
-                for region, final in regions_at_one(member).items():
+                for region, final in record["final"].items():
                     accuracy, step = self.best[i].get(region, (final, final_step))
                     if np.isnan(final) or final >= accuracy:
                         accuracy, step = final, final_step

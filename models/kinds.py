@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from satbench.models.recognizer import KINDS, ModelConfig, Recognizer
-from satbench.models.recurrent import RecurrentRecognizer
+from satbench.models.recurrent import RECURRENT_KINDS, RecurrentRecognizer
 
 PLUGIN_GROUP = "satbench.models"
 _plugins: dict | None = None
@@ -73,7 +73,7 @@ def build_model(config: ModelConfig) -> nn.Module:
     """The model of config.kind."""
     if config.kind == "transformer":
         return Recognizer(config)
-    if config.kind in ("lstm", "rnn"):
+    if config.kind in RECURRENT_KINDS:
         return RecurrentRecognizer(config)
     check_kind(config.kind)
     model = plugin_builders()[config.kind](config)

@@ -29,7 +29,15 @@ from satbench.models.layers import embed, linear, norm, norm_linear, stacked
 POSITIONALS = ("none", "sinusoidal", "learned", "fraction")
 LAYER_NORMS = ("pre", "post", "branch", "none")
 KINDS = ("transformer", "lstm", "rnn")  # built in (models/kinds.py); plugins add their own
-AUX_HEADS = ("lm", "next_symbols")
+AUX_HEADS = ("lm", "next_symbols")  # the auxiliary heads, and the train.aux_losses that read them
+
+
+def aux_names(key, names) -> list[str]:
+    """`names` as a list, if they are distinct names of AUX_HEADS."""
+    names = list(names)
+    if not set(names) <= set(AUX_HEADS) or len(set(names)) != len(names):
+        raise ValueError(f"{key}: {names} must be distinct names of {', '.join(AUX_HEADS)}")
+    return names
 
 
 @dataclass
@@ -112,10 +120,7 @@ class ModelConfig:
         if not self.bos_key and not self.causal:
             raise ValueError("model.bos_key: false hides BOS from the queries of a causal model; a bidirectional one "
                              "reads its membership at BOS")
-        self.aux_heads = list(self.aux_heads)
-        if not set(self.aux_heads) <= set(AUX_HEADS) or len(set(self.aux_heads)) != len(self.aux_heads):
-            raise ValueError(f"model.aux_heads: {list(self.aux_heads)} must be distinct names of "
-                             f"{', '.join(AUX_HEADS)}")
+        self.aux_heads = aux_names("model.aux_heads", self.aux_heads)
         value = self.attention_scale
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:

@@ -29,6 +29,7 @@ from satbench.models.layers import embed, stacked
 from satbench.models.recognizer import output_heads, read_heads, scale_counted_parameters
 
 GATES = {"lstm": 4, "rnn": 1}
+RECURRENT_KINDS = tuple(GATES)
 
 
 class RecurrentRecognizer(nn.Module):
@@ -50,19 +51,6 @@ class RecurrentRecognizer(nn.Module):
                     p.uniform_(-bound, bound)
         self.head, self.lm_head, self.next_head = output_heads(config)
         scale_counted_parameters(self, config.init_scale)
-
-    # The knobs a transformer's training sets on its attention layers; a recurrent model has none.
-    def attention_layers(self) -> list:
-        return []
-
-    def set_inverse_temperature(self, beta: float) -> None:
-        pass
-
-    def set_tie_tolerance(self, tol: float) -> None:
-        pass
-
-    def set_soft_phase(self, on: bool) -> None:
-        pass
 
     def forward(self, tokens, internals=False, logit_only=False):
         if self.token_embedding.weight.dim() == 3:

@@ -22,13 +22,13 @@ from satbench.data import stack_splits
 from satbench.models.attention import annealed_inverse_temperature, get_variant
 from satbench.models.ensemble import Ensemble, buffer_views
 from satbench.models.objectives import auxiliary_losses, judge_strings, member_losses
+from satbench.models.recognizer import AUX_HEADS, aux_names
 
 SCHEDULES = ("constant", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 LOG_SCHEDULES = ("linear", "log")
 TOLERANCE_SCHEDULES = ("constant", "linear", "cosine")
 LOSSES = ("bce", "mse")
-AUX_LOSSES = ("lm", "next_symbols")
 
 
 @dataclass
@@ -91,9 +91,7 @@ class TrainConfig:
     def __post_init__(self):
         check_rate("train.lr", self.lr)
         check_rate("train.aux_weight", self.aux_weight)
-        self.aux_losses = list(self.aux_losses)
-        if not set(self.aux_losses) <= set(AUX_LOSSES) or len(set(self.aux_losses)) != len(self.aux_losses):
-            raise ValueError(f"train.aux_losses: {self.aux_losses} must be distinct names of {', '.join(AUX_LOSSES)}")
+        self.aux_losses = aux_names("train.aux_losses", self.aux_losses)
         for name in ("steps", "batch_size", "log_every", "log_points"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name}: {getattr(self, name)} must be > 0")
@@ -128,7 +126,7 @@ class TrainConfig:
 
     def aux_weights(self, seed: int) -> dict[str, float]:
         """The coefficient of each auxiliary loss for the member trained from `seed`, each term drawn on its own."""
-        return {name: draw(self.aux_weight, seed, stream=1 + AUX_LOSSES.index(name)) for name in self.aux_losses}
+        return {name: draw(self.aux_weight, seed, stream=1 + AUX_HEADS.index(name)) for name in self.aux_losses}
 
 
 def check_rate(name, value):

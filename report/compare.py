@@ -13,6 +13,7 @@ import pandas as pd
 from satbench.harness.results import LEFT_OUT_AT_DEFAULT, CorruptResults, load_rows_with_config
 
 from .common import flat_config, markdown, ordered_variants, scale_heading, scale_value, variant_of, variant_rank
+from .selection import chosen_on_test
 from .stats import difference_interval, excludes_zero, seed_cell
 from .tables import BIN_PREFIX, bin_columns, long_table, setting_columns
 
@@ -77,16 +78,15 @@ def compare_variants(run, variant_a, variant_b, run_b=None):
     if variant_a == variant_b and run_b is None:
         raise ValueError(f"--variants: {variant_a} twice; name two different variants")
     runs = (run, run_b or run)
-    tables, by_variant = [], []
+    sides, by_variant = [], []
     for where, variant in zip(runs, (variant_a, variant_b), strict=True):
         rows = load_rows_with_config(where)
         table = long_table(rows)
         held = ordered_variants(table["variant"])
         if variant not in held:
             raise ValueError(f"{where} holds no cells of {variant}; its variants are {', '.join(held)}")
-        tables.append(table[table["variant"] == variant])
+        sides.append(table[table["variant"] == variant])
         by_variant.append([r for r in rows if variant_of(r) == variant])
-    sides = tables
     # Split by the fields that vary within a variant (weight decay, positions, ...): a cell is compared with the cells
     # of the other variant that share its setting. A field that is constant within each variant but differs between
     # them (a grid that zips a surrogate with the variant) is part of what is compared; the header names it.
@@ -121,7 +121,7 @@ def compare_variants(run, variant_a, variant_b, run_b=None):
 
 def selected_on_test(rows, name):
     """The line that says a side's c=1 accuracies were chosen on test data (eval.select: best_test)."""
-    if not any(row["config"]["eval"].get("select") == "best_test" for row in rows):
+    if not chosen_on_test(rows):
         return []
     return ["", f"**Selected on test data:** the c=1 accuracies of {name} are each region's best over its checkpoints "
                 "(`eval.select: best_test`), an upper bound on what a rule blind to the test strings reports."]

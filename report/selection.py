@@ -10,9 +10,14 @@ from .stats import seed_cell
 ON_TEST = "best on test"  # the label of c=1 columns whose accuracies are each region's best over checkpoints
 
 
+def chosen_on_test(rows) -> bool:
+    """Whether any row chose its c=1 accuracies on test data (eval.select: best_test)."""
+    return any(row["config"]["eval"].get("select") == "best_test" for row in rows)
+
+
 def label_selected(frame, rows):
     """`frame` with each `c=1` column heading marked when the rows chose their c=1 accuracies on test data."""
-    if not any(row["config"]["eval"].get("select") == "best_test" for row in rows):
+    if not chosen_on_test(rows):
         return frame
     return frame.rename(columns=lambda c: f"{c} ({ON_TEST})" if str(c).endswith("c=1") else c)
 

@@ -10,7 +10,7 @@ from .common import left_out_words, load_theory, markdown
 from .data_warnings import weak_data_lines
 from .figures import figure_accuracy_vs_length, figure_accuracy_vs_scale, figure_heatmap
 from .probe_sections import probe_sections
-from .selection import label_selected, selection_table, selection_words
+from .selection import chosen_on_test, label_selected, selection_table, selection_words
 from .tables import (
     LIMIT_GAP,
     construction_table,
@@ -111,7 +111,7 @@ def write_report(run_dir, header=None):
                   "decides without looking at which keys score highest).", "",
                   markdown(label_selected(sweep_table(part, threshold), part_rows)), ""]
         # With best_test, c=1 is each region's best checkpoint and c=inf the final model: their gap is no sweep's.
-        on_test = any(r["config"]["eval"].get("select") == "best_test" for r in part_rows)
+        on_test = chosen_on_test(part_rows)
         unreached = limit_not_reached(part) if not on_test else part.iloc[:0]
         if not unreached.empty:
             lines += [f"**Limit not reached** in {len(unreached)} of {part['hash'].nunique()} cells: the accuracy in "

@@ -105,6 +105,27 @@ def variant_registry():
 
 
 @pytest.fixture
+def no_next_symbols(registry):
+    """Registers 'no_followers', a language that does not define next_symbols."""
+
+    @languages.register
+    class NoFollowers(languages.Language):
+        """Strings of a's."""
+
+        name = "no_followers"
+        alphabet = "ab"
+
+        def accepts(self, s):
+            return set(s) <= {"a"}
+
+        def sample(self, rng, n):
+            return "a" * n
+
+    assert languages.get_language("no_followers").next_symbols("") is None
+    return "no_followers"
+
+
+@pytest.fixture
 def liar(registry):
     """Registers 'liar', a language whose sampler disagrees with its own oracle."""
 

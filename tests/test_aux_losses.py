@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from satbench import languages
 from satbench.cli import main
 from satbench.data import make_dataset, with_next_symbols
 from satbench.harness import config as C
@@ -215,27 +214,6 @@ TINY_AUX = {
     "eval": {"scales": [1, "inf"], "tie_tolerances": [], "uniform_control": False},
     "probes": {"enabled": False},
 }
-
-
-@pytest.fixture
-def no_next_symbols(registry):
-    """Registers 'no_followers', a language that does not define next_symbols."""
-
-    @languages.register
-    class NoFollowers(languages.Language):
-        """Strings of a's."""
-
-        name = "no_followers"
-        alphabet = "ab"
-
-        def accepts(self, s):
-            return set(s) <= {"a"}
-
-        def sample(self, rng, n):
-            return "a" * n
-
-    assert get_language("no_followers").next_symbols("") is None
-    return "no_followers"
 
 
 @pytest.mark.parametrize("overrides, message", [

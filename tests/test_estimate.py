@@ -68,7 +68,7 @@ def test_on_a_gpu_every_member_is_timed_on_a_dataset_of_its_own_language(tiny, m
                                                                                        train=cell.language))
     monkeypatch.setattr(E, "train_ensemble", train_ensemble)
     monkeypatch.setattr(E, "ProbeRun", Run)
-    monkeypatch.setattr(E, "probe_classes", lambda enabled, **_: [])
+    monkeypatch.setattr(E, "group_probe_classes", lambda first: [])
     monkeypatch.setattr(E, "clock", lambda device: 0.0)
     E.calibrate(group, SimpleNamespace(type="cuda"), {}, defaultdict(list))
     ((pairs,),) = [seen["probed"]]

@@ -769,8 +769,7 @@ def b20_side_by_side():
 def b20_not_comparable():
     """The core languages no reachable B20 statement names, with their numbers (51-100)."""
     named = {language for _, language, _, _ in B20_STATEMENTS}
-    order = [row["config"]["language"] for row in rows("b20_core")]
-    others = [language for language in dict.fromkeys(order) if language not in named]
+    others = [language for language in languages_of("b20_core") if language not in named]
     return "; ".join(f"{language} {core_words(language)}" for language in others)
 
 
@@ -817,8 +816,7 @@ FLARE_SETTINGS = (("recognition alone", []), ("+ language modelling + next symbo
 
 def flare_beyond(language, aux, run="flare_core"):
     """Accuracy over every test length beyond training, per restart, of one loss setting of a FLaRe core run."""
-    found = [row for row in rows(run) if row["config"]["language"] == language
-             and row["config"]["train"].get("aux_losses", []) == aux]
+    found = peer_rows(run, language, **{"train.aux_losses": aux})
     assert len(found) == 5, (language, aux)
     return values(found, lambda row: row["metrics"]["acc_long"]["1"])
 

@@ -10,8 +10,7 @@ from satbench.cli import main
 from satbench.data import make_dataset
 from satbench.harness import config as C
 from satbench.harness.results import read_run
-from satbench.languages import EOS, FIRST_SYMBOL, Language, get_language
-from satbench.languages import base as language_base
+from satbench.languages import EOS, FIRST_SYMBOL, get_language
 from satbench.models import Recognizer
 from satbench.models.objectives import judge_strings, member_losses
 from satbench.models.recognizer import ModelConfig
@@ -50,22 +49,11 @@ def test_targets_are_the_next_symbol_sets_of_members_only():
         assert bool((targets[row, len(s) + 1:] == -1).all())
 
 
-def test_a_language_without_next_symbols_is_refused_in_one_line(monkeypatch):
-    class Opaque(Language):
-        """Strings of a only (no next_symbols)."""
-        name, family, alphabet = "opaque_test", "regular", "ab"
-
-        def accepts(self, s):
-            return set(s) <= {"a"}
-
-        def sample(self, rng, n):
-            return "a" * n
-
-    monkeypatch.setitem(language_base._REGISTRY, "opaque_test", Opaque)
+def test_a_language_without_next_symbols_is_refused_in_one_line(no_next_symbols):
     with pytest.raises(ValueError, match="does not define next_symbols"):
-        make_dataset("opaque_test", label_kind="next_symbols")
-    config = {"name": "opaque", "languages": ["opaque_test"], "data": {"label_kind": "next_symbols"}}
-    with pytest.raises(C.ConfigError, match="'opaque_test' does not"):
+        make_dataset(no_next_symbols, label_kind="next_symbols")
+    config = {"name": "opaque", "languages": [no_next_symbols], "data": {"label_kind": "next_symbols"}}
+    with pytest.raises(C.ConfigError, match=f"'{no_next_symbols}' does not"):
         C.expand(config)
 
 

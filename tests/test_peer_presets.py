@@ -26,7 +26,8 @@ def test_b20_core_trains_as_b20_did():
         assert len({c.seed for c in grid}) >= 5
         for cell in grid:
             assert (cell.data.train_size, cell.train.steps, cell.train.batch_size) == (10_000, 7813, 32)
-            assert 10_000 * 25 // 32 + 1 == cell.train.steps  # 25 epochs of 10,000 strings in batches of 32
+            # 25 epochs of the training strings in batches
+            assert cell.train.steps == cell.data.train_size * 25 // cell.train.batch_size + 1
             train = cell.train
             assert (train.optimizer, train.lr, train.clip, train.loss) == ("rmsprop", 0.005, 0, "mse")
             assert (cell.model.n_layers, cell.model.d_model, cell.model.d_ff, cell.model.n_heads) == (1, 32, 64, 1)

@@ -16,8 +16,9 @@ from satbench.harness.results import read_run
 from satbench.harness.run import run_bench
 from satbench.models import Ensemble, ModelConfig
 from satbench.models.io import load, save
+from satbench.models.recurrent import RECURRENT_KINDS
 from satbench.probes import probe_classes
-from satbench.report.common import load_theory
+from satbench.report.common import load_theory, model_kind
 from satbench.report.write import write_report
 
 TORCH_MODULES = {"lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}
@@ -119,7 +120,7 @@ def mixed_report(mixed_run):
 
 
 def is_recurrent(row):
-    return row["config"]["model"].get("kind") in ("lstm", "rnn")
+    return model_kind(row) in RECURRENT_KINDS
 
 
 def test_the_baselines_bench_and_report_with_na_for_attention(mixed_run, mixed_report):
